@@ -1,0 +1,454 @@
+//! The commands behind the CLI.
+
+use super::*;
+use crate::plan::Plan;
+use crate::runner::{self, RunError, RunOptions};
+use crate::spec::{self, ExecutorKind, SpecError};
+use crate::state::{Journal, JournalError, RedbJournal, RunStatus, pid_alive};
+use crate::store::{Pin, ResultManifest, RunSummary, Store};
+use crate::ui::{Mode, Ui};
+use crate::util::{format_ms, human_duration, now_ms, parse_duration};
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+/// A command's failure with the exit code it maps to.
+pub struct Fail {
+    pub code: i32,
+    pub text: String,
+}
+
+impl Fail {
+    fn env(text: impl Into<String>) -> Fail {
+        Fail { code: EXIT_ENVIRONMENT, text: format!("error: {}", text.into()) }
+    }
+    fn usage(text: impl Into<String>) -> Fail {
+        Fail { code: EXIT_USAGE, text: format!("error: {}", text.into()) }
+    }
+}
+
+impl From<SpecError> for Fail {
+    fn from(e: SpecError) -> Fail {
+        let text = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+            let mut s = String::new();
+            let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+            match handler.render_report(&mut s, &e) {
+                Ok(()) => s,
+                Err(_) => e.render(),
+            }
+        } else {
+            e.render()
+        };
+        Fail { code: EXIT_INVALID, text: text.trim_end().to_string() }
+    }
+}
+
+impl From<JournalError> for Fail {
+    fn from(e: JournalError) -> Fail {
+        Fail::env(e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for Fail {
+    fn from(e: crate::store::StoreError) -> Fail {
+        Fail::env(e.to_string())
+    }
+}
+
+pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
+    let state = cli.state_dir.clone();
+    let r = match cli.command {
+        Command::Run { wf, run } => cmd_run(&state, registry, &wf, &run, None).await,
+        Command::Resume { run_id, run } => cmd_resume(&state, registry, &run_id, run).await,
+        Command::Plan { wf, json } => cmd_plan(&state, &registry, &wf, json).await,
+        Command::Graph { wf, format } => cmd_graph(&registry, &wf, &format),
+        Command::Status { run_id, json } => cmd_status(&state, run_id.as_deref(), json),
+        Command::Runs { json } => cmd_runs(&state, json),
+        Command::Gc { dry_run, grace, force, store } => cmd_gc(&state, dry_run, &grace, force, store.as_deref()).await,
+        Command::Pin { run_id, name } => cmd_pin(&state, &run_id, name).await,
+        Command::Unpin { name } => cmd_unpin(&state, &name).await,
+        Command::Kinds => {
+            for k in registry.iter() {
+                println!("{:<14} v{:<3} {}", k.name(), k.version(), k.describe());
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Bench(args) => bench::run(args, registry).await,
+        Command::Worker { .. } => unreachable!("handled before the runtime starts"),
+    };
+    match r {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("{}", f.text);
+            f.code
+        }
+    }
+}
+
+fn load_plan(registry: &Registry, wf: &WorkflowArgs) -> Result<Plan, Fail> {
+    let w = spec::load(&wf.workflow, &wf.set)?;
+    Ok(crate::plan::build(&w, registry, &wf.targets)?)
+}
+
+fn open_store(state: &Path, url: &str) -> Result<Store, Fail> {
+    let base = std::env::current_dir().map_err(|e| Fail::env(format!("cannot read the current directory: {e}")))?;
+    Ok(Store::open(url, &base, &state.join("cache"))?)
+}
+
+fn journal_path(state: &Path) -> std::path::PathBuf {
+    state.join("journal.redb")
+}
+
+async fn cmd_run(state: &Path, registry: Registry, wf: &WorkflowArgs, run: &RunArgs, resume_id: Option<String>) -> Result<i32, Fail> {
+    let plan = load_plan(&registry, wf)?;
+    let executor = ExecutorKind::parse(&run.executor).ok_or_else(|| Fail::usage(format!("unknown executor `{}`; known executors: `in-process`, `subprocess`", run.executor)))?;
+    let grace = parse_duration(&run.grace).ok_or_else(|| Fail::usage(format!("`--grace {}` is not a duration like `10s`", run.grace)))?;
+    let gpus = match &run.gpus {
+        Some(g) => Some(crate::gpu::parse_list(g).map_err(Fail::usage)?),
+        None => None,
+    };
+    let store = open_store(state, &plan.workflow.store)?;
+    std::fs::create_dir_all(state).map_err(|e| Fail::env(format!("cannot create state directory `{}`: {e}", state.display())))?;
+    let mut journal = RedbJournal::open(&journal_path(state))?;
+    let run_id = resume_id.unwrap_or_else(crate::util::new_run_id);
+    let worker_exe = std::env::current_exe().map_err(|e| Fail::env(format!("cannot find this program's path: {e}")))?;
+    let opts = RunOptions {
+        run_id,
+        workflow_path: wf.workflow.display().to_string(),
+        overrides: wf.set.clone(),
+        targets: wf.targets.clone(),
+        state_dir: state.to_path_buf(),
+        base_dir: std::env::current_dir().unwrap_or_default(),
+        gpus,
+        cpus: run.cpus,
+        fail_fast: run.fail_fast,
+        executor,
+        grace,
+        worker_exe,
+        options_json: serde_json::json!({"gpus": run.gpus, "cpus": run.cpus, "fail_fast": run.fail_fast, "executor": run.executor, "grace": run.grace}),
+    };
+    let mut ui = Ui::new(Mode::detect(run.json, run.quiet));
+    let report = match runner::run(plan, registry, store, &mut journal, opts, &mut ui).await {
+        Ok(r) => r,
+        Err(RunError::Invalid(m)) => return Err(Fail { code: EXIT_INVALID, text: format!("error: {m}") }),
+        Err(RunError::Journal(e)) => return Err(e.into()),
+        Err(RunError::Store(e)) => return Err(e.into()),
+    };
+    let text = format!(
+        "run {} {} in {}: {} ran, {} cached, {} failed, {} blocked, {} interrupted\n  details: cocoflow status {}",
+        report.run_id,
+        report.status.label(),
+        human_duration(report.elapsed),
+        report.succeeded,
+        report.cached,
+        report.failed,
+        report.blocked,
+        report.interrupted,
+        report.run_id
+    );
+    let summary = serde_json::json!({"run": report.run_id, "status": report.status.label(), "succeeded": report.succeeded, "cached": report.cached, "failed": report.failed, "blocked": report.blocked, "interrupted": report.interrupted, "seconds": report.elapsed.as_secs_f64()});
+    ui.done(&summary, &text);
+    Ok(match report.status {
+        RunStatus::Succeeded => EXIT_OK,
+        RunStatus::Interrupted => EXIT_INTERRUPTED,
+        _ => EXIT_TASK_FAILED,
+    })
+}
+
+async fn cmd_resume(state: &Path, registry: Registry, run_id: &str, mut run: RunArgs) -> Result<i32, Fail> {
+    let rec = {
+        let j = RedbJournal::open(&journal_path(state))?;
+        j.run(run_id)?.ok_or_else(|| Fail::usage(format!("no run `{run_id}` in `{}`; `cocoflow runs` lists them", state.display())))?
+    };
+    let o = &rec.options;
+    if run.gpus.is_none() {
+        run.gpus = o.get("gpus").and_then(|v| v.as_str()).map(String::from);
+    }
+    if run.cpus.is_none() {
+        run.cpus = o.get("cpus").and_then(|v| v.as_u64()).map(|v| v as u32);
+    }
+    run.fail_fast |= o.get("fail_fast").and_then(|v| v.as_bool()).unwrap_or(false);
+    if let Some(e) = o.get("executor").and_then(|v| v.as_str()) {
+        run.executor = e.to_string();
+    }
+    let wf = WorkflowArgs { workflow: rec.workflow.clone().into(), set: rec.overrides.clone(), targets: rec.targets.clone() };
+    cmd_run(state, registry, &wf, &run, Some(rec.id.clone())).await
+}
+
+async fn cmd_plan(state: &Path, registry: &Registry, wf: &WorkflowArgs, json: bool) -> Result<i32, Fail> {
+    let plan = load_plan(registry, wf)?;
+    let store = open_store(state, &plan.workflow.store)?;
+    let keys: Vec<String> = plan.instances.iter().map(|i| i.key.clone()).collect();
+    let cached = store.have_results(&keys).await?;
+    let n_cached = cached.iter().filter(|c| **c).count();
+    if json {
+        let items: Vec<_> = plan
+            .instances
+            .iter()
+            .map(|i| serde_json::json!({"name": i.name, "task": i.task, "kind": i.kind, "key": i.key, "cached": cached[i.id], "deps": i.deps.iter().map(|&d| &plan.instances[d].name).collect::<Vec<_>>(), "arms": i.arms.iter().map(|&a| &plan.arm_names[a]).collect::<Vec<_>>()}))
+            .collect();
+        println!("{}", serde_json::json!({"workflow": plan.workflow.name, "arms": plan.arm_names, "instances": items, "cached": n_cached, "to_run": plan.instances.len() - n_cached}));
+        return Ok(EXIT_OK);
+    }
+    let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(4).min(60);
+    println!("workflow `{}`: {} arm(s), {} instance(s)", plan.workflow.name, plan.arm_names.len(), plan.instances.len());
+    for i in &plan.instances {
+        println!("  {:<7} {:<width$}  {:<12} {}", if cached[i.id] { "cached" } else { "run" }, i.name, i.kind, &i.key[..12]);
+    }
+    println!("{} cached, {} to run", n_cached, plan.instances.len() - n_cached);
+    Ok(EXIT_OK)
+}
+
+fn cmd_graph(registry: &Registry, wf: &WorkflowArgs, format: &str) -> Result<i32, Fail> {
+    let plan = load_plan(registry, wf)?;
+    match format {
+        "text" => print!("{}", crate::plan::render::text(&plan)),
+        "dot" => print!("{}", crate::plan::render::dot(&plan, &|_| None)),
+        other => return Err(Fail::usage(format!("unknown graph format `{other}`; use `text` or `dot`"))),
+    }
+    Ok(EXIT_OK)
+}
+
+/// The journal, or — while a run holds it — that run's live snapshot.
+enum StatusSource {
+    Journal(RedbJournal),
+    Snapshot(serde_json::Value),
+}
+
+fn latest_snapshot(state: &Path) -> Option<serde_json::Value> {
+    let dir = state.join("runs");
+    let mut best: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let m = e.metadata().ok()?.modified().ok()?;
+        if best.as_ref().is_none_or(|(t, _)| m > *t) {
+            best = Some((m, e.path()));
+        }
+    }
+    serde_json::from_slice(&std::fs::read(best?.1).ok()?).ok()
+}
+
+fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fail> {
+    if !journal_path(state).exists() {
+        return Err(Fail::usage(format!("no runs yet in `{}`", state.display())));
+    }
+    match RedbJournal::open(&journal_path(state)) {
+        Ok(j) => Ok(StatusSource::Journal(j)),
+        Err(JournalError::Locked { .. }) => {
+            let snap = match run_id {
+                Some(id) => std::fs::read(state.join("runs").join(format!("{id}.status.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok()),
+                None => latest_snapshot(state),
+            };
+            snap.map(StatusSource::Snapshot).ok_or_else(|| Fail::env("a run is in progress and has not written a status snapshot yet; try again in a second"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn effective_status(r: &crate::state::RunRecord) -> RunStatus {
+    if r.status == RunStatus::Running && r.host == runner::hostname() && !pid_alive(r.pid) { RunStatus::Crashed } else { r.status.clone() }
+}
+
+fn cmd_status(state: &Path, run_id: Option<&str>, json: bool) -> Result<i32, Fail> {
+    let (run, instances, live) = match status_source(state, run_id)? {
+        StatusSource::Journal(j) => {
+            let run = match run_id {
+                Some(id) => j.run(id)?.ok_or_else(|| Fail::usage(format!("no run `{id}`; `cocoflow runs` lists them")))?,
+                None => j.runs()?.pop().ok_or_else(|| Fail::usage("no runs yet"))?,
+            };
+            let inst = j.instances(&run.id)?;
+            (run, inst, false)
+        }
+        StatusSource::Snapshot(v) => {
+            let run: crate::state::RunRecord = serde_json::from_value(v["run"].clone()).map_err(|e| Fail::env(format!("malformed status snapshot: {e}")))?;
+            let inst: Vec<crate::state::InstanceRecord> = serde_json::from_value(v["instances"].clone()).map_err(|e| Fail::env(format!("malformed status snapshot: {e}")))?;
+            (run, inst, true)
+        }
+    };
+    let status = effective_status(&run);
+    if json {
+        println!("{}", serde_json::json!({"run": run, "status": status.label(), "live": live, "instances": instances}));
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "run {} ({}) {}{}: {}  started {}",
+        run.id,
+        run.workflow,
+        status.label(),
+        if live { " (live)" } else { "" },
+        run.workflow_name,
+        format_ms(run.started_ms)
+    );
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for i in &instances {
+        *counts.entry(i.state.as_str()).or_default() += 1;
+    }
+    println!("  {}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
+    let width = instances.iter().map(|i| i.name.len()).max().unwrap_or(4).min(50);
+    println!("  {:<width$}  {:<11} {:>8} {:>9}  error", "instance", "state", "attempts", "duration");
+    for i in &instances {
+        let dur = match (i.started_ms, i.finished_ms) {
+            (Some(s), Some(f)) => human_duration(Duration::from_millis(f.saturating_sub(s))),
+            (Some(s), None) if i.state == "running" => format!("{}+", human_duration(Duration::from_millis(now_ms().saturating_sub(s)))),
+            _ => "-".into(),
+        };
+        let err = i.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("");
+        println!("  {:<width$}  {:<11} {:>8} {:>9}  {}", i.name, i.state, i.attempts, dur, err);
+    }
+    Ok(EXIT_OK)
+}
+
+fn cmd_runs(state: &Path, json: bool) -> Result<i32, Fail> {
+    let runs = match status_source(state, None)? {
+        StatusSource::Journal(j) => j.runs()?,
+        StatusSource::Snapshot(v) => vec![serde_json::from_value(v["run"].clone()).map_err(|e| Fail::env(e.to_string()))?],
+    };
+    if json {
+        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    for r in &runs {
+        let st = effective_status(r);
+        let took = r.finished_ms.map(|f| human_duration(Duration::from_millis(f.saturating_sub(r.started_ms)))).unwrap_or_else(|| "-".into());
+        println!("{}  {:<11} {:>8}  {} instances ({} cached)  {}{}", r.id, st.label(), took, r.instances, r.cached, r.workflow, if r.overrides.is_empty() { String::new() } else { format!(" --set {}", r.overrides.join(" --set ")) });
+    }
+    Ok(EXIT_OK)
+}
+
+async fn store_of_latest(state: &Path, explicit: Option<&str>) -> Result<Store, Fail> {
+    let url = match explicit {
+        Some(u) => u.to_string(),
+        None => {
+            let j = RedbJournal::open(&journal_path(state)).map_err(|e| match e {
+                JournalError::Locked { .. } => Fail::env("a run is in progress in this state directory; `gc` waits until it ends"),
+                e => e.into(),
+            })?;
+            j.runs()?.pop().map(|r| r.store).ok_or_else(|| Fail::usage("no runs yet: pass `--store URL`"))?
+        }
+    };
+    open_store(state, &url)
+}
+
+async fn cmd_gc(state: &Path, dry_run: bool, grace: &str, force: bool, store_url: Option<&str>) -> Result<i32, Fail> {
+    let grace = parse_duration(grace).ok_or_else(|| Fail::usage(format!("`--grace {grace}` is not a duration")))?;
+    // Holding the journal keeps runs of this state directory from starting meanwhile.
+    let _journal = if journal_path(state).exists() {
+        Some(RedbJournal::open(&journal_path(state)).map_err(|e| match e {
+            JournalError::Locked { .. } => Fail::env("a run is in progress in this state directory; `gc` would be unsafe now"),
+            e => e.into(),
+        })?)
+    } else {
+        None
+    };
+    drop(_journal);
+    let store = store_of_latest(state, store_url).await?;
+    let _journal = if journal_path(state).exists() { Some(RedbJournal::open(&journal_path(state))?) } else { None };
+    let now = now_ms();
+    let live_window = 120_000;
+    for (loc, _) in store.list("leases").await? {
+        if let Some(l) = store.read_json_at::<crate::store::Lease>(&loc, "lease").await?
+            && now.saturating_sub(l.heartbeat_ms) < live_window
+            && !force
+        {
+            return Err(Fail::env(format!("run `{}` on `{}` (pid {}) is live on this store; `gc` could delete what it reads (`--force` to go ahead)", l.run_id, l.host, l.pid)));
+        }
+    }
+    // Roots: every result a run summary or pin names.
+    let mut roots: HashSet<String> = HashSet::new();
+    for (loc, _) in store.list("runs").await? {
+        if let Some(s) = store.read_json_at::<RunSummary>(&loc, "run summary").await? {
+            roots.extend(s.results);
+        }
+    }
+    for (loc, _) in store.list("pins").await? {
+        if let Some(p) = store.read_json_at::<Pin>(&loc, "pin").await? {
+            roots.extend(p.results);
+        }
+    }
+    let young = |mtime: u64| now.saturating_sub(mtime) < grace.as_millis() as u64;
+    let mut live_blobs: HashSet<String> = HashSet::new();
+    let mut drop_results = Vec::new();
+    let mut kept_results = 0;
+    for (loc, mtime) in store.list("results").await? {
+        let key = loc.trim_start_matches("results/").trim_end_matches(".json").to_string();
+        if roots.contains(&key) || young(mtime) {
+            if let Some(m) = store.read_json_at::<ResultManifest>(&loc, "result").await.ok().flatten() {
+                for a in m.outputs.values().chain(m.log.iter()) {
+                    for d in store.artifact_blobs(a).await.unwrap_or_else(|_| vec![a.digest.clone()]) {
+                        live_blobs.insert(d);
+                    }
+                }
+            }
+            kept_results += 1;
+        } else {
+            drop_results.push(loc);
+        }
+    }
+    let mut drop_blobs = Vec::new();
+    let mut freed = 0u64;
+    let mut kept_blobs = 0;
+    for (loc, mtime) in store.list("blobs").await? {
+        let digest = loc.rsplit('/').next().unwrap_or_default().to_string();
+        if live_blobs.contains(&digest) || young(mtime) {
+            kept_blobs += 1;
+        } else {
+            if let Some(root) = store.local_root() {
+                freed += std::fs::metadata(root.join(&loc)).map(|m| m.len()).unwrap_or(0);
+            }
+            drop_blobs.push(loc);
+        }
+    }
+    let mut drop_ckpt = Vec::new();
+    for (loc, mtime) in store.list("checkpoints").await? {
+        let key = loc.split('/').nth(1).unwrap_or_default();
+        if store.has_result(key).await? && !young(mtime) {
+            drop_ckpt.push(loc);
+        }
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if !dry_run {
+        // Results first: a result must never name a deleted blob.
+        for loc in drop_results.iter().chain(&drop_blobs).chain(&drop_ckpt) {
+            store.delete_at(loc).await?;
+        }
+        let _ = std::fs::remove_dir_all(state.join("cache").join("trees"));
+        let _ = std::fs::remove_dir_all(state.join("work"));
+    }
+    println!(
+        "gc {}: {verb} {} result(s), {} blob(s){}, {} checkpoint(s); kept {} result(s), {} blob(s) ({} root result(s) from runs and pins)",
+        store.url(),
+        drop_results.len(),
+        drop_blobs.len(),
+        if freed > 0 { format!(" ({:.1} MiB)", freed as f64 / 1048576.0) } else { String::new() },
+        drop_ckpt.len(),
+        kept_results,
+        kept_blobs,
+        roots.len()
+    );
+    Ok(EXIT_OK)
+}
+
+async fn cmd_pin(state: &Path, run_id: &str, name: Option<String>) -> Result<i32, Fail> {
+    let j = RedbJournal::open(&journal_path(state))?;
+    let run = j.run(run_id)?.ok_or_else(|| Fail::usage(format!("no run `{run_id}`")))?;
+    drop(j);
+    let store = open_store(state, &run.store)?;
+    let summary: RunSummary = store
+        .read_json_at(&format!("runs/{run_id}.json"), "run summary")
+        .await?
+        .ok_or_else(|| Fail::usage(format!("run `{run_id}` has no summary in the store (did it finish?)")))?;
+    let name = name.unwrap_or_else(|| run_id.to_string());
+    store.put_pin(&Pin { name: name.clone(), results: summary.results.clone(), created_ms: now_ms() }).await?;
+    println!("pinned {} result(s) of run {run_id} as `{name}`", summary.results.len());
+    Ok(EXIT_OK)
+}
+
+async fn cmd_unpin(state: &Path, name: &str) -> Result<i32, Fail> {
+    let store = store_of_latest(state, None).await?;
+    if store.delete_pin(name).await? {
+        println!("removed pin `{name}`");
+        Ok(EXIT_OK)
+    } else {
+        Err(Fail::usage(format!("no pin `{name}`")))
+    }
+}

@@ -1,0 +1,180 @@
+//! The `cocoflow` command line. Binaries call [`main_with`] with their task kinds.
+//!
+//! Exit codes: 0 success · 2 bad command line · 3 invalid workflow · 4 a task failed ·
+//! 5 environment problem (store unreachable, state directory busy) · 70 internal error ·
+//! 130 interrupted.
+
+pub mod bench;
+pub mod commands;
+
+use crate::kind::Registry;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INVALID: i32 = 3;
+pub const EXIT_TASK_FAILED: i32 = 4;
+pub const EXIT_ENVIRONMENT: i32 = 5;
+pub const EXIT_INTERNAL: i32 = 70;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug, Parser)]
+#[command(name = "cocoflow", version, about = "CoCoEdit experiments as a cached, resumable DAG", max_term_width = 100)]
+pub struct Cli {
+    /// Where the run journal, logs, work directories and blob cache live.
+    #[arg(long, global = true, env = "COCOFLOW_STATE_DIR", default_value = ".cocoflow")]
+    pub state_dir: PathBuf,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct WorkflowArgs {
+    /// The workflow file.
+    pub workflow: PathBuf,
+    /// Override a param: `--set iterations=3` (typed like the param's default).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Only these tasks and what they need.
+    #[arg(long = "target", value_name = "TASK")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// GPU ids to use (`0,1,2,3` or `none`); default: the workflow's, else discovered.
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// CPU slots (default: the machine's cores).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Stop launching after the first failure (default: keep going).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Default executor: `in-process` or `subprocess`.
+    #[arg(long, default_value = "in-process")]
+    pub executor: String,
+    /// After Ctrl-C, how long running tasks may finish before they are cancelled.
+    #[arg(long, default_value = "10s")]
+    pub grace: String,
+    /// Machine-readable event stream on stdout (one JSON object per line).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow; finished instances come from the cache.
+    Run {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Continue a run by id (same workflow, overrides and options).
+    Resume {
+        run_id: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Show what would run and what is cached.
+    Plan {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the DAG as text or Graphviz DOT.
+    Graph {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        /// `text` or `dot`.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Each instance's state, attempts, duration and error (default: the latest run).
+    Status {
+        run_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove blobs and results that no run record or pin references.
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep anything younger than this (protects writes in flight).
+        #[arg(long, default_value = "1h")]
+        grace: String,
+        /// Collect even while another run holds a live lease on the store.
+        #[arg(long)]
+        force: bool,
+        /// The store to collect (default: the store of the latest run).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Keep a run's results through `gc`.
+    Pin {
+        run_id: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a pin.
+    Unpin { name: String },
+    /// List the task kinds this binary knows.
+    Kinds,
+    /// Engine benchmarks (print figures; not tests).
+    Bench(bench::BenchArgs),
+    /// Run one task attempt (used by the subprocess executor).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        job: PathBuf,
+    },
+}
+
+/// Runs the CLI with these kinds; returns the process exit code.
+pub fn main_with(registry: Registry) -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    if let Command::Worker { job } = &cli.command {
+        return crate::exec::worker_main(job, &registry);
+    }
+    init_tracing(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    rt.block_on(commands::dispatch(cli, registry))
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

@@ -1,0 +1,180 @@
+//! Executors: run one attempt of one instance and report how it ended.
+//! - in-process: a blocking thread of this process; shares a [`ModelCache`] across tasks.
+//! - subprocess: `cocoflow worker --job FILE` per attempt, so a crash, panic or OOM kill
+//!   fails that task only. Its stdout carries progress and the outcome as JSON lines.
+
+use crate::kind::{CtxParts, InputItem, ModelCache, Progress, ProgressSink, Registry, TaskCtx, TaskError};
+use crate::store::{InputRef, ResultManifest, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Everything needed to run one attempt, in this process or another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub name: String,
+    pub key: String,
+    pub kind: String,
+    pub kind_version: u32,
+    pub run_id: String,
+    pub attempt: u32,
+    pub params: serde_json::Value,
+    pub inputs: BTreeMap<String, Vec<JobInput>>,
+    pub outputs: Vec<String>,
+    pub gpus: Vec<u32>,
+    pub workdir: PathBuf,
+    pub log_path: PathBuf,
+    pub store_url: String,
+    /// Directory relative `file://` stores resolve against.
+    pub store_base: PathBuf,
+    pub cache_dir: PathBuf,
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobInput {
+    pub label: String,
+    pub producer_key: String,
+    pub output: String,
+    pub artifact: crate::store::Artifact,
+}
+
+/// How an attempt ended, as the runner needs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum JobOutcome {
+    Succeeded { manifest: Box<ResultManifest> },
+    Failed { message: String, retryable: bool },
+    /// An input blob is corrupt or missing: its producer (by key) must run again.
+    BadInput { producer_key: String, message: String },
+    Cancelled,
+}
+
+/// Runs a job to completion in the calling (blocking) thread.
+pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime::Handle, progress: ProgressSink, cancel: Arc<AtomicBool>, models: Arc<ModelCache>) -> JobOutcome {
+    let Some(kind) = registry.get(&job.kind) else {
+        return JobOutcome::Failed { message: format!("this cocoflow binary has no task kind `{}`", job.kind), retryable: false };
+    };
+    if let Err(e) = std::fs::create_dir_all(&job.workdir) {
+        return JobOutcome::Failed { message: format!("cannot create working directory `{}`: {e}", job.workdir.display()), retryable: true };
+    }
+    if let Some(parent) = job.log_path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let inputs: BTreeMap<String, Vec<InputItem>> = job
+        .inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().map(|i| InputItem { label: i.label.clone(), producer: i.producer_key.clone(), output: i.output.clone(), artifact: i.artifact.clone() }).collect()))
+        .collect();
+    let refs: BTreeMap<String, Vec<InputRef>> =
+        job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|i| InputRef { label: i.label.clone(), key: i.producer_key.clone(), output: i.output.clone() }).collect())).collect();
+    let mut ctx = TaskCtx::new(CtxParts {
+        name: job.name.clone(),
+        key: job.key.clone(),
+        kind: job.kind.clone(),
+        kind_version: job.kind_version,
+        run_id: job.run_id.clone(),
+        attempt: job.attempt,
+        params: job.params.clone(),
+        inputs,
+        gpus: job.gpus.clone(),
+        workdir: job.workdir.clone(),
+        log_path: job.log_path.clone(),
+        store: store.clone(),
+        rt,
+        progress,
+        cancel,
+        models,
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx)));
+    let outcome = match result {
+        Ok(Ok(())) => match ctx.finish(&job.outputs, refs, &job.host) {
+            Ok(m) => JobOutcome::Succeeded { manifest: Box::new(m) },
+            Err(e) => failed(e),
+        },
+        Ok(Err(e)) => {
+            ctx.log(format!("error: {e}"));
+            failed(e)
+        }
+        Err(panic) => {
+            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into());
+            JobOutcome::Failed { message: format!("task panicked: {msg}"), retryable: true }
+        }
+    };
+    if matches!(outcome, JobOutcome::Succeeded { .. }) {
+        let _ = std::fs::remove_dir_all(&job.workdir);
+    }
+    outcome
+}
+
+fn failed(e: TaskError) -> JobOutcome {
+    match e {
+        TaskError::Input { producer, source: source @ (StoreError::Corrupt { .. } | StoreError::Missing { .. }), input } => {
+            JobOutcome::BadInput { producer_key: producer, message: format!("input `{input}`: {source}") }
+        }
+        TaskError::Cancelled => JobOutcome::Cancelled,
+        other => JobOutcome::Failed { retryable: other.retryable(), message: other.to_string() },
+    }
+}
+
+/// One line on a worker's stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerLine {
+    Progress(Progress),
+    Outcome(JobOutcome),
+}
+
+pub const WORKER_PREFIX: &str = "@@cocoflow ";
+
+/// The `cocoflow worker --job FILE` entry point: runs the job, prints the outcome.
+pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
+    let job: Job = match std::fs::read(job_file).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: cannot read job `{}`: {e}", job_file.display());
+            return 70;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 70;
+        }
+    };
+    let store = match Store::open(&job.store_url, &job.store_base, &job.cache_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            print_line(&WorkerLine::Outcome(JobOutcome::Failed { message: e.to_string(), retryable: true }));
+            return 1;
+        }
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // SIGTERM from the runner means: stop at the next cancellation check.
+        rt.spawn(async move {
+            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                s.recv().await;
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let progress: ProgressSink = Arc::new(|p: Progress| print_line(&WorkerLine::Progress(p)));
+    let handle = rt.handle().clone();
+    let outcome = std::thread::scope(|s| s.spawn(|| run_job(&job, registry, &store, handle, progress, cancel, Arc::new(ModelCache::default()))).join())
+        .unwrap_or_else(|_| JobOutcome::Failed { message: "worker thread panicked".into(), retryable: true });
+    let code = if matches!(outcome, JobOutcome::Succeeded { .. }) { 0 } else { 1 };
+    print_line(&WorkerLine::Outcome(outcome));
+    code
+}
+
+fn print_line(line: &WorkerLine) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{WORKER_PREFIX}{}", serde_json::to_string(line).unwrap_or_default());
+    let _ = out.flush();
+}

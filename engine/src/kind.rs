@@ -1,0 +1,380 @@
+//! The task-kind API: what a kind declares (params, outputs, version) and the context it
+//! runs in (inputs as local files, outputs into the store, progress, logs, checkpoints,
+//! cancellation, a shared model cache). Kinds never see the scheduler.
+
+use crate::store::{Artifact, InputRef, ResultManifest, Store, StoreError};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A kind of task. Implementations are stateless; per-run state lives in [`TaskCtx`].
+pub trait TaskKind: Send + Sync + 'static {
+    /// The name used in workflow files (`kind: shell`).
+    fn name(&self) -> &'static str;
+    /// Bump when the kind's results change for the same params: old cache entries then miss.
+    fn version(&self) -> u32;
+    /// One line for `cocoflow kinds`.
+    fn describe(&self) -> &'static str;
+    /// Checks params and returns their canonical form (typed, defaults filled in), which
+    /// is what the cache key hashes. Use [`typed_params`].
+    fn check_params(&self, params: &Value) -> Result<Value, ParamError>;
+    /// Names of the outputs an instance with these (checked) params produces.
+    fn outputs(&self, params: &Value) -> Vec<String>;
+    /// Checks the names of the inputs a task gives this kind.
+    fn check_inputs(&self, _params: &Value, _inputs: &[&str]) -> Result<(), String> {
+        Ok(())
+    }
+    /// Top-level param keys holding shell text: `${...}` substitutions in them are quoted.
+    fn quoted_params(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Does the work. Runs on a blocking thread (in-process) or in a child process.
+    fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError>;
+}
+
+/// A param that does not fit the kind's schema: its key path and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Deserialises params into the kind's `#[serde(deny_unknown_fields)]` struct, reporting
+/// the key path of a bad value, and returns the struct and its canonical JSON.
+pub fn typed_params<P: DeserializeOwned + Serialize>(v: &Value) -> Result<(P, Value), ParamError> {
+    let p: P = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ParamError { path, message: e.into_inner().to_string() }
+    })?;
+    let canonical = serde_json::to_value(&p).map_err(|e| ParamError { path: String::new(), message: e.to_string() })?;
+    Ok((p, canonical))
+}
+
+/// Why a task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The task's own failure, in its words.
+    #[error("{0}")]
+    Failed(String),
+    /// An input could not be read; corrupt or missing blobs make the producer run again.
+    #[error("input `{input}`: {source}")]
+    Input { input: String, producer: String, source: StoreError },
+    #[error("params: {0}")]
+    Params(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl TaskError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TaskError {
+        let context = context.into();
+        move |source| TaskError::Io { context, source }
+    }
+
+    /// Whether a retry could help (everything but bad params and cancellation).
+    pub fn retryable(&self) -> bool {
+        !matches!(self, TaskError::Params(_) | TaskError::Cancelled)
+    }
+}
+
+/// All kinds known to a binary.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn TaskKind>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The engine's own kinds: `noop`, `shell`.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::new();
+        crate::kinds::register(&mut r);
+        r
+    }
+
+    pub fn register(&mut self, kind: impl TaskKind) {
+        self.kinds.insert(kind.name(), Arc::new(kind));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn TaskKind>> {
+        self.kinds.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn TaskKind>> {
+        self.kinds.values()
+    }
+}
+
+/// One item of an input as the task sees it.
+#[derive(Debug, Clone)]
+pub struct InputItem {
+    pub label: String,
+    pub producer: String,
+    pub output: String,
+    pub artifact: Artifact,
+}
+
+/// Loaded models (or anything costly) shared by tasks of one in-process executor.
+#[derive(Default)]
+pub struct ModelCache {
+    items: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl ModelCache {
+    /// Returns the cached value for `key`, building it on first use.
+    pub fn get_or_try_insert<T: Any + Send + Sync, E>(&self, key: &str, build: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E> {
+        if let Some(v) = self.items.lock().unwrap().get(key).cloned()
+            && let Ok(t) = v.downcast::<T>()
+        {
+            return Ok(t);
+        }
+        let v = Arc::new(build()?);
+        self.items.lock().unwrap().insert(key.to_string(), v.clone());
+        Ok(v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Progress a task reports: `done` of `total` units, with an optional message.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    #[serde(default)]
+    pub message: String,
+}
+
+pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Everything one attempt of one instance runs with.
+pub struct TaskCtx {
+    pub name: String,
+    pub key: String,
+    pub kind: String,
+    pub kind_version: u32,
+    pub run_id: String,
+    pub attempt: u32,
+    /// Checked, canonical params.
+    pub params: Value,
+    pub inputs: BTreeMap<String, Vec<InputItem>>,
+    /// Concrete GPU ids granted (empty: run on the CPU).
+    pub gpus: Vec<u32>,
+    /// A fresh directory for this attempt.
+    pub workdir: PathBuf,
+    pub log_path: PathBuf,
+    store: Store,
+    rt: tokio::runtime::Handle,
+    outputs: BTreeMap<String, Artifact>,
+    metrics: serde_json::Map<String, Value>,
+    progress: ProgressSink,
+    cancel: Arc<AtomicBool>,
+    models: Arc<ModelCache>,
+    started_ms: u64,
+}
+
+/// What an executor needs to build a [`TaskCtx`].
+pub struct CtxParts {
+    pub name: String,
+    pub key: String,
+    pub kind: String,
+    pub kind_version: u32,
+    pub run_id: String,
+    pub attempt: u32,
+    pub params: Value,
+    pub inputs: BTreeMap<String, Vec<InputItem>>,
+    pub gpus: Vec<u32>,
+    pub workdir: PathBuf,
+    pub log_path: PathBuf,
+    pub store: Store,
+    pub rt: tokio::runtime::Handle,
+    pub progress: ProgressSink,
+    pub cancel: Arc<AtomicBool>,
+    pub models: Arc<ModelCache>,
+}
+
+impl TaskCtx {
+    pub fn new(p: CtxParts) -> TaskCtx {
+        TaskCtx {
+            name: p.name,
+            key: p.key,
+            kind: p.kind,
+            kind_version: p.kind_version,
+            run_id: p.run_id,
+            attempt: p.attempt,
+            params: p.params,
+            inputs: p.inputs,
+            gpus: p.gpus,
+            workdir: p.workdir,
+            log_path: p.log_path,
+            store: p.store,
+            rt: p.rt,
+            outputs: BTreeMap::new(),
+            metrics: serde_json::Map::new(),
+            progress: p.progress,
+            cancel: p.cancel,
+            models: p.models,
+            started_ms: crate::util::now_ms(),
+        }
+    }
+
+    /// Params as the kind's typed struct.
+    pub fn params<P: DeserializeOwned + Serialize>(&self) -> Result<P, TaskError> {
+        typed_params::<P>(&self.params).map(|(p, _)| p).map_err(|e| TaskError::Params(format!("`{}`: {}", e.path, e.message)))
+    }
+
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn one_input(&self, name: &str) -> Result<&InputItem, TaskError> {
+        match self.inputs.get(name).map(Vec::as_slice) {
+            Some([item]) => Ok(item),
+            Some(items) => Err(TaskError::Failed(format!("input `{name}` is a list of {} items; use `input_items`", items.len()))),
+            None => Err(TaskError::Failed(format!("task `{}` has no input `{name}`", self.name))),
+        }
+    }
+
+    pub fn input_items(&self, name: &str) -> Result<&[InputItem], TaskError> {
+        self.inputs.get(name).map(Vec::as_slice).ok_or_else(|| TaskError::Failed(format!("task `{}` has no input `{name}`", self.name)))
+    }
+
+    /// A local path holding the item (a file, or a directory for tree artifacts), verified.
+    pub fn item_path(&self, input: &str, item: &InputItem) -> Result<PathBuf, TaskError> {
+        let r = if item.artifact.tree {
+            self.block(self.store.tree_dir(&item.artifact.digest))
+        } else {
+            self.block(self.store.blob_file(&item.artifact.digest))
+        };
+        r.map_err(|source| TaskError::Input { input: input.to_string(), producer: item.producer.clone(), source })
+    }
+
+    pub fn input_path(&self, name: &str) -> Result<PathBuf, TaskError> {
+        let item = self.one_input(name)?.clone();
+        self.item_path(name, &item)
+    }
+
+    pub fn input_bytes(&self, name: &str) -> Result<Bytes, TaskError> {
+        let item = self.one_input(name)?;
+        self.block(self.store.get_blob(&item.artifact.digest))
+            .map_err(|source| TaskError::Input { input: name.to_string(), producer: item.producer.clone(), source })
+    }
+
+    pub fn output_bytes(&mut self, name: &str, bytes: impl Into<Bytes>) -> Result<(), TaskError> {
+        let a = self.block(self.store.put_blob(bytes.into()))?;
+        self.outputs.insert(name.to_string(), a);
+        Ok(())
+    }
+
+    pub fn output_file(&mut self, name: &str, path: &Path) -> Result<(), TaskError> {
+        let a = self.block(self.store.put_file(path))?;
+        self.outputs.insert(name.to_string(), a);
+        Ok(())
+    }
+
+    pub fn output_dir(&mut self, name: &str, dir: &Path) -> Result<(), TaskError> {
+        let a = self.block(self.store.put_dir(dir))?;
+        self.outputs.insert(name.to_string(), a);
+        Ok(())
+    }
+
+    pub fn metric(&mut self, name: &str, value: impl Into<Value>) {
+        self.metrics.insert(name.to_string(), value.into());
+    }
+
+    pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
+        (self.progress)(Progress { done, total, message: message.into() });
+    }
+
+    /// Appends a line to the task's log (kept with its result).
+    pub fn log(&self, line: impl AsRef<str>) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path) {
+            let _ = writeln!(f, "{}", line.as_ref());
+        }
+    }
+
+    /// Saves partial state under this instance's key; a re-run attempt can load it.
+    pub fn checkpoint_save(&self, name: &str, bytes: impl Into<Bytes>) -> Result<(), TaskError> {
+        Ok(self.block(self.store.put_checkpoint(&self.key, name, bytes.into()))?)
+    }
+
+    pub fn checkpoint_load(&self, name: &str) -> Result<Option<Bytes>, TaskError> {
+        Ok(self.block(self.store.get_checkpoint(&self.key, name))?)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Returns `Err(Cancelled)` once cancellation was requested: call between work units.
+    pub fn check_cancelled(&self) -> Result<(), TaskError> {
+        if self.is_cancelled() { Err(TaskError::Cancelled) } else { Ok(()) }
+    }
+
+    pub fn models(&self) -> &ModelCache {
+        &self.models
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Checks every declared output was produced, stores the log and publishes the result
+    /// manifest (last, so the result becomes visible all at once).
+    pub fn finish(self, declared: &[String], inputs: BTreeMap<String, Vec<InputRef>>, host: &str) -> Result<ResultManifest, TaskError> {
+        for o in declared {
+            if !self.outputs.contains_key(o) {
+                return Err(TaskError::Failed(format!("task `{}` finished without producing its output `{o}`", self.name)));
+            }
+        }
+        let log = match std::fs::read(&self.log_path) {
+            Ok(b) if !b.is_empty() => Some(self.block(self.store.put_blob(Bytes::from(b)))?),
+            _ => None,
+        };
+        let m = ResultManifest {
+            key: self.key.clone(),
+            kind: self.kind.clone(),
+            kind_version: self.kind_version,
+            name: self.name.clone(),
+            params: self.params.clone(),
+            inputs,
+            outputs: self.outputs.clone(),
+            metrics: self.metrics.clone(),
+            log,
+            run_id: self.run_id.clone(),
+            attempt: self.attempt,
+            started_ms: self.started_ms,
+            duration_ms: crate::util::now_ms().saturating_sub(self.started_ms),
+            host: host.to_string(),
+        };
+        self.block(self.store.put_result(&m))?;
+        Ok(m)
+    }
+}

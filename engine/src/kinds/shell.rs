@@ -1,0 +1,181 @@
+//! `shell`: runs a command under `sh -c` in a fresh working directory and stores the
+//! files it declares as outputs.
+//!
+//! Params: `cmd` (shell text; `${param}` substitutions in it are shell-quoted), `args`
+//! (passed as `$1`, `$2`, ...), `env` (extra environment variables), `outputs` (name →
+//! relative path; a trailing `/` or a directory makes a tree output), `timeout`.
+//! Inputs: any; each reaches the command as `COCOFLOW_INPUT_<NAME>` (a path; list inputs as
+//! `COCOFLOW_INPUT_<NAME>_<i>` plus `_COUNT`). Outputs: as declared, also given to the
+//! command as `COCOFLOW_OUTPUT_<NAME>`. GPUs granted arrive as `CUDA_VISIBLE_DEVICES`.
+
+use crate::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
+use crate::spec::template::scalar_text;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Component, Path};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellParams {
+    pub cmd: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+pub struct Shell;
+
+/// `data-set` → `DATA_SET`.
+pub fn env_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+fn check(p: &ShellParams) -> Result<(), ParamError> {
+    for (name, path) in &p.outputs {
+        let rel = Path::new(path.trim_end_matches('/'));
+        if path.is_empty() || rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(ParamError { path: format!("outputs.{name}"), message: format!("output path `{path}` must be relative to the working directory, without `..`") });
+        }
+    }
+    for k in p.env.keys() {
+        if k.is_empty() || k.contains('=') || k.starts_with("COCOFLOW_") {
+            return Err(ParamError { path: format!("env.{k}"), message: format!("`{k}` is not an environment variable a task may set") });
+        }
+    }
+    if let Some(t) = &p.timeout
+        && crate::util::parse_duration(t).is_none()
+    {
+        return Err(ParamError { path: "timeout".into(), message: format!("`{t}` is not a duration like `30s` or `5m`") });
+    }
+    Ok(())
+}
+
+impl TaskKind for Shell {
+    fn name(&self) -> &'static str {
+        "shell"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn describe(&self) -> &'static str {
+        "runs a shell command; declared files become outputs"
+    }
+    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
+        let (p, v) = typed_params::<ShellParams>(params)?;
+        check(&p)?;
+        Ok(v)
+    }
+    fn outputs(&self, params: &Value) -> Vec<String> {
+        params.get("outputs").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+    fn quoted_params(&self) -> &'static [&'static str] {
+        &["cmd"]
+    }
+    fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+        let p: ShellParams = ctx.params()?;
+        let workdir = ctx.workdir.clone();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(&p.cmd).arg("cocoflow-shell");
+        for a in &p.args {
+            cmd.arg(scalar_text(a));
+        }
+        cmd.current_dir(&workdir).stdin(Stdio::null());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&ctx.log_path).map_err(TaskError::io(format!("cannot open log `{}`", ctx.log_path.display())))?;
+        let log2 = log.try_clone().map_err(TaskError::io("cannot duplicate log handle"))?;
+        cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+        for (k, v) in &p.env {
+            cmd.env(k, scalar_text(v));
+        }
+        let names: Vec<String> = ctx.inputs.keys().cloned().collect();
+        for name in names {
+            let items = ctx.input_items(&name)?.to_vec();
+            let var = format!("COCOFLOW_INPUT_{}", env_name(&name));
+            if items.len() == 1 {
+                cmd.env(&var, ctx.item_path(&name, &items[0])?);
+            }
+            cmd.env(format!("{var}_COUNT"), items.len().to_string());
+            for (i, it) in items.iter().enumerate() {
+                cmd.env(format!("{var}_{i}"), ctx.item_path(&name, it)?);
+            }
+        }
+        for (name, rel) in &p.outputs {
+            let full = workdir.join(rel.trim_end_matches('/'));
+            let parent = if rel.ends_with('/') { full.clone() } else { full.parent().unwrap_or(&workdir).to_path_buf() };
+            std::fs::create_dir_all(&parent).map_err(TaskError::io(format!("cannot create `{}`", parent.display())))?;
+            cmd.env(format!("COCOFLOW_OUTPUT_{}", env_name(name)), &full);
+        }
+        cmd.env("COCOFLOW_TASK", &ctx.name).env("COCOFLOW_KEY", &ctx.key).env("COCOFLOW_RUN", &ctx.run_id).env("COCOFLOW_ATTEMPT", ctx.attempt.to_string());
+        cmd.env("CUDA_VISIBLE_DEVICES", ctx.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let timeout = p.timeout.as_deref().and_then(crate::util::parse_duration);
+        let mut child = cmd.spawn().map_err(TaskError::io("cannot start `sh`"))?;
+        let pgid = child.id() as i32;
+        let started = Instant::now();
+        let mut poll = Duration::from_micros(50);
+        let status = loop {
+            if let Some(st) = child.try_wait().map_err(TaskError::io("waiting for the command"))? {
+                break st;
+            }
+            let timed_out = timeout.is_some_and(|t| started.elapsed() > t);
+            if ctx.is_cancelled() || timed_out {
+                // SAFETY: signalling the child's own process group.
+                unsafe { libc::kill(-pgid, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                let _ = child.wait();
+                if timed_out {
+                    return Err(TaskError::Failed(format!("command timed out after {}", p.timeout.unwrap_or_default())));
+                }
+                return Err(TaskError::Cancelled);
+            }
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(Duration::from_millis(20));
+        };
+        if !status.success() {
+            let tail = log_tail(&ctx.log_path, 5);
+            let how = match (status.code(), status.signal()) {
+                (Some(c), _) => format!("exited with status {c}"),
+                (None, Some(s)) => format!("was killed by signal {s}"),
+                _ => "failed".to_string(),
+            };
+            return Err(TaskError::Failed(if tail.is_empty() { format!("command {how}") } else { format!("command {how}; last output:\n{tail}") }));
+        }
+        for (name, rel) in &p.outputs {
+            let full = workdir.join(rel.trim_end_matches('/'));
+            if full.is_dir() {
+                ctx.output_dir(name, &full)?;
+            } else if full.is_file() {
+                ctx.output_file(name, &full)?;
+            } else {
+                return Err(TaskError::Failed(format!("command succeeded but did not create output `{name}` (`{rel}`)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

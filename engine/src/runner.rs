@@ -1,0 +1,614 @@
+//! The runner: drives the pure scheduler core with real events. It checks the cache,
+//! journals every batch of state changes before acting on it, launches attempts on the
+//! executors, shows progress, handles Ctrl-C, and writes the run's summary to the store.
+
+use crate::core::resources::{Pools, Request};
+use crate::core::{Action, Core, Event, Options, Outcome, State, TaskInfo};
+use crate::exec::{Job, JobInput, JobOutcome, WORKER_PREFIX, WorkerLine, run_job};
+use crate::kind::{ModelCache, Progress, ProgressSink, Registry};
+use crate::plan::{InstanceId, Plan};
+use crate::spec::ExecutorKind;
+use crate::state::{InstanceRecord, Journal, JournalEvent, RunRecord, RunStatus};
+use crate::store::{Lease, ResultManifest, RunSummary, Store};
+use crate::ui::Ui;
+use crate::util::{human_duration, now_ms};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_id: String,
+    pub workflow_path: String,
+    pub overrides: Vec<String>,
+    pub targets: Vec<String>,
+    /// `.cocoflow` by default: journal, logs, work dirs, blob cache.
+    pub state_dir: PathBuf,
+    /// Where relative `file://` stores resolve (the current directory).
+    pub base_dir: PathBuf,
+    pub gpus: Option<Vec<u32>>,
+    pub cpus: Option<u32>,
+    pub fail_fast: bool,
+    pub executor: ExecutorKind,
+    /// How long running tasks may finish after Ctrl-C before they are cancelled.
+    pub grace: Duration,
+    /// The program started as `PROGRAM worker --job FILE` by the subprocess executor.
+    pub worker_exe: PathBuf,
+    pub options_json: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The plan cannot run here (resources); nothing was started.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Journal(#[from] crate::state::JournalError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub succeeded: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub blocked: usize,
+    pub interrupted: usize,
+    pub elapsed: Duration,
+}
+
+enum Msg {
+    Done { id: InstanceId, attempt: u32, outcome: JobOutcome },
+    Progress { id: InstanceId, progress: Progress },
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Resolves the GPU pool and each instance's request; errors name the task and pool.
+pub fn resources(plan: &Plan, opts: &RunOptions, ui: &Ui) -> Result<(Pools, Vec<Request>), RunError> {
+    let w = &plan.workflow;
+    let gpus: Vec<u32> = match (&opts.gpus, &w.pools.gpus) {
+        (Some(g), _) => g.clone(),
+        (None, Some(g)) => g.clone(),
+        (None, None) => crate::gpu::discover().map(|v| v.into_iter().map(|g| g.id).collect()).unwrap_or_default(),
+    };
+    let cpus = opts.cpus.or(w.pools.cpus).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let pools = Pools::new(gpus.clone(), cpus, &w.pools.named);
+    let gpu_tasks = plan.instances.iter().filter(|i| i.resources.gpus > 0).count();
+    if gpus.is_empty() && gpu_tasks > 0 {
+        ui.notice(&format!("no GPU found: {gpu_tasks} GPU task(s) will run on the CPU"));
+    }
+    let mut reqs = Vec::with_capacity(plan.instances.len());
+    for inst in &plan.instances {
+        let r = &inst.resources;
+        let mut named = Vec::new();
+        for (pool, &n) in &r.pools {
+            let idx = pools.pool_index(pool).ok_or_else(|| {
+                RunError::Invalid(format!("task `{}` asks for resource `{pool}`, which the workflow does not declare under `resources:`", inst.name))
+            })?;
+            named.push((idx, n));
+        }
+        let req = Request { gpus: if gpus.is_empty() { 0 } else { r.gpus }, cpus: r.cpus.min(cpus), named };
+        if !pools.satisfiable(&req) {
+            let list = gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            return Err(RunError::Invalid(format!(
+                "task `{}` asks for {} GPU(s); this run has {} (ids: {})",
+                inst.name,
+                req.gpus,
+                gpus.len(),
+                if list.is_empty() { "none".into() } else { list }
+            )));
+        }
+        reqs.push(req);
+    }
+    Ok((pools, reqs))
+}
+
+/// Which instances are cache hits. A cached instance whose outputs a re-running dependent
+/// needs is checked blob by blob; a missing blob makes it run again.
+pub async fn cache_hits(plan: &Plan, store: &Store) -> Result<(Vec<bool>, HashMap<String, ResultManifest>), RunError> {
+    let keys: Vec<String> = plan.instances.iter().map(|i| i.key.clone()).collect();
+    let mut cached = store.have_results(&keys).await?;
+    let dependents = plan.dependents();
+    let mut manifests = HashMap::new();
+    let mut checked = HashSet::new();
+    loop {
+        let mut changed = false;
+        for inst in &plan.instances {
+            if cached[inst.id] || inst.deps.is_empty() {
+                continue;
+            }
+            for &d in &inst.deps {
+                if !cached[d] || !checked.insert(d) {
+                    continue;
+                }
+                let ok = match store.get_result(&plan.instances[d].key).await? {
+                    Some(m) => {
+                        let mut ok = true;
+                        for a in m.outputs.values() {
+                            let blobs = match store.artifact_blobs(a).await {
+                                Ok(b) => b,
+                                Err(_) => {
+                                    ok = false;
+                                    break;
+                                }
+                            };
+                            for b in blobs {
+                                if !store.has_blob(&b).await? {
+                                    ok = false;
+                                    break;
+                                }
+                            }
+                        }
+                        if ok {
+                            manifests.insert(m.key.clone(), m);
+                        }
+                        ok
+                    }
+                    None => false,
+                };
+                if !ok {
+                    cached[d] = false;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let _ = dependents;
+    Ok((cached, manifests))
+}
+
+struct Launched {
+    started: Instant,
+    cancel: Arc<AtomicBool>,
+    pgid: Arc<std::sync::Mutex<Option<i32>>>,
+    log: PathBuf,
+}
+
+/// Runs a plan to the end (or until interrupted).
+pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn Journal, opts: RunOptions, ui: &mut Ui) -> Result<RunReport, RunError> {
+    let t0 = Instant::now();
+    let (pools, requests) = resources(&plan, &opts, ui)?;
+    let (cached, mut manifests) = cache_hits(&plan, &store).await?;
+    let n = plan.instances.len();
+    let n_cached = cached.iter().filter(|c| **c).count();
+    let host = hostname();
+    let infos: Vec<TaskInfo> = plan
+        .instances
+        .iter()
+        .map(|inst| TaskInfo {
+            deps: inst.deps.clone(),
+            request: requests[inst.id].clone(),
+            max_attempts: 1 + inst.retries.count,
+            backoff_ms: inst.retries.backoff.as_millis() as u64,
+            backoff_factor: inst.retries.factor,
+            max_backoff_ms: inst.retries.max_backoff.as_millis() as u64,
+            priority: inst.priority,
+            cached: cached[inst.id],
+        })
+        .collect();
+    let mut core = Core::new(infos, pools, Options { fail_fast: opts.fail_fast });
+    let by_key: HashMap<&str, InstanceId> = plan.instances.iter().map(|i| (i.key.as_str(), i.id)).collect();
+
+    let mut record = RunRecord {
+        id: opts.run_id.clone(),
+        workflow: opts.workflow_path.clone(),
+        workflow_name: plan.workflow.name.clone(),
+        overrides: opts.overrides.clone(),
+        targets: opts.targets.clone(),
+        store: store.url().to_string(),
+        started_ms: now_ms(),
+        finished_ms: None,
+        status: RunStatus::Running,
+        pid: std::process::id(),
+        host: host.clone(),
+        instances: n,
+        cached: n_cached,
+        options: opts.options_json.clone(),
+    };
+    journal.put_run(&record)?;
+    let lease = Lease { run_id: opts.run_id.clone(), host: host.clone(), pid: std::process::id(), heartbeat_ms: now_ms() };
+    store.put_lease(&lease).await?;
+    let lease_task = {
+        let store = store.clone();
+        let mut lease = lease.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                lease.heartbeat_ms = now_ms();
+                let _ = store.put_lease(&lease).await;
+            }
+        })
+    };
+
+    ui.start(&opts.run_id, &plan.workflow.name, n, n_cached);
+    let mut records: Vec<InstanceRecord> = plan
+        .instances
+        .iter()
+        .map(|i| InstanceRecord {
+            key: i.key.clone(),
+            name: i.name.clone(),
+            kind: i.kind.clone(),
+            state: if cached[i.id] { "cached".into() } else { "waiting".into() },
+            attempts: 0,
+            started_ms: None,
+            finished_ms: None,
+            error: None,
+            gpus: vec![],
+            log: None,
+        })
+        .collect();
+    journal.record(&opts.run_id, &[], &records)?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let models = Arc::new(ModelCache::default());
+    let registry = Arc::new(registry);
+    let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
+    let mut interrupted = false;
+    let mut grace_deadline: Option<tokio::time::Instant> = None;
+    let mut cancelled_all = false;
+    let epoch = Instant::now();
+    let now = |e: &Instant| e.elapsed().as_millis() as u64;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let snapshot_path = opts.state_dir.join("runs").join(format!("{}.status.json", opts.run_id));
+    let mut last_snapshot = Instant::now() - Duration::from_secs(10);
+
+    let mut actions = core.start(now(&epoch));
+    loop {
+        // 1. Journal this batch's state changes, then 2. act on it.
+        let mut events = Vec::new();
+        let mut touched = Vec::new();
+        let mut launches = Vec::new();
+        let t = now_ms();
+        for a in actions.drain(..) {
+            match a {
+                Action::Record { id, state, error } => {
+                    let r = &mut records[id];
+                    r.state = state.label().to_string();
+                    match &state {
+                        State::Running { attempt } => {
+                            r.attempts = *attempt;
+                            r.started_ms = Some(t);
+                            r.finished_ms = None;
+                        }
+                        s if s.is_terminal() || matches!(s, State::RetryWait { .. }) => r.finished_ms = Some(t),
+                        _ => {}
+                    }
+                    if error.is_some() {
+                        r.error = error.clone();
+                    } else if matches!(state, State::Succeeded) {
+                        r.error = None;
+                    }
+                    let attempt = if let State::Running { attempt } = state { attempt } else { r.attempts };
+                    events.push(JournalEvent { t_ms: t, key: r.key.clone(), name: r.name.clone(), state: r.state.clone(), attempt, error });
+                    touched.push(id);
+                    if let State::Blocked { by } = &state {
+                        let by = by.map(|b| plan.instances[b].name.clone()).unwrap_or_else(|| "fail-fast".into());
+                        ui.blocked(&plan.instances[id].name, &by);
+                    }
+                }
+                Action::Launch { id, attempt, alloc } => {
+                    records[id].gpus = alloc.gpus.clone();
+                    launches.push((id, attempt, alloc.gpus));
+                }
+                Action::WakeAt { .. } => {}
+            }
+        }
+        if !events.is_empty() {
+            touched.sort_unstable();
+            touched.dedup();
+            let updates: Vec<InstanceRecord> = touched.iter().map(|&i| records[i].clone()).collect();
+            journal.record(&opts.run_id, &events, &updates)?;
+        }
+        for (id, attempt, gpus) in launches {
+            let inst = &plan.instances[id];
+            let log = opts.state_dir.join("logs").join(&opts.run_id).join(format!("{}.{attempt}.log", slug(&inst.name)));
+            records[id].log = Some(log.display().to_string());
+            let mut inputs = std::collections::BTreeMap::new();
+            let mut missing = None;
+            for (name, items) in &inst.inputs {
+                let mut v = Vec::new();
+                for it in items {
+                    let pkey = &plan.instances[it.producer].key;
+                    if !manifests.contains_key(pkey) {
+                        match store.get_result(pkey).await? {
+                            Some(m) => {
+                                manifests.insert(pkey.clone(), m);
+                            }
+                            None => {
+                                missing = Some(it.producer);
+                                break;
+                            }
+                        }
+                    }
+                    let m = &manifests[pkey];
+                    match m.outputs.get(&it.output) {
+                        Some(a) => v.push(JobInput { label: it.label.clone(), producer_key: pkey.clone(), output: it.output.clone(), artifact: a.clone() }),
+                        None => {
+                            missing = Some(it.producer);
+                            break;
+                        }
+                    }
+                }
+                inputs.insert(name.clone(), v);
+            }
+            if let Some(p) = missing {
+                let outcome = JobOutcome::BadInput { producer_key: plan.instances[p].key.clone(), message: "its result disappeared from the store".into() };
+                let _ = tx.send(Msg::Done { id, attempt, outcome });
+                launched.insert(id, Launched { started: Instant::now(), cancel: Arc::new(AtomicBool::new(false)), pgid: Default::default(), log });
+                continue;
+            }
+            let job = Job {
+                name: inst.name.clone(),
+                key: inst.key.clone(),
+                kind: inst.kind.clone(),
+                kind_version: inst.kind_version,
+                run_id: opts.run_id.clone(),
+                attempt,
+                params: inst.params.clone(),
+                inputs,
+                outputs: inst.outputs.clone(),
+                gpus: gpus.clone(),
+                workdir: opts.state_dir.join("work").join(format!("{}-{}-{attempt}", &inst.key[..16], opts.run_id)),
+                log_path: log.clone(),
+                store_url: store.url().to_string(),
+                store_base: opts.base_dir.clone(),
+                cache_dir: opts.state_dir.join("cache"),
+                host: host.clone(),
+            };
+            let cancel = Arc::new(AtomicBool::new(false));
+            let pgid = Arc::new(std::sync::Mutex::new(None));
+            ui.launched(id, &inst.name, attempt, &gpus);
+            match inst.executor.unwrap_or(opts.executor) {
+                ExecutorKind::InProcess => {
+                    let (tx, registry, store, models, cancel) = (tx.clone(), registry.clone(), store.clone(), models.clone(), cancel.clone());
+                    let handle = tokio::runtime::Handle::current();
+                    let ptx = tx.clone();
+                    let progress: ProgressSink = Arc::new(move |p| {
+                        let _ = ptx.send(Msg::Progress { id, progress: p });
+                    });
+                    tokio::task::spawn_blocking(move || {
+                        let outcome = run_job(&job, &registry, &store, handle, progress, cancel, models);
+                        let _ = tx.send(Msg::Done { id, attempt, outcome });
+                    });
+                }
+                ExecutorKind::Subprocess => {
+                    let (tx, exe, pgid) = (tx.clone(), opts.worker_exe.clone(), pgid.clone());
+                    let job_file = opts.state_dir.join("jobs").join(format!("{}-{}-{attempt}.json", &inst.key[..16], opts.run_id));
+                    tokio::spawn(async move {
+                        let outcome = run_subprocess(&exe, &job, &job_file, id, &tx, &pgid).await;
+                        let _ = std::fs::remove_file(&job_file);
+                        let _ = tx.send(Msg::Done { id, attempt, outcome });
+                    });
+                }
+            }
+            launched.insert(id, Launched { started: Instant::now(), cancel, pgid, log });
+        }
+
+        if last_snapshot.elapsed() > Duration::from_secs(1) || core.is_finished() {
+            write_snapshot(&snapshot_path, &record, &records);
+            last_snapshot = Instant::now();
+        }
+        if core.is_finished() {
+            break;
+        }
+
+        // 3. Wait for the next event(s).
+        let wake = core.next_wake().map(|ms| tokio::time::Instant::from_std(epoch + Duration::from_millis(ms)));
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut batch: Vec<Msg> = Vec::new();
+        tokio::select! {
+            m = rx.recv() => {
+                if let Some(m) = m { batch.push(m); }
+                while batch.len() < 4096 {
+                    match rx.try_recv() { Ok(m) => batch.push(m), Err(_) => break }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
+                actions.extend(core.handle(Event::Tick, now(&epoch)));
+            }
+            _ = tokio::signal::ctrl_c() => {
+                if interrupted {
+                    cancel_all(&launched);
+                    cancelled_all = true;
+                    ui.notice("second interrupt: cancelling running tasks");
+                } else {
+                    interrupted = true;
+                    grace_deadline = Some(tokio::time::Instant::now() + opts.grace);
+                    ui.notice(&format!("interrupted: no new tasks; waiting up to {} for {} running task(s) (Ctrl-C again to cancel them)", human_duration(opts.grace), launched.len()));
+                    actions.extend(core.handle(Event::Interrupt, now(&epoch)));
+                }
+            }
+            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {
+                interrupted = true;
+                grace_deadline.get_or_insert(tokio::time::Instant::now() + opts.grace);
+                actions.extend(core.handle(Event::Interrupt, now(&epoch)));
+            }
+            _ = tokio::time::sleep_until(grace_deadline.unwrap_or(far)), if grace_deadline.is_some() && !cancelled_all => {
+                ui.notice("grace period over: cancelling running tasks");
+                cancel_all(&launched);
+                cancelled_all = true;
+            }
+        }
+        for m in batch {
+            match m {
+                Msg::Progress { id, progress } => ui.progress(id, &plan.instances[id].name, &progress),
+                Msg::Done { id, attempt, outcome } => {
+                    let Some(l) = launched.remove(&id) else { continue };
+                    let took = l.started.elapsed();
+                    let name = &plan.instances[id].name;
+                    let log = l.log.display().to_string();
+                    let outcome = match outcome {
+                        JobOutcome::Succeeded { manifest } => {
+                            ui.finished(id, name, "succeeded", took, None, None);
+                            manifests.insert(manifest.key.clone(), *manifest);
+                            Outcome::Success
+                        }
+                        JobOutcome::Failed { message, retryable } => {
+                            let last = !retryable || attempt > plan.instances[id].retries.count || interrupted;
+                            ui.finished(id, name, if last { "failed" } else { "retry" }, took, Some(&message), Some(&log));
+                            Outcome::Failure { message, retryable }
+                        }
+                        JobOutcome::Cancelled => {
+                            ui.finished(id, name, "interrupted", took, None, None);
+                            Outcome::Cancelled
+                        }
+                        JobOutcome::BadInput { producer_key, message } => match by_key.get(producer_key.as_str()) {
+                            Some(&p) => {
+                                ui.notice(&format!("`{name}`: {message}; running `{}` again", plan.instances[p].name));
+                                discard_result(&store, &producer_key, &mut manifests).await;
+                                Outcome::BadInput { producer: p, message }
+                            }
+                            None => Outcome::Failure { message, retryable: false },
+                        },
+                    };
+                    actions.extend(core.handle(Event::Finished { id, attempt, outcome }, now(&epoch)));
+                }
+            }
+        }
+    }
+
+    lease_task.abort();
+    let _ = store.delete_lease(&opts.run_id).await;
+    let states = core.states();
+    let count = |f: &dyn Fn(&State) -> bool| states.iter().filter(|s| f(s)).count();
+    let succeeded = count(&|s| *s == State::Succeeded);
+    let failed = count(&|s| *s == State::Failed);
+    let blocked = count(&|s| matches!(s, State::Blocked { .. }));
+    let interrupted_n = count(&|s| *s == State::Interrupted);
+    let cached_n = count(&|s| *s == State::Cached);
+    record.status = if interrupted {
+        RunStatus::Interrupted
+    } else if failed + blocked > 0 {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    record.finished_ms = Some(now_ms());
+    journal.put_run(&record)?;
+    write_snapshot(&snapshot_path, &record, &records);
+    let results: Vec<String> = plan.instances.iter().filter(|i| states[i.id].is_done()).map(|i| i.key.clone()).collect();
+    store
+        .put_run(&RunSummary {
+            run_id: opts.run_id.clone(),
+            workflow: plan.workflow.name.clone(),
+            status: record.status.label().to_string(),
+            started_ms: record.started_ms,
+            finished_ms: record.finished_ms,
+            host,
+            results,
+        })
+        .await?;
+    Ok(RunReport { run_id: opts.run_id, status: record.status, succeeded, cached: cached_n, failed, blocked, interrupted: interrupted_n, elapsed: t0.elapsed() })
+}
+
+fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {
+    let v = serde_json::json!({"run": run, "instances": records});
+    let _ = crate::store::write_atomic(path, serde_json::to_string(&v).unwrap_or_default().as_bytes());
+}
+
+/// Forgets a producer's result whose blobs failed verification, and removes bad blobs, so
+/// it runs again and can store them afresh.
+async fn discard_result(store: &Store, key: &str, manifests: &mut HashMap<String, ResultManifest>) {
+    let m = match manifests.remove(key) {
+        Some(m) => Some(m),
+        None => store.get_result(key).await.ok().flatten(),
+    };
+    if let Some(m) = m {
+        for a in m.outputs.values() {
+            for d in store.artifact_blobs(a).await.unwrap_or_else(|_| vec![a.digest.clone()]) {
+                if store.get_blob(&d).await.is_err() {
+                    let _ = store.delete_blob(&d).await;
+                }
+            }
+        }
+    }
+    let _ = store.delete_result(key).await;
+}
+
+fn cancel_all(launched: &HashMap<InstanceId, Launched>) {
+    for l in launched.values() {
+        l.cancel.store(true, Ordering::Relaxed);
+        if let Some(pgid) = *l.pgid.lock().unwrap() {
+            // SAFETY: signals the worker's own process group.
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        }
+    }
+}
+
+async fn run_subprocess(exe: &std::path::Path, job: &Job, job_file: &std::path::Path, id: InstanceId, tx: &mpsc::UnboundedSender<Msg>, pgid: &std::sync::Mutex<Option<i32>>) -> JobOutcome {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::io::AsyncBufReadExt;
+    let fail = |message: String| JobOutcome::Failed { message, retryable: true };
+    if let Err(e) = crate::store::write_atomic(job_file, &serde_json::to_vec(job).unwrap_or_default()) {
+        return fail(format!("cannot write job file `{}`: {e}", job_file.display()));
+    }
+    if let Some(p) = job.log_path.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&job.log_path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot open log `{}`: {e}", job.log_path.display())),
+    };
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("worker").arg("--job").arg(job_file);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::from(log));
+    cmd.env("CUDA_VISIBLE_DEVICES", job.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    cmd.kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start worker `{}`: {e}", exe.display())),
+    };
+    *pgid.lock().unwrap() = child.id().map(|p| p as i32);
+    let mut outcome = None;
+    if let Some(out) = child.stdout.take() {
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(json) = line.strip_prefix(WORKER_PREFIX) {
+                match serde_json::from_str::<WorkerLine>(json) {
+                    Ok(WorkerLine::Progress(p)) => {
+                        let _ = tx.send(Msg::Progress { id, progress: p });
+                    }
+                    Ok(WorkerLine::Outcome(o)) => outcome = Some(o),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    let status = child.wait().await;
+    *pgid.lock().unwrap() = None;
+    match (outcome, status) {
+        (Some(o), _) => o,
+        (None, Ok(st)) => match (st.code(), st.signal()) {
+            (_, Some(9)) => fail("worker was killed by signal 9 (SIGKILL; out of memory?)".into()),
+            (_, Some(15)) => JobOutcome::Cancelled,
+            (_, Some(s)) => fail(format!("worker was killed by signal {s}")),
+            (Some(c), _) => fail(format!("worker exited with status {c} without reporting an outcome; see its log `{}`", job.log_path.display())),
+            _ => fail("worker ended without an outcome".into()),
+        },
+        (None, Err(e)) => fail(format!("waiting for the worker: {e}")),
+    }
+}

@@ -1,0 +1,508 @@
+//! Content-addressed artifact store on object_store (`file://`, `s3://`, `memory://`).
+//!
+//! Layout under the store root:
+//! `blobs/ab/<blake3>` immutable bytes · `results/<key>.json` result manifests ·
+//! `checkpoints/<key>/<name>` partial state of long tasks · `runs/<id>.json` run summaries ·
+//! `pins/<name>.json` · `leases/<run>.json`.
+//!
+//! Blobs are written before the manifest that names them, and a manifest is one atomic
+//! put, so a crash never leaves a half-visible result. Every blob read verifies its digest.
+
+pub mod manifest;
+
+pub use manifest::{Artifact, InputRef, Lease, Pin, ResultManifest, RunSummary, Tree, TreeEntry};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as OPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL is not one of the supported forms.
+    #[error("unsupported store `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// A blob's bytes do not hash to its name (corruption): its producer must run again.
+    #[error("blob `{digest}` is corrupt (its bytes hash to `{actual}`)")]
+    Corrupt { digest: String, actual: String },
+    /// A blob a manifest names is gone.
+    #[error("blob `{digest}` is missing from the store")]
+    Missing { digest: String },
+    #[error("store `{url}`: {source}")]
+    Backend { url: String, source: object_store::Error },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("malformed {what} `{path}`: {source}")]
+    Malformed { what: &'static str, path: String, source: serde_json::Error },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The artifact store of a run. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    os: Arc<dyn ObjectStore>,
+    url: String,
+    /// Root directory of a `file://` store (blobs can be read in place).
+    local_root: Option<PathBuf>,
+    /// Where blobs of a remote store are materialised as files (`<state>/cache`).
+    cache_dir: PathBuf,
+    /// Digests verified by this process (re-hashing a large blob once is enough).
+    verified: Mutex<HashSet<String>>,
+}
+
+pub fn blob_path(digest: &str) -> OPath {
+    OPath::from(format!("blobs/{}/{}", &digest[..2.min(digest.len())], digest))
+}
+
+fn result_path(key: &str) -> OPath {
+    OPath::from(format!("results/{key}.json"))
+}
+
+pub fn digest_of(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+impl Store {
+    /// Opens a store by URL. Relative `file://` paths resolve against `base`;
+    /// `cache_dir` holds local copies of remote blobs.
+    pub fn open(url: &str, base: &Path, cache_dir: &Path) -> Result<Store> {
+        let bad = |reason: &str| StoreError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let (os, local_root): (Arc<dyn ObjectStore>, Option<PathBuf>) = if let Some(rest) = url.strip_prefix("file://") {
+            if rest.is_empty() {
+                return Err(bad("a `file://` store needs a directory, e.g. `file://.cocoflow/store`"));
+            }
+            let root = if Path::new(rest).is_absolute() { PathBuf::from(rest) } else { base.join(rest) };
+            std::fs::create_dir_all(&root).map_err(io(format!("cannot create store directory `{}`", root.display())))?;
+            let root = root.canonicalize().map_err(io(format!("cannot resolve `{}`", root.display())))?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
+                .map_err(|source| StoreError::Backend { url: url.to_string(), source })?;
+            (Arc::new(fs), Some(root))
+        } else if url == "memory://" || url.starts_with("memory://") {
+            (Arc::new(object_store::memory::InMemory::new()), None)
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("an `s3://` store needs a bucket, e.g. `s3://my-bucket/cocoflow`"));
+            }
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+                builder = builder.with_region("us-east-1");
+            }
+            if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")) {
+                builder = builder.with_endpoint(&endpoint).with_virtual_hosted_style_request(false);
+                if endpoint.starts_with("http://") {
+                    builder = builder.with_allow_http(true);
+                }
+            }
+            let s3 = builder.build().map_err(|source| StoreError::Backend { url: url.to_string(), source })?;
+            let os: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.trim_matches('/')))
+            };
+            (os, None)
+        } else {
+            return Err(bad("expected `file://DIR`, `s3://BUCKET/PREFIX` or `memory://`"));
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                os,
+                url: url.to_string(),
+                local_root,
+                cache_dir: cache_dir.to_path_buf(),
+                verified: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    pub fn local_root(&self) -> Option<&Path> {
+        self.inner.local_root.as_deref()
+    }
+
+    fn backend(&self) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
+        move |source| StoreError::Backend { url: self.inner.url.clone(), source }
+    }
+
+    async fn put_if_absent(&self, path: &OPath, bytes: Bytes) -> Result<()> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.inner.os.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    /// Stores bytes; returns their artifact. Storing the same bytes twice is a no-op.
+    pub async fn put_blob(&self, bytes: Bytes) -> Result<Artifact> {
+        let digest = digest_of(&bytes);
+        let size = bytes.len() as u64;
+        let path = blob_path(&digest);
+        let exists = match &self.inner.local_root {
+            Some(root) => root.join(path.as_ref()).exists(),
+            None => false,
+        };
+        if !exists {
+            self.put_if_absent(&path, bytes).await?;
+        }
+        self.inner.verified.lock().unwrap().insert(digest.clone());
+        Ok(Artifact { digest, size, tree: false })
+    }
+
+    /// Stores a file (streamed from disk).
+    pub async fn put_file(&self, file: &Path) -> Result<Artifact> {
+        let bytes = tokio::fs::read(file).await.map_err(io(format!("cannot read `{}`", file.display())))?;
+        self.put_blob(Bytes::from(bytes)).await
+    }
+
+    /// Stores a directory as a tree artifact: each file a blob, plus the listing.
+    pub async fn put_dir(&self, dir: &Path) -> Result<Artifact> {
+        let mut files = Vec::new();
+        collect_files(dir, dir, &mut files).map_err(io(format!("cannot list `{}`", dir.display())))?;
+        files.sort();
+        let mut entries = Vec::new();
+        let mut total = 0;
+        for rel in files {
+            let full = dir.join(&rel);
+            let exec = is_executable(&full);
+            let a = self.put_file(&full).await?;
+            total += a.size;
+            entries.push(TreeEntry { path: rel, digest: a.digest, size: a.size, exec });
+        }
+        let listing = serde_json::to_vec(&Tree { entries }).expect("tree serialises");
+        let a = self.put_blob(Bytes::from(listing)).await?;
+        Ok(Artifact { digest: a.digest, size: total, tree: true })
+    }
+
+    /// Reads a blob and verifies its digest.
+    pub async fn get_blob(&self, digest: &str) -> Result<Bytes> {
+        let path = blob_path(digest);
+        let bytes = match self.inner.os.get(&path).await {
+            Ok(r) => r.bytes().await.map_err(self.backend())?,
+            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::Missing { digest: digest.to_string() }),
+            Err(e) => return Err(self.backend()(e)),
+        };
+        let actual = digest_of(&bytes);
+        if actual != digest {
+            return Err(StoreError::Corrupt { digest: digest.to_string(), actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Whether a blob exists (no verification).
+    pub async fn has_blob(&self, digest: &str) -> Result<bool> {
+        if let Some(root) = &self.inner.local_root {
+            return Ok(root.join(blob_path(digest).as_ref()).is_file());
+        }
+        match self.inner.os.head(&blob_path(digest)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    /// Removes a blob (after corruption was detected, or by `gc`).
+    pub async fn delete_blob(&self, digest: &str) -> Result<()> {
+        match self.inner.os.delete(&blob_path(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    /// A local, verified file with the blob's bytes: in place for a `file://` store, else a
+    /// copy in the cache directory.
+    pub async fn blob_file(&self, digest: &str) -> Result<PathBuf> {
+        let already = self.inner.verified.lock().unwrap().contains(digest);
+        if let Some(root) = &self.inner.local_root {
+            let p = root.join(blob_path(digest).as_ref());
+            if !already {
+                let bytes = match tokio::fs::read(&p).await {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Missing { digest: digest.to_string() }),
+                    Err(e) => return Err(io(format!("cannot read `{}`", p.display()))(e)),
+                };
+                let actual = digest_of(&bytes);
+                if actual != digest {
+                    return Err(StoreError::Corrupt { digest: digest.to_string(), actual });
+                }
+                self.inner.verified.lock().unwrap().insert(digest.to_string());
+            }
+            return Ok(p);
+        }
+        let p = self.inner.cache_dir.join("blobs").join(&digest[..2]).join(digest);
+        if p.is_file() && (already || std::fs::read(&p).map(|b| digest_of(&b) == digest).unwrap_or(false)) {
+            self.inner.verified.lock().unwrap().insert(digest.to_string());
+            return Ok(p);
+        }
+        let bytes = self.get_blob(digest).await?;
+        write_atomic(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
+        self.inner.verified.lock().unwrap().insert(digest.to_string());
+        Ok(p)
+    }
+
+    /// Materialises a tree artifact as a read-only directory in the cache; returns its path.
+    pub async fn tree_dir(&self, digest: &str) -> Result<PathBuf> {
+        let dir = self.inner.cache_dir.join("trees").join(digest);
+        if dir.is_dir() && self.inner.verified.lock().unwrap().contains(&format!("tree:{digest}")) {
+            return Ok(dir);
+        }
+        let tree = self.read_tree(digest).await?;
+        let tmp = self.inner.cache_dir.join("trees").join(format!(".tmp-{digest}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        for e in &tree.entries {
+            let src = self.blob_file(&e.digest).await?;
+            let dst = tmp.join(&e.path);
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent).map_err(io(format!("cannot create `{}`", parent.display())))?;
+            }
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &dst).map_err(io(format!("cannot copy to `{}`", dst.display())))?;
+            }
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(format!("cannot create `{}`", tmp.display())))?;
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        std::fs::rename(&tmp, &dir).map_err(io(format!("cannot move tree into `{}`", dir.display())))?;
+        self.inner.verified.lock().unwrap().insert(format!("tree:{digest}"));
+        Ok(dir)
+    }
+
+    pub async fn read_tree(&self, digest: &str) -> Result<Tree> {
+        let bytes = self.get_blob(digest).await?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Malformed { what: "tree", path: digest.to_string(), source })
+    }
+
+    /// Every blob digest an artifact consists of (the tree listing and its files).
+    pub async fn artifact_blobs(&self, a: &Artifact) -> Result<Vec<String>> {
+        let mut out = vec![a.digest.clone()];
+        if a.tree {
+            out.extend(self.read_tree(&a.digest).await?.entries.into_iter().map(|e| e.digest));
+        }
+        Ok(out)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &OPath, what: &'static str) -> Result<Option<T>> {
+        match self.inner.os.get(path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(self.backend())?;
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Malformed { what, path: path.to_string(), source })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    async fn put_json<T: serde::Serialize>(&self, path: &OPath, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).expect("serialises");
+        self.inner.os.put(path, PutPayload::from(bytes)).await.map_err(self.backend())?;
+        Ok(())
+    }
+
+    /// The result manifest of an instance key, if it finished before. A malformed manifest
+    /// (e.g. hand-edited) counts as absent: the instance runs again.
+    pub async fn get_result(&self, key: &str) -> Result<Option<ResultManifest>> {
+        match self.get_json(&result_path(key), "result manifest").await {
+            Err(StoreError::Malformed { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Whether a result manifest exists (cheap: no read).
+    pub async fn has_result(&self, key: &str) -> Result<bool> {
+        if let Some(root) = &self.inner.local_root {
+            return Ok(root.join(result_path(key).as_ref()).is_file());
+        }
+        match self.inner.os.head(&result_path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    /// Publishes a result: call only after every blob it names is stored.
+    pub async fn put_result(&self, m: &ResultManifest) -> Result<()> {
+        self.put_json(&result_path(&m.key), m).await
+    }
+
+    pub async fn delete_result(&self, key: &str) -> Result<()> {
+        match self.inner.os.delete(&result_path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    pub async fn put_checkpoint(&self, key: &str, name: &str, bytes: Bytes) -> Result<()> {
+        let path = OPath::from(format!("checkpoints/{key}/{name}"));
+        self.inner.os.put(&path, PutPayload::from(bytes)).await.map_err(self.backend())?;
+        Ok(())
+    }
+
+    pub async fn get_checkpoint(&self, key: &str, name: &str) -> Result<Option<Bytes>> {
+        let path = OPath::from(format!("checkpoints/{key}/{name}"));
+        match self.inner.os.get(&path).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(self.backend())?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    pub async fn put_run(&self, s: &RunSummary) -> Result<()> {
+        self.put_json(&OPath::from(format!("runs/{}.json", s.run_id)), s).await
+    }
+
+    pub async fn put_pin(&self, p: &Pin) -> Result<()> {
+        self.put_json(&OPath::from(format!("pins/{}.json", p.name)), p).await
+    }
+
+    pub async fn delete_pin(&self, name: &str) -> Result<bool> {
+        let path = OPath::from(format!("pins/{name}.json"));
+        match self.inner.os.head(&path).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(self.backend()(e)),
+        }
+        self.inner.os.delete(&path).await.map_err(self.backend())?;
+        Ok(true)
+    }
+
+    pub async fn put_lease(&self, l: &Lease) -> Result<()> {
+        self.put_json(&OPath::from(format!("leases/{}.json", l.run_id)), l).await
+    }
+
+    pub async fn delete_lease(&self, run_id: &str) -> Result<()> {
+        match self.inner.os.delete(&OPath::from(format!("leases/{run_id}.json"))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    /// Every object under a prefix (`blobs`, `results`, `runs`, `pins`, `leases`), with
+    /// its last-modified time in ms.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let p = OPath::from(prefix);
+        self.inner
+            .os
+            .list(Some(&p))
+            .map_ok(|m| (m.location.to_string(), m.last_modified.timestamp_millis().max(0) as u64))
+            .try_collect()
+            .await
+            .map_err(self.backend())
+    }
+
+    pub async fn read_json_at<T: serde::de::DeserializeOwned>(&self, location: &str, what: &'static str) -> Result<Option<T>> {
+        self.get_json(&OPath::from(location), what).await
+    }
+
+    pub async fn delete_at(&self, location: &str) -> Result<()> {
+        match self.inner.os.delete(&OPath::from(location)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    /// Checks many result keys at once (bounded concurrency for remote stores).
+    pub async fn have_results(&self, keys: &[String]) -> Result<Vec<bool>> {
+        futures::stream::iter(keys.iter().map(|k| self.has_result(k))).buffered(64).try_collect().await
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let path = entry.path();
+        if ft.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if ft.is_file() || ft.is_symlink() {
+            let rel = path.strip_prefix(root).expect("under root");
+            out.push(rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"));
+        }
+    }
+    Ok(())
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Writes a file so that readers see either nothing or all of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}-{:?}",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> Store {
+        Store::open("memory://", Path::new("."), &std::env::temp_dir().join("cocoflow-test-cache")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn blobs_round_trip_and_dedupe() {
+        let s = mem();
+        let a = s.put_blob(Bytes::from_static(b"hello")).await.unwrap();
+        let b = s.put_blob(Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.digest, blake3::hash(b"hello").to_hex().to_string());
+        assert_eq!(&s.get_blob(&a.digest).await.unwrap()[..], b"hello");
+        assert!(matches!(s.get_blob(&"0".repeat(64)).await, Err(StoreError::Missing { .. })));
+    }
+
+    #[tokio::test]
+    async fn corrupt_blob_is_detected_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&format!("file://{}", dir.path().join("st").display()), dir.path(), &dir.path().join("cache")).unwrap();
+        let a = s.put_blob(Bytes::from_static(b"payload")).await.unwrap();
+        let file = dir.path().join("st").join(blob_path(&a.digest).as_ref());
+        std::fs::write(&file, b"tampered").unwrap();
+        let fresh = Store::open(&format!("file://{}", dir.path().join("st").display()), dir.path(), &dir.path().join("cache")).unwrap();
+        assert!(matches!(fresh.get_blob(&a.digest).await, Err(StoreError::Corrupt { .. })));
+        assert!(matches!(fresh.blob_file(&a.digest).await, Err(StoreError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn trees_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("a.txt"), b"A").unwrap();
+        std::fs::write(src.join("sub/b.txt"), b"BB").unwrap();
+        let s = Store::open("memory://", dir.path(), &dir.path().join("cache")).unwrap();
+        let t = s.put_dir(&src).await.unwrap();
+        assert!(t.tree);
+        assert_eq!(t.size, 3);
+        let out = s.tree_dir(&t.digest).await.unwrap();
+        assert_eq!(std::fs::read(out.join("sub/b.txt")).unwrap(), b"BB");
+        assert_eq!(s.artifact_blobs(&t).await.unwrap().len(), 3);
+    }
+}
