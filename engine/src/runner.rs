@@ -241,6 +241,7 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
         .instances
         .iter()
         .map(|i| InstanceRecord {
+            seq: i.id,
             key: i.key.clone(),
             name: i.name.clone(),
             kind: i.kind.clone(),

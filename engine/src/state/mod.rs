@@ -53,6 +53,9 @@ pub struct RunRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRecord {
+    /// Position in the plan (topological order), for display.
+    #[serde(default)]
+    pub seq: usize,
     pub key: String,
     pub name: String,
     pub kind: String,
@@ -215,7 +218,9 @@ impl Journal for RedbJournal {
             }
             Ok(out)
         })?;
-        Ok(all.iter().map(|b| serde_json::from_slice(b)).collect::<std::result::Result<_, _>>()?)
+        let mut v: Vec<InstanceRecord> = all.iter().map(|b| serde_json::from_slice(b)).collect::<std::result::Result<_, _>>()?;
+        v.sort_by_key(|r| r.seq);
+        Ok(v)
     }
 
     fn events(&self, run: &str) -> Result<Vec<JournalEvent>> {
@@ -270,7 +275,7 @@ mod tests {
             j.put_run(&rec("a")).unwrap();
             j.put_run(&rec("b")).unwrap();
             let ev = JournalEvent { t_ms: 1, key: "k1".into(), name: "t".into(), state: "running".into(), attempt: 1, error: None };
-            let ir = InstanceRecord { key: "k1".into(), name: "t".into(), kind: "noop".into(), state: "running".into(), attempts: 1, started_ms: Some(1), finished_ms: None, error: None, gpus: vec![], log: None };
+            let ir = InstanceRecord { seq: 0, key: "k1".into(), name: "t".into(), kind: "noop".into(), state: "running".into(), attempts: 1, started_ms: Some(1), finished_ms: None, error: None, gpus: vec![], log: None };
             j.record("a", &[ev.clone(), ev.clone()], &[ir.clone()]).unwrap();
             j.record("b", &[ev], &[]).unwrap();
         }

@@ -1,0 +1,9 @@
+//! Integration tests of the engine binary (built-in kinds only, no libtorch): one test
+//! binary, one module per area.
+
+mod common;
+mod crash;
+mod errors;
+mod library;
+mod runs;
+mod s3;
