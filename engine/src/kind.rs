@@ -187,9 +187,13 @@ pub struct TaskCtx {
     pub inputs: BTreeMap<String, Vec<InputItem>>,
     /// Concrete GPU ids granted (empty: run on the CPU).
     pub gpus: Vec<u32>,
-    /// A fresh directory for this attempt.
-    pub workdir: PathBuf,
+    /// Scratch directory of this attempt (created on first use by [`TaskCtx::workdir`]).
+    workdir: PathBuf,
+    workdir_made: std::sync::atomic::AtomicBool,
     pub log_path: PathBuf,
+    /// CUDA device ordinals as this process sees them (differs from `gpus` in a worker
+    /// process started with `CUDA_VISIBLE_DEVICES`).
+    pub cuda_ordinals: Vec<u32>,
     store: Store,
     rt: tokio::runtime::Handle,
     outputs: BTreeMap<String, Artifact>,
@@ -213,6 +217,7 @@ pub struct CtxParts {
     pub gpus: Vec<u32>,
     pub workdir: PathBuf,
     pub log_path: PathBuf,
+    pub cuda_ordinals: Vec<u32>,
     pub store: Store,
     pub rt: tokio::runtime::Handle,
     pub progress: ProgressSink,
@@ -233,7 +238,9 @@ impl TaskCtx {
             inputs: p.inputs,
             gpus: p.gpus,
             workdir: p.workdir,
+            workdir_made: std::sync::atomic::AtomicBool::new(false),
             log_path: p.log_path,
+            cuda_ordinals: p.cuda_ordinals,
             store: p.store,
             rt: p.rt,
             outputs: BTreeMap::new(),
@@ -243,6 +250,20 @@ impl TaskCtx {
             models: p.models,
             started_ms: crate::util::now_ms(),
         }
+    }
+
+    /// A scratch directory for this attempt, created on first call; removed after success.
+    pub fn workdir(&self) -> Result<PathBuf, TaskError> {
+        if !self.workdir_made.load(Ordering::Relaxed) {
+            std::fs::create_dir_all(&self.workdir).map_err(TaskError::io(format!("cannot create working directory `{}`", self.workdir.display())))?;
+            self.workdir_made.store(true, Ordering::Relaxed);
+        }
+        Ok(self.workdir.clone())
+    }
+
+    /// Whether [`TaskCtx::workdir`] was used (so there is something to clean up).
+    pub fn workdir_used(&self) -> bool {
+        self.workdir_made.load(Ordering::Relaxed)
     }
 
     /// Params as the kind's typed struct.
@@ -268,12 +289,7 @@ impl TaskCtx {
 
     /// A local path holding the item (a file, or a directory for tree artifacts), verified.
     pub fn item_path(&self, input: &str, item: &InputItem) -> Result<PathBuf, TaskError> {
-        let r = if item.artifact.tree {
-            self.block(self.store.tree_dir(&item.artifact.digest))
-        } else {
-            self.block(self.store.blob_file(&item.artifact.digest))
-        };
-        r.map_err(|source| TaskError::Input { input: input.to_string(), producer: item.producer.clone(), source })
+        self.block(self.store.artifact_file(&item.artifact)).map_err(|source| TaskError::Input { input: input.to_string(), producer: item.producer.clone(), source })
     }
 
     pub fn input_path(&self, name: &str) -> Result<PathBuf, TaskError> {
@@ -283,18 +299,18 @@ impl TaskCtx {
 
     pub fn input_bytes(&self, name: &str) -> Result<Bytes, TaskError> {
         let item = self.one_input(name)?;
-        self.block(self.store.get_blob(&item.artifact.digest))
+        self.block(self.store.read_artifact(&item.artifact))
             .map_err(|source| TaskError::Input { input: name.to_string(), producer: item.producer.clone(), source })
     }
 
     pub fn output_bytes(&mut self, name: &str, bytes: impl Into<Bytes>) -> Result<(), TaskError> {
-        let a = self.block(self.store.put_blob(bytes.into()))?;
+        let a = self.block(self.store.put_output(bytes.into()))?;
         self.outputs.insert(name.to_string(), a);
         Ok(())
     }
 
     pub fn output_file(&mut self, name: &str, path: &Path) -> Result<(), TaskError> {
-        let a = self.block(self.store.put_file(path))?;
+        let a = self.block(self.store.put_file_output(path))?;
         self.outputs.insert(name.to_string(), a);
         Ok(())
     }
@@ -355,7 +371,7 @@ impl TaskCtx {
             }
         }
         let log = match std::fs::read(&self.log_path) {
-            Ok(b) if !b.is_empty() => Some(self.block(self.store.put_blob(Bytes::from(b)))?),
+            Ok(b) if !b.is_empty() => Some(self.block(self.store.put_output(Bytes::from(b)))?),
             _ => None,
         };
         let m = ResultManifest {

@@ -259,6 +259,7 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let models = Arc::new(ModelCache::default());
     let registry = Arc::new(registry);
+    let pool = ThreadPool::new(in_process_threads());
     let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
     let mut interrupted = false;
     let mut grace_deadline: Option<tokio::time::Instant> = None;
@@ -383,10 +384,11 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                     let progress: ProgressSink = Arc::new(move |p| {
                         let _ = ptx.send(Msg::Progress { id, progress: p });
                     });
-                    tokio::task::spawn_blocking(move || {
-                        let outcome = run_job(&job, &registry, &store, handle, progress, cancel, models);
+                    pool.submit(Box::new(move || {
+                        let ordinals = job.gpus.clone();
+                        let outcome = run_job(&job, &registry, &store, handle, progress, cancel, models, ordinals);
                         let _ = tx.send(Msg::Done { id, attempt, outcome });
-                    });
+                    }));
                 }
                 ExecutorKind::Subprocess => {
                     let (tx, exe, pgid) = (tx.clone(), opts.worker_exe.clone(), pgid.clone());
@@ -516,6 +518,53 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
         })
         .await?;
     Ok(RunReport { run_id: opts.run_id, status: record.status, succeeded, cached: cached_n, failed, blocked, interrupted: interrupted_n, elapsed: t0.elapsed() })
+}
+
+/// Threads of the in-process executor. Tasks run here, not on tokio's blocking pool: a
+/// task blocks on store I/O that itself needs blocking threads, so thousands of tasks on
+/// the blocking pool could starve it (a deadlock seen with 10,000 no-op tasks).
+fn in_process_threads() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    std::env::var("COCOFLOW_INPROCESS_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or((2 * cores).max(8))
+}
+
+type Work = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads taking work from one queue; threads end when it is dropped.
+struct ThreadPool {
+    tx: Option<std::sync::mpsc::Sender<Work>>,
+}
+
+impl ThreadPool {
+    fn new(n: usize) -> ThreadPool {
+        let (tx, rx) = std::sync::mpsc::channel::<Work>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new().name(format!("cocoflow-task-{i}")).spawn(move || {
+                loop {
+                    let job = rx.lock().map(|r| r.recv());
+                    match job {
+                        Ok(Ok(work)) => work(),
+                        _ => break,
+                    }
+                }
+            });
+        }
+        ThreadPool { tx: Some(tx) }
+    }
+
+    fn submit(&self, work: Work) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(work);
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.tx.take();
+    }
 }
 
 fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {

@@ -57,7 +57,8 @@ impl From<crate::store::StoreError> for Fail {
 }
 
 pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
-    let state = cli.state_dir.clone();
+    // Absolute, so task working directories can use paths under it.
+    let state = if cli.state_dir.is_absolute() { cli.state_dir.clone() } else { std::env::current_dir().unwrap_or_default().join(&cli.state_dir) };
     let r = match cli.command {
         Command::Run { wf, run } => cmd_run(&state, registry, &wf, &run, None).await,
         Command::Resume { run_id, run } => cmd_resume(&state, registry, &run_id, run).await,

@@ -53,13 +53,10 @@ pub enum JobOutcome {
 }
 
 /// Runs a job to completion in the calling (blocking) thread.
-pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime::Handle, progress: ProgressSink, cancel: Arc<AtomicBool>, models: Arc<ModelCache>) -> JobOutcome {
+pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime::Handle, progress: ProgressSink, cancel: Arc<AtomicBool>, models: Arc<ModelCache>, cuda_ordinals: Vec<u32>) -> JobOutcome {
     let Some(kind) = registry.get(&job.kind) else {
         return JobOutcome::Failed { message: format!("this cocoflow binary has no task kind `{}`", job.kind), retryable: false };
     };
-    if let Err(e) = std::fs::create_dir_all(&job.workdir) {
-        return JobOutcome::Failed { message: format!("cannot create working directory `{}`: {e}", job.workdir.display()), retryable: true };
-    }
     if let Some(parent) = job.log_path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
@@ -82,6 +79,7 @@ pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime
         gpus: job.gpus.clone(),
         workdir: job.workdir.clone(),
         log_path: job.log_path.clone(),
+        cuda_ordinals,
         store: store.clone(),
         rt,
         progress,
@@ -89,6 +87,7 @@ pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime
         models,
     });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx)));
+    let made_workdir = ctx.workdir_used();
     let outcome = match result {
         Ok(Ok(())) => match ctx.finish(&job.outputs, refs, &job.host) {
             Ok(m) => JobOutcome::Succeeded { manifest: Box::new(m) },
@@ -103,7 +102,7 @@ pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime
             JobOutcome::Failed { message: format!("task panicked: {msg}"), retryable: true }
         }
     };
-    if matches!(outcome, JobOutcome::Succeeded { .. }) {
+    if made_workdir && matches!(outcome, JobOutcome::Succeeded { .. }) {
         let _ = std::fs::remove_dir_all(&job.workdir);
     }
     outcome
@@ -165,7 +164,7 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
     }
     let progress: ProgressSink = Arc::new(|p: Progress| print_line(&WorkerLine::Progress(p)));
     let handle = rt.handle().clone();
-    let outcome = std::thread::scope(|s| s.spawn(|| run_job(&job, registry, &store, handle, progress, cancel, Arc::new(ModelCache::default()))).join())
+    let outcome = std::thread::scope(|s| s.spawn(|| run_job(&job, registry, &store, handle, progress, cancel, Arc::new(ModelCache::default()), (0..job.gpus.len() as u32).collect())).join())
         .unwrap_or_else(|_| JobOutcome::Failed { message: "worker thread panicked".into(), retryable: true });
     let code = if matches!(outcome, JobOutcome::Succeeded { .. }) { 0 } else { 1 };
     print_line(&WorkerLine::Outcome(outcome));

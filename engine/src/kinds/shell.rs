@@ -82,7 +82,7 @@ impl TaskKind for Shell {
     }
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let p: ShellParams = ctx.params()?;
-        let workdir = ctx.workdir.clone();
+        let workdir = ctx.workdir()?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(&p.cmd).arg("cocoflow-shell");
         for a in &p.args {

@@ -15,6 +15,10 @@ pub struct Artifact {
     pub size: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tree: bool,
+    /// Small outputs (≤ [`super::INLINE_MAX`] bytes) live in the manifest itself, base64:
+    /// one file less per task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
 }
 
 /// One file of a tree artifact.

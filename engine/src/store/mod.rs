@@ -58,6 +58,9 @@ struct Inner {
     verified: Mutex<HashSet<String>>,
 }
 
+/// Outputs up to this many bytes are stored inline in their result manifest.
+pub const INLINE_MAX: usize = 1024;
+
 pub fn blob_path(digest: &str) -> OPath {
     OPath::from(format!("blobs/{}/{}", &digest[..2.min(digest.len())], digest))
 }
@@ -122,7 +125,7 @@ impl Store {
                 os,
                 url: url.to_string(),
                 local_root,
-                cache_dir: cache_dir.to_path_buf(),
+                cache_dir: if cache_dir.is_absolute() { cache_dir.to_path_buf() } else { base.join(cache_dir) },
                 verified: Mutex::new(HashSet::new()),
             }),
         })
@@ -161,7 +164,7 @@ impl Store {
             self.put_if_absent(&path, bytes).await?;
         }
         self.inner.verified.lock().unwrap().insert(digest.clone());
-        Ok(Artifact { digest, size, tree: false })
+        Ok(Artifact { digest, size, tree: false, inline: None })
     }
 
     /// Stores a file (streamed from disk).
@@ -186,7 +189,7 @@ impl Store {
         }
         let listing = serde_json::to_vec(&Tree { entries }).expect("tree serialises");
         let a = self.put_blob(Bytes::from(listing)).await?;
-        Ok(Artifact { digest: a.digest, size: total, tree: true })
+        Ok(Artifact { digest: a.digest, size: total, tree: true, inline: None })
     }
 
     /// Reads a blob and verifies its digest.
@@ -288,8 +291,59 @@ impl Store {
         serde_json::from_slice(&bytes).map_err(|source| StoreError::Malformed { what: "tree", path: digest.to_string(), source })
     }
 
-    /// Every blob digest an artifact consists of (the tree listing and its files).
+    /// Stores an output: inline in the manifest when small, else as a blob.
+    pub async fn put_output(&self, bytes: Bytes) -> Result<Artifact> {
+        if bytes.len() <= INLINE_MAX {
+            use base64::Engine as _;
+            let digest = digest_of(&bytes);
+            return Ok(Artifact { digest, size: bytes.len() as u64, tree: false, inline: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)) });
+        }
+        self.put_blob(bytes).await
+    }
+
+    pub async fn put_file_output(&self, file: &Path) -> Result<Artifact> {
+        let bytes = tokio::fs::read(file).await.map_err(io(format!("cannot read `{}`", file.display())))?;
+        self.put_output(Bytes::from(bytes)).await
+    }
+
+    /// An artifact's bytes (a file artifact), verified.
+    pub async fn read_artifact(&self, a: &Artifact) -> Result<Bytes> {
+        match &a.inline {
+            Some(b64) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
+                let actual = digest_of(&bytes);
+                if actual != a.digest {
+                    return Err(StoreError::Corrupt { digest: a.digest.clone(), actual });
+                }
+                Ok(Bytes::from(bytes))
+            }
+            None => self.get_blob(&a.digest).await,
+        }
+    }
+
+    /// A local path with the artifact's content: a file, or a directory for trees.
+    pub async fn artifact_file(&self, a: &Artifact) -> Result<PathBuf> {
+        if a.tree {
+            return self.tree_dir(&a.digest).await;
+        }
+        if a.inline.is_some() {
+            let p = self.inner.cache_dir.join("blobs").join(&a.digest[..2]).join(&a.digest);
+            if !p.is_file() {
+                let bytes = self.read_artifact(a).await?;
+                write_atomic(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
+            }
+            return Ok(p);
+        }
+        self.blob_file(&a.digest).await
+    }
+
+    /// Every blob digest an artifact consists of (the tree listing and its files); none for
+    /// inline artifacts.
     pub async fn artifact_blobs(&self, a: &Artifact) -> Result<Vec<String>> {
+        if a.inline.is_some() {
+            return Ok(Vec::new());
+        }
         let mut out = vec![a.digest.clone()];
         if a.tree {
             out.extend(self.read_tree(&a.digest).await?.entries.into_iter().map(|e| e.digest));

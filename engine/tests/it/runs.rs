@@ -151,7 +151,7 @@ params: {{suffix: a}}
 tasks:
   make:
     kind: shell
-    params: {{cmd: 'echo made >> "{root}/exec.log"; echo payload > p.txt', outputs: {{p: p.txt}}}}
+    params: {{cmd: 'echo made >> "{root}/exec.log"; head -c 2000 /dev/zero | tr "\\0" x > p.txt', outputs: {{p: p.txt}}}}
   use:
     kind: shell
     inputs: {{p: make.p}}
@@ -162,14 +162,15 @@ tasks:
     p.write("w.yaml", &wf);
     assert_eq!(p.run(&["run", "w.yaml"]).0, 0);
     // Corrupt every blob of the store in place (the producer's output among them).
-    let digest = blake3::hash(b"payload\n").to_hex().to_string();
+    let payload = vec![b'x'; 2000]; // larger than the inline limit, so it is a blob file
+    let digest = blake3::hash(&payload).to_hex().to_string();
     let blob = p.path().join(".cocoflow/store/blobs").join(&digest[..2]).join(&digest);
     std::fs::write(&blob, b"garbage").unwrap();
     let (code, _, err) = p.run(&["run", "w.yaml", "--set", "suffix=b"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("is corrupt"), "{err}");
     assert_eq!(p.lines("exec.log").len(), 2, "producer ran again");
-    assert_eq!(std::fs::read(&blob).unwrap(), b"payload\n", "blob restored");
+    assert_eq!(std::fs::read(&blob).unwrap(), payload, "blob restored");
 }
 
 #[test]
@@ -331,7 +332,8 @@ fn targets_limit_the_run() {
 #[test]
 fn gc_keeps_what_runs_reference_and_removes_the_rest() {
     let p = Project::new();
-    p.write("w.yaml", "name: g\nparams: {v: a}\ntasks:\n  a: {kind: noop, params: {payload: '${v}-payload'}}\n");
+    // Payloads above the inline limit, so each result has a blob.
+    p.write("w.yaml", &format!("name: g\nparams: {{v: a}}\ntasks:\n  a: {{kind: noop, params: {{payload: '${{v}}-payload{}'}}}}\n", "p".repeat(1100)));
     assert_eq!(p.run(&["run", "w.yaml"]).0, 0);
     assert_eq!(p.run(&["run", "w.yaml", "--set", "v=b"]).0, 0);
     // Forget the second run's summary: its result and blob become garbage.
