@@ -27,7 +27,11 @@ pub fn discover() -> Result<Vec<GpuInfo>, String> {
             let name = result::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
             // SAFETY: `dev` came from `device::get`.
             let total = unsafe { result::device::total_mem(dev) }.unwrap_or(0);
-            out.push(GpuInfo { id: i as u32, name, total_mib: (total / (1024 * 1024)) as u64 });
+            out.push(GpuInfo {
+                id: i as u32,
+                name,
+                total_mib: (total / (1024 * 1024)) as u64,
+            });
         }
         Ok(out)
     }
@@ -43,7 +47,14 @@ pub fn parse_list(text: &str) -> Result<Vec<u32>, String> {
     if t.is_empty() || t == "none" {
         return Ok(Vec::new());
     }
-    let mut ids: Vec<u32> = t.split(',').map(|s| s.trim().parse::<u32>().map_err(|_| format!("`{s}` in `--gpus {text}` is not a GPU id"))).collect::<Result<_, _>>()?;
+    let mut ids: Vec<u32> = t
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("`{s}` in `--gpus {text}` is not a GPU id"))
+        })
+        .collect::<Result<_, _>>()?;
     let n = ids.len();
     ids.sort_unstable();
     ids.dedup();

@@ -52,9 +52,15 @@ pub fn typed_params<P: DeserializeOwned + Serialize>(v: &Value) -> Result<(P, Va
     let p: P = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        ParamError { path, message: e.into_inner().to_string() }
+        ParamError {
+            path,
+            message: e.into_inner().to_string(),
+        }
     })?;
-    let canonical = serde_json::to_value(&p).map_err(|e| ParamError { path: String::new(), message: e.to_string() })?;
+    let canonical = serde_json::to_value(&p).map_err(|e| ParamError {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
     Ok((p, canonical))
 }
 
@@ -66,7 +72,11 @@ pub enum TaskError {
     Failed(String),
     /// An input could not be read; corrupt or missing blobs make the producer run again.
     #[error("input `{input}`: {source}")]
-    Input { input: String, producer: String, source: StoreError },
+    Input {
+        input: String,
+        producer: String,
+        source: StoreError,
+    },
     #[error("params: {0}")]
     Params(String),
     #[error("cancelled")]
@@ -74,7 +84,10 @@ pub enum TaskError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -143,14 +156,21 @@ pub struct ModelCache {
 
 impl ModelCache {
     /// Returns the cached value for `key`, building it on first use.
-    pub fn get_or_try_insert<T: Any + Send + Sync, E>(&self, key: &str, build: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E> {
+    pub fn get_or_try_insert<T: Any + Send + Sync, E>(
+        &self,
+        key: &str,
+        build: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
         if let Some(v) = self.items.lock().unwrap().get(key).cloned()
             && let Ok(t) = v.downcast::<T>()
         {
             return Ok(t);
         }
         let v = Arc::new(build()?);
-        self.items.lock().unwrap().insert(key.to_string(), v.clone());
+        self.items
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), v.clone());
         Ok(v)
     }
 
@@ -255,7 +275,10 @@ impl TaskCtx {
     /// A scratch directory for this attempt, created on first call; removed after success.
     pub fn workdir(&self) -> Result<PathBuf, TaskError> {
         if !self.workdir_made.load(Ordering::Relaxed) {
-            std::fs::create_dir_all(&self.workdir).map_err(TaskError::io(format!("cannot create working directory `{}`", self.workdir.display())))?;
+            std::fs::create_dir_all(&self.workdir).map_err(TaskError::io(format!(
+                "cannot create working directory `{}`",
+                self.workdir.display()
+            )))?;
             self.workdir_made.store(true, Ordering::Relaxed);
         }
         Ok(self.workdir.clone())
@@ -268,7 +291,9 @@ impl TaskCtx {
 
     /// Params as the kind's typed struct.
     pub fn params<P: DeserializeOwned + Serialize>(&self) -> Result<P, TaskError> {
-        typed_params::<P>(&self.params).map(|(p, _)| p).map_err(|e| TaskError::Params(format!("`{}`: {}", e.path, e.message)))
+        typed_params::<P>(&self.params)
+            .map(|(p, _)| p)
+            .map_err(|e| TaskError::Params(format!("`{}`: {}", e.path, e.message)))
     }
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -278,18 +303,32 @@ impl TaskCtx {
     fn one_input(&self, name: &str) -> Result<&InputItem, TaskError> {
         match self.inputs.get(name).map(Vec::as_slice) {
             Some([item]) => Ok(item),
-            Some(items) => Err(TaskError::Failed(format!("input `{name}` is a list of {} items; use `input_items`", items.len()))),
-            None => Err(TaskError::Failed(format!("task `{}` has no input `{name}`", self.name))),
+            Some(items) => Err(TaskError::Failed(format!(
+                "input `{name}` is a list of {} items; use `input_items`",
+                items.len()
+            ))),
+            None => Err(TaskError::Failed(format!(
+                "task `{}` has no input `{name}`",
+                self.name
+            ))),
         }
     }
 
     pub fn input_items(&self, name: &str) -> Result<&[InputItem], TaskError> {
-        self.inputs.get(name).map(Vec::as_slice).ok_or_else(|| TaskError::Failed(format!("task `{}` has no input `{name}`", self.name)))
+        self.inputs
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| TaskError::Failed(format!("task `{}` has no input `{name}`", self.name)))
     }
 
     /// A local path holding the item (a file, or a directory for tree artifacts), verified.
     pub fn item_path(&self, input: &str, item: &InputItem) -> Result<PathBuf, TaskError> {
-        self.block(self.store.artifact_file(&item.artifact)).map_err(|source| TaskError::Input { input: input.to_string(), producer: item.producer.clone(), source })
+        self.block(self.store.artifact_file(&item.artifact))
+            .map_err(|source| TaskError::Input {
+                input: input.to_string(),
+                producer: item.producer.clone(),
+                source,
+            })
     }
 
     pub fn input_path(&self, name: &str) -> Result<PathBuf, TaskError> {
@@ -300,7 +339,11 @@ impl TaskCtx {
     pub fn input_bytes(&self, name: &str) -> Result<Bytes, TaskError> {
         let item = self.one_input(name)?;
         self.block(self.store.read_artifact(&item.artifact))
-            .map_err(|source| TaskError::Input { input: name.to_string(), producer: item.producer.clone(), source })
+            .map_err(|source| TaskError::Input {
+                input: name.to_string(),
+                producer: item.producer.clone(),
+                source,
+            })
     }
 
     pub fn output_bytes(&mut self, name: &str, bytes: impl Into<Bytes>) -> Result<(), TaskError> {
@@ -326,12 +369,20 @@ impl TaskCtx {
     }
 
     pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
-        (self.progress)(Progress { done, total, message: message.into() });
+        (self.progress)(Progress {
+            done,
+            total,
+            message: message.into(),
+        });
     }
 
     /// Appends a line to the task's log (kept with its result).
     pub fn log(&self, line: impl AsRef<str>) {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+        {
             let _ = writeln!(f, "{}", line.as_ref());
         }
     }
@@ -351,7 +402,11 @@ impl TaskCtx {
 
     /// Returns `Err(Cancelled)` once cancellation was requested: call between work units.
     pub fn check_cancelled(&self) -> Result<(), TaskError> {
-        if self.is_cancelled() { Err(TaskError::Cancelled) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(TaskError::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 
     pub fn models(&self) -> &ModelCache {
@@ -364,10 +419,18 @@ impl TaskCtx {
 
     /// Checks every declared output was produced, stores the log and publishes the result
     /// manifest (last, so the result becomes visible all at once).
-    pub fn finish(self, declared: &[String], inputs: BTreeMap<String, Vec<InputRef>>, host: &str) -> Result<ResultManifest, TaskError> {
+    pub fn finish(
+        self,
+        declared: &[String],
+        inputs: BTreeMap<String, Vec<InputRef>>,
+        host: &str,
+    ) -> Result<ResultManifest, TaskError> {
         for o in declared {
             if !self.outputs.contains_key(o) {
-                return Err(TaskError::Failed(format!("task `{}` finished without producing its output `{o}`", self.name)));
+                return Err(TaskError::Failed(format!(
+                    "task `{}` finished without producing its output `{o}`",
+                    self.name
+                )));
             }
         }
         let log = match std::fs::read(&self.log_path) {

@@ -64,31 +64,64 @@ pub struct RunReport {
 }
 
 enum Msg {
-    Done { id: InstanceId, attempt: u32, outcome: JobOutcome },
-    Progress { id: InstanceId, progress: Progress },
+    Done {
+        id: InstanceId,
+        attempt: u32,
+        outcome: JobOutcome,
+    },
+    Progress {
+        id: InstanceId,
+        progress: Progress,
+    },
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 fn slug(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Resolves the GPU pool and each instance's request; errors name the task and pool.
-pub fn resources(plan: &Plan, opts: &RunOptions, ui: &Ui) -> Result<(Pools, Vec<Request>), RunError> {
+pub fn resources(
+    plan: &Plan,
+    opts: &RunOptions,
+    ui: &Ui,
+) -> Result<(Pools, Vec<Request>), RunError> {
     let w = &plan.workflow;
     let gpus: Vec<u32> = match (&opts.gpus, &w.pools.gpus) {
         (Some(g), _) => g.clone(),
         (None, Some(g)) => g.clone(),
-        (None, None) => crate::gpu::discover().map(|v| v.into_iter().map(|g| g.id).collect()).unwrap_or_default(),
+        (None, None) => crate::gpu::discover()
+            .map(|v| v.into_iter().map(|g| g.id).collect())
+            .unwrap_or_default(),
     };
-    let cpus = opts.cpus.or(w.pools.cpus).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let cpus = opts.cpus.or(w.pools.cpus).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
     let pools = Pools::new(gpus.clone(), cpus, &w.pools.named);
-    let gpu_tasks = plan.instances.iter().filter(|i| i.resources.gpus > 0).count();
+    let gpu_tasks = plan
+        .instances
+        .iter()
+        .filter(|i| i.resources.gpus > 0)
+        .count();
     if gpus.is_empty() && gpu_tasks > 0 {
-        ui.notice(&format!("no GPU found: {gpu_tasks} GPU task(s) will run on the CPU"));
+        ui.notice(&format!(
+            "no GPU found: {gpu_tasks} GPU task(s) will run on the CPU"
+        ));
     }
     let mut reqs = Vec::with_capacity(plan.instances.len());
     for inst in &plan.instances {
@@ -100,9 +133,17 @@ pub fn resources(plan: &Plan, opts: &RunOptions, ui: &Ui) -> Result<(Pools, Vec<
             })?;
             named.push((idx, n));
         }
-        let req = Request { gpus: if gpus.is_empty() { 0 } else { r.gpus }, cpus: r.cpus.min(cpus), named };
+        let req = Request {
+            gpus: if gpus.is_empty() { 0 } else { r.gpus },
+            cpus: r.cpus.min(cpus),
+            named,
+        };
         if !pools.satisfiable(&req) {
-            let list = gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let list = gpus
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             return Err(RunError::Invalid(format!(
                 "task `{}` asks for {} GPU(s); this run has {} (ids: {})",
                 inst.name,
@@ -118,7 +159,10 @@ pub fn resources(plan: &Plan, opts: &RunOptions, ui: &Ui) -> Result<(Pools, Vec<
 
 /// Which instances are cache hits. A cached instance whose outputs a re-running dependent
 /// needs is checked blob by blob; a missing blob makes it run again.
-pub async fn cache_hits(plan: &Plan, store: &Store) -> Result<(Vec<bool>, HashMap<String, ResultManifest>), RunError> {
+pub async fn cache_hits(
+    plan: &Plan,
+    store: &Store,
+) -> Result<(Vec<bool>, HashMap<String, ResultManifest>), RunError> {
     let keys: Vec<String> = plan.instances.iter().map(|i| i.key.clone()).collect();
     let mut cached = store.have_results(&keys).await?;
     let dependents = plan.dependents();
@@ -181,7 +225,14 @@ struct Launched {
 }
 
 /// Runs a plan to the end (or until interrupted).
-pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn Journal, opts: RunOptions, ui: &mut Ui) -> Result<RunReport, RunError> {
+pub async fn run(
+    plan: Plan,
+    registry: Registry,
+    store: Store,
+    journal: &mut dyn Journal,
+    opts: RunOptions,
+    ui: &mut Ui,
+) -> Result<RunReport, RunError> {
     let t0 = Instant::now();
     let (pools, requests) = resources(&plan, &opts, ui)?;
     let (cached, mut manifests) = cache_hits(&plan, &store).await?;
@@ -202,8 +253,18 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
             cached: cached[inst.id],
         })
         .collect();
-    let mut core = Core::new(infos, pools, Options { fail_fast: opts.fail_fast });
-    let by_key: HashMap<&str, InstanceId> = plan.instances.iter().map(|i| (i.key.as_str(), i.id)).collect();
+    let mut core = Core::new(
+        infos,
+        pools,
+        Options {
+            fail_fast: opts.fail_fast,
+        },
+    );
+    let by_key: HashMap<&str, InstanceId> = plan
+        .instances
+        .iter()
+        .map(|i| (i.key.as_str(), i.id))
+        .collect();
 
     let mut record = RunRecord {
         id: opts.run_id.clone(),
@@ -222,7 +283,12 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
         options: opts.options_json.clone(),
     };
     journal.put_run(&record)?;
-    let lease = Lease { run_id: opts.run_id.clone(), host: host.clone(), pid: std::process::id(), heartbeat_ms: now_ms() };
+    let lease = Lease {
+        run_id: opts.run_id.clone(),
+        host: host.clone(),
+        pid: std::process::id(),
+        heartbeat_ms: now_ms(),
+    };
     store.put_lease(&lease).await?;
     let lease_task = {
         let store = store.clone();
@@ -245,7 +311,11 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
             key: i.key.clone(),
             name: i.name.clone(),
             kind: i.kind.clone(),
-            state: if cached[i.id] { "cached".into() } else { "waiting".into() },
+            state: if cached[i.id] {
+                "cached".into()
+            } else {
+                "waiting".into()
+            },
             attempts: 0,
             started_ms: None,
             finished_ms: None,
@@ -266,8 +336,12 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
     let mut cancelled_all = false;
     let epoch = Instant::now();
     let now = |e: &Instant| e.elapsed().as_millis() as u64;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let snapshot_path = opts.state_dir.join("runs").join(format!("{}.status.json", opts.run_id));
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let snapshot_path = opts
+        .state_dir
+        .join("runs")
+        .join(format!("{}.status.json", opts.run_id));
     let mut last_snapshot = Instant::now() - Duration::from_secs(10);
 
     let mut actions = core.start(now(&epoch));
@@ -288,7 +362,9 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                             r.started_ms = Some(t);
                             r.finished_ms = None;
                         }
-                        s if s.is_terminal() || matches!(s, State::RetryWait { .. }) => r.finished_ms = Some(t),
+                        s if s.is_terminal() || matches!(s, State::RetryWait { .. }) => {
+                            r.finished_ms = Some(t)
+                        }
                         _ => {}
                     }
                     if error.is_some() {
@@ -296,11 +372,24 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                     } else if matches!(state, State::Succeeded) {
                         r.error = None;
                     }
-                    let attempt = if let State::Running { attempt } = state { attempt } else { r.attempts };
-                    events.push(JournalEvent { t_ms: t, key: r.key.clone(), name: r.name.clone(), state: r.state.clone(), attempt, error });
+                    let attempt = if let State::Running { attempt } = state {
+                        attempt
+                    } else {
+                        r.attempts
+                    };
+                    events.push(JournalEvent {
+                        t_ms: t,
+                        key: r.key.clone(),
+                        name: r.name.clone(),
+                        state: r.state.clone(),
+                        attempt,
+                        error,
+                    });
                     touched.push(id);
                     if let State::Blocked { by } = &state {
-                        let by = by.map(|b| plan.instances[b].name.clone()).unwrap_or_else(|| "fail-fast".into());
+                        let by = by
+                            .map(|b| plan.instances[b].name.clone())
+                            .unwrap_or_else(|| "fail-fast".into());
                         ui.blocked(&plan.instances[id].name, &by);
                     }
                 }
@@ -314,12 +403,17 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
         if !events.is_empty() {
             touched.sort_unstable();
             touched.dedup();
-            let updates: Vec<InstanceRecord> = touched.iter().map(|&i| records[i].clone()).collect();
+            let updates: Vec<InstanceRecord> =
+                touched.iter().map(|&i| records[i].clone()).collect();
             journal.record(&opts.run_id, &events, &updates)?;
         }
         for (id, attempt, gpus) in launches {
             let inst = &plan.instances[id];
-            let log = opts.state_dir.join("logs").join(&opts.run_id).join(format!("{}.{attempt}.log", slug(&inst.name)));
+            let log = opts
+                .state_dir
+                .join("logs")
+                .join(&opts.run_id)
+                .join(format!("{}.{attempt}.log", slug(&inst.name)));
             records[id].log = Some(log.display().to_string());
             let mut inputs = std::collections::BTreeMap::new();
             let mut missing = None;
@@ -340,7 +434,12 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                     }
                     let m = &manifests[pkey];
                     match m.outputs.get(&it.output) {
-                        Some(a) => v.push(JobInput { label: it.label.clone(), producer_key: pkey.clone(), output: it.output.clone(), artifact: a.clone() }),
+                        Some(a) => v.push(JobInput {
+                            label: it.label.clone(),
+                            producer_key: pkey.clone(),
+                            output: it.output.clone(),
+                            artifact: a.clone(),
+                        }),
                         None => {
                             missing = Some(it.producer);
                             break;
@@ -350,9 +449,24 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                 inputs.insert(name.clone(), v);
             }
             if let Some(p) = missing {
-                let outcome = JobOutcome::BadInput { producer_key: plan.instances[p].key.clone(), message: "its result disappeared from the store".into() };
-                let _ = tx.send(Msg::Done { id, attempt, outcome });
-                launched.insert(id, Launched { started: Instant::now(), cancel: Arc::new(AtomicBool::new(false)), pgid: Default::default(), log });
+                let outcome = JobOutcome::BadInput {
+                    producer_key: plan.instances[p].key.clone(),
+                    message: "its result disappeared from the store".into(),
+                };
+                let _ = tx.send(Msg::Done {
+                    id,
+                    attempt,
+                    outcome,
+                });
+                launched.insert(
+                    id,
+                    Launched {
+                        started: Instant::now(),
+                        cancel: Arc::new(AtomicBool::new(false)),
+                        pgid: Default::default(),
+                        log,
+                    },
+                );
                 continue;
             }
             let job = Job {
@@ -366,7 +480,11 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                 inputs,
                 outputs: inst.outputs.clone(),
                 gpus: gpus.clone(),
-                workdir: opts.state_dir.join("work").join(format!("{}-{}-{attempt}", &inst.key[..16], opts.run_id)),
+                workdir: opts.state_dir.join("work").join(format!(
+                    "{}-{}-{attempt}",
+                    &inst.key[..16],
+                    opts.run_id
+                )),
                 log_path: log.clone(),
                 store_url: store.url().to_string(),
                 store_base: opts.base_dir.clone(),
@@ -378,7 +496,13 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
             ui.launched(id, &inst.name, attempt, &gpus);
             match inst.executor.unwrap_or(opts.executor) {
                 ExecutorKind::InProcess => {
-                    let (tx, registry, store, models, cancel) = (tx.clone(), registry.clone(), store.clone(), models.clone(), cancel.clone());
+                    let (tx, registry, store, models, cancel) = (
+                        tx.clone(),
+                        registry.clone(),
+                        store.clone(),
+                        models.clone(),
+                        cancel.clone(),
+                    );
                     let handle = tokio::runtime::Handle::current();
                     let ptx = tx.clone();
                     let progress: ProgressSink = Arc::new(move |p| {
@@ -386,21 +510,43 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                     });
                     pool.submit(Box::new(move || {
                         let ordinals = job.gpus.clone();
-                        let outcome = run_job(&job, &registry, &store, handle, progress, cancel, models, ordinals);
-                        let _ = tx.send(Msg::Done { id, attempt, outcome });
+                        let outcome = run_job(
+                            &job, &registry, &store, handle, progress, cancel, models, ordinals,
+                        );
+                        let _ = tx.send(Msg::Done {
+                            id,
+                            attempt,
+                            outcome,
+                        });
                     }));
                 }
                 ExecutorKind::Subprocess => {
                     let (tx, exe, pgid) = (tx.clone(), opts.worker_exe.clone(), pgid.clone());
-                    let job_file = opts.state_dir.join("jobs").join(format!("{}-{}-{attempt}.json", &inst.key[..16], opts.run_id));
+                    let job_file = opts.state_dir.join("jobs").join(format!(
+                        "{}-{}-{attempt}.json",
+                        &inst.key[..16],
+                        opts.run_id
+                    ));
                     tokio::spawn(async move {
                         let outcome = run_subprocess(&exe, &job, &job_file, id, &tx, &pgid).await;
                         let _ = std::fs::remove_file(&job_file);
-                        let _ = tx.send(Msg::Done { id, attempt, outcome });
+                        let _ = tx.send(Msg::Done {
+                            id,
+                            attempt,
+                            outcome,
+                        });
                     });
                 }
             }
-            launched.insert(id, Launched { started: Instant::now(), cancel, pgid, log });
+            launched.insert(
+                id,
+                Launched {
+                    started: Instant::now(),
+                    cancel,
+                    pgid,
+                    log,
+                },
+            );
         }
 
         if last_snapshot.elapsed() > Duration::from_secs(1) || core.is_finished() {
@@ -412,7 +558,9 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
         }
 
         // 3. Wait for the next event(s).
-        let wake = core.next_wake().map(|ms| tokio::time::Instant::from_std(epoch + Duration::from_millis(ms)));
+        let wake = core
+            .next_wake()
+            .map(|ms| tokio::time::Instant::from_std(epoch + Duration::from_millis(ms)));
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut batch: Vec<Msg> = Vec::new();
         tokio::select! {
@@ -450,9 +598,17 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
         }
         for m in batch {
             match m {
-                Msg::Progress { id, progress } => ui.progress(id, &plan.instances[id].name, &progress),
-                Msg::Done { id, attempt, outcome } => {
-                    let Some(l) = launched.remove(&id) else { continue };
+                Msg::Progress { id, progress } => {
+                    ui.progress(id, &plan.instances[id].name, &progress)
+                }
+                Msg::Done {
+                    id,
+                    attempt,
+                    outcome,
+                } => {
+                    let Some(l) = launched.remove(&id) else {
+                        continue;
+                    };
                     let took = l.started.elapsed();
                     let name = &plan.instances[id].name;
                     let log = l.log.display().to_string();
@@ -463,24 +619,52 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
                             Outcome::Success
                         }
                         JobOutcome::Failed { message, retryable } => {
-                            let last = !retryable || attempt > plan.instances[id].retries.count || interrupted;
-                            ui.finished(id, name, if last { "failed" } else { "retry" }, took, Some(&message), Some(&log));
+                            let last = !retryable
+                                || attempt > plan.instances[id].retries.count
+                                || interrupted;
+                            ui.finished(
+                                id,
+                                name,
+                                if last { "failed" } else { "retry" },
+                                took,
+                                Some(&message),
+                                Some(&log),
+                            );
                             Outcome::Failure { message, retryable }
                         }
                         JobOutcome::Cancelled => {
                             ui.finished(id, name, "interrupted", took, None, None);
                             Outcome::Cancelled
                         }
-                        JobOutcome::BadInput { producer_key, message } => match by_key.get(producer_key.as_str()) {
+                        JobOutcome::BadInput {
+                            producer_key,
+                            message,
+                        } => match by_key.get(producer_key.as_str()) {
                             Some(&p) => {
-                                ui.notice(&format!("`{name}`: {message}; running `{}` again", plan.instances[p].name));
+                                ui.notice(&format!(
+                                    "`{name}`: {message}; running `{}` again",
+                                    plan.instances[p].name
+                                ));
                                 discard_result(&store, &producer_key, &mut manifests).await;
-                                Outcome::BadInput { producer: p, message }
+                                Outcome::BadInput {
+                                    producer: p,
+                                    message,
+                                }
                             }
-                            None => Outcome::Failure { message, retryable: false },
+                            None => Outcome::Failure {
+                                message,
+                                retryable: false,
+                            },
                         },
                     };
-                    actions.extend(core.handle(Event::Finished { id, attempt, outcome }, now(&epoch)));
+                    actions.extend(core.handle(
+                        Event::Finished {
+                            id,
+                            attempt,
+                            outcome,
+                        },
+                        now(&epoch),
+                    ));
                 }
             }
         }
@@ -505,7 +689,12 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
     record.finished_ms = Some(now_ms());
     journal.put_run(&record)?;
     write_snapshot(&snapshot_path, &record, &records);
-    let results: Vec<String> = plan.instances.iter().filter(|i| states[i.id].is_done()).map(|i| i.key.clone()).collect();
+    let results: Vec<String> = plan
+        .instances
+        .iter()
+        .filter(|i| states[i.id].is_done())
+        .map(|i| i.key.clone())
+        .collect();
     store
         .put_run(&RunSummary {
             run_id: opts.run_id.clone(),
@@ -517,15 +706,29 @@ pub async fn run(plan: Plan, registry: Registry, store: Store, journal: &mut dyn
             results,
         })
         .await?;
-    Ok(RunReport { run_id: opts.run_id, status: record.status, succeeded, cached: cached_n, failed, blocked, interrupted: interrupted_n, elapsed: t0.elapsed() })
+    Ok(RunReport {
+        run_id: opts.run_id,
+        status: record.status,
+        succeeded,
+        cached: cached_n,
+        failed,
+        blocked,
+        interrupted: interrupted_n,
+        elapsed: t0.elapsed(),
+    })
 }
 
 /// Threads of the in-process executor. Tasks run here, not on tokio's blocking pool: a
 /// task blocks on store I/O that itself needs blocking threads, so thousands of tasks on
 /// the blocking pool could starve it (a deadlock seen with 10,000 no-op tasks).
 fn in_process_threads() -> usize {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    std::env::var("COCOFLOW_INPROCESS_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or((2 * cores).max(8))
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    std::env::var("COCOFLOW_INPROCESS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((2 * cores).max(8))
 }
 
 type Work = Box<dyn FnOnce() + Send>;
@@ -541,15 +744,17 @@ impl ThreadPool {
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..n {
             let rx = rx.clone();
-            let _ = std::thread::Builder::new().name(format!("cocoflow-task-{i}")).spawn(move || {
-                loop {
-                    let job = rx.lock().map(|r| r.recv());
-                    match job {
-                        Ok(Ok(work)) => work(),
-                        _ => break,
+            let _ = std::thread::Builder::new()
+                .name(format!("cocoflow-task-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().map(|r| r.recv());
+                        match job {
+                            Ok(Ok(work)) => work(),
+                            _ => break,
+                        }
                     }
-                }
-            });
+                });
         }
         ThreadPool { tx: Some(tx) }
     }
@@ -569,7 +774,10 @@ impl Drop for ThreadPool {
 
 fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {
     let v = serde_json::json!({"run": run, "instances": records});
-    let _ = crate::store::write_atomic(path, serde_json::to_string(&v).unwrap_or_default().as_bytes());
+    let _ = crate::store::write_atomic(
+        path,
+        serde_json::to_string(&v).unwrap_or_default().as_bytes(),
+    );
 }
 
 /// Forgets a producer's result whose blobs failed verification, and removes bad blobs, so
@@ -581,7 +789,11 @@ async fn discard_result(store: &Store, key: &str, manifests: &mut HashMap<String
     };
     if let Some(m) = m {
         for a in m.outputs.values() {
-            for d in store.artifact_blobs(a).await.unwrap_or_else(|_| vec![a.digest.clone()]) {
+            for d in store
+                .artifact_blobs(a)
+                .await
+                .unwrap_or_else(|_| vec![a.digest.clone()])
+            {
                 if store.get_blob(&d).await.is_err() {
                     let _ = store.delete_blob(&d).await;
                 }
@@ -601,24 +813,52 @@ fn cancel_all(launched: &HashMap<InstanceId, Launched>) {
     }
 }
 
-async fn run_subprocess(exe: &std::path::Path, job: &Job, job_file: &std::path::Path, id: InstanceId, tx: &mpsc::UnboundedSender<Msg>, pgid: &std::sync::Mutex<Option<i32>>) -> JobOutcome {
+async fn run_subprocess(
+    exe: &std::path::Path,
+    job: &Job,
+    job_file: &std::path::Path,
+    id: InstanceId,
+    tx: &mpsc::UnboundedSender<Msg>,
+    pgid: &std::sync::Mutex<Option<i32>>,
+) -> JobOutcome {
     use std::os::unix::process::ExitStatusExt;
     use tokio::io::AsyncBufReadExt;
-    let fail = |message: String| JobOutcome::Failed { message, retryable: true };
-    if let Err(e) = crate::store::write_atomic(job_file, &serde_json::to_vec(job).unwrap_or_default()) {
-        return fail(format!("cannot write job file `{}`: {e}", job_file.display()));
+    let fail = |message: String| JobOutcome::Failed {
+        message,
+        retryable: true,
+    };
+    if let Err(e) =
+        crate::store::write_atomic(job_file, &serde_json::to_vec(job).unwrap_or_default())
+    {
+        return fail(format!(
+            "cannot write job file `{}`: {e}",
+            job_file.display()
+        ));
     }
     if let Some(p) = job.log_path.parent() {
         let _ = std::fs::create_dir_all(p);
     }
-    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&job.log_path) {
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&job.log_path)
+    {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot open log `{}`: {e}", job.log_path.display())),
     };
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("worker").arg("--job").arg(job_file);
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::from(log));
-    cmd.env("CUDA_VISIBLE_DEVICES", job.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(log));
+    cmd.env(
+        "CUDA_VISIBLE_DEVICES",
+        job.gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     cmd.kill_on_drop(true);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -656,7 +896,10 @@ async fn run_subprocess(exe: &std::path::Path, job: &Job, job_file: &std::path::
             (_, Some(9)) => fail("worker was killed by signal 9 (SIGKILL; out of memory?)".into()),
             (_, Some(15)) => JobOutcome::Cancelled,
             (_, Some(s)) => fail(format!("worker was killed by signal {s}")),
-            (Some(c), _) => fail(format!("worker exited with status {c} without reporting an outcome; see its log `{}`", job.log_path.display())),
+            (Some(c), _) => fail(format!(
+                "worker exited with status {c} without reporting an outcome; see its log `{}`",
+                job.log_path.display()
+            )),
             _ => fail("worker ended without an outcome".into()),
         },
         (None, Err(e)) => fail(format!("waiting for the worker: {e}")),

@@ -44,7 +44,10 @@ fn write_canonical(v: &Value, out: &mut String) {
 
 /// Milliseconds since the Unix epoch (wall clock; for records, never for scheduling).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Parses `250ms`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
@@ -93,11 +96,24 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// A run id: UTC timestamp plus 4 random hex digits, e.g. `20261128-063200-3fa9`.
 pub fn new_run_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let (y, mo, d, h, mi, s) = civil_from_unix(secs);
-    let salt = blake3::hash(format!("{}-{}-{:?}", now.as_nanos(), std::process::id(), std::thread::current().id()).as_bytes());
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{}", &salt.to_hex()[..4])
+    let salt = blake3::hash(
+        format!(
+            "{}-{}-{:?}",
+            now.as_nanos(),
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .as_bytes(),
+    );
+    format!(
+        "{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{}",
+        &salt.to_hex()[..4]
+    )
 }
 
 /// (year, month, day, hour, minute, second) in UTC for a Unix timestamp.
@@ -115,7 +131,14 @@ pub fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, (rem / 3600) as u32, ((rem / 60) % 60) as u32, (rem % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        ((rem / 60) % 60) as u32,
+        (rem % 60) as u32,
+    )
 }
 
 /// `2026-11-28 06:32:00Z` for a millisecond timestamp.
@@ -126,7 +149,10 @@ pub fn format_ms(ms: u64) -> String {
 
 /// Quotes a string for POSIX `sh` so it is always one word, whatever it contains.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -138,8 +164,12 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
-        let v: Value = serde_json::from_str(r#"{"b":1,"a":{"z":[3,{"y":1,"x":2}],"c":null}}"#).unwrap();
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"z":[3,{"x":2,"y":1}]},"b":1}"#);
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"z":[3,{"y":1,"x":2}],"c":null}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":null,"z":[3,{"x":2,"y":1}]},"b":1}"#
+        );
     }
 
     #[test]

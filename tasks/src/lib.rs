@@ -1,6 +1,12 @@
 //! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
 
 pub mod device;
+pub mod torch_info;
+
+/// Registers every task kind of this crate.
+pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
+    registry.register(torch_info::TorchInfoKind);
+}
 
 #[cfg(test)]
 mod tests;

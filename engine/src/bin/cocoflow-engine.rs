@@ -2,5 +2,7 @@
 //! with no libtorch.
 
 fn main() {
-    std::process::exit(cocoflow_engine::cli::main_with(cocoflow_engine::kind::Registry::with_builtins()));
+    std::process::exit(cocoflow_engine::cli::main_with(
+        cocoflow_engine::kind::Registry::with_builtins(),
+    ));
 }

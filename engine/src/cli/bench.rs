@@ -22,12 +22,25 @@ pub struct BenchArgs {
 }
 
 /// Writes a workflow of `n` noop/shell tasks: `fan` (source → n mids → sink) or `chain`.
-pub fn write_workflow(dir: &Path, shape: &str, kind: &str, n: usize, executor: &str) -> std::path::PathBuf {
-    let mut y = format!("name: bench-{shape}-{kind}-{n}\nstore: file://{}/store\ntasks:\n", dir.display());
+pub fn write_workflow(
+    dir: &Path,
+    shape: &str,
+    kind: &str,
+    n: usize,
+    executor: &str,
+) -> std::path::PathBuf {
+    let mut y = format!(
+        "name: bench-{shape}-{kind}-{n}\nstore: file://{}/store\ntasks:\n",
+        dir.display()
+    );
     let body = |i: usize| -> String {
         match kind {
-            "shell" => format!("    kind: shell\n    executor: {executor}\n    params: {{cmd: 'echo {i} > out.txt', outputs: {{out: out.txt}}}}\n    resources: {{cpus: 1}}\n"),
-            _ => format!("    kind: noop\n    params: {{payload: '{i}'}}\n    resources: {{cpus: 0}}\n"),
+            "shell" => format!(
+                "    kind: shell\n    executor: {executor}\n    params: {{cmd: 'echo {i} > out.txt', outputs: {{out: out.txt}}}}\n    resources: {{cpus: 1}}\n"
+            ),
+            _ => format!(
+                "    kind: noop\n    params: {{payload: '{i}'}}\n    resources: {{cpus: 0}}\n"
+            ),
         }
     };
     match shape {
@@ -44,7 +57,15 @@ pub fn write_workflow(dir: &Path, shape: &str, kind: &str, n: usize, executor: &
             for i in 0..n {
                 let _ = write!(y, "  m{i}:\n{}    inputs: {{src: source.out}}\n", body(i));
             }
-            let _ = write!(y, "  sink:\n{}    needs: [{}]\n", body(n + 1), (0..n).map(|i| format!("m{i}")).collect::<Vec<_>>().join(", "));
+            let _ = write!(
+                y,
+                "  sink:\n{}    needs: [{}]\n",
+                body(n + 1),
+                (0..n)
+                    .map(|i| format!("m{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     let p = dir.join(format!("{shape}-{kind}-{n}.yaml"));
@@ -69,14 +90,21 @@ fn run_child(exe: &Path, dir: &Path, args: &[&str]) -> (f64, i32, f64) {
         .current_dir(dir)
         .status()
         .expect("run benchmark child");
-    (t.elapsed().as_secs_f64(), st.code().unwrap_or(-1), peak_rss_mib_of_children())
+    (
+        t.elapsed().as_secs_f64(),
+        st.code().unwrap_or(-1),
+        peak_rss_mib_of_children(),
+    )
 }
 
 pub async fn run(args: BenchArgs, _registry: Registry) -> Result<i32, super::commands::Fail> {
     let exe = std::env::current_exe().expect("own path");
     let scratch = tempfile_dir();
     let which = args.which.as_str();
-    println!("cocoflow bench (scratch: {}; each figure is one fresh `cocoflow run` in a child process)", scratch.display());
+    println!(
+        "cocoflow bench (scratch: {}; each figure is one fresh `cocoflow run` in a child process)",
+        scratch.display()
+    );
     if matches!(which, "noop" | "all") {
         let n = args.n.unwrap_or(10_000);
         for shape in ["fan", "chain"] {
@@ -85,12 +113,19 @@ pub async fn run(args: BenchArgs, _registry: Registry) -> Result<i32, super::com
             let wf = write_workflow(&d, shape, "noop", n, "in-process");
             let tasks = if shape == "fan" { n + 2 } else { n };
             let (secs, code, rss) = run_child(&exe, &d, &["run", &wf.display().to_string()]);
-            println!("noop {shape:<5} n={tasks:>6}: {secs:7.2} s  {:>9.0} tasks/s  peak RSS {rss:6.1} MiB  (exit {code}; goal ≥ 20000 tasks/s, ≤ 200 MB)", tasks as f64 / secs);
+            println!(
+                "noop {shape:<5} n={tasks:>6}: {secs:7.2} s  {:>9.0} tasks/s  peak RSS {rss:6.1} MiB  (exit {code}; goal ≥ 20000 tasks/s, ≤ 200 MB)",
+                tasks as f64 / secs
+            );
             if shape == "fan" {
                 let (secs, code, _) = run_child(&exe, &d, &["run", &wf.display().to_string()]);
-                println!("replan fan   n={tasks:>6}: {secs:7.3} s  fully cached re-run (exit {code}; goal ≤ 0.5 s)");
+                println!(
+                    "replan fan   n={tasks:>6}: {secs:7.3} s  fully cached re-run (exit {code}; goal ≤ 0.5 s)"
+                );
                 let (secs, code, _) = run_child(&exe, &d, &["plan", &wf.display().to_string()]);
-                println!("plan   fan   n={tasks:>6}: {secs:7.3} s  `cocoflow plan` of the cached workflow (exit {code})");
+                println!(
+                    "plan   fan   n={tasks:>6}: {secs:7.3} s  `cocoflow plan` of the cached workflow (exit {code})"
+                );
             }
         }
     } else if which == "replan" {
@@ -100,7 +135,10 @@ pub async fn run(args: BenchArgs, _registry: Registry) -> Result<i32, super::com
         let wf = write_workflow(&d, "fan", "noop", n, "in-process");
         run_child(&exe, &d, &["run", &wf.display().to_string()]);
         let (secs, code, _) = run_child(&exe, &d, &["run", &wf.display().to_string()]);
-        println!("replan fan n={}: {secs:.3} s fully cached re-run (exit {code}; goal ≤ 0.5 s)", n + 2);
+        println!(
+            "replan fan n={}: {secs:.3} s fully cached re-run (exit {code}; goal ≤ 0.5 s)",
+            n + 2
+        );
     }
     if matches!(which, "shell" | "all") {
         let n = args.n.filter(|_| which == "shell").unwrap_or(1000);
@@ -108,7 +146,11 @@ pub async fn run(args: BenchArgs, _registry: Registry) -> Result<i32, super::com
         std::fs::create_dir_all(&d).expect("scratch");
         let wf = write_workflow(&d, "fan", "shell", n, "subprocess");
         let (secs, code, _) = run_child(&exe, &d, &["run", &wf.display().to_string()]);
-        println!("shell fan (subprocess executor) n={}: {secs:7.2} s  {:>7.1} tasks/s (exit {code})", n + 2, (n + 2) as f64 / secs);
+        println!(
+            "shell fan (subprocess executor) n={}: {secs:7.2} s  {:>7.1} tasks/s (exit {code})",
+            n + 2,
+            (n + 2) as f64 / secs
+        );
     }
     if !args.keep {
         let _ = std::fs::remove_dir_all(&scratch);

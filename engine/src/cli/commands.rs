@@ -21,10 +21,16 @@ pub struct Fail {
 
 impl Fail {
     fn env(text: impl Into<String>) -> Fail {
-        Fail { code: EXIT_ENVIRONMENT, text: format!("error: {}", text.into()) }
+        Fail {
+            code: EXIT_ENVIRONMENT,
+            text: format!("error: {}", text.into()),
+        }
     }
     fn usage(text: impl Into<String>) -> Fail {
-        Fail { code: EXIT_USAGE, text: format!("error: {}", text.into()) }
+        Fail {
+            code: EXIT_USAGE,
+            text: format!("error: {}", text.into()),
+        }
     }
 }
 
@@ -32,7 +38,9 @@ impl From<SpecError> for Fail {
     fn from(e: SpecError) -> Fail {
         let text = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
             let mut s = String::new();
-            let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+            let handler = miette::GraphicalReportHandler::new_themed(
+                miette::GraphicalTheme::unicode_nocolor(),
+            );
             match handler.render_report(&mut s, &e) {
                 Ok(()) => s,
                 Err(_) => e.render(),
@@ -40,7 +48,10 @@ impl From<SpecError> for Fail {
         } else {
             e.render()
         };
-        Fail { code: EXIT_INVALID, text: text.trim_end().to_string() }
+        Fail {
+            code: EXIT_INVALID,
+            text: text.trim_end().to_string(),
+        }
     }
 }
 
@@ -58,7 +69,13 @@ impl From<crate::store::StoreError> for Fail {
 
 pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
     // Absolute, so task working directories can use paths under it.
-    let state = if cli.state_dir.is_absolute() { cli.state_dir.clone() } else { std::env::current_dir().unwrap_or_default().join(&cli.state_dir) };
+    let state = if cli.state_dir.is_absolute() {
+        cli.state_dir.clone()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_default()
+            .join(&cli.state_dir)
+    };
     let r = match cli.command {
         Command::Run { wf, run } => cmd_run(&state, registry, &wf, &run, None).await,
         Command::Resume { run_id, run } => cmd_resume(&state, registry, &run_id, run).await,
@@ -66,7 +83,12 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
         Command::Graph { wf, format } => cmd_graph(&registry, &wf, &format),
         Command::Status { run_id, json } => cmd_status(&state, run_id.as_deref(), json),
         Command::Runs { json } => cmd_runs(&state, json),
-        Command::Gc { dry_run, grace, force, store } => cmd_gc(&state, dry_run, &grace, force, store.as_deref()).await,
+        Command::Gc {
+            dry_run,
+            grace,
+            force,
+            store,
+        } => cmd_gc(&state, dry_run, &grace, force, store.as_deref()).await,
         Command::Pin { run_id, name } => cmd_pin(&state, &run_id, name).await,
         Command::Unpin { name } => cmd_unpin(&state, &name).await,
         Command::Kinds => {
@@ -93,7 +115,8 @@ fn load_plan(registry: &Registry, wf: &WorkflowArgs) -> Result<Plan, Fail> {
 }
 
 fn open_store(state: &Path, url: &str) -> Result<Store, Fail> {
-    let base = std::env::current_dir().map_err(|e| Fail::env(format!("cannot read the current directory: {e}")))?;
+    let base = std::env::current_dir()
+        .map_err(|e| Fail::env(format!("cannot read the current directory: {e}")))?;
     Ok(Store::open(url, &base, &state.join("cache"))?)
 }
 
@@ -101,19 +124,41 @@ fn journal_path(state: &Path) -> std::path::PathBuf {
     state.join("journal.redb")
 }
 
-async fn cmd_run(state: &Path, registry: Registry, wf: &WorkflowArgs, run: &RunArgs, resume_id: Option<String>) -> Result<i32, Fail> {
+async fn cmd_run(
+    state: &Path,
+    registry: Registry,
+    wf: &WorkflowArgs,
+    run: &RunArgs,
+    resume_id: Option<String>,
+) -> Result<i32, Fail> {
     let plan = load_plan(&registry, wf)?;
-    let executor = ExecutorKind::parse(&run.executor).ok_or_else(|| Fail::usage(format!("unknown executor `{}`; known executors: `in-process`, `subprocess`", run.executor)))?;
-    let grace = parse_duration(&run.grace).ok_or_else(|| Fail::usage(format!("`--grace {}` is not a duration like `10s`", run.grace)))?;
+    let executor = ExecutorKind::parse(&run.executor).ok_or_else(|| {
+        Fail::usage(format!(
+            "unknown executor `{}`; known executors: `in-process`, `subprocess`",
+            run.executor
+        ))
+    })?;
+    let grace = parse_duration(&run.grace).ok_or_else(|| {
+        Fail::usage(format!(
+            "`--grace {}` is not a duration like `10s`",
+            run.grace
+        ))
+    })?;
     let gpus = match &run.gpus {
         Some(g) => Some(crate::gpu::parse_list(g).map_err(Fail::usage)?),
         None => None,
     };
     let store = open_store(state, &plan.workflow.store)?;
-    std::fs::create_dir_all(state).map_err(|e| Fail::env(format!("cannot create state directory `{}`: {e}", state.display())))?;
+    std::fs::create_dir_all(state).map_err(|e| {
+        Fail::env(format!(
+            "cannot create state directory `{}`: {e}",
+            state.display()
+        ))
+    })?;
     let mut journal = RedbJournal::open(&journal_path(state))?;
     let run_id = resume_id.unwrap_or_else(crate::util::new_run_id);
-    let worker_exe = std::env::current_exe().map_err(|e| Fail::env(format!("cannot find this program's path: {e}")))?;
+    let worker_exe = std::env::current_exe()
+        .map_err(|e| Fail::env(format!("cannot find this program's path: {e}")))?;
     let opts = RunOptions {
         run_id,
         workflow_path: wf.workflow.display().to_string(),
@@ -132,7 +177,12 @@ async fn cmd_run(state: &Path, registry: Registry, wf: &WorkflowArgs, run: &RunA
     let mut ui = Ui::new(Mode::detect(run.json, run.quiet));
     let report = match runner::run(plan, registry, store, &mut journal, opts, &mut ui).await {
         Ok(r) => r,
-        Err(RunError::Invalid(m)) => return Err(Fail { code: EXIT_INVALID, text: format!("error: {m}") }),
+        Err(RunError::Invalid(m)) => {
+            return Err(Fail {
+                code: EXIT_INVALID,
+                text: format!("error: {m}"),
+            });
+        }
         Err(RunError::Journal(e)) => return Err(e.into()),
         Err(RunError::Store(e)) => return Err(e.into()),
     };
@@ -157,10 +207,20 @@ async fn cmd_run(state: &Path, registry: Registry, wf: &WorkflowArgs, run: &RunA
     })
 }
 
-async fn cmd_resume(state: &Path, registry: Registry, run_id: &str, mut run: RunArgs) -> Result<i32, Fail> {
+async fn cmd_resume(
+    state: &Path,
+    registry: Registry,
+    run_id: &str,
+    mut run: RunArgs,
+) -> Result<i32, Fail> {
     let rec = {
         let j = RedbJournal::open(&journal_path(state))?;
-        j.run(run_id)?.ok_or_else(|| Fail::usage(format!("no run `{run_id}` in `{}`; `cocoflow runs` lists them", state.display())))?
+        j.run(run_id)?.ok_or_else(|| {
+            Fail::usage(format!(
+                "no run `{run_id}` in `{}`; `cocoflow runs` lists them",
+                state.display()
+            ))
+        })?
     };
     let o = &rec.options;
     if run.gpus.is_none() {
@@ -169,15 +229,27 @@ async fn cmd_resume(state: &Path, registry: Registry, run_id: &str, mut run: Run
     if run.cpus.is_none() {
         run.cpus = o.get("cpus").and_then(|v| v.as_u64()).map(|v| v as u32);
     }
-    run.fail_fast |= o.get("fail_fast").and_then(|v| v.as_bool()).unwrap_or(false);
+    run.fail_fast |= o
+        .get("fail_fast")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     if let Some(e) = o.get("executor").and_then(|v| v.as_str()) {
         run.executor = e.to_string();
     }
-    let wf = WorkflowArgs { workflow: rec.workflow.clone().into(), set: rec.overrides.clone(), targets: rec.targets.clone() };
+    let wf = WorkflowArgs {
+        workflow: rec.workflow.clone().into(),
+        set: rec.overrides.clone(),
+        targets: rec.targets.clone(),
+    };
     cmd_run(state, registry, &wf, &run, Some(rec.id.clone())).await
 }
 
-async fn cmd_plan(state: &Path, registry: &Registry, wf: &WorkflowArgs, json: bool) -> Result<i32, Fail> {
+async fn cmd_plan(
+    state: &Path,
+    registry: &Registry,
+    wf: &WorkflowArgs,
+    json: bool,
+) -> Result<i32, Fail> {
     let plan = load_plan(registry, wf)?;
     let store = open_store(state, &plan.workflow.store)?;
     let keys: Vec<String> = plan.instances.iter().map(|i| i.key.clone()).collect();
@@ -189,15 +261,39 @@ async fn cmd_plan(state: &Path, registry: &Registry, wf: &WorkflowArgs, json: bo
             .iter()
             .map(|i| serde_json::json!({"name": i.name, "task": i.task, "kind": i.kind, "key": i.key, "cached": cached[i.id], "deps": i.deps.iter().map(|&d| &plan.instances[d].name).collect::<Vec<_>>(), "arms": i.arms.iter().map(|&a| &plan.arm_names[a]).collect::<Vec<_>>()}))
             .collect();
-        println!("{}", serde_json::json!({"workflow": plan.workflow.name, "arms": plan.arm_names, "instances": items, "cached": n_cached, "to_run": plan.instances.len() - n_cached}));
+        println!(
+            "{}",
+            serde_json::json!({"workflow": plan.workflow.name, "arms": plan.arm_names, "instances": items, "cached": n_cached, "to_run": plan.instances.len() - n_cached})
+        );
         return Ok(EXIT_OK);
     }
-    let width = plan.instances.iter().map(|i| i.name.len()).max().unwrap_or(4).min(60);
-    println!("workflow `{}`: {} arm(s), {} instance(s)", plan.workflow.name, plan.arm_names.len(), plan.instances.len());
+    let width = plan
+        .instances
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(4)
+        .min(60);
+    println!(
+        "workflow `{}`: {} arm(s), {} instance(s)",
+        plan.workflow.name,
+        plan.arm_names.len(),
+        plan.instances.len()
+    );
     for i in &plan.instances {
-        println!("  {:<7} {:<width$}  {:<12} {}", if cached[i.id] { "cached" } else { "run" }, i.name, i.kind, &i.key[..12]);
+        println!(
+            "  {:<7} {:<width$}  {:<12} {}",
+            if cached[i.id] { "cached" } else { "run" },
+            i.name,
+            i.kind,
+            &i.key[..12]
+        );
     }
-    println!("{} cached, {} to run", n_cached, plan.instances.len() - n_cached);
+    println!(
+        "{} cached, {} to run",
+        n_cached,
+        plan.instances.len() - n_cached
+    );
     Ok(EXIT_OK)
 }
 
@@ -206,7 +302,11 @@ fn cmd_graph(registry: &Registry, wf: &WorkflowArgs, format: &str) -> Result<i32
     match format {
         "text" => print!("{}", crate::plan::render::text(&plan)),
         "dot" => print!("{}", crate::plan::render::dot(&plan, &|_| None)),
-        other => return Err(Fail::usage(format!("unknown graph format `{other}`; use `text` or `dot`"))),
+        other => {
+            return Err(Fail::usage(format!(
+                "unknown graph format `{other}`; use `text` or `dot`"
+            )));
+        }
     }
     Ok(EXIT_OK)
 }
@@ -237,7 +337,9 @@ fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fai
         Ok(j) => Ok(StatusSource::Journal(j)),
         Err(JournalError::Locked { .. }) => {
             let snap = match run_id {
-                Some(id) => std::fs::read(state.join("runs").join(format!("{id}.status.json"))).ok().and_then(|b| serde_json::from_slice(&b).ok()),
+                Some(id) => std::fs::read(state.join("runs").join(format!("{id}.status.json")))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok()),
                 None => latest_snapshot(state),
             };
             snap.map(StatusSource::Snapshot).ok_or_else(|| Fail::env("a run is in progress and has not written a status snapshot yet; try again in a second"))
@@ -247,28 +349,40 @@ fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fai
 }
 
 fn effective_status(r: &crate::state::RunRecord) -> RunStatus {
-    if r.status == RunStatus::Running && r.host == runner::hostname() && !pid_alive(r.pid) { RunStatus::Crashed } else { r.status.clone() }
+    if r.status == RunStatus::Running && r.host == runner::hostname() && !pid_alive(r.pid) {
+        RunStatus::Crashed
+    } else {
+        r.status.clone()
+    }
 }
 
 fn cmd_status(state: &Path, run_id: Option<&str>, json: bool) -> Result<i32, Fail> {
     let (run, instances, live) = match status_source(state, run_id)? {
         StatusSource::Journal(j) => {
             let run = match run_id {
-                Some(id) => j.run(id)?.ok_or_else(|| Fail::usage(format!("no run `{id}`; `cocoflow runs` lists them")))?,
+                Some(id) => j.run(id)?.ok_or_else(|| {
+                    Fail::usage(format!("no run `{id}`; `cocoflow runs` lists them"))
+                })?,
                 None => j.runs()?.pop().ok_or_else(|| Fail::usage("no runs yet"))?,
             };
             let inst = j.instances(&run.id)?;
             (run, inst, false)
         }
         StatusSource::Snapshot(v) => {
-            let run: crate::state::RunRecord = serde_json::from_value(v["run"].clone()).map_err(|e| Fail::env(format!("malformed status snapshot: {e}")))?;
-            let inst: Vec<crate::state::InstanceRecord> = serde_json::from_value(v["instances"].clone()).map_err(|e| Fail::env(format!("malformed status snapshot: {e}")))?;
+            let run: crate::state::RunRecord = serde_json::from_value(v["run"].clone())
+                .map_err(|e| Fail::env(format!("malformed status snapshot: {e}")))?;
+            let inst: Vec<crate::state::InstanceRecord> =
+                serde_json::from_value(v["instances"].clone())
+                    .map_err(|e| Fail::env(format!("malformed status snapshot: {e}")))?;
             (run, inst, true)
         }
     };
     let status = effective_status(&run);
     if json {
-        println!("{}", serde_json::json!({"run": run, "status": status.label(), "live": live, "instances": instances}));
+        println!(
+            "{}",
+            serde_json::json!({"run": run, "status": status.label(), "live": live, "instances": instances})
+        );
         return Ok(EXIT_OK);
     }
     println!(
@@ -284,17 +398,42 @@ fn cmd_status(state: &Path, run_id: Option<&str>, json: bool) -> Result<i32, Fai
     for i in &instances {
         *counts.entry(i.state.as_str()).or_default() += 1;
     }
-    println!("  {}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
-    let width = instances.iter().map(|i| i.name.len()).max().unwrap_or(4).min(50);
-    println!("  {:<width$}  {:<11} {:>8} {:>9}  error", "instance", "state", "attempts", "duration");
+    println!(
+        "  {}",
+        counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let width = instances
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(4)
+        .min(50);
+    println!(
+        "  {:<width$}  {:<11} {:>8} {:>9}  error",
+        "instance", "state", "attempts", "duration"
+    );
     for i in &instances {
         let dur = match (i.started_ms, i.finished_ms) {
             (Some(s), Some(f)) => human_duration(Duration::from_millis(f.saturating_sub(s))),
-            (Some(s), None) if i.state == "running" => format!("{}+", human_duration(Duration::from_millis(now_ms().saturating_sub(s)))),
+            (Some(s), None) if i.state == "running" => format!(
+                "{}+",
+                human_duration(Duration::from_millis(now_ms().saturating_sub(s)))
+            ),
             _ => "-".into(),
         };
-        let err = i.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("");
-        println!("  {:<width$}  {:<11} {:>8} {:>9}  {}", i.name, i.state, i.attempts, dur, err);
+        let err = i
+            .error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("");
+        println!(
+            "  {:<width$}  {:<11} {:>8} {:>9}  {}",
+            i.name, i.state, i.attempts, dur, err
+        );
     }
     Ok(EXIT_OK)
 }
@@ -302,7 +441,9 @@ fn cmd_status(state: &Path, run_id: Option<&str>, json: bool) -> Result<i32, Fai
 fn cmd_runs(state: &Path, json: bool) -> Result<i32, Fail> {
     let runs = match status_source(state, None)? {
         StatusSource::Journal(j) => j.runs()?,
-        StatusSource::Snapshot(v) => vec![serde_json::from_value(v["run"].clone()).map_err(|e| Fail::env(e.to_string()))?],
+        StatusSource::Snapshot(v) => {
+            vec![serde_json::from_value(v["run"].clone()).map_err(|e| Fail::env(e.to_string()))?]
+        }
     };
     if json {
         println!("{}", serde_json::to_string(&runs).unwrap_or_default());
@@ -310,8 +451,24 @@ fn cmd_runs(state: &Path, json: bool) -> Result<i32, Fail> {
     }
     for r in &runs {
         let st = effective_status(r);
-        let took = r.finished_ms.map(|f| human_duration(Duration::from_millis(f.saturating_sub(r.started_ms)))).unwrap_or_else(|| "-".into());
-        println!("{}  {:<11} {:>8}  {} instances ({} cached)  {}{}", r.id, st.label(), took, r.instances, r.cached, r.workflow, if r.overrides.is_empty() { String::new() } else { format!(" --set {}", r.overrides.join(" --set ")) });
+        let took = r
+            .finished_ms
+            .map(|f| human_duration(Duration::from_millis(f.saturating_sub(r.started_ms))))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{}  {:<11} {:>8}  {} instances ({} cached)  {}{}",
+            r.id,
+            st.label(),
+            took,
+            r.instances,
+            r.cached,
+            r.workflow,
+            if r.overrides.is_empty() {
+                String::new()
+            } else {
+                format!(" --set {}", r.overrides.join(" --set "))
+            }
+        );
     }
     Ok(EXIT_OK)
 }
@@ -321,43 +478,71 @@ async fn store_of_latest(state: &Path, explicit: Option<&str>) -> Result<Store, 
         Some(u) => u.to_string(),
         None => {
             let j = RedbJournal::open(&journal_path(state)).map_err(|e| match e {
-                JournalError::Locked { .. } => Fail::env("a run is in progress in this state directory; `gc` waits until it ends"),
+                JournalError::Locked { .. } => Fail::env(
+                    "a run is in progress in this state directory; `gc` waits until it ends",
+                ),
                 e => e.into(),
             })?;
-            j.runs()?.pop().map(|r| r.store).ok_or_else(|| Fail::usage("no runs yet: pass `--store URL`"))?
+            j.runs()?
+                .pop()
+                .map(|r| r.store)
+                .ok_or_else(|| Fail::usage("no runs yet: pass `--store URL`"))?
         }
     };
     open_store(state, &url)
 }
 
-async fn cmd_gc(state: &Path, dry_run: bool, grace: &str, force: bool, store_url: Option<&str>) -> Result<i32, Fail> {
-    let grace = parse_duration(grace).ok_or_else(|| Fail::usage(format!("`--grace {grace}` is not a duration")))?;
+async fn cmd_gc(
+    state: &Path,
+    dry_run: bool,
+    grace: &str,
+    force: bool,
+    store_url: Option<&str>,
+) -> Result<i32, Fail> {
+    let grace = parse_duration(grace)
+        .ok_or_else(|| Fail::usage(format!("`--grace {grace}` is not a duration")))?;
     // Holding the journal keeps runs of this state directory from starting meanwhile.
     let _journal = if journal_path(state).exists() {
-        Some(RedbJournal::open(&journal_path(state)).map_err(|e| match e {
-            JournalError::Locked { .. } => Fail::env("a run is in progress in this state directory; `gc` would be unsafe now"),
-            e => e.into(),
-        })?)
+        Some(
+            RedbJournal::open(&journal_path(state)).map_err(|e| match e {
+                JournalError::Locked { .. } => Fail::env(
+                    "a run is in progress in this state directory; `gc` would be unsafe now",
+                ),
+                e => e.into(),
+            })?,
+        )
     } else {
         None
     };
     drop(_journal);
     let store = store_of_latest(state, store_url).await?;
-    let _journal = if journal_path(state).exists() { Some(RedbJournal::open(&journal_path(state))?) } else { None };
+    let _journal = if journal_path(state).exists() {
+        Some(RedbJournal::open(&journal_path(state))?)
+    } else {
+        None
+    };
     let now = now_ms();
     let live_window = 120_000;
     for (loc, _) in store.list("leases").await? {
-        if let Some(l) = store.read_json_at::<crate::store::Lease>(&loc, "lease").await?
+        if let Some(l) = store
+            .read_json_at::<crate::store::Lease>(&loc, "lease")
+            .await?
             && now.saturating_sub(l.heartbeat_ms) < live_window
             && !force
         {
-            return Err(Fail::env(format!("run `{}` on `{}` (pid {}) is live on this store; `gc` could delete what it reads (`--force` to go ahead)", l.run_id, l.host, l.pid)));
+            return Err(Fail::env(format!(
+                "run `{}` on `{}` (pid {}) is live on this store; `gc` could delete what it reads (`--force` to go ahead)",
+                l.run_id, l.host, l.pid
+            )));
         }
     }
     // Roots: every result a run summary or pin names.
     let mut roots: HashSet<String> = HashSet::new();
     for (loc, _) in store.list("runs").await? {
-        if let Some(s) = store.read_json_at::<RunSummary>(&loc, "run summary").await? {
+        if let Some(s) = store
+            .read_json_at::<RunSummary>(&loc, "run summary")
+            .await?
+        {
             roots.extend(s.results);
         }
     }
@@ -371,11 +556,23 @@ async fn cmd_gc(state: &Path, dry_run: bool, grace: &str, force: bool, store_url
     let mut drop_results = Vec::new();
     let mut kept_results = 0;
     for (loc, mtime) in store.list("results").await? {
-        let key = loc.trim_start_matches("results/").trim_end_matches(".json").to_string();
+        let key = loc
+            .trim_start_matches("results/")
+            .trim_end_matches(".json")
+            .to_string();
         if roots.contains(&key) || young(mtime) {
-            if let Some(m) = store.read_json_at::<ResultManifest>(&loc, "result").await.ok().flatten() {
+            if let Some(m) = store
+                .read_json_at::<ResultManifest>(&loc, "result")
+                .await
+                .ok()
+                .flatten()
+            {
                 for a in m.outputs.values().chain(m.log.iter()) {
-                    for d in store.artifact_blobs(a).await.unwrap_or_else(|_| vec![a.digest.clone()]) {
+                    for d in store
+                        .artifact_blobs(a)
+                        .await
+                        .unwrap_or_else(|_| vec![a.digest.clone()])
+                    {
                         live_blobs.insert(d);
                     }
                 }
@@ -394,7 +591,9 @@ async fn cmd_gc(state: &Path, dry_run: bool, grace: &str, force: bool, store_url
             kept_blobs += 1;
         } else {
             if let Some(root) = store.local_root() {
-                freed += std::fs::metadata(root.join(&loc)).map(|m| m.len()).unwrap_or(0);
+                freed += std::fs::metadata(root.join(&loc))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
             }
             drop_blobs.push(loc);
         }
@@ -420,7 +619,11 @@ async fn cmd_gc(state: &Path, dry_run: bool, grace: &str, force: bool, store_url
         store.url(),
         drop_results.len(),
         drop_blobs.len(),
-        if freed > 0 { format!(" ({:.1} MiB)", freed as f64 / 1048576.0) } else { String::new() },
+        if freed > 0 {
+            format!(" ({:.1} MiB)", freed as f64 / 1048576.0)
+        } else {
+            String::new()
+        },
         drop_ckpt.len(),
         kept_results,
         kept_blobs,
@@ -431,16 +634,31 @@ async fn cmd_gc(state: &Path, dry_run: bool, grace: &str, force: bool, store_url
 
 async fn cmd_pin(state: &Path, run_id: &str, name: Option<String>) -> Result<i32, Fail> {
     let j = RedbJournal::open(&journal_path(state))?;
-    let run = j.run(run_id)?.ok_or_else(|| Fail::usage(format!("no run `{run_id}`")))?;
+    let run = j
+        .run(run_id)?
+        .ok_or_else(|| Fail::usage(format!("no run `{run_id}`")))?;
     drop(j);
     let store = open_store(state, &run.store)?;
     let summary: RunSummary = store
         .read_json_at(&format!("runs/{run_id}.json"), "run summary")
         .await?
-        .ok_or_else(|| Fail::usage(format!("run `{run_id}` has no summary in the store (did it finish?)")))?;
+        .ok_or_else(|| {
+            Fail::usage(format!(
+                "run `{run_id}` has no summary in the store (did it finish?)"
+            ))
+        })?;
     let name = name.unwrap_or_else(|| run_id.to_string());
-    store.put_pin(&Pin { name: name.clone(), results: summary.results.clone(), created_ms: now_ms() }).await?;
-    println!("pinned {} result(s) of run {run_id} as `{name}`", summary.results.len());
+    store
+        .put_pin(&Pin {
+            name: name.clone(),
+            results: summary.results.clone(),
+            created_ms: now_ms(),
+        })
+        .await?;
+    println!(
+        "pinned {} result(s) of run {run_id} as `{name}`",
+        summary.results.len()
+    );
     Ok(EXIT_OK)
 }
 

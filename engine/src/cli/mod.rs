@@ -20,10 +20,20 @@ pub const EXIT_INTERNAL: i32 = 70;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, Parser)]
-#[command(name = "cocoflow", version, about = "CoCoEdit experiments as a cached, resumable DAG", max_term_width = 100)]
+#[command(
+    name = "cocoflow",
+    version,
+    about = "CoCoEdit experiments as a cached, resumable DAG",
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Where the run journal, logs, work directories and blob cache live.
-    #[arg(long, global = true, env = "COCOFLOW_STATE_DIR", default_value = ".cocoflow")]
+    #[arg(
+        long,
+        global = true,
+        env = "COCOFLOW_STATE_DIR",
+        default_value = ".cocoflow"
+    )]
     pub state_dir: PathBuf,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -159,7 +169,10 @@ pub fn main_with(registry: Registry) -> i32 {
         return crate::exec::worker_main(job, &registry);
     }
     init_tracing(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -175,6 +188,11 @@ fn init_tracing(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

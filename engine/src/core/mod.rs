@@ -33,14 +33,21 @@ pub struct TaskInfo {
 pub enum State {
     Waiting,
     Ready,
-    Running { attempt: u32 },
+    Running {
+        attempt: u32,
+    },
     /// Failed attempt `attempt`; the next attempt becomes ready at `until_ms`.
-    RetryWait { attempt: u32, until_ms: u64 },
+    RetryWait {
+        attempt: u32,
+        until_ms: u64,
+    },
     Succeeded,
     Cached,
     Failed,
     /// Not run because `by` failed (or, with fail-fast, because the run stopped).
-    Blocked { by: Option<TaskId> },
+    Blocked {
+        by: Option<TaskId>,
+    },
     Interrupted,
 }
 
@@ -64,7 +71,14 @@ impl State {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, State::Succeeded | State::Cached | State::Failed | State::Blocked { .. } | State::Interrupted)
+        matches!(
+            self,
+            State::Succeeded
+                | State::Cached
+                | State::Failed
+                | State::Blocked { .. }
+                | State::Interrupted
+        )
     }
 }
 
@@ -72,15 +86,25 @@ impl State {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Success,
-    Failure { message: String, retryable: bool },
+    Failure {
+        message: String,
+        retryable: bool,
+    },
     Cancelled,
     /// An input's blob was corrupt or missing: its producer must run again first.
-    BadInput { producer: TaskId, message: String },
+    BadInput {
+        producer: TaskId,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Finished { id: TaskId, attempt: u32, outcome: Outcome },
+    Finished {
+        id: TaskId,
+        attempt: u32,
+        outcome: Outcome,
+    },
     /// Time passed (retry timers).
     Tick,
     /// Stop launching; running tasks finish or are cancelled by the runner.
@@ -89,9 +113,17 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Launch { id: TaskId, attempt: u32, alloc: Allocation },
+    Launch {
+        id: TaskId,
+        attempt: u32,
+        alloc: Allocation,
+    },
     /// A state change to journal (always emitted before the `Launch` it accompanies).
-    Record { id: TaskId, state: State, error: Option<String> },
+    Record {
+        id: TaskId,
+        state: State,
+        error: Option<String>,
+    },
     /// Call `handle(Tick)` at this time.
     WakeAt { ms: u64 },
 }
@@ -182,14 +214,22 @@ impl Core {
         for i in 0..self.tasks.len() {
             if self.tasks[i].cached {
                 self.state[i] = State::Cached;
-                acts.push(Action::Record { id: i, state: State::Cached, error: None });
+                acts.push(Action::Record {
+                    id: i,
+                    state: State::Cached,
+                    error: None,
+                });
             }
         }
         for i in 0..self.tasks.len() {
             if self.tasks[i].cached {
                 continue;
             }
-            self.remaining[i] = self.tasks[i].deps.iter().filter(|&&d| !self.state[d].is_done()).count();
+            self.remaining[i] = self.tasks[i]
+                .deps
+                .iter()
+                .filter(|&&d| !self.state[d].is_done())
+                .count();
             if self.remaining[i] == 0 {
                 self.make_ready(i);
             }
@@ -200,13 +240,18 @@ impl Core {
 
     fn make_ready(&mut self, i: TaskId) {
         self.state[i] = State::Ready;
-        self.ready.push((self.tasks[i].priority, self.crit[i], Reverse(i)));
+        self.ready
+            .push((self.tasks[i].priority, self.crit[i], Reverse(i)));
     }
 
     pub fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
         let mut acts = Vec::new();
         match event {
-            Event::Finished { id, attempt, outcome } => self.finished(id, attempt, outcome, now, &mut acts),
+            Event::Finished {
+                id,
+                attempt,
+                outcome,
+            } => self.finished(id, attempt, outcome, now, &mut acts),
             Event::Tick => {
                 for i in 0..self.state.len() {
                     if let State::RetryWait { until_ms, .. } = self.state[i]
@@ -214,7 +259,11 @@ impl Core {
                         && !self.stopping
                     {
                         self.make_ready(i);
-                        acts.push(Action::Record { id: i, state: State::Ready, error: None });
+                        acts.push(Action::Record {
+                            id: i,
+                            state: State::Ready,
+                            error: None,
+                        });
                     }
                 }
             }
@@ -224,7 +273,14 @@ impl Core {
         acts
     }
 
-    fn finished(&mut self, id: TaskId, attempt: u32, outcome: Outcome, now: u64, acts: &mut Vec<Action>) {
+    fn finished(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        outcome: Outcome,
+        now: u64,
+        acts: &mut Vec<Action>,
+    ) {
         if self.state[id] != (State::Running { attempt }) {
             return; // a stale report (e.g. after cancellation): ignore
         }
@@ -235,7 +291,11 @@ impl Core {
         match outcome {
             Outcome::Success => {
                 self.state[id] = State::Succeeded;
-                acts.push(Action::Record { id, state: State::Succeeded, error: None });
+                acts.push(Action::Record {
+                    id,
+                    state: State::Succeeded,
+                    error: None,
+                });
                 for j in self.dependents[id].clone() {
                     if self.state[j] == State::Waiting {
                         self.remaining[j] -= 1;
@@ -247,19 +307,32 @@ impl Core {
             }
             Outcome::Cancelled => {
                 self.state[id] = State::Interrupted;
-                acts.push(Action::Record { id, state: State::Interrupted, error: Some("cancelled".into()) });
+                acts.push(Action::Record {
+                    id,
+                    state: State::Interrupted,
+                    error: Some("cancelled".into()),
+                });
             }
             Outcome::Failure { message, retryable } => {
                 if retryable && attempt < self.tasks[id].max_attempts && !self.stopping {
                     let t = &self.tasks[id];
-                    let delay = (t.backoff_ms as f64 * t.backoff_factor.powi(attempt as i32 - 1)).min(t.max_backoff_ms as f64) as u64;
+                    let delay = (t.backoff_ms as f64 * t.backoff_factor.powi(attempt as i32 - 1))
+                        .min(t.max_backoff_ms as f64) as u64;
                     let until_ms = now + delay;
                     self.state[id] = State::RetryWait { attempt, until_ms };
-                    acts.push(Action::Record { id, state: self.state[id].clone(), error: Some(message) });
+                    acts.push(Action::Record {
+                        id,
+                        state: self.state[id].clone(),
+                        error: Some(message),
+                    });
                     acts.push(Action::WakeAt { ms: until_ms });
                 } else {
                     self.state[id] = State::Failed;
-                    acts.push(Action::Record { id, state: State::Failed, error: Some(message) });
+                    acts.push(Action::Record {
+                        id,
+                        state: State::Failed,
+                        error: Some(message),
+                    });
                     self.block_descendants(id, acts);
                     if self.options.fail_fast {
                         self.stop(acts, Some(id));
@@ -271,7 +344,11 @@ impl Core {
                 // attempt of this task's own.
                 self.attempts[id] -= 1;
                 self.state[id] = State::Waiting;
-                acts.push(Action::Record { id, state: State::Waiting, error: Some(message) });
+                acts.push(Action::Record {
+                    id,
+                    state: State::Waiting,
+                    error: Some(message),
+                });
                 self.invalidate(producer, acts);
             }
         }
@@ -284,14 +361,22 @@ impl Core {
             self.tasks[p].cached = false;
             self.attempts[p] = 0;
             self.make_ready(p);
-            acts.push(Action::Record { id: p, state: State::Ready, error: Some("its output was corrupt or missing: running it again".into()) });
+            acts.push(Action::Record {
+                id: p,
+                state: State::Ready,
+                error: Some("its output was corrupt or missing: running it again".into()),
+            });
         }
         for j in self.dependents[p].clone() {
             if matches!(self.state[j], State::Waiting | State::Ready) {
                 if self.state[j] == State::Ready {
                     self.state[j] = State::Waiting; // its heap entry is skipped when popped
                 }
-                self.remaining[j] = self.tasks[j].deps.iter().filter(|&&d| !self.state[d].is_done()).count();
+                self.remaining[j] = self.tasks[j]
+                    .deps
+                    .iter()
+                    .filter(|&&d| !self.state[d].is_done())
+                    .count();
             }
         }
     }
@@ -301,7 +386,11 @@ impl Core {
         while let Some(j) = stack.pop() {
             if matches!(self.state[j], State::Waiting | State::Ready) {
                 self.state[j] = State::Blocked { by: Some(id) };
-                acts.push(Action::Record { id: j, state: self.state[j].clone(), error: None });
+                acts.push(Action::Record {
+                    id: j,
+                    state: self.state[j].clone(),
+                    error: None,
+                });
                 stack.extend(self.dependents[j].iter().copied());
             }
         }
@@ -313,9 +402,20 @@ impl Core {
         }
         self.stopping = true;
         for i in 0..self.state.len() {
-            if matches!(self.state[i], State::Waiting | State::Ready | State::RetryWait { .. }) {
-                self.state[i] = if by.is_some() { State::Blocked { by } } else { State::Interrupted };
-                acts.push(Action::Record { id: i, state: self.state[i].clone(), error: None });
+            if matches!(
+                self.state[i],
+                State::Waiting | State::Ready | State::RetryWait { .. }
+            ) {
+                self.state[i] = if by.is_some() {
+                    State::Blocked { by }
+                } else {
+                    State::Interrupted
+                };
+                acts.push(Action::Record {
+                    id: i,
+                    state: self.state[i].clone(),
+                    error: None,
+                });
             }
         }
         self.ready.clear();
@@ -339,13 +439,25 @@ impl Core {
                     self.state[i] = State::Running { attempt };
                     self.allocs[i] = Some(alloc.clone());
                     self.running += 1;
-                    acts.push(Action::Record { id: i, state: self.state[i].clone(), error: None });
-                    acts.push(Action::Launch { id: i, attempt, alloc });
+                    acts.push(Action::Record {
+                        id: i,
+                        state: self.state[i].clone(),
+                        error: None,
+                    });
+                    acts.push(Action::Launch {
+                        id: i,
+                        attempt,
+                        alloc,
+                    });
                 }
                 None => {
                     if !self.pools.satisfiable(&self.tasks[i].request) {
                         self.state[i] = State::Failed;
-                        acts.push(Action::Record { id: i, state: State::Failed, error: Some("its resource request exceeds what the machine has".into()) });
+                        acts.push(Action::Record {
+                            id: i,
+                            state: State::Failed,
+                            error: Some("its resource request exceeds what the machine has".into()),
+                        });
                         self.block_descendants(i, acts);
                         continue;
                     }
@@ -361,12 +473,25 @@ impl Core {
 
     /// True when nothing runs and nothing more will be launched.
     pub fn is_finished(&self) -> bool {
-        self.running == 0 && !self.state.iter().any(|s| matches!(s, State::Ready | State::RetryWait { .. }))
+        self.running == 0
+            && !self
+                .state
+                .iter()
+                .any(|s| matches!(s, State::Ready | State::RetryWait { .. }))
     }
 
     /// Earliest pending retry time, if any.
     pub fn next_wake(&self) -> Option<u64> {
-        self.state.iter().filter_map(|s| if let State::RetryWait { until_ms, .. } = s { Some(*until_ms) } else { None }).min()
+        self.state
+            .iter()
+            .filter_map(|s| {
+                if let State::RetryWait { until_ms, .. } = s {
+                    Some(*until_ms)
+                } else {
+                    None
+                }
+            })
+            .min()
     }
 
     /// Cross-structure invariants (used by tests after every step).
@@ -381,13 +506,22 @@ impl Core {
                     assert_eq!(*attempt, self.attempts[i]);
                     assert!(!self.tasks[i].cached || self.attempts[i] > 0);
                     for &d in &self.tasks[i].deps {
-                        assert!(self.state[d].is_done(), "task {i} runs before its dependency {d} is done ({:?})", self.state[d]);
+                        assert!(
+                            self.state[d].is_done(),
+                            "task {i} runs before its dependency {d} is done ({:?})",
+                            self.state[d]
+                        );
                     }
-                    let a = self.allocs[i].as_ref().expect("running task holds an allocation");
+                    let a = self.allocs[i]
+                        .as_ref()
+                        .expect("running task holds an allocation");
                     gpus_held += a.gpus.len() as u32;
                     cpus_held += a.cpus;
                 }
-                _ => assert!(self.allocs[i].is_none(), "task {i} holds resources while {s:?}"),
+                _ => assert!(
+                    self.allocs[i].is_none(),
+                    "task {i} holds resources while {s:?}"
+                ),
             }
         }
         assert_eq!(running, self.running);

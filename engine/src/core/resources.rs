@@ -62,12 +62,18 @@ impl Pools {
 
     /// Whether the request could ever be granted on an idle machine.
     pub fn satisfiable(&self, r: &Request) -> bool {
-        r.gpus as usize <= self.gpu_ids.len() && r.cpus <= self.cpus && r.named.iter().all(|&(i, n)| n <= self.caps[i])
+        r.gpus as usize <= self.gpu_ids.len()
+            && r.cpus <= self.cpus
+            && r.named.iter().all(|&(i, n)| n <= self.caps[i])
     }
 
     pub fn fits(&self, r: &Request) -> bool {
         let free_gpus = self.gpu_busy.iter().filter(|b| !**b).count();
-        r.gpus as usize <= free_gpus && self.cpus_used + r.cpus <= self.cpus && r.named.iter().all(|&(i, n)| self.used[i] + n <= self.caps[i])
+        r.gpus as usize <= free_gpus
+            && self.cpus_used + r.cpus <= self.cpus
+            && r.named
+                .iter()
+                .all(|&(i, n)| self.used[i] + n <= self.caps[i])
     }
 
     /// Grants the request (lowest free GPU ids first), or `None` if it does not fit now.
@@ -89,7 +95,11 @@ impl Pools {
         for &(i, n) in &r.named {
             self.used[i] += n;
         }
-        Some(Allocation { gpus, cpus: r.cpus, named: r.named.clone() })
+        Some(Allocation {
+            gpus,
+            cpus: r.cpus,
+            named: r.named.clone(),
+        })
     }
 
     pub fn release(&mut self, a: &Allocation) {
@@ -107,7 +117,9 @@ impl Pools {
 
     /// Whether nothing at all is free (lets the scheduler stop scanning early).
     pub fn exhausted(&self) -> bool {
-        self.cpus_used >= self.cpus && self.gpu_busy.iter().all(|b| *b) && self.used.iter().zip(&self.caps).all(|(u, c)| u >= c)
+        self.cpus_used >= self.cpus
+            && self.gpu_busy.iter().all(|b| *b)
+            && self.used.iter().zip(&self.caps).all(|(u, c)| u >= c)
     }
 
     /// (used, capacity) per dimension, for invariant checks.
@@ -116,7 +128,11 @@ impl Pools {
             self.gpu_busy.iter().filter(|b| **b).count() as u32,
             self.cpus_used,
             self.cpus,
-            self.used.iter().copied().zip(self.caps.iter().copied()).collect(),
+            self.used
+                .iter()
+                .copied()
+                .zip(self.caps.iter().copied())
+                .collect(),
         )
     }
 }

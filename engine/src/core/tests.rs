@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 fn task(deps: &[usize]) -> TaskInfo {
     TaskInfo {
         deps: deps.to_vec(),
-        request: Request { gpus: 0, cpus: 1, named: vec![] },
+        request: Request {
+            gpus: 0,
+            cpus: 1,
+            named: vec![],
+        },
         max_attempts: 1,
         backoff_ms: 100,
         backoff_factor: 2.0,
@@ -19,7 +23,15 @@ fn task(deps: &[usize]) -> TaskInfo {
 }
 
 fn launches(acts: &[Action]) -> Vec<(TaskId, u32, Vec<u32>)> {
-    acts.iter().filter_map(|a| if let Action::Launch { id, attempt, alloc } = a { Some((*id, *attempt, alloc.gpus.clone())) } else { None }).collect()
+    acts.iter()
+        .filter_map(|a| {
+            if let Action::Launch { id, attempt, alloc } = a {
+                Some((*id, *attempt, alloc.gpus.clone()))
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn pools(gpus: u32, cpus: u32) -> Pools {
@@ -34,9 +46,23 @@ fn chain_runs_in_order_and_cache_hits_are_skipped() {
     let acts = core.start(0);
     assert_eq!(launches(&acts), vec![(1, 1, vec![])]);
     assert_eq!(core.state(0), &State::Cached);
-    let acts = core.handle(Event::Finished { id: 1, attempt: 1, outcome: Outcome::Success }, 1);
+    let acts = core.handle(
+        Event::Finished {
+            id: 1,
+            attempt: 1,
+            outcome: Outcome::Success,
+        },
+        1,
+    );
     assert_eq!(launches(&acts), vec![(2, 1, vec![])]);
-    core.handle(Event::Finished { id: 2, attempt: 1, outcome: Outcome::Success }, 2);
+    core.handle(
+        Event::Finished {
+            id: 2,
+            attempt: 1,
+            outcome: Outcome::Success,
+        },
+        2,
+    );
     assert!(core.is_finished());
     assert_eq!(core.launches(0), 0);
 }
@@ -47,13 +73,24 @@ fn gpus_are_concrete_ids_and_never_shared() {
     for x in &mut t {
         x.request.gpus = 2;
     }
-    let mut core = Core::new(t, Pools::new(vec![4, 5, 6, 7], 8, &BTreeMap::new()), Options::default());
+    let mut core = Core::new(
+        t,
+        Pools::new(vec![4, 5, 6, 7], 8, &BTreeMap::new()),
+        Options::default(),
+    );
     let acts = core.start(0);
     let l = launches(&acts);
     assert_eq!(l.len(), 2);
     assert_eq!(l[0].2, vec![4, 5]);
     assert_eq!(l[1].2, vec![6, 7]);
-    let acts = core.handle(Event::Finished { id: l[0].0, attempt: 1, outcome: Outcome::Success }, 1);
+    let acts = core.handle(
+        Event::Finished {
+            id: l[0].0,
+            attempt: 1,
+            outcome: Outcome::Success,
+        },
+        1,
+    );
     assert_eq!(launches(&acts)[0].2, vec![4, 5]);
     core.sanity_check();
 }
@@ -64,15 +101,48 @@ fn fails_twice_then_succeeds_with_backoff() {
     t[0].max_attempts = 3;
     let mut core = Core::new(t, pools(0, 1), Options::default());
     core.start(0);
-    let fail = Outcome::Failure { message: "boom".into(), retryable: true };
-    let acts = core.handle(Event::Finished { id: 0, attempt: 1, outcome: fail.clone() }, 10);
+    let fail = Outcome::Failure {
+        message: "boom".into(),
+        retryable: true,
+    };
+    let acts = core.handle(
+        Event::Finished {
+            id: 0,
+            attempt: 1,
+            outcome: fail.clone(),
+        },
+        10,
+    );
     assert!(acts.contains(&Action::WakeAt { ms: 110 }));
     assert!(launches(&core.handle(Event::Tick, 50)).is_empty());
-    assert_eq!(launches(&core.handle(Event::Tick, 110)), vec![(0, 2, vec![])]);
-    let acts = core.handle(Event::Finished { id: 0, attempt: 2, outcome: fail }, 120);
-    assert!(acts.contains(&Action::WakeAt { ms: 320 }), "second backoff doubles: {acts:?}");
-    assert_eq!(launches(&core.handle(Event::Tick, 320)), vec![(0, 3, vec![])]);
-    let acts = core.handle(Event::Finished { id: 0, attempt: 3, outcome: Outcome::Success }, 330);
+    assert_eq!(
+        launches(&core.handle(Event::Tick, 110)),
+        vec![(0, 2, vec![])]
+    );
+    let acts = core.handle(
+        Event::Finished {
+            id: 0,
+            attempt: 2,
+            outcome: fail,
+        },
+        120,
+    );
+    assert!(
+        acts.contains(&Action::WakeAt { ms: 320 }),
+        "second backoff doubles: {acts:?}"
+    );
+    assert_eq!(
+        launches(&core.handle(Event::Tick, 320)),
+        vec![(0, 3, vec![])]
+    );
+    let acts = core.handle(
+        Event::Finished {
+            id: 0,
+            attempt: 3,
+            outcome: Outcome::Success,
+        },
+        330,
+    );
     assert_eq!(launches(&acts), vec![(1, 1, vec![])]);
 }
 
@@ -83,14 +153,34 @@ fn failure_blocks_descendants_only_and_fail_fast_stops() {
     let mut core = Core::new(t.clone(), pools(0, 1), Options::default());
     let first = launches(&core.start(0))[0].0;
     assert_eq!(first, 0, "longest critical path goes first");
-    core.handle(Event::Finished { id: 0, attempt: 1, outcome: Outcome::Failure { message: "x".into(), retryable: true } }, 1);
+    core.handle(
+        Event::Finished {
+            id: 0,
+            attempt: 1,
+            outcome: Outcome::Failure {
+                message: "x".into(),
+                retryable: true,
+            },
+        },
+        1,
+    );
     assert_eq!(core.state(1), &State::Blocked { by: Some(0) });
     assert_eq!(core.state(2), &State::Blocked { by: Some(0) });
     assert_eq!(core.state(3), &State::Running { attempt: 1 });
 
     let mut core = Core::new(t, pools(0, 1), Options { fail_fast: true });
     core.start(0);
-    core.handle(Event::Finished { id: 0, attempt: 1, outcome: Outcome::Failure { message: "x".into(), retryable: true } }, 1);
+    core.handle(
+        Event::Finished {
+            id: 0,
+            attempt: 1,
+            outcome: Outcome::Failure {
+                message: "x".into(),
+                retryable: true,
+            },
+        },
+        1,
+    );
     assert_eq!(core.state(3), &State::Blocked { by: Some(0) });
     assert!(core.is_finished());
 }
@@ -101,11 +191,32 @@ fn corrupt_input_reruns_the_producer_first() {
     t[0].cached = true;
     let mut core = Core::new(t, pools(0, 1), Options::default());
     assert_eq!(launches(&core.start(0)), vec![(1, 1, vec![])]);
-    let acts = core.handle(Event::Finished { id: 1, attempt: 1, outcome: Outcome::BadInput { producer: 0, message: "corrupt".into() } }, 1);
+    let acts = core.handle(
+        Event::Finished {
+            id: 1,
+            attempt: 1,
+            outcome: Outcome::BadInput {
+                producer: 0,
+                message: "corrupt".into(),
+            },
+        },
+        1,
+    );
     assert_eq!(launches(&acts), vec![(0, 1, vec![])]);
     assert_eq!(core.state(1), &State::Waiting);
-    let acts = core.handle(Event::Finished { id: 0, attempt: 1, outcome: Outcome::Success }, 2);
-    assert_eq!(launches(&acts), vec![(1, 1, vec![])], "the consumer's bad-input attempt does not count");
+    let acts = core.handle(
+        Event::Finished {
+            id: 0,
+            attempt: 1,
+            outcome: Outcome::Success,
+        },
+        2,
+    );
+    assert_eq!(
+        launches(&acts),
+        vec![(1, 1, vec![])],
+        "the consumer's bad-input attempt does not count"
+    );
 }
 
 #[test]
@@ -115,7 +226,14 @@ fn interrupt_stops_launching() {
     core.start(0);
     core.handle(Event::Interrupt, 1);
     assert_eq!(core.state(1), &State::Interrupted);
-    let acts = core.handle(Event::Finished { id: 0, attempt: 1, outcome: Outcome::Cancelled }, 2);
+    let acts = core.handle(
+        Event::Finished {
+            id: 0,
+            attempt: 1,
+            outcome: Outcome::Cancelled,
+        },
+        2,
+    );
     assert!(launches(&acts).is_empty());
     assert!(core.is_finished());
 }
@@ -144,23 +262,55 @@ struct Scenario {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (1usize..30, 0u32..4, 1u32..5, 1u32..3, any::<u64>(), any::<bool>()).prop_flat_map(|(n, gpus, cpus, judge, seed, fail_fast)| {
-        let task = |i: usize| {
+    (
+        1usize..30,
+        0u32..4,
+        1u32..5,
+        1u32..3,
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(n, gpus, cpus, judge, seed, fail_fast)| {
+            let task = |i: usize| {
+                (
+                    proptest::collection::vec(0..i.max(1), 0..3.min(i + 1)),
+                    0u32..3,
+                    0u32..3,
+                    0u32..2,
+                    proptest::bool::weighted(0.2),
+                    prop_oneof![4 => Just(0u32), 1 => 1u32..4],
+                    1u32..4,
+                )
+                    .prop_map(move |(deps, g, c, j, cached, fails, max)| {
+                        (
+                            deps.into_iter().filter(|&d| d < i).collect::<Vec<_>>(),
+                            g,
+                            c,
+                            j,
+                            cached,
+                            fails,
+                            max,
+                        )
+                    })
+            };
+            let tasks: Vec<_> = (0..n).map(task).collect();
             (
-                proptest::collection::vec(0..i.max(1), 0..3.min(i + 1)),
-                0u32..3,
-                0u32..3,
-                0u32..2,
-                proptest::bool::weighted(0.2),
-                prop_oneof![4 => Just(0u32), 1 => 1u32..4],
-                1u32..4,
+                tasks,
+                Just(gpus),
+                Just(cpus),
+                Just(judge),
+                Just(seed),
+                Just(fail_fast),
             )
-                .prop_map(move |(deps, g, c, j, cached, fails, max)| (deps.into_iter().filter(|&d| d < i).collect::<Vec<_>>(), g, c, j, cached, fails, max))
-        };
-        let tasks: Vec<_> = (0..n).map(task).collect();
-        (tasks, Just(gpus), Just(cpus), Just(judge), Just(seed), Just(fail_fast))
-            .prop_map(|(tasks, gpus, cpus, judge, seed, fail_fast)| Scenario { tasks, gpus, cpus, judge, seed, fail_fast })
-    })
+                .prop_map(|(tasks, gpus, cpus, judge, seed, fail_fast)| Scenario {
+                    tasks,
+                    gpus,
+                    cpus,
+                    judge,
+                    seed,
+                    fail_fast,
+                })
+        })
 }
 
 proptest! {

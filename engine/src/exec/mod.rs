@@ -3,7 +3,9 @@
 //! - subprocess: `cocoflow worker --job FILE` per attempt, so a crash, panic or OOM kill
 //!   fails that task only. Its stdout carries progress and the outcome as JSON lines.
 
-use crate::kind::{CtxParts, InputItem, ModelCache, Progress, ProgressSink, Registry, TaskCtx, TaskError};
+use crate::kind::{
+    CtxParts, InputItem, ModelCache, Progress, ProgressSink, Registry, TaskCtx, TaskError,
+};
 use crate::store::{InputRef, ResultManifest, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,17 +47,37 @@ pub struct JobInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum JobOutcome {
-    Succeeded { manifest: Box<ResultManifest> },
-    Failed { message: String, retryable: bool },
+    Succeeded {
+        manifest: Box<ResultManifest>,
+    },
+    Failed {
+        message: String,
+        retryable: bool,
+    },
     /// An input blob is corrupt or missing: its producer (by key) must run again.
-    BadInput { producer_key: String, message: String },
+    BadInput {
+        producer_key: String,
+        message: String,
+    },
     Cancelled,
 }
 
 /// Runs a job to completion in the calling (blocking) thread.
-pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime::Handle, progress: ProgressSink, cancel: Arc<AtomicBool>, models: Arc<ModelCache>, cuda_ordinals: Vec<u32>) -> JobOutcome {
+pub fn run_job(
+    job: &Job,
+    registry: &Registry,
+    store: &Store,
+    rt: tokio::runtime::Handle,
+    progress: ProgressSink,
+    cancel: Arc<AtomicBool>,
+    models: Arc<ModelCache>,
+    cuda_ordinals: Vec<u32>,
+) -> JobOutcome {
     let Some(kind) = registry.get(&job.kind) else {
-        return JobOutcome::Failed { message: format!("this cocoflow binary has no task kind `{}`", job.kind), retryable: false };
+        return JobOutcome::Failed {
+            message: format!("this cocoflow binary has no task kind `{}`", job.kind),
+            retryable: false,
+        };
     };
     if let Some(parent) = job.log_path.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -63,10 +85,36 @@ pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime
     let inputs: BTreeMap<String, Vec<InputItem>> = job
         .inputs
         .iter()
-        .map(|(k, v)| (k.clone(), v.iter().map(|i| InputItem { label: i.label.clone(), producer: i.producer_key.clone(), output: i.output.clone(), artifact: i.artifact.clone() }).collect()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.iter()
+                    .map(|i| InputItem {
+                        label: i.label.clone(),
+                        producer: i.producer_key.clone(),
+                        output: i.output.clone(),
+                        artifact: i.artifact.clone(),
+                    })
+                    .collect(),
+            )
+        })
         .collect();
-    let refs: BTreeMap<String, Vec<InputRef>> =
-        job.inputs.iter().map(|(k, v)| (k.clone(), v.iter().map(|i| InputRef { label: i.label.clone(), key: i.producer_key.clone(), output: i.output.clone() }).collect())).collect();
+    let refs: BTreeMap<String, Vec<InputRef>> = job
+        .inputs
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.iter()
+                    .map(|i| InputRef {
+                        label: i.label.clone(),
+                        key: i.producer_key.clone(),
+                        output: i.output.clone(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
     let mut ctx = TaskCtx::new(CtxParts {
         name: job.name.clone(),
         key: job.key.clone(),
@@ -90,7 +138,9 @@ pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime
     let made_workdir = ctx.workdir_used();
     let outcome = match result {
         Ok(Ok(())) => match ctx.finish(&job.outputs, refs, &job.host) {
-            Ok(m) => JobOutcome::Succeeded { manifest: Box::new(m) },
+            Ok(m) => JobOutcome::Succeeded {
+                manifest: Box::new(m),
+            },
             Err(e) => failed(e),
         },
         Ok(Err(e)) => {
@@ -98,8 +148,15 @@ pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime
             failed(e)
         }
         Err(panic) => {
-            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into());
-            JobOutcome::Failed { message: format!("task panicked: {msg}"), retryable: true }
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            JobOutcome::Failed {
+                message: format!("task panicked: {msg}"),
+                retryable: true,
+            }
         }
     };
     if made_workdir && matches!(outcome, JobOutcome::Succeeded { .. }) {
@@ -110,11 +167,19 @@ pub fn run_job(job: &Job, registry: &Registry, store: &Store, rt: tokio::runtime
 
 fn failed(e: TaskError) -> JobOutcome {
     match e {
-        TaskError::Input { producer, source: source @ (StoreError::Corrupt { .. } | StoreError::Missing { .. }), input } => {
-            JobOutcome::BadInput { producer_key: producer, message: format!("input `{input}`: {source}") }
-        }
+        TaskError::Input {
+            producer,
+            source: source @ (StoreError::Corrupt { .. } | StoreError::Missing { .. }),
+            input,
+        } => JobOutcome::BadInput {
+            producer_key: producer,
+            message: format!("input `{input}`: {source}"),
+        },
         TaskError::Cancelled => JobOutcome::Cancelled,
-        other => JobOutcome::Failed { retryable: other.retryable(), message: other.to_string() },
+        other => JobOutcome::Failed {
+            retryable: other.retryable(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -130,14 +195,21 @@ pub const WORKER_PREFIX: &str = "@@cocoflow ";
 
 /// The `cocoflow worker --job FILE` entry point: runs the job, prints the outcome.
 pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
-    let job: Job = match std::fs::read(job_file).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+    let job: Job = match std::fs::read(job_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: cannot read job `{}`: {e}", job_file.display());
             return 70;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -147,7 +219,10 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
     let store = match Store::open(&job.store_url, &job.store_base, &job.cache_dir) {
         Ok(s) => s,
         Err(e) => {
-            print_line(&WorkerLine::Outcome(JobOutcome::Failed { message: e.to_string(), retryable: true }));
+            print_line(&WorkerLine::Outcome(JobOutcome::Failed {
+                message: e.to_string(),
+                retryable: true,
+            }));
             return 1;
         }
     };
@@ -156,7 +231,9 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
         let cancel = cancel.clone();
         // SIGTERM from the runner means: stop at the next cancellation check.
         rt.spawn(async move {
-            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
                 s.recv().await;
                 cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -164,9 +241,30 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
     }
     let progress: ProgressSink = Arc::new(|p: Progress| print_line(&WorkerLine::Progress(p)));
     let handle = rt.handle().clone();
-    let outcome = std::thread::scope(|s| s.spawn(|| run_job(&job, registry, &store, handle, progress, cancel, Arc::new(ModelCache::default()), (0..job.gpus.len() as u32).collect())).join())
-        .unwrap_or_else(|_| JobOutcome::Failed { message: "worker thread panicked".into(), retryable: true });
-    let code = if matches!(outcome, JobOutcome::Succeeded { .. }) { 0 } else { 1 };
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| {
+            run_job(
+                &job,
+                registry,
+                &store,
+                handle,
+                progress,
+                cancel,
+                Arc::new(ModelCache::default()),
+                (0..job.gpus.len() as u32).collect(),
+            )
+        })
+        .join()
+    })
+    .unwrap_or_else(|_| JobOutcome::Failed {
+        message: "worker thread panicked".into(),
+        retryable: true,
+    });
+    let code = if matches!(outcome, JobOutcome::Succeeded { .. }) {
+        0
+    } else {
+        1
+    };
     print_line(&WorkerLine::Outcome(outcome));
     code
 }
@@ -174,6 +272,10 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
 fn print_line(line: &WorkerLine) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{WORKER_PREFIX}{}", serde_json::to_string(line).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "{WORKER_PREFIX}{}",
+        serde_json::to_string(line).unwrap_or_default()
+    );
     let _ = out.flush();
 }

@@ -36,7 +36,11 @@ impl TaskKind for Noop {
         typed_params::<NoopParams>(params).map(|(_, v)| v)
     }
     fn outputs(&self, params: &Value) -> Vec<String> {
-        if params.get("payload").is_some() { vec!["out".into()] } else { vec![] }
+        if params.get("payload").is_some() {
+            vec!["out".into()]
+        } else {
+            vec![]
+        }
     }
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let p: NoopParams = ctx.params()?;

@@ -36,25 +36,47 @@ pub struct Shell;
 
 /// `data-set` → `DATA_SET`.
 pub fn env_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn check(p: &ShellParams) -> Result<(), ParamError> {
     for (name, path) in &p.outputs {
         let rel = Path::new(path.trim_end_matches('/'));
-        if path.is_empty() || rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(ParamError { path: format!("outputs.{name}"), message: format!("output path `{path}` must be relative to the working directory, without `..`") });
+        if path.is_empty()
+            || rel.is_absolute()
+            || rel.components().any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(ParamError {
+                path: format!("outputs.{name}"),
+                message: format!(
+                    "output path `{path}` must be relative to the working directory, without `..`"
+                ),
+            });
         }
     }
     for k in p.env.keys() {
         if k.is_empty() || k.contains('=') || k.starts_with("COCOFLOW_") {
-            return Err(ParamError { path: format!("env.{k}"), message: format!("`{k}` is not an environment variable a task may set") });
+            return Err(ParamError {
+                path: format!("env.{k}"),
+                message: format!("`{k}` is not an environment variable a task may set"),
+            });
         }
     }
     if let Some(t) = &p.timeout
         && crate::util::parse_duration(t).is_none()
     {
-        return Err(ParamError { path: "timeout".into(), message: format!("`{t}` is not a duration like `30s` or `5m`") });
+        return Err(ParamError {
+            path: "timeout".into(),
+            message: format!("`{t}` is not a duration like `30s` or `5m`"),
+        });
     }
     Ok(())
 }
@@ -75,7 +97,11 @@ impl TaskKind for Shell {
         Ok(v)
     }
     fn outputs(&self, params: &Value) -> Vec<String> {
-        params.get("outputs").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        params
+            .get("outputs")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
     fn quoted_params(&self) -> &'static [&'static str] {
         &["cmd"]
@@ -89,8 +115,17 @@ impl TaskKind for Shell {
             cmd.arg(scalar_text(a));
         }
         cmd.current_dir(&workdir).stdin(Stdio::null());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&ctx.log_path).map_err(TaskError::io(format!("cannot open log `{}`", ctx.log_path.display())))?;
-        let log2 = log.try_clone().map_err(TaskError::io("cannot duplicate log handle"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ctx.log_path)
+            .map_err(TaskError::io(format!(
+                "cannot open log `{}`",
+                ctx.log_path.display()
+            )))?;
+        let log2 = log
+            .try_clone()
+            .map_err(TaskError::io("cannot duplicate log handle"))?;
         cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log2));
         for (k, v) in &p.env {
             cmd.env(k, scalar_text(v));
@@ -109,12 +144,29 @@ impl TaskKind for Shell {
         }
         for (name, rel) in &p.outputs {
             let full = workdir.join(rel.trim_end_matches('/'));
-            let parent = if rel.ends_with('/') { full.clone() } else { full.parent().unwrap_or(&workdir).to_path_buf() };
-            std::fs::create_dir_all(&parent).map_err(TaskError::io(format!("cannot create `{}`", parent.display())))?;
+            let parent = if rel.ends_with('/') {
+                full.clone()
+            } else {
+                full.parent().unwrap_or(&workdir).to_path_buf()
+            };
+            std::fs::create_dir_all(&parent).map_err(TaskError::io(format!(
+                "cannot create `{}`",
+                parent.display()
+            )))?;
             cmd.env(format!("COCOFLOW_OUTPUT_{}", env_name(name)), &full);
         }
-        cmd.env("COCOFLOW_TASK", &ctx.name).env("COCOFLOW_KEY", &ctx.key).env("COCOFLOW_RUN", &ctx.run_id).env("COCOFLOW_ATTEMPT", ctx.attempt.to_string());
-        cmd.env("CUDA_VISIBLE_DEVICES", ctx.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+        cmd.env("COCOFLOW_TASK", &ctx.name)
+            .env("COCOFLOW_KEY", &ctx.key)
+            .env("COCOFLOW_RUN", &ctx.run_id)
+            .env("COCOFLOW_ATTEMPT", ctx.attempt.to_string());
+        cmd.env(
+            "CUDA_VISIBLE_DEVICES",
+            ctx.gpus
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -129,7 +181,10 @@ impl TaskKind for Shell {
         let started = Instant::now();
         let mut poll = Duration::from_micros(50);
         let status = loop {
-            if let Some(st) = child.try_wait().map_err(TaskError::io("waiting for the command"))? {
+            if let Some(st) = child
+                .try_wait()
+                .map_err(TaskError::io("waiting for the command"))?
+            {
                 break st;
             }
             let timed_out = timeout.is_some_and(|t| started.elapsed() > t);
@@ -143,7 +198,10 @@ impl TaskKind for Shell {
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
                 let _ = child.wait();
                 if timed_out {
-                    return Err(TaskError::Failed(format!("command timed out after {}", p.timeout.unwrap_or_default())));
+                    return Err(TaskError::Failed(format!(
+                        "command timed out after {}",
+                        p.timeout.unwrap_or_default()
+                    )));
                 }
                 return Err(TaskError::Cancelled);
             }
@@ -157,7 +215,11 @@ impl TaskKind for Shell {
                 (None, Some(s)) => format!("was killed by signal {s}"),
                 _ => "failed".to_string(),
             };
-            return Err(TaskError::Failed(if tail.is_empty() { format!("command {how}") } else { format!("command {how}; last output:\n{tail}") }));
+            return Err(TaskError::Failed(if tail.is_empty() {
+                format!("command {how}")
+            } else {
+                format!("command {how}; last output:\n{tail}")
+            }));
         }
         for (name, rel) in &p.outputs {
             let full = workdir.join(rel.trim_end_matches('/'));
@@ -166,7 +228,9 @@ impl TaskKind for Shell {
             } else if full.is_file() {
                 ctx.output_file(name, &full)?;
             } else {
-                return Err(TaskError::Failed(format!("command succeeded but did not create output `{name}` (`{rel}`)")));
+                return Err(TaskError::Failed(format!(
+                    "command succeeded but did not create output `{name}` (`{rel}`)"
+                )));
             }
         }
         Ok(())

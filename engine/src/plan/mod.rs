@@ -8,7 +8,10 @@ pub mod render;
 
 use crate::kind::Registry;
 use crate::spec::template::{self, Scope};
-use crate::spec::{Ctx, Entry, ExecutorKind, LoopSpec, ResourceSpec, RetrySpec, SpecError, TaskScope, TaskSpec, Workflow, error::suggest};
+use crate::spec::{
+    Ctx, Entry, ExecutorKind, LoopSpec, ResourceSpec, RetrySpec, SpecError, TaskScope, TaskSpec,
+    Workflow, error::suggest,
+};
 use indexmap::IndexMap;
 use refs::{IterSel, Ref};
 use serde_json::Value;
@@ -81,11 +84,24 @@ struct Node<'w> {
 /// Builds the plan. `targets` (task names) restrict it to those tasks and their ancestors.
 pub fn build(w: &Workflow, registry: &Registry, targets: &[String]) -> Result<Plan, SpecError> {
     let ctx = Ctx::new(&w.file);
-    let loops: Vec<&str> = w.entries.iter().filter(|(_, e)| matches!(e, Entry::Loop(_))).map(|(n, _)| n.as_str()).collect();
+    let loops: Vec<&str> = w
+        .entries
+        .iter()
+        .filter(|(_, e)| matches!(e, Entry::Loop(_)))
+        .map(|(n, _)| n.as_str())
+        .collect();
     check_kinds(w, registry, &ctx)?;
     check_cycles(w, &ctx, &loops)?;
 
-    let mut b = Builder { w, registry, ctx: &ctx, loops: &loops, instances: Vec::new(), by_key: HashMap::new(), node_names: Vec::new() };
+    let mut b = Builder {
+        w,
+        registry,
+        ctx: &ctx,
+        loops: &loops,
+        instances: Vec::new(),
+        by_key: HashMap::new(),
+        node_names: Vec::new(),
+    };
     let mut arm_maps: Vec<HashMap<String, InstanceId>> = Vec::new();
     for (ai, arm) in w.arms.iter().enumerate() {
         let mut base: IndexMap<String, Value> = IndexMap::new();
@@ -95,7 +111,11 @@ pub fn build(w: &Workflow, registry: &Registry, targets: &[String]) -> Result<Pl
     }
     b.plan_globals(&arm_maps)?;
 
-    let mut plan = Plan { workflow: w.clone(), instances: b.instances, arm_names: w.arms.iter().map(|a| a.name.clone()).collect() };
+    let mut plan = Plan {
+        workflow: w.clone(),
+        instances: b.instances,
+        arm_names: w.arms.iter().map(|a| a.name.clone()).collect(),
+    };
     name_instances(&mut plan, &b.node_names);
     if !targets.is_empty() {
         plan = restrict(plan, targets, &ctx)?;
@@ -108,7 +128,9 @@ fn all_tasks(w: &Workflow) -> Vec<(String, &TaskSpec)> {
     for (name, e) in &w.entries {
         match e {
             Entry::Task(t) => out.push((name.clone(), t)),
-            Entry::Loop(lp) => out.extend(lp.tasks.iter().map(|(tn, t)| (format!("{name}.{tn}"), t))),
+            Entry::Loop(lp) => {
+                out.extend(lp.tasks.iter().map(|(tn, t)| (format!("{name}.{tn}"), t)))
+            }
         }
     }
     out
@@ -117,8 +139,19 @@ fn all_tasks(w: &Workflow) -> Vec<(String, &TaskSpec)> {
 fn check_kinds(w: &Workflow, registry: &Registry, ctx: &Ctx) -> Result<(), SpecError> {
     for (_, t) in all_tasks(w) {
         if registry.get(&t.kind).is_none() {
-            let known = registry.names().iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-            let mut e = ctx.err_value(&format!("{}.kind", t.path), format!("unknown task kind `{}` in task `{}`; known kinds: {known}", t.kind, t.name));
+            let known = registry
+                .names()
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut e = ctx.err_value(
+                &format!("{}.kind", t.path),
+                format!(
+                    "unknown task kind `{}` in task `{}`; known kinds: {known}",
+                    t.kind, t.name
+                ),
+            );
             if let Some(h) = suggest(&t.kind, registry.names()) {
                 e = e.with_help(h);
             }
@@ -137,22 +170,34 @@ fn check_cycles(w: &Workflow, ctx: &Ctx, loops: &[&str]) -> Result<(), SpecError
         let in_loop = full.split_once('.').map(|(l, _)| l.to_string());
         let mut deps: Vec<(String, String)> = Vec::new();
         let mut add = |text: &str, path: String| {
-            let Ok(r) = refs::parse(text, loops) else { return };
+            let Ok(r) = refs::parse(text, loops) else {
+                return;
+            };
             let target = match r {
                 Ref::Task { task, .. } => match &in_loop {
-                    Some(l) if names.contains(format!("{l}.{task}").as_str()) => format!("{l}.{task}"),
+                    Some(l) if names.contains(format!("{l}.{task}").as_str()) => {
+                        format!("{l}.{task}")
+                    }
                     _ => task,
                 },
                 Ref::LoopTask { lp, task, .. } => format!("{lp}.{task}"),
                 Ref::LoopCarry { lp, carry } => match w.entries.get(&lp) {
-                    Some(Entry::Loop(l)) => match l.carry.get(&carry).and_then(|c| refs::parse(&c.next, loops).ok()) {
+                    Some(Entry::Loop(l)) => match l
+                        .carry
+                        .get(&carry)
+                        .and_then(|c| refs::parse(&c.next, loops).ok())
+                    {
                         Some(Ref::Task { task, .. }) => format!("{lp}.{task}"),
                         _ => return,
                     },
                     _ => return,
                 },
                 Ref::Carry { name } => match in_loop.as_ref().and_then(|l| w.entries.get(l)) {
-                    Some(Entry::Loop(l)) => match l.carry.get(&name).and_then(|c| refs::parse(&c.init, loops).ok()) {
+                    Some(Entry::Loop(l)) => match l
+                        .carry
+                        .get(&name)
+                        .and_then(|c| refs::parse(&c.init, loops).ok())
+                    {
                         Some(Ref::Task { task, .. }) => task,
                         Some(Ref::LoopTask { lp, task, .. }) => format!("{lp}.{task}"),
                         _ => return,
@@ -167,7 +212,11 @@ fn check_cycles(w: &Workflow, ctx: &Ctx, loops: &[&str]) -> Result<(), SpecError
         }
         for (iname, spec) in &t.inputs {
             for (i, r) in spec.refs.iter().enumerate() {
-                let p = if spec.list { format!("{}.inputs.{iname}[{i}]", t.path) } else { format!("{}.inputs.{iname}", t.path) };
+                let p = if spec.list {
+                    format!("{}.inputs.{iname}[{i}]", t.path)
+                } else {
+                    format!("{}.inputs.{iname}", t.path)
+                };
                 add(r, p);
             }
         }
@@ -192,7 +241,10 @@ fn check_cycles(w: &Workflow, ctx: &Ctx, loops: &[&str]) -> Result<(), SpecError
                         stack.push((dep.as_str(), 0));
                     }
                     1 => {
-                        let pos = stack.iter().position(|(n, _)| *n == dep.as_str()).unwrap_or(0);
+                        let pos = stack
+                            .iter()
+                            .position(|(n, _)| *n == dep.as_str())
+                            .unwrap_or(0);
                         let mut cycle: Vec<&str> = stack[pos..].iter().map(|(n, _)| *n).collect();
                         cycle.push(dep.as_str());
                         let msg = if cycle.len() == 2 {
@@ -229,16 +281,36 @@ type Resolved = Vec<(String, String, String)>;
 impl<'w, 'c> Builder<'w, 'c> {
     fn iterations(&self, lp: &LoopSpec, scope: &Scope) -> Result<u32, SpecError> {
         let p = format!("{}.loop.iterations", lp.path);
-        let v = template::render(&lp.iterations, scope, &p, &[]).map_err(|u| self.unresolved(&lp.name, &u, scope))?;
+        let v = template::render(&lp.iterations, scope, &p, &[])
+            .map_err(|u| self.unresolved(&lp.name, &u, scope))?;
         v.as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n >= 1)
-            .ok_or_else(|| self.ctx.err_value(&p, format!("`iterations` of loop `{}` must be an integer ≥ 1, got `{v}`", lp.name)))
+            .ok_or_else(|| {
+                self.ctx.err_value(
+                    &p,
+                    format!(
+                        "`iterations` of loop `{}` must be an integer ≥ 1, got `{v}`",
+                        lp.name
+                    ),
+                )
+            })
     }
 
     fn unresolved(&self, task: &str, u: &template::Unresolved, scope: &Scope) -> SpecError {
-        let known = scope.names().iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-        let mut e = self.ctx.err_value(&u.path, format!("unresolved `${{{}}}` in task `{task}`; known params: {known}", u.var));
+        let known = scope
+            .names()
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut e = self.ctx.err_value(
+            &u.path,
+            format!(
+                "unresolved `${{{}}}` in task `{task}`; known params: {known}",
+                u.var
+            ),
+        );
         let names = scope.names();
         if let Some(h) = suggest(&u.var, names.iter().map(String::as_str)) {
             e = e.with_help(h);
@@ -253,7 +325,11 @@ impl<'w, 'c> Builder<'w, 'c> {
             match e {
                 Entry::Task(t) => {
                     if t.scope == TaskScope::Arm {
-                        nodes.push(Node { name: name.clone(), spec: t, lp: None });
+                        nodes.push(Node {
+                            name: name.clone(),
+                            spec: t,
+                            lp: None,
+                        });
                     }
                 }
                 Entry::Loop(lp) => {
@@ -265,7 +341,8 @@ impl<'w, 'c> Builder<'w, 'c> {
                         for (tn, t) in &lp.tasks {
                             if let Some(every) = &t.every {
                                 let p = format!("{}.every", t.path);
-                                let v = template::render(every, &iscope, &p, &[]).map_err(|u| self.unresolved(tn, &u, &iscope))?;
+                                let v = template::render(every, &iscope, &p, &[])
+                                    .map_err(|u| self.unresolved(tn, &u, &iscope))?;
                                 let k = v.as_u64().filter(|k| *k >= 1).ok_or_else(|| {
                                     self.ctx.err_value(&p, format!("`every` of task `{tn}` must be an integer ≥ 1, got `{v}`"))
                                 })?;
@@ -273,7 +350,11 @@ impl<'w, 'c> Builder<'w, 'c> {
                                     continue;
                                 }
                             }
-                            nodes.push(Node { name: format!("{name}[{i}].{tn}"), spec: t, lp: Some((lp, i, n)) });
+                            nodes.push(Node {
+                                name: format!("{name}[{i}].{tn}"),
+                                spec: t,
+                                lp: Some((lp, i, n)),
+                            });
                         }
                     }
                 }
@@ -283,19 +364,44 @@ impl<'w, 'c> Builder<'w, 'c> {
     }
 
     /// Resolves one reference of `node` to concrete node names.
-    fn resolve(&self, node: &Node, text: &str, path: &str, nodes: &HashMap<String, usize>, scope: &Scope) -> Result<Resolved, SpecError> {
-        let r = refs::parse(text, self.loops).map_err(|m| self.ctx.err_value(path, format!("task `{}`: {m}", node.spec.name)))?;
+    fn resolve(
+        &self,
+        node: &Node,
+        text: &str,
+        path: &str,
+        nodes: &HashMap<String, usize>,
+        scope: &Scope,
+    ) -> Result<Resolved, SpecError> {
+        let r = refs::parse(text, self.loops).map_err(|m| {
+            self.ctx
+                .err_value(path, format!("task `{}`: {m}", node.spec.name))
+        })?;
         self.resolve_ref(node, &r, text, path, nodes, scope, 0)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn resolve_ref(&self, node: &Node, r: &Ref, text: &str, path: &str, nodes: &HashMap<String, usize>, scope: &Scope, depth: u32) -> Result<Resolved, SpecError> {
+    fn resolve_ref(
+        &self,
+        node: &Node,
+        r: &Ref,
+        text: &str,
+        path: &str,
+        nodes: &HashMap<String, usize>,
+        scope: &Scope,
+        depth: u32,
+    ) -> Result<Resolved, SpecError> {
         let missing_task = |task: &str| {
             let mut known: Vec<String> = self.w.entries.keys().cloned().collect();
             if let Some((lp, _, _)) = node.lp {
                 known.extend(lp.tasks.keys().cloned());
             }
-            let mut e = self.ctx.err_value(path, format!("task `{}` refers to `{text}`, but there is no task `{task}`", node.spec.name));
+            let mut e = self.ctx.err_value(
+                path,
+                format!(
+                    "task `{}` refers to `{text}`, but there is no task `{task}`",
+                    node.spec.name
+                ),
+            );
             if let Some(h) = suggest(task, known.iter().map(String::as_str)) {
                 e = e.with_help(h);
             }
@@ -325,10 +431,21 @@ impl<'w, 'c> Builder<'w, 'c> {
                     None => Err(missing_task(task)),
                 }
             }
-            Ref::LoopTask { lp, sel, task, output } => {
+            Ref::LoopTask {
+                lp,
+                sel,
+                task,
+                output,
+            } => {
                 let l = loop_spec(lp).ok_or_else(|| missing_task(lp))?;
                 if !l.tasks.contains_key(task) {
-                    return Err(self.ctx.err_value(path, format!("task `{}` refers to `{text}`, but loop `{lp}` has no task `{task}`", node.spec.name)));
+                    return Err(self.ctx.err_value(
+                        path,
+                        format!(
+                            "task `{}` refers to `{text}`, but loop `{lp}` has no task `{task}`",
+                            node.spec.name
+                        ),
+                    ));
                 }
                 let n = self.iterations(l, scope)?;
                 let iters: Vec<u32> = match sel {
@@ -345,7 +462,11 @@ impl<'w, 'c> Builder<'w, 'c> {
                 for i in iters {
                     let name = format!("{lp}[{i}].{task}");
                     if nodes.contains_key(&name) {
-                        let label = if matches!(sel, IterSel::All) { format!("iter={i}") } else { String::new() };
+                        let label = if matches!(sel, IterSel::All) {
+                            format!("iter={i}")
+                        } else {
+                            String::new()
+                        };
                         out.push((label, name, output.clone()));
                     } else if !matches!(sel, IterSel::All) {
                         return Err(self.ctx.err_value(path, format!("task `{}` refers to `{text}`, but `{lp}.{task}` does not run in iteration {i} (see its `every`)", node.spec.name)));
@@ -359,33 +480,70 @@ impl<'w, 'c> Builder<'w, 'c> {
                     self.ctx.err_value(path, format!("task `{}` refers to `{text}`, but loop `{lp}` has neither a task nor a carried value `{carry}`", node.spec.name))
                 })?;
                 let n = self.iterations(l, scope)?;
-                let inner = Node { name: format!("{lp}[{n}]"), spec: node.spec, lp: Some((l, n, n)) };
-                let r = refs::parse(&c.next, self.loops).map_err(|m| self.ctx.err_value(&format!("{}.loop.carry.{carry}.next", l.path), m))?;
-                self.resolve_ref(&inner, &r, &c.next, &format!("{}.loop.carry.{carry}.next", l.path), nodes, scope, depth + 1)
+                let inner = Node {
+                    name: format!("{lp}[{n}]"),
+                    spec: node.spec,
+                    lp: Some((l, n, n)),
+                };
+                let r = refs::parse(&c.next, self.loops).map_err(|m| {
+                    self.ctx
+                        .err_value(&format!("{}.loop.carry.{carry}.next", l.path), m)
+                })?;
+                self.resolve_ref(
+                    &inner,
+                    &r,
+                    &c.next,
+                    &format!("{}.loop.carry.{carry}.next", l.path),
+                    nodes,
+                    scope,
+                    depth + 1,
+                )
             }
             Ref::Carry { name } => {
                 let Some((l, i, n)) = node.lp else {
-                    return Err(self.ctx.err_value(path, format!("task `{}` uses `{text}`, but `carry.` only exists inside a loop", node.spec.name)));
+                    return Err(self.ctx.err_value(
+                        path,
+                        format!(
+                            "task `{}` uses `{text}`, but `carry.` only exists inside a loop",
+                            node.spec.name
+                        ),
+                    ));
                 };
                 let c = l.carry.get(name).ok_or_else(|| {
                     let known = l.carry.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
                     self.ctx.err_value(path, format!("task `{}` uses `{text}`, but loop `{}` carries no `{name}`; it carries: {known}", node.spec.name, l.name))
                 })?;
                 if depth > 2 {
-                    return Err(self.ctx.err_value(path, format!("carried value `{name}` of loop `{}` refers to itself", l.name)));
+                    return Err(self.ctx.err_value(
+                        path,
+                        format!(
+                            "carried value `{name}` of loop `{}` refers to itself",
+                            l.name
+                        ),
+                    ));
                 }
                 if i == 1 {
-                    let outer = Node { name: node.name.clone(), spec: node.spec, lp: None };
+                    let outer = Node {
+                        name: node.name.clone(),
+                        spec: node.spec,
+                        lp: None,
+                    };
                     let p = format!("{}.loop.carry.{name}.init", l.path);
-                    let r = refs::parse(&c.init, self.loops).map_err(|m| self.ctx.err_value(&p, m))?;
+                    let r =
+                        refs::parse(&c.init, self.loops).map_err(|m| self.ctx.err_value(&p, m))?;
                     if matches!(r, Ref::Carry { .. }) {
                         return Err(self.ctx.err_value(&p, format!("`init` of carried value `{name}` must refer to a task outside the loop")));
                     }
                     self.resolve_ref(&outer, &r, &c.init, &p, nodes, scope, depth + 1)
                 } else {
-                    let prev = Node { name: format!("{}[{}]", l.name, i - 1), spec: node.spec, lp: Some((l, i - 1, n)) };
+                    let prev = Node {
+                        name: format!("{}[{}]", l.name, i - 1),
+                        spec: node.spec,
+                        lp: Some((l, i - 1, n)),
+                    };
                     let p = format!("{}.loop.carry.{name}.next", l.path);
-                    let r = refs::parse(&c.next, self.loops).map_err(|m| self.ctx.err_value(&p, m))?;
+                    let r =
+                        refs::parse(&c.next, self.loops).map_err(|m| self.ctx.err_value(&p, m))?;
                     self.resolve_ref(&prev, &r, &c.next, &p, nodes, scope, depth + 1)
                 }
             }
@@ -407,25 +565,52 @@ impl<'w, 'c> Builder<'w, 'c> {
     ) -> Result<InstanceId, SpecError> {
         let kind = self.registry.get(&spec.kind).expect("kinds checked");
         let ppath = format!("{}.params", spec.path);
-        let rendered = template::render(&spec.params, scope, &ppath, kind.quoted_params()).map_err(|u| self.unresolved(&spec.name, &u, scope))?;
+        let rendered = template::render(&spec.params, scope, &ppath, kind.quoted_params())
+            .map_err(|u| self.unresolved(&spec.name, &u, scope))?;
         let params = kind.check_params(&rendered).map_err(|e| {
-            let p = if e.path.is_empty() { ppath.clone() } else { format!("{ppath}.{}", e.path) };
-            let shown = if e.path.is_empty() { String::new() } else { format!(" `{}`", e.path) };
-            self.ctx.err_value(&p, format!("task `{}` (kind `{}`) param{shown}: {}", spec.name, spec.kind, e.message))
+            let p = if e.path.is_empty() {
+                ppath.clone()
+            } else {
+                format!("{ppath}.{}", e.path)
+            };
+            let shown = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!(" `{}`", e.path)
+            };
+            self.ctx.err_value(
+                &p,
+                format!(
+                    "task `{}` (kind `{}`) param{shown}: {}",
+                    spec.name, spec.kind, e.message
+                ),
+            )
         })?;
         let outputs = kind.outputs(&params);
         let names: Vec<&str> = inputs.keys().map(String::as_str).collect();
-        kind.check_inputs(&params, &names).map_err(|m| self.ctx.err(&format!("{}.inputs", spec.path), format!("task `{}` (kind `{}`): {m}", spec.name, spec.kind)))?;
+        kind.check_inputs(&params, &names).map_err(|m| {
+            self.ctx.err(
+                &format!("{}.inputs", spec.path),
+                format!("task `{}` (kind `{}`): {m}", spec.name, spec.kind),
+            )
+        })?;
         for (iname, items) in &inputs {
             for it in items {
                 let producer = &self.instances[it.producer];
                 if !producer.outputs.contains(&it.output) {
-                    let known = producer.outputs.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ");
+                    let known = producer
+                        .outputs
+                        .iter()
+                        .map(|o| format!("`{o}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     let mut e = self.ctx.err_value(
                         input_paths.get(iname).map(String::as_str).unwrap_or(&spec.path),
                         format!("task `{}` input `{iname}` wants output `{}` of `{}`, which has outputs: {}", spec.name, it.output, producer.task, if known.is_empty() { "none".into() } else { known }),
                     );
-                    if let Some(h) = suggest(&it.output, producer.outputs.iter().map(String::as_str)) {
+                    if let Some(h) =
+                        suggest(&it.output, producer.outputs.iter().map(String::as_str))
+                    {
                         e = e.with_help(h);
                     }
                     return Err(e);
@@ -466,7 +651,12 @@ impl<'w, 'c> Builder<'w, 'c> {
             }
             return Ok(id);
         }
-        let mut deps: Vec<InstanceId> = inputs.values().flatten().map(|i| i.producer).chain(needs).collect();
+        let mut deps: Vec<InstanceId> = inputs
+            .values()
+            .flatten()
+            .map(|i| i.producer)
+            .chain(needs)
+            .collect();
         deps.sort_unstable();
         deps.dedup();
         let id = self.instances.len();
@@ -492,17 +682,30 @@ impl<'w, 'c> Builder<'w, 'c> {
         Ok(id)
     }
 
-    fn plan_arm(&mut self, ai: usize, scope: &Scope) -> Result<HashMap<String, InstanceId>, SpecError> {
+    fn plan_arm(
+        &mut self,
+        ai: usize,
+        scope: &Scope,
+    ) -> Result<HashMap<String, InstanceId>, SpecError> {
         let nodes = self.unroll(scope)?;
-        let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        let index: HashMap<String, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         // Resolve references to node indices.
-        let mut resolved: Vec<(BTreeMap<String, (Resolved, String)>, Vec<usize>)> = Vec::with_capacity(nodes.len());
+        let mut resolved: Vec<(BTreeMap<String, (Resolved, String)>, Vec<usize>)> =
+            Vec::with_capacity(nodes.len());
         for node in &nodes {
             let mut ins = BTreeMap::new();
             for (iname, spec) in &node.spec.inputs {
                 let mut items = Vec::new();
                 for (i, r) in spec.refs.iter().enumerate() {
-                    let p = if spec.list { format!("{}.inputs.{iname}[{i}]", node.spec.path) } else { format!("{}.inputs.{iname}", node.spec.path) };
+                    let p = if spec.list {
+                        format!("{}.inputs.{iname}[{i}]", node.spec.path)
+                    } else {
+                        format!("{}.inputs.{iname}", node.spec.path)
+                    };
                     items.extend(self.resolve(node, r, &p, &index, scope)?);
                 }
                 let p = format!("{}.inputs.{iname}", node.spec.path);
@@ -533,7 +736,13 @@ impl<'w, 'c> Builder<'w, 'c> {
                             if let Some((lp, _, _)) = node.lp {
                                 known.extend(lp.tasks.keys().cloned());
                             }
-                            let mut e = self.ctx.err_value(&p, format!("task `{}` needs `{n}`, but there is no task `{n}`", node.spec.name));
+                            let mut e = self.ctx.err_value(
+                                &p,
+                                format!(
+                                    "task `{}` needs `{n}`, but there is no task `{n}`",
+                                    node.spec.name
+                                ),
+                            );
                             if let Some(h) = suggest(n, known.iter().map(String::as_str)) {
                                 e = e.with_help(h);
                             }
@@ -541,7 +750,15 @@ impl<'w, 'c> Builder<'w, 'c> {
                         }
                     }
                 };
-                let j = *index.get(&target).ok_or_else(|| self.ctx.err_value(&p, format!("task `{}` needs `{n}`, which does not run in this iteration", node.spec.name)))?;
+                let j = *index.get(&target).ok_or_else(|| {
+                    self.ctx.err_value(
+                        &p,
+                        format!(
+                            "task `{}` needs `{n}`, which does not run in this iteration",
+                            node.spec.name
+                        ),
+                    )
+                })?;
                 needs.push(j);
             }
             resolved.push((ins, needs));
@@ -551,7 +768,11 @@ impl<'w, 'c> Builder<'w, 'c> {
         let mut indeg = vec![0usize; n];
         let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, (ins, needs)) in resolved.iter().enumerate() {
-            let mut deps: Vec<usize> = ins.values().flat_map(|(items, _)| items.iter().map(|(_, nm, _)| index[nm])).chain(needs.iter().copied()).collect();
+            let mut deps: Vec<usize> = ins
+                .values()
+                .flat_map(|(items, _)| items.iter().map(|(_, nm, _)| index[nm]))
+                .chain(needs.iter().copied())
+                .collect();
             deps.sort_unstable();
             deps.dedup();
             indeg[i] = deps.len();
@@ -559,7 +780,8 @@ impl<'w, 'c> Builder<'w, 'c> {
                 out[d].push(i);
             }
         }
-        let mut queue: std::collections::VecDeque<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+        let mut queue: std::collections::VecDeque<usize> =
+            (0..n).filter(|&i| indeg[i] == 0).collect();
         let mut order = Vec::with_capacity(n);
         while let Some(i) = queue.pop_front() {
             order.push(i);
@@ -571,8 +793,16 @@ impl<'w, 'c> Builder<'w, 'c> {
             }
         }
         if order.len() != n {
-            let stuck: Vec<&str> = (0..n).filter(|&i| indeg[i] > 0).map(|i| nodes[i].name.as_str()).take(5).collect();
-            return Err(SpecError::new(format!("cycle in task dependencies among `{}`", stuck.join("`, `"))).in_file(self.ctx.file, None));
+            let stuck: Vec<&str> = (0..n)
+                .filter(|&i| indeg[i] > 0)
+                .map(|i| nodes[i].name.as_str())
+                .take(5)
+                .collect();
+            return Err(SpecError::new(format!(
+                "cycle in task dependencies among `{}`",
+                stuck.join("`, `")
+            ))
+            .in_file(self.ctx.file, None));
         }
         let mut ids: Vec<Option<InstanceId>> = vec![None; n];
         let mut map = HashMap::new();
@@ -582,10 +812,23 @@ impl<'w, 'c> Builder<'w, 'c> {
             let mut inputs = BTreeMap::new();
             let mut paths = BTreeMap::new();
             for (iname, (items, p)) in ins {
-                inputs.insert(iname.clone(), items.iter().map(|(label, nm, output)| PlanInput { label: label.clone(), producer: ids[index[nm]].expect("topological order"), output: output.clone() }).collect());
+                inputs.insert(
+                    iname.clone(),
+                    items
+                        .iter()
+                        .map(|(label, nm, output)| PlanInput {
+                            label: label.clone(),
+                            producer: ids[index[nm]].expect("topological order"),
+                            output: output.clone(),
+                        })
+                        .collect(),
+                );
                 paths.insert(iname.clone(), p.clone());
             }
-            let need_ids = needs.iter().map(|&j| ids[j].expect("topological order")).collect();
+            let need_ids = needs
+                .iter()
+                .map(|&j| ids[j].expect("topological order"))
+                .collect();
             let mut iter_vars = IndexMap::new();
             let task_name = match node.lp {
                 Some((lp, it, _)) => {
@@ -595,7 +838,16 @@ impl<'w, 'c> Builder<'w, 'c> {
                 None => node.spec.name.clone(),
             };
             let nscope = scope.clone().push(&iter_vars);
-            let id = self.instantiate(&node.name, node.spec, &nscope, inputs, &paths, need_ids, Some(ai), task_name)?;
+            let id = self.instantiate(
+                &node.name,
+                node.spec,
+                &nscope,
+                inputs,
+                &paths,
+                need_ids,
+                Some(ai),
+                task_name,
+            )?;
             ids[i] = Some(id);
             map.insert(node.name.clone(), id);
         }
@@ -604,10 +856,15 @@ impl<'w, 'c> Builder<'w, 'c> {
 
     /// Global tasks: one instance each; a reference collects that output from every arm.
     fn plan_globals(&mut self, arm_maps: &[HashMap<String, InstanceId>]) -> Result<(), SpecError> {
-        let globals: Vec<&TaskSpec> = self.w.entries.values().filter_map(|e| match e {
-            Entry::Task(t) if t.scope == TaskScope::Global => Some(t),
-            _ => None,
-        }).collect();
+        let globals: Vec<&TaskSpec> = self
+            .w
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Task(t) if t.scope == TaskScope::Global => Some(t),
+                _ => None,
+            })
+            .collect();
         let mut done: HashMap<String, InstanceId> = HashMap::new();
         let mut progress = true;
         while done.len() < globals.len() && progress {
@@ -621,14 +878,24 @@ impl<'w, 'c> Builder<'w, 'c> {
                 for (iname, ispec) in &spec.inputs {
                     let mut items = Vec::new();
                     for (i, r) in ispec.refs.iter().enumerate() {
-                        let p = if ispec.list { format!("{}.inputs.{iname}[{i}]", spec.path) } else { format!("{}.inputs.{iname}", spec.path) };
-                        let parsed = refs::parse(r, self.loops).map_err(|m| self.ctx.err_value(&p, format!("task `{}`: {m}", spec.name)))?;
+                        let p = if ispec.list {
+                            format!("{}.inputs.{iname}[{i}]", spec.path)
+                        } else {
+                            format!("{}.inputs.{iname}", spec.path)
+                        };
+                        let parsed = refs::parse(r, self.loops).map_err(|m| {
+                            self.ctx.err_value(&p, format!("task `{}`: {m}", spec.name))
+                        })?;
                         if let Ref::Task { task, output } = &parsed
                             && let Some(Entry::Task(t)) = self.w.entries.get(task)
                             && t.scope == TaskScope::Global
                         {
                             match done.get(task) {
-                                Some(&id) => items.push(PlanInput { label: String::new(), producer: id, output: output.clone() }),
+                                Some(&id) => items.push(PlanInput {
+                                    label: String::new(),
+                                    producer: id,
+                                    output: output.clone(),
+                                }),
                                 None => continue 'task,
                             }
                             continue;
@@ -637,12 +904,28 @@ impl<'w, 'c> Builder<'w, 'c> {
                             let arm = &self.w.arms[ai];
                             let mut base = IndexMap::new();
                             base.insert("arm".to_string(), Value::String(arm.name.clone()));
-                            let scope = Scope::new().push(&self.w.params).push(&arm.params).push(&base);
-                            let nodes: HashMap<String, usize> = map.iter().map(|(k, &v)| (k.clone(), v)).collect();
-                            let node = Node { name: spec.name.clone(), spec, lp: None };
+                            let scope = Scope::new()
+                                .push(&self.w.params)
+                                .push(&arm.params)
+                                .push(&base);
+                            let nodes: HashMap<String, usize> =
+                                map.iter().map(|(k, &v)| (k.clone(), v)).collect();
+                            let node = Node {
+                                name: spec.name.clone(),
+                                spec,
+                                lp: None,
+                            };
                             for (label, nm, output) in self.resolve(&node, r, &p, &nodes, &scope)? {
-                                let label = if label.is_empty() { arm.name.clone() } else { format!("{}/{label}", arm.name) };
-                                items.push(PlanInput { label, producer: map[&nm], output });
+                                let label = if label.is_empty() {
+                                    arm.name.clone()
+                                } else {
+                                    format!("{}/{label}", arm.name)
+                                };
+                                items.push(PlanInput {
+                                    label,
+                                    producer: map[&nm],
+                                    output,
+                                });
                             }
                         }
                     }
@@ -666,11 +949,26 @@ impl<'w, 'c> Builder<'w, 'c> {
                         }
                     }
                     if !found {
-                        return Err(self.ctx.err_value(&format!("{}.needs[{i}]", spec.path), format!("task `{}` needs `{n}`, but there is no task `{n}`", spec.name)));
+                        return Err(self.ctx.err_value(
+                            &format!("{}.needs[{i}]", spec.path),
+                            format!(
+                                "task `{}` needs `{n}`, but there is no task `{n}`",
+                                spec.name
+                            ),
+                        ));
                     }
                 }
                 let scope = Scope::new().push(&self.w.params);
-                let id = self.instantiate(&spec.name, spec, &scope, inputs, &paths, needs, None, spec.name.clone())?;
+                let id = self.instantiate(
+                    &spec.name,
+                    spec,
+                    &scope,
+                    inputs,
+                    &paths,
+                    needs,
+                    None,
+                    spec.name.clone(),
+                )?;
                 done.insert(spec.name.clone(), id);
                 progress = true;
             }
@@ -690,7 +988,11 @@ fn name_instances(plan: &mut Plan, node_names: &[String]) {
         } else if inst.arms.len() == 1 {
             format!("{base}[{}]", plan.arm_names[inst.arms[0]])
         } else {
-            format!("{base}[{} +{}]", plan.arm_names[inst.arms[0]], inst.arms.len() - 1)
+            format!(
+                "{base}[{} +{}]",
+                plan.arm_names[inst.arms[0]],
+                inst.arms.len() - 1
+            )
         };
     }
 }
@@ -700,10 +1002,18 @@ fn restrict(plan: Plan, targets: &[String], ctx: &Ctx) -> Result<Plan, SpecError
     let mut keep = vec![false; plan.instances.len()];
     let mut stack = Vec::new();
     for t in targets {
-        let hits: Vec<usize> = plan.instances.iter().filter(|i| &i.task == t || i.task.split('.').next() == Some(t.as_str()) || &i.name == t).map(|i| i.id).collect();
+        let hits: Vec<usize> = plan
+            .instances
+            .iter()
+            .filter(|i| {
+                &i.task == t || i.task.split('.').next() == Some(t.as_str()) || &i.name == t
+            })
+            .map(|i| i.id)
+            .collect();
         if hits.is_empty() {
             let names: Vec<&str> = plan.instances.iter().map(|i| i.task.as_str()).collect();
-            let mut e = SpecError::new(format!("`--target {t}`: no task `{t}` in the workflow")).in_file(ctx.file, None);
+            let mut e = SpecError::new(format!("`--target {t}`: no task `{t}` in the workflow"))
+                .in_file(ctx.file, None);
             if let Some(h) = suggest(t, names) {
                 e = e.with_help(h);
             }

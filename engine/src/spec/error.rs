@@ -33,7 +33,12 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(message: impl Into<String>) -> Self {
-        SpecError { message: message.into(), file: None, location: None, help: None }
+        SpecError {
+            message: message.into(),
+            file: None,
+            location: None,
+            help: None,
+        }
     }
 
     pub fn in_file(mut self, file: &SourceFile, location: Option<Location>) -> Self {
@@ -53,11 +58,19 @@ impl SpecError {
         if let Some(file) = &self.file {
             match &self.location {
                 Some(loc) => {
-                    out.push_str(&format!(" --> {}:{}:{}\n", file.path.display(), loc.line, loc.col));
+                    out.push_str(&format!(
+                        " --> {}:{}:{}\n",
+                        file.path.display(),
+                        loc.line,
+                        loc.col
+                    ));
                     if let Some(line) = file.text.lines().nth(loc.line.saturating_sub(1)) {
                         let num = loc.line.to_string();
                         let pad = " ".repeat(num.len());
-                        out.push_str(&format!("{pad} |\n{num} | {line}\n{pad} | {}^\n", " ".repeat(loc.col.saturating_sub(1))));
+                        out.push_str(&format!(
+                            "{pad} |\n{num} | {line}\n{pad} | {}^\n",
+                            " ".repeat(loc.col.saturating_sub(1))
+                        ));
                     }
                 }
                 None => out.push_str(&format!(" --> {}\n", file.path.display())),
@@ -76,17 +89,25 @@ impl miette::Diagnostic for SpecError {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.file.as_ref().map(|f| &f.text as &dyn miette::SourceCode)
+        self.file
+            .as_ref()
+            .map(|f| &f.text as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
         let (file, loc) = (self.file.as_ref()?, self.location.as_ref()?);
         let offset = byte_offset(&file.text, loc)?;
-        Some(Box::new(std::iter::once(miette::LabeledSpan::new(Some("here".into()), offset, 1))))
+        Some(Box::new(std::iter::once(miette::LabeledSpan::new(
+            Some("here".into()),
+            offset,
+            1,
+        ))))
     }
 }
 
@@ -94,7 +115,11 @@ fn byte_offset(text: &str, loc: &Location) -> Option<usize> {
     let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         if i + 1 == loc.line {
-            let col_bytes: usize = line.chars().take(loc.col.saturating_sub(1)).map(char::len_utf8).sum();
+            let col_bytes: usize = line
+                .chars()
+                .take(loc.col.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
             return Some(offset + col_bytes);
         }
         offset += line.len();

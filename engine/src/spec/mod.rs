@@ -117,7 +117,12 @@ pub struct RetrySpec {
 
 impl Default for RetrySpec {
     fn default() -> Self {
-        RetrySpec { count: 0, backoff: Duration::from_secs(1), factor: 2.0, max_backoff: Duration::from_secs(300) }
+        RetrySpec {
+            count: 0,
+            backoff: Duration::from_secs(1),
+            factor: 2.0,
+            max_backoff: Duration::from_secs(300),
+        }
     }
 }
 
@@ -146,9 +151,17 @@ pub struct PoolsSpec {
 
 /// Reads, parses and validates a workflow file, applying `--set key=value` overrides.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Workflow, SpecError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SpecError::new(format!("cannot read workflow `{}`: {}", path.display(), io_reason(&e))))?;
-    let file = SourceFile { path: path.to_path_buf(), text: Arc::from(text) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecError::new(format!(
+            "cannot read workflow `{}`: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })?;
+    let file = SourceFile {
+        path: path.to_path_buf(),
+        text: Arc::from(text),
+    };
     let raw: RawWorkflow = parse(&file)?;
     build(raw, file, overrides)
 }
@@ -165,7 +178,10 @@ fn io_reason(e: &std::io::Error) -> String {
 /// (syntax errors, unknown keys, wrong types).
 pub fn parse<T: serde::de::DeserializeOwned>(file: &SourceFile) -> Result<T, SpecError> {
     serde_yaml::from_str(&file.text).map_err(|e| {
-        let location = e.location().map(|l| Location { line: l.line(), col: l.column() });
+        let location = e.location().map(|l| Location {
+            line: l.line(),
+            col: l.column(),
+        });
         let mut msg = e.to_string();
         // serde_yaml appends " at line L column C"; the location line says it instead.
         if let Some(i) = msg.find(" at line ") {
@@ -183,11 +199,15 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(file: &'a SourceFile) -> Self {
-        Ctx { file, index: std::cell::OnceCell::new() }
+        Ctx {
+            file,
+            index: std::cell::OnceCell::new(),
+        }
     }
 
     fn index(&self) -> &span::SpanIndex {
-        self.index.get_or_init(|| span::SpanIndex::build(&self.file.text))
+        self.index
+            .get_or_init(|| span::SpanIndex::build(&self.file.text))
     }
 
     /// An error pointing at the key at `path`.
@@ -215,12 +235,21 @@ pub(crate) fn to_json(ctx: &Ctx, path: &str, y: &Yaml) -> Result<Value, SpecErro
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 serde_json::Number::from_f64(f)
                     .map(Value::Number)
-                    .ok_or_else(|| ctx.err_value(path, format!("`{path}` is `{f}`: only finite numbers are allowed")))?
+                    .ok_or_else(|| {
+                        ctx.err_value(
+                            path,
+                            format!("`{path}` is `{f}`: only finite numbers are allowed"),
+                        )
+                    })?
             }
         }
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Sequence(items) => Value::Array(
-            items.iter().enumerate().map(|(i, v)| to_json(ctx, &format!("{path}[{i}]"), v)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| to_json(ctx, &format!("{path}[{i}]"), v))
+                .collect::<Result<_, _>>()?,
         ),
         Yaml::Mapping(map) => {
             let mut out = serde_json::Map::new();
@@ -229,14 +258,26 @@ pub(crate) fn to_json(ctx: &Ctx, path: &str, y: &Yaml) -> Result<Value, SpecErro
                     Yaml::String(s) => s.clone(),
                     Yaml::Number(n) => n.to_string(),
                     Yaml::Bool(b) => b.to_string(),
-                    _ => return Err(ctx.err(path, format!("`{path}` has a key that is not a string"))),
+                    _ => {
+                        return Err(
+                            ctx.err(path, format!("`{path}` has a key that is not a string"))
+                        );
+                    }
                 };
                 let p = format!("{path}.{key}");
                 out.insert(key, to_json(ctx, &p, v)?);
             }
             Value::Object(out)
         }
-        Yaml::Tagged(t) => return Err(ctx.err_value(path, format!("`{path}` uses YAML tag `{}`, which workflows do not support", t.tag))),
+        Yaml::Tagged(t) => {
+            return Err(ctx.err_value(
+                path,
+                format!(
+                    "`{path}` uses YAML tag `{}`, which workflows do not support",
+                    t.tag
+                ),
+            ));
+        }
     })
 }
 
@@ -267,7 +308,9 @@ pub fn coerce_like(expected: &Value, got: Value) -> Option<Value> {
             }
         }
         (Value::String(_), g @ Value::String(_)) => Some(g),
-        (Value::String(_), g @ (Value::Number(_) | Value::Bool(_))) => Some(Value::String(g.to_string())),
+        (Value::String(_), g @ (Value::Number(_) | Value::Bool(_))) => {
+            Some(Value::String(g.to_string()))
+        }
         (Value::Array(_), g @ Value::Array(_)) => Some(g),
         (Value::Object(_), g @ Value::Object(_)) => Some(g),
         _ => None,
@@ -289,7 +332,11 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
         params.insert(k.clone(), to_json(&ctx, &format!("params.{k}"), v)?);
     }
 
-    let dir = file.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = file
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let arms_raw = match &raw.sweep {
         Some(sweep) => Some(expand_sweep(&ctx, "sweep", sweep, &dir, &params, 0)?),
         None => None,
@@ -298,9 +345,9 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
 
     // `--set` applies to the defaults; a key the sweep varies cannot also be set.
     for ov in overrides {
-        let (key, text) = ov
-            .split_once('=')
-            .ok_or_else(|| SpecError::new(format!("`--set {ov}` is not of the form `key=value`")))?;
+        let (key, text) = ov.split_once('=').ok_or_else(|| {
+            SpecError::new(format!("`--set {ov}` is not of the form `key=value`"))
+        })?;
         let key = key.trim();
         let Some(default) = params.get(key) else {
             let mut e = SpecError::new(format!("`--set {key}`: the workflow has no param `{key}`"));
@@ -316,7 +363,9 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
                 "`--set {key}` conflicts with the sweep: arm `{}` sets `{key}` itself",
                 arm.name
             ))
-            .with_help("remove the key from the sweep, or run one arm's value with `--set` and no sweep"));
+            .with_help(
+                "remove the key from the sweep, or run one arm's value with `--set` and no sweep",
+            ));
         }
         let parsed: Yaml = serde_yaml::from_str(text).unwrap_or(Yaml::String(text.to_string()));
         let parsed = to_json(&ctx, &format!("params.{key}"), &parsed)?;
@@ -333,7 +382,12 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
         params.insert(key.to_string(), value);
     }
 
-    let arms = arms_raw.unwrap_or_else(|| vec![Arm { name: "default".into(), params: IndexMap::new() }]);
+    let arms = arms_raw.unwrap_or_else(|| {
+        vec![Arm {
+            name: "default".into(),
+            params: IndexMap::new(),
+        }]
+    });
 
     let mut entries = IndexMap::new();
     for (name, entry) in &raw.tasks {
@@ -359,13 +413,22 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
 }
 
 fn article(type_name: &str) -> &'static str {
-    if type_name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+    if type_name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn check_name(ctx: &Ctx, path: &str, name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if ok {
         Ok(())
     } else {
@@ -373,19 +436,39 @@ fn check_name(ctx: &Ctx, path: &str, name: &str) -> Result<(), SpecError> {
     }
 }
 
-fn build_entry(ctx: &Ctx, path: &str, name: &str, e: &RawEntry, in_loop: bool) -> Result<Entry, SpecError> {
+fn build_entry(
+    ctx: &Ctx,
+    path: &str,
+    name: &str,
+    e: &RawEntry,
+    in_loop: bool,
+) -> Result<Entry, SpecError> {
     match (&e.kind, &e.loop_) {
-        (Some(_), Some(_)) => Err(ctx.err(path, format!("task `{name}` has both `kind` and `loop`: a loop's tasks go under `loop.tasks`"))),
+        (Some(_), Some(_)) => Err(ctx.err(
+            path,
+            format!(
+                "task `{name}` has both `kind` and `loop`: a loop's tasks go under `loop.tasks`"
+            ),
+        )),
         (None, None) => Err(ctx.err(path, format!("task `{name}` needs a `kind` (or a `loop`)"))),
         (None, Some(lp)) => {
             if in_loop {
-                return Err(ctx.err(&format!("{path}.loop"), format!("loop `{name}` is inside another loop; loops do not nest")));
+                return Err(ctx.err(
+                    &format!("{path}.loop"),
+                    format!("loop `{name}` is inside another loop; loops do not nest"),
+                ));
             }
             let lpath = format!("{path}.loop");
             let iterations = to_json(ctx, &format!("{lpath}.iterations"), &lp.iterations)?;
             let mut carry = IndexMap::new();
             for (cname, c) in &lp.carry {
-                carry.insert(cname.clone(), CarrySpec { init: c.init.clone(), next: c.next.clone() });
+                carry.insert(
+                    cname.clone(),
+                    CarrySpec {
+                        init: c.init.clone(),
+                        next: c.next.clone(),
+                    },
+                );
             }
             let mut tasks = IndexMap::new();
             for (tname, t) in &lp.tasks {
@@ -401,7 +484,17 @@ fn build_entry(ctx: &Ctx, path: &str, name: &str, e: &RawEntry, in_loop: bool) -
             if tasks.is_empty() {
                 return Err(ctx.err(&lpath, format!("loop `{name}` has no tasks")));
             }
-            for field in ["needs", "inputs", "params", "resources", "retries", "executor", "every", "scope", "priority"] {
+            for field in [
+                "needs",
+                "inputs",
+                "params",
+                "resources",
+                "retries",
+                "executor",
+                "every",
+                "scope",
+                "priority",
+            ] {
                 let set = match field {
                     "needs" => !e.needs.is_empty(),
                     "inputs" => !e.inputs.is_empty(),
@@ -414,10 +507,21 @@ fn build_entry(ctx: &Ctx, path: &str, name: &str, e: &RawEntry, in_loop: bool) -
                     _ => e.priority.is_some(),
                 };
                 if set {
-                    return Err(ctx.err(&format!("{path}.{field}"), format!("`{field}` is not allowed on loop `{name}`: set it on the loop's tasks")));
+                    return Err(ctx.err(
+                        &format!("{path}.{field}"),
+                        format!(
+                            "`{field}` is not allowed on loop `{name}`: set it on the loop's tasks"
+                        ),
+                    ));
                 }
             }
-            Ok(Entry::Loop(LoopSpec { name: name.to_string(), path: path.to_string(), iterations, carry, tasks }))
+            Ok(Entry::Loop(LoopSpec {
+                name: name.to_string(),
+                path: path.to_string(),
+                iterations,
+                carry,
+                tasks,
+            }))
         }
         (Some(kind), None) => {
             let mut inputs = IndexMap::new();
@@ -444,7 +548,16 @@ fn build_entry(ctx: &Ctx, path: &str, name: &str, e: &RawEntry, in_loop: bool) -
                 Some(y) => match to_json(ctx, &format!("{path}.params"), y)? {
                     v @ Value::Object(_) => v,
                     Value::Null => Value::Object(Default::default()),
-                    other => return Err(ctx.err_value(&format!("{path}.params"), format!("`params` of task `{name}` must be a mapping, got {} {}", article(type_name(&other)), type_name(&other)))),
+                    other => {
+                        return Err(ctx.err_value(
+                            &format!("{path}.params"),
+                            format!(
+                                "`params` of task `{name}` must be a mapping, got {} {}",
+                                article(type_name(&other)),
+                                type_name(&other)
+                            ),
+                        ));
+                    }
                 },
             };
             let resources = build_resources(ctx, path, name, &e.resources)?;
@@ -458,17 +571,31 @@ fn build_entry(ctx: &Ctx, path: &str, name: &str, e: &RawEntry, in_loop: bool) -
                     ctx.err_value(&format!("{path}.executor"), format!("unknown executor `{x}` for task `{name}`; known executors: `in-process`, `subprocess`"))
                 })?),
             };
-            let scope = match e.scope.as_deref() {
-                None | Some("arm") => TaskScope::Arm,
-                Some("global") => TaskScope::Global,
-                Some(other) => return Err(ctx.err_value(&format!("{path}.scope"), format!("unknown scope `{other}` for task `{name}`; expected `arm` or `global`"))),
-            };
+            let scope =
+                match e.scope.as_deref() {
+                    None | Some("arm") => TaskScope::Arm,
+                    Some("global") => TaskScope::Global,
+                    Some(other) => return Err(ctx.err_value(
+                        &format!("{path}.scope"),
+                        format!(
+                            "unknown scope `{other}` for task `{name}`; expected `arm` or `global`"
+                        ),
+                    )),
+                };
             if scope == TaskScope::Global && in_loop {
-                return Err(ctx.err(&format!("{path}.scope"), format!("task `{name}` is inside a loop and cannot be `global`")));
+                return Err(ctx.err(
+                    &format!("{path}.scope"),
+                    format!("task `{name}` is inside a loop and cannot be `global`"),
+                ));
             }
             let every = match &e.every {
                 None => None,
-                Some(_) if !in_loop => return Err(ctx.err(&format!("{path}.every"), format!("`every` on task `{name}` only makes sense inside a loop"))),
+                Some(_) if !in_loop => {
+                    return Err(ctx.err(
+                        &format!("{path}.every"),
+                        format!("`every` on task `{name}` only makes sense inside a loop"),
+                    ));
+                }
                 Some(y) => Some(to_json(ctx, &format!("{path}.every"), y)?),
             };
             Ok(Entry::Task(TaskSpec {
@@ -495,8 +622,17 @@ fn yaml_u32(ctx: &Ctx, path: &str, what: &str, y: &Yaml) -> Result<u32, SpecErro
         .ok_or_else(|| ctx.err_value(path, format!("{what} must be a non-negative integer")))
 }
 
-fn build_resources(ctx: &Ctx, path: &str, name: &str, map: &IndexMap<String, Yaml>) -> Result<ResourceSpec, SpecError> {
-    let mut r = ResourceSpec { gpus: 0, cpus: 1, pools: BTreeMap::new() };
+fn build_resources(
+    ctx: &Ctx,
+    path: &str,
+    name: &str,
+    map: &IndexMap<String, Yaml>,
+) -> Result<ResourceSpec, SpecError> {
+    let mut r = ResourceSpec {
+        gpus: 0,
+        cpus: 1,
+        pools: BTreeMap::new(),
+    };
     for (k, v) in map {
         let p = format!("{path}.resources.{k}");
         let n = yaml_u32(ctx, &p, &format!("`resources.{k}` of task `{name}`"), v)?;
@@ -560,12 +696,16 @@ fn build_pools(ctx: &Ctx, map: &IndexMap<String, Yaml>) -> Result<PoolsSpec, Spe
                         .enumerate()
                         .map(|(i, it)| yaml_u32(ctx, &format!("{p}[{i}]"), "a GPU id", it))
                         .collect::<Result<_, _>>()?,
-                    _ => (0..yaml_u32(ctx, &p, "`resources.gpus` (a count or a list of ids)", v)?).collect(),
+                    _ => (0..yaml_u32(ctx, &p, "`resources.gpus` (a count or a list of ids)", v)?)
+                        .collect(),
                 })
             }
             "cpus" => pools.cpus = Some(yaml_u32(ctx, &p, "`resources.cpus`", v)?),
             _ => {
-                pools.named.insert(k.clone(), yaml_u32(ctx, &p, &format!("`resources.{k}`"), v)?);
+                pools.named.insert(
+                    k.clone(),
+                    yaml_u32(ctx, &p, &format!("`resources.{k}`"), v)?,
+                );
             }
         }
     }
@@ -574,28 +714,50 @@ fn build_pools(ctx: &Ctx, map: &IndexMap<String, Yaml>) -> Result<PoolsSpec, Spe
 
 /// Expands a sweep (matrix with excludes, explicit arms, included files) into arms whose
 /// params are checked against the workflow's defaults.
-fn expand_sweep(ctx: &Ctx, path: &str, sweep: &RawSweep, dir: &Path, defaults: &IndexMap<String, Value>, depth: usize) -> Result<Vec<Arm>, SpecError> {
+fn expand_sweep(
+    ctx: &Ctx,
+    path: &str,
+    sweep: &RawSweep,
+    dir: &Path,
+    defaults: &IndexMap<String, Value>,
+    depth: usize,
+) -> Result<Vec<Arm>, SpecError> {
     let mut arms: Vec<Arm> = Vec::new();
-    let check_param = |ppath: &str, key: &str, y: &Yaml, arm: &str| -> Result<(Value, String), SpecError> {
-        let Some(default) = defaults.get(key) else {
-            let mut e = ctx.err(ppath, format!("arm `{arm}` sets `{key}`, which is not a param of the workflow"));
-            if let Some(h) = error::suggest(key, defaults.keys().map(String::as_str)) {
-                e = e.with_help(h);
-            }
-            return Err(e);
+    let check_param =
+        |ppath: &str, key: &str, y: &Yaml, arm: &str| -> Result<(Value, String), SpecError> {
+            let Some(default) = defaults.get(key) else {
+                let mut e = ctx.err(
+                    ppath,
+                    format!("arm `{arm}` sets `{key}`, which is not a param of the workflow"),
+                );
+                if let Some(h) = error::suggest(key, defaults.keys().map(String::as_str)) {
+                    e = e.with_help(h);
+                }
+                return Err(e);
+            };
+            let v = to_json(ctx, ppath, y)?;
+            let got = type_name(&v);
+            let text = template::scalar_text(&v);
+            let v = coerce_like(default, v).ok_or_else(|| {
+                ctx.err_value(
+                    ppath,
+                    format!(
+                        "arm `{arm}` sets param `{key}` to {} {got}; the param expects {} {}",
+                        article(got),
+                        article(expected_name(default)),
+                        expected_name(default)
+                    ),
+                )
+            })?;
+            Ok((v, text))
         };
-        let v = to_json(ctx, ppath, y)?;
-        let got = type_name(&v);
-        let text = template::scalar_text(&v);
-        let v = coerce_like(default, v).ok_or_else(|| {
-            ctx.err_value(ppath, format!("arm `{arm}` sets param `{key}` to {} {got}; the param expects {} {}", article(got), article(expected_name(default)), expected_name(default)))
-        })?;
-        Ok((v, text))
-    };
 
     if let Some(inc) = &sweep.include {
         if depth > 8 {
-            return Err(ctx.err(&format!("{path}.include"), "sweep includes nest more than 8 deep (an include cycle?)"));
+            return Err(ctx.err(
+                &format!("{path}.include"),
+                "sweep includes nest more than 8 deep (an include cycle?)",
+            ));
         }
         for (i, rel) in inc.items().iter().enumerate() {
             let ipath = match inc {
@@ -604,29 +766,60 @@ fn expand_sweep(ctx: &Ctx, path: &str, sweep: &RawSweep, dir: &Path, defaults: &
             };
             let full = dir.join(rel);
             let text = std::fs::read_to_string(&full).map_err(|e| {
-                ctx.err_value(&ipath, format!("included sweep file `{}` cannot be read: {}", full.display(), io_reason(&e)))
+                ctx.err_value(
+                    &ipath,
+                    format!(
+                        "included sweep file `{}` cannot be read: {}",
+                        full.display(),
+                        io_reason(&e)
+                    ),
+                )
             })?;
-            let ifile = SourceFile { path: full.clone(), text: Arc::from(text) };
+            let ifile = SourceFile {
+                path: full.clone(),
+                text: Arc::from(text),
+            };
             let isweep: RawSweep = parse(&ifile)?;
             let ictx = Ctx::new(&ifile);
             let idir = full.parent().map(Path::to_path_buf).unwrap_or_default();
-            arms.extend(expand_sweep(&ictx, "", &isweep, &idir, defaults, depth + 1)?);
+            arms.extend(expand_sweep(
+                &ictx,
+                "",
+                &isweep,
+                &idir,
+                defaults,
+                depth + 1,
+            )?);
         }
     }
 
-    let join = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { format!("{a}.{b}") };
+    let join = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            format!("{a}.{b}")
+        }
+    };
 
     if let Some(matrix) = &sweep.matrix {
         let mpath = join(path, "matrix");
         let mut combos: Vec<Vec<(String, Value, String, Yaml)>> = vec![Vec::new()];
         for (key, values) in matrix {
             if values.is_empty() {
-                return Err(ctx.err(&format!("{mpath}.{key}"), format!("matrix key `{key}` has no values")));
+                return Err(ctx.err(
+                    &format!("{mpath}.{key}"),
+                    format!("matrix key `{key}` has no values"),
+                ));
             }
             let mut next = Vec::new();
             for combo in &combos {
                 for (i, y) in values.iter().enumerate() {
-                    let (v, text) = check_param(&format!("{mpath}.{key}[{i}]"), key, y, &format!("{key}={}", yaml_text(y)))?;
+                    let (v, text) = check_param(
+                        &format!("{mpath}.{key}[{i}]"),
+                        key,
+                        y,
+                        &format!("{key}={}", yaml_text(y)),
+                    )?;
                     let mut c = combo.clone();
                     c.push((key.clone(), v, text, y.clone()));
                     next.push(c);
@@ -637,19 +830,30 @@ fn expand_sweep(ctx: &Ctx, path: &str, sweep: &RawSweep, dir: &Path, defaults: &
         for (ei, ex) in sweep.exclude.iter().enumerate() {
             for k in ex.keys() {
                 if !matrix.contains_key(k) {
-                    return Err(ctx.err(&format!("{}[{ei}].{k}", join(path, "exclude")), format!("`exclude` names `{k}`, which is not a matrix key")));
+                    return Err(ctx.err(
+                        &format!("{}[{ei}].{k}", join(path, "exclude")),
+                        format!("`exclude` names `{k}`, which is not a matrix key"),
+                    ));
                 }
             }
         }
         for combo in combos {
             let excluded = sweep.exclude.iter().any(|ex| {
-                ex.iter().all(|(k, y)| combo.iter().any(|(ck, _, _, cy)| ck == k && yaml_eq(cy, y)))
+                ex.iter()
+                    .all(|(k, y)| combo.iter().any(|(ck, _, _, cy)| ck == k && yaml_eq(cy, y)))
             });
             if excluded {
                 continue;
             }
-            let name = combo.iter().map(|(k, _, t, _)| format!("{k}={t}")).collect::<Vec<_>>().join(",");
-            arms.push(Arm { name, params: combo.into_iter().map(|(k, v, _, _)| (k, v)).collect() });
+            let name = combo
+                .iter()
+                .map(|(k, _, t, _)| format!("{k}={t}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            arms.push(Arm {
+                name,
+                params: combo.into_iter().map(|(k, v, _, _)| (k, v)).collect(),
+            });
         }
     } else if !sweep.exclude.is_empty() {
         return Err(ctx.err(&join(path, "exclude"), "`exclude` needs a `matrix`"));
@@ -662,17 +866,34 @@ fn expand_sweep(ctx: &Ctx, path: &str, sweep: &RawSweep, dir: &Path, defaults: &
             let (v, _) = check_param(&format!("{apath}.params.{k}"), k, y, &arm.name)?;
             params.insert(k.clone(), v);
         }
-        arms.push(Arm { name: arm.name.clone(), params });
+        arms.push(Arm {
+            name: arm.name.clone(),
+            params,
+        });
     }
 
     let mut seen = std::collections::HashSet::new();
     for (i, arm) in arms.iter().enumerate() {
         if !seen.insert(arm.name.clone()) {
-            return Err(ctx.err(&if path.is_empty() { String::new() } else { path.to_string() }, format!("two sweep arms are named `{}` (arm {} repeats an earlier one)", arm.name, i + 1)));
+            return Err(ctx.err(
+                &if path.is_empty() {
+                    String::new()
+                } else {
+                    path.to_string()
+                },
+                format!(
+                    "two sweep arms are named `{}` (arm {} repeats an earlier one)",
+                    arm.name,
+                    i + 1
+                ),
+            ));
         }
     }
     if depth == 0 && arms.is_empty() {
-        return Err(ctx.err(path, "the sweep has no arms (every matrix combination is excluded?)"));
+        return Err(ctx.err(
+            path,
+            "the sweep has no arms (every matrix combination is excluded?)",
+        ));
     }
     Ok(arms)
 }
@@ -682,7 +903,10 @@ fn yaml_text(y: &Yaml) -> String {
         Yaml::String(s) => s.clone(),
         Yaml::Number(n) => n.to_string(),
         Yaml::Bool(b) => b.to_string(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -695,5 +919,9 @@ fn yaml_eq(a: &Yaml, b: &Yaml) -> bool {
 
 /// The directory a workflow's relative paths resolve against.
 pub fn workflow_dir(w: &Workflow) -> PathBuf {
-    w.file.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    w.file
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }

@@ -16,8 +16,14 @@ pub struct SpanIndex {
 }
 
 enum Frame {
-    Map { path: String, pending_key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        pending_key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 struct Builder {
@@ -26,11 +32,18 @@ struct Builder {
 }
 
 fn loc(mark: &Marker) -> Location {
-    Location { line: mark.line(), col: mark.col() + 1 }
+    Location {
+        line: mark.line(),
+        col: mark.col() + 1,
+    }
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 impl Builder {
@@ -44,8 +57,13 @@ impl Builder {
                 self.index.positions.insert(p.clone(), loc(mark));
                 Some(p)
             }
-            Some(Frame::Map { pending_key: Some(_), .. }) => {
-                let Some(Frame::Map { path, pending_key }) = self.stack.last_mut() else { unreachable!() };
+            Some(Frame::Map {
+                pending_key: Some(_),
+                ..
+            }) => {
+                let Some(Frame::Map { path, pending_key }) = self.stack.last_mut() else {
+                    unreachable!()
+                };
                 let p = join(path, &pending_key.take().unwrap_or_default());
                 self.index.values.insert(p.clone(), loc(mark));
                 Some(p)
@@ -59,7 +77,11 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { path, pending_key: pending @ None }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    path,
+                    pending_key: pending @ None,
+                }) = self.stack.last_mut()
+                {
                     let p = join(path, &value);
                     self.index.positions.insert(p, loc(&mark));
                     *pending = Some(value);
@@ -69,7 +91,10 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) => {
                 let path = self.node_path(&mark).unwrap_or_default();
-                self.stack.push(Frame::Map { path, pending_key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    pending_key: None,
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.node_path(&mark).unwrap_or_default();
@@ -88,7 +113,10 @@ impl MarkedEventReceiver for Builder {
 
 impl SpanIndex {
     pub fn build(text: &str) -> SpanIndex {
-        let mut builder = Builder { stack: Vec::new(), index: SpanIndex::default() };
+        let mut builder = Builder {
+            stack: Vec::new(),
+            index: SpanIndex::default(),
+        };
         let mut parser = Parser::new_from_str(text);
         // A syntax error stops the index where it is; serde_yaml reports the error itself.
         let _ = parser.load(&mut builder, false);
@@ -130,12 +158,30 @@ mod tests {
     fn finds_keys_and_items() {
         let text = "name: x\ntasks:\n  train:\n    kind: shell\n    needs: [a, b]\n    params:\n      lr: 3\n";
         let idx = SpanIndex::build(text);
-        assert_eq!(idx.locate("tasks.train"), Some(Location { line: 3, col: 3 }));
-        assert_eq!(idx.locate("tasks.train.kind"), Some(Location { line: 4, col: 5 }));
-        assert_eq!(idx.locate("tasks.train.needs[1]"), Some(Location { line: 5, col: 16 }));
-        assert_eq!(idx.locate("tasks.train.params.lr"), Some(Location { line: 7, col: 7 }));
-        assert_eq!(idx.locate_value("tasks.train.params.lr"), Some(Location { line: 7, col: 11 }));
+        assert_eq!(
+            idx.locate("tasks.train"),
+            Some(Location { line: 3, col: 3 })
+        );
+        assert_eq!(
+            idx.locate("tasks.train.kind"),
+            Some(Location { line: 4, col: 5 })
+        );
+        assert_eq!(
+            idx.locate("tasks.train.needs[1]"),
+            Some(Location { line: 5, col: 16 })
+        );
+        assert_eq!(
+            idx.locate("tasks.train.params.lr"),
+            Some(Location { line: 7, col: 7 })
+        );
+        assert_eq!(
+            idx.locate_value("tasks.train.params.lr"),
+            Some(Location { line: 7, col: 11 })
+        );
         // Unknown sub-paths fall back to the closest known key.
-        assert_eq!(idx.locate("tasks.train.params.lr.x"), Some(Location { line: 7, col: 7 }));
+        assert_eq!(
+            idx.locate("tasks.train.params.lr.x"),
+            Some(Location { line: 7, col: 7 })
+        );
     }
 }

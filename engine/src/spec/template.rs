@@ -44,26 +44,47 @@ pub struct Unresolved {
 
 /// Renders every string in `value`. `path` is the key path of `value` (for errors);
 /// `quoted_keys` are top-level keys whose substitutions are shell-quoted.
-pub fn render(value: &Value, scope: &Scope, path: &str, quoted_keys: &[&str]) -> Result<Value, Unresolved> {
+pub fn render(
+    value: &Value,
+    scope: &Scope,
+    path: &str,
+    quoted_keys: &[&str],
+) -> Result<Value, Unresolved> {
     render_inner(value, scope, path, quoted_keys, false, true)
 }
 
-fn render_inner(value: &Value, scope: &Scope, path: &str, quoted_keys: &[&str], quote: bool, top: bool) -> Result<Value, Unresolved> {
+fn render_inner(
+    value: &Value,
+    scope: &Scope,
+    path: &str,
+    quoted_keys: &[&str],
+    quote: bool,
+    top: bool,
+) -> Result<Value, Unresolved> {
     Ok(match value {
         Value::String(s) => render_str(s, scope, path, quote)?,
         Value::Array(items) => Value::Array(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| render_inner(v, scope, &format!("{path}[{i}]"), quoted_keys, quote, false))
+                .map(|(i, v)| {
+                    render_inner(v, scope, &format!("{path}[{i}]"), quoted_keys, quote, false)
+                })
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
                 let q = quote || (top && quoted_keys.contains(&k.as_str()));
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                out.insert(k.clone(), render_inner(v, scope, &p, quoted_keys, q, false)?);
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                out.insert(
+                    k.clone(),
+                    render_inner(v, scope, &p, quoted_keys, q, false)?,
+                );
             }
             Value::Object(out)
         }
@@ -110,7 +131,12 @@ fn render_str(s: &str, scope: &Scope, path: &str, quote: bool) -> Result<Value, 
         return Ok(Value::String(s.to_string()));
     }
     let parts = pieces(s);
-    let lookup = |var: &str| scope.get(var).ok_or_else(|| Unresolved { var: var.to_string(), path: path.to_string() });
+    let lookup = |var: &str| {
+        scope.get(var).ok_or_else(|| Unresolved {
+            var: var.to_string(),
+            path: path.to_string(),
+        })
+    };
     if let [Piece::Var(var)] = parts.as_slice()
         && !quote
     {
@@ -159,7 +185,10 @@ mod tests {
     use serde_json::json;
 
     fn scope_of(pairs: &[(&str, Value)]) -> IndexMap<String, Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     #[test]
@@ -168,7 +197,10 @@ mod tests {
         let scope = Scope::new().push(&layer);
         let v = json!({"k": "${n}", "s": "x-${n}-${name}", "lit": "$${n}", "d": "cost $5"});
         let r = render(&v, &scope, "", &[]).unwrap();
-        assert_eq!(r, json!({"k": 3, "s": "x-3-a b", "lit": "${n}", "d": "cost $5"}));
+        assert_eq!(
+            r,
+            json!({"k": 3, "s": "x-3-a b", "lit": "${n}", "d": "cost $5"})
+        );
     }
 
     #[test]
@@ -185,8 +217,20 @@ mod tests {
     fn unresolved_names_var_and_path() {
         let layer = IndexMap::new();
         let scope = Scope::new().push(&layer);
-        let err = render(&json!({"a": {"b": ["x", "${nope}"]}}), &scope, "params", &[]).unwrap_err();
-        assert_eq!(err, Unresolved { var: "nope".into(), path: "params.a.b[1]".into() });
+        let err = render(
+            &json!({"a": {"b": ["x", "${nope}"]}}),
+            &scope,
+            "params",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            Unresolved {
+                var: "nope".into(),
+                path: "params.a.b[1]".into()
+            }
+        );
     }
 
     #[test]

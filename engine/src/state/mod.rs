@@ -3,8 +3,8 @@
 //! of state changes is one durable transaction, committed before the actions it describes
 //! are carried out.
 
-use serde::{Deserialize, Serialize};
 use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +81,9 @@ pub struct JournalEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("the run journal `{path}` is in use by another cocoflow process (one run per state directory at a time)")]
+    #[error(
+        "the run journal `{path}` is in use by another cocoflow process (one run per state directory at a time)"
+    )]
     Locked { path: String },
     #[error("run journal `{path}`: {source}")]
     Db { path: String, source: redb::Error },
@@ -97,7 +99,12 @@ pub type Result<T> = std::result::Result<T, JournalError>;
 pub trait Journal: Send {
     fn put_run(&mut self, run: &RunRecord) -> Result<()>;
     /// Appends events and updates instance records in one durable transaction.
-    fn record(&mut self, run: &str, events: &[JournalEvent], updates: &[InstanceRecord]) -> Result<()>;
+    fn record(
+        &mut self,
+        run: &str,
+        events: &[JournalEvent],
+        updates: &[InstanceRecord],
+    ) -> Result<()>;
     fn run(&self, id: &str) -> Result<Option<RunRecord>>;
     /// All runs, oldest first.
     fn runs(&self) -> Result<Vec<RunRecord>>;
@@ -106,7 +113,8 @@ pub trait Journal: Send {
 }
 
 const RUNS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("runs");
-const INSTANCES: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("instances");
+const INSTANCES: redb::TableDefinition<(&str, &str), &[u8]> =
+    redb::TableDefinition::new("instances");
 const EVENTS: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("events");
 
 /// The redb-backed journal (`<state>/journal.redb`).
@@ -123,8 +131,15 @@ impl RedbJournal {
         }
         let db = match redb::Database::create(path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(JournalError::Locked { path: p }),
-            Err(e) => return Err(JournalError::Db { path: p, source: e.into() }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(JournalError::Locked { path: p });
+            }
+            Err(e) => {
+                return Err(JournalError::Db {
+                    path: p,
+                    source: e.into(),
+                });
+            }
         };
         let j = RedbJournal { db, path: p };
         // Create the tables so readers never see them missing.
@@ -138,16 +153,25 @@ impl RedbJournal {
     }
 
     fn db_err(&self) -> impl Fn(redb::Error) -> JournalError + '_ {
-        move |source| JournalError::Db { path: self.path.clone(), source }
+        move |source| JournalError::Db {
+            path: self.path.clone(),
+            source,
+        }
     }
 
-    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>) -> Result<()> {
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.db_err()(e.into()))?;
         f(&txn).map_err(self.db_err())?;
         txn.commit().map_err(|e| self.db_err()(e.into()))
     }
 
-    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> std::result::Result<T, redb::Error>) -> Result<T> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> std::result::Result<T, redb::Error>,
+    ) -> Result<T> {
         let txn = self.db.begin_read().map_err(|e| self.db_err()(e.into()))?;
         f(&txn).map_err(self.db_err())
     }
@@ -157,19 +181,34 @@ impl Journal for RedbJournal {
     fn put_run(&mut self, run: &RunRecord) -> Result<()> {
         let bytes = serde_json::to_vec(run)?;
         self.write(|t| {
-            t.open_table(RUNS)?.insert(run.id.as_str(), bytes.as_slice())?;
+            t.open_table(RUNS)?
+                .insert(run.id.as_str(), bytes.as_slice())?;
             Ok(())
         })
     }
 
-    fn record(&mut self, run: &str, events: &[JournalEvent], updates: &[InstanceRecord]) -> Result<()> {
-        let ev: Vec<Vec<u8>> = events.iter().map(serde_json::to_vec).collect::<std::result::Result<_, _>>()?;
-        let up: Vec<(String, Vec<u8>)> = updates.iter().map(|u| Ok((u.key.clone(), serde_json::to_vec(u)?))).collect::<std::result::Result<_, serde_json::Error>>()?;
+    fn record(
+        &mut self,
+        run: &str,
+        events: &[JournalEvent],
+        updates: &[InstanceRecord],
+    ) -> Result<()> {
+        let ev: Vec<Vec<u8>> = events
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<std::result::Result<_, _>>()?;
+        let up: Vec<(String, Vec<u8>)> = updates
+            .iter()
+            .map(|u| Ok((u.key.clone(), serde_json::to_vec(u)?)))
+            .collect::<std::result::Result<_, serde_json::Error>>()?;
         self.write(|t| {
             let mut events_t = t.open_table(EVENTS)?;
             let mut seq = {
                 let mut r = events_t.range((run, 0u64)..=(run, u64::MAX))?;
-                r.next_back().transpose()?.map(|(k, _)| k.value().1 + 1).unwrap_or(0)
+                r.next_back()
+                    .transpose()?
+                    .map(|(k, _)| k.value().1 + 1)
+                    .unwrap_or(0)
             };
             for e in &ev {
                 events_t.insert((run, seq), e.as_slice())?;
@@ -200,7 +239,10 @@ impl Journal for RedbJournal {
             }
             Ok(out)
         })?;
-        let mut runs: Vec<RunRecord> = all.iter().map(|b| serde_json::from_slice(b)).collect::<std::result::Result<_, _>>()?;
+        let mut runs: Vec<RunRecord> = all
+            .iter()
+            .map(|b| serde_json::from_slice(b))
+            .collect::<std::result::Result<_, _>>()?;
         runs.sort_by(|a, b| (a.started_ms, &a.id).cmp(&(b.started_ms, &b.id)));
         Ok(runs)
     }
@@ -218,7 +260,10 @@ impl Journal for RedbJournal {
             }
             Ok(out)
         })?;
-        let mut v: Vec<InstanceRecord> = all.iter().map(|b| serde_json::from_slice(b)).collect::<std::result::Result<_, _>>()?;
+        let mut v: Vec<InstanceRecord> = all
+            .iter()
+            .map(|b| serde_json::from_slice(b))
+            .collect::<std::result::Result<_, _>>()?;
         v.sort_by_key(|r| r.seq);
         Ok(v)
     }
@@ -232,7 +277,10 @@ impl Journal for RedbJournal {
             }
             Ok(out)
         })?;
-        Ok(all.iter().map(|b| serde_json::from_slice(b)).collect::<std::result::Result<_, _>>()?)
+        Ok(all
+            .iter()
+            .map(|b| serde_json::from_slice(b))
+            .collect::<std::result::Result<_, _>>()?)
     }
 }
 
@@ -271,12 +319,35 @@ mod tests {
         let path = dir.path().join("j.redb");
         {
             let mut j = RedbJournal::open(&path).unwrap();
-            assert!(matches!(RedbJournal::open(&path), Err(JournalError::Locked { .. })));
+            assert!(matches!(
+                RedbJournal::open(&path),
+                Err(JournalError::Locked { .. })
+            ));
             j.put_run(&rec("a")).unwrap();
             j.put_run(&rec("b")).unwrap();
-            let ev = JournalEvent { t_ms: 1, key: "k1".into(), name: "t".into(), state: "running".into(), attempt: 1, error: None };
-            let ir = InstanceRecord { seq: 0, key: "k1".into(), name: "t".into(), kind: "noop".into(), state: "running".into(), attempts: 1, started_ms: Some(1), finished_ms: None, error: None, gpus: vec![], log: None };
-            j.record("a", &[ev.clone(), ev.clone()], &[ir.clone()]).unwrap();
+            let ev = JournalEvent {
+                t_ms: 1,
+                key: "k1".into(),
+                name: "t".into(),
+                state: "running".into(),
+                attempt: 1,
+                error: None,
+            };
+            let ir = InstanceRecord {
+                seq: 0,
+                key: "k1".into(),
+                name: "t".into(),
+                kind: "noop".into(),
+                state: "running".into(),
+                attempts: 1,
+                started_ms: Some(1),
+                finished_ms: None,
+                error: None,
+                gpus: vec![],
+                log: None,
+            };
+            j.record("a", &[ev.clone(), ev.clone()], &[ir.clone()])
+                .unwrap();
             j.record("b", &[ev], &[]).unwrap();
         }
         let j = RedbJournal::open(&path).unwrap();

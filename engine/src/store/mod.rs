@@ -32,11 +32,21 @@ pub enum StoreError {
     #[error("blob `{digest}` is missing from the store")]
     Missing { digest: String },
     #[error("store `{url}`: {source}")]
-    Backend { url: String, source: object_store::Error },
+    Backend {
+        url: String,
+        source: object_store::Error,
+    },
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("malformed {what} `{path}`: {source}")]
-    Malformed { what: &'static str, path: String, source: serde_json::Error },
+    Malformed {
+        what: &'static str,
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -62,7 +72,11 @@ struct Inner {
 pub const INLINE_MAX: usize = 1024;
 
 pub fn blob_path(digest: &str) -> OPath {
-    OPath::from(format!("blobs/{}/{}", &digest[..2.min(digest.len())], digest))
+    OPath::from(format!(
+        "blobs/{}/{}",
+        &digest[..2.min(digest.len())],
+        digest
+    ))
 }
 
 fn result_path(key: &str) -> OPath {
@@ -82,50 +96,90 @@ impl Store {
     /// Opens a store by URL. Relative `file://` paths resolve against `base`;
     /// `cache_dir` holds local copies of remote blobs.
     pub fn open(url: &str, base: &Path, cache_dir: &Path) -> Result<Store> {
-        let bad = |reason: &str| StoreError::BadUrl { url: url.to_string(), reason: reason.to_string() };
-        let (os, local_root): (Arc<dyn ObjectStore>, Option<PathBuf>) = if let Some(rest) = url.strip_prefix("file://") {
-            if rest.is_empty() {
-                return Err(bad("a `file://` store needs a directory, e.g. `file://.cocoflow/store`"));
-            }
-            let root = if Path::new(rest).is_absolute() { PathBuf::from(rest) } else { base.join(rest) };
-            std::fs::create_dir_all(&root).map_err(io(format!("cannot create store directory `{}`", root.display())))?;
-            let root = root.canonicalize().map_err(io(format!("cannot resolve `{}`", root.display())))?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
-                .map_err(|source| StoreError::Backend { url: url.to_string(), source })?;
-            (Arc::new(fs), Some(root))
-        } else if url == "memory://" || url.starts_with("memory://") {
-            (Arc::new(object_store::memory::InMemory::new()), None)
-        } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("an `s3://` store needs a bucket, e.g. `s3://my-bucket/cocoflow`"));
-            }
-            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
-                builder = builder.with_region("us-east-1");
-            }
-            if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")) {
-                builder = builder.with_endpoint(&endpoint).with_virtual_hosted_style_request(false);
-                if endpoint.starts_with("http://") {
-                    builder = builder.with_allow_http(true);
-                }
-            }
-            let s3 = builder.build().map_err(|source| StoreError::Backend { url: url.to_string(), source })?;
-            let os: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.trim_matches('/')))
-            };
-            (os, None)
-        } else {
-            return Err(bad("expected `file://DIR`, `s3://BUCKET/PREFIX` or `memory://`"));
+        let bad = |reason: &str| StoreError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
         };
+        let (os, local_root): (Arc<dyn ObjectStore>, Option<PathBuf>) =
+            if let Some(rest) = url.strip_prefix("file://") {
+                if rest.is_empty() {
+                    return Err(bad(
+                        "a `file://` store needs a directory, e.g. `file://.cocoflow/store`",
+                    ));
+                }
+                let root = if Path::new(rest).is_absolute() {
+                    PathBuf::from(rest)
+                } else {
+                    base.join(rest)
+                };
+                std::fs::create_dir_all(&root).map_err(io(format!(
+                    "cannot create store directory `{}`",
+                    root.display()
+                )))?;
+                let root = root
+                    .canonicalize()
+                    .map_err(io(format!("cannot resolve `{}`", root.display())))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(
+                    |source| StoreError::Backend {
+                        url: url.to_string(),
+                        source,
+                    },
+                )?;
+                (Arc::new(fs), Some(root))
+            } else if url == "memory://" || url.starts_with("memory://") {
+                (Arc::new(object_store::memory::InMemory::new()), None)
+            } else if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad(
+                        "an `s3://` store needs a bucket, e.g. `s3://my-bucket/cocoflow`",
+                    ));
+                }
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if std::env::var("AWS_REGION").is_err()
+                    && std::env::var("AWS_DEFAULT_REGION").is_err()
+                {
+                    builder = builder.with_region("us-east-1");
+                }
+                if let Ok(endpoint) =
+                    std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT"))
+                {
+                    builder = builder
+                        .with_endpoint(&endpoint)
+                        .with_virtual_hosted_style_request(false);
+                    if endpoint.starts_with("http://") {
+                        builder = builder.with_allow_http(true);
+                    }
+                }
+                let s3 = builder.build().map_err(|source| StoreError::Backend {
+                    url: url.to_string(),
+                    source,
+                })?;
+                let os: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(
+                        s3,
+                        prefix.trim_matches('/'),
+                    ))
+                };
+                (os, None)
+            } else {
+                return Err(bad(
+                    "expected `file://DIR`, `s3://BUCKET/PREFIX` or `memory://`",
+                ));
+            };
         Ok(Store {
             inner: Arc::new(Inner {
                 os,
                 url: url.to_string(),
                 local_root,
-                cache_dir: if cache_dir.is_absolute() { cache_dir.to_path_buf() } else { base.join(cache_dir) },
+                cache_dir: if cache_dir.is_absolute() {
+                    cache_dir.to_path_buf()
+                } else {
+                    base.join(cache_dir)
+                },
                 verified: Mutex::new(HashSet::new()),
             }),
         })
@@ -140,12 +194,23 @@ impl Store {
     }
 
     fn backend(&self) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
-        move |source| StoreError::Backend { url: self.inner.url.clone(), source }
+        move |source| StoreError::Backend {
+            url: self.inner.url.clone(),
+            source,
+        }
     }
 
     async fn put_if_absent(&self, path: &OPath, bytes: Bytes) -> Result<()> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.os.put_opts(path, PutPayload::from(bytes), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .os
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(self.backend()(e)),
         }
@@ -164,19 +229,27 @@ impl Store {
             self.put_if_absent(&path, bytes).await?;
         }
         self.inner.verified.lock().unwrap().insert(digest.clone());
-        Ok(Artifact { digest, size, tree: false, inline: None })
+        Ok(Artifact {
+            digest,
+            size,
+            tree: false,
+            inline: None,
+        })
     }
 
     /// Stores a file (streamed from disk).
     pub async fn put_file(&self, file: &Path) -> Result<Artifact> {
-        let bytes = tokio::fs::read(file).await.map_err(io(format!("cannot read `{}`", file.display())))?;
+        let bytes = tokio::fs::read(file)
+            .await
+            .map_err(io(format!("cannot read `{}`", file.display())))?;
         self.put_blob(Bytes::from(bytes)).await
     }
 
     /// Stores a directory as a tree artifact: each file a blob, plus the listing.
     pub async fn put_dir(&self, dir: &Path) -> Result<Artifact> {
         let mut files = Vec::new();
-        collect_files(dir, dir, &mut files).map_err(io(format!("cannot list `{}`", dir.display())))?;
+        collect_files(dir, dir, &mut files)
+            .map_err(io(format!("cannot list `{}`", dir.display())))?;
         files.sort();
         let mut entries = Vec::new();
         let mut total = 0;
@@ -185,11 +258,21 @@ impl Store {
             let exec = is_executable(&full);
             let a = self.put_file(&full).await?;
             total += a.size;
-            entries.push(TreeEntry { path: rel, digest: a.digest, size: a.size, exec });
+            entries.push(TreeEntry {
+                path: rel,
+                digest: a.digest,
+                size: a.size,
+                exec,
+            });
         }
         let listing = serde_json::to_vec(&Tree { entries }).expect("tree serialises");
         let a = self.put_blob(Bytes::from(listing)).await?;
-        Ok(Artifact { digest: a.digest, size: total, tree: true, inline: None })
+        Ok(Artifact {
+            digest: a.digest,
+            size: total,
+            tree: true,
+            inline: None,
+        })
     }
 
     /// Reads a blob and verifies its digest.
@@ -197,12 +280,19 @@ impl Store {
         let path = blob_path(digest);
         let bytes = match self.inner.os.get(&path).await {
             Ok(r) => r.bytes().await.map_err(self.backend())?,
-            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::Missing { digest: digest.to_string() }),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::Missing {
+                    digest: digest.to_string(),
+                });
+            }
             Err(e) => return Err(self.backend()(e)),
         };
         let actual = digest_of(&bytes);
         if actual != digest {
-            return Err(StoreError::Corrupt { digest: digest.to_string(), actual });
+            return Err(StoreError::Corrupt {
+                digest: digest.to_string(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -236,59 +326,110 @@ impl Store {
             if !already {
                 let bytes = match tokio::fs::read(&p).await {
                     Ok(b) => b,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Missing { digest: digest.to_string() }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::Missing {
+                            digest: digest.to_string(),
+                        });
+                    }
                     Err(e) => return Err(io(format!("cannot read `{}`", p.display()))(e)),
                 };
                 let actual = digest_of(&bytes);
                 if actual != digest {
-                    return Err(StoreError::Corrupt { digest: digest.to_string(), actual });
+                    return Err(StoreError::Corrupt {
+                        digest: digest.to_string(),
+                        actual,
+                    });
                 }
-                self.inner.verified.lock().unwrap().insert(digest.to_string());
+                self.inner
+                    .verified
+                    .lock()
+                    .unwrap()
+                    .insert(digest.to_string());
             }
             return Ok(p);
         }
-        let p = self.inner.cache_dir.join("blobs").join(&digest[..2]).join(digest);
-        if p.is_file() && (already || std::fs::read(&p).map(|b| digest_of(&b) == digest).unwrap_or(false)) {
-            self.inner.verified.lock().unwrap().insert(digest.to_string());
+        let p = self
+            .inner
+            .cache_dir
+            .join("blobs")
+            .join(&digest[..2])
+            .join(digest);
+        if p.is_file()
+            && (already
+                || std::fs::read(&p)
+                    .map(|b| digest_of(&b) == digest)
+                    .unwrap_or(false))
+        {
+            self.inner
+                .verified
+                .lock()
+                .unwrap()
+                .insert(digest.to_string());
             return Ok(p);
         }
         let bytes = self.get_blob(digest).await?;
         write_atomic(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
-        self.inner.verified.lock().unwrap().insert(digest.to_string());
+        self.inner
+            .verified
+            .lock()
+            .unwrap()
+            .insert(digest.to_string());
         Ok(p)
     }
 
     /// Materialises a tree artifact as a read-only directory in the cache; returns its path.
     pub async fn tree_dir(&self, digest: &str) -> Result<PathBuf> {
         let dir = self.inner.cache_dir.join("trees").join(digest);
-        if dir.is_dir() && self.inner.verified.lock().unwrap().contains(&format!("tree:{digest}")) {
+        if dir.is_dir()
+            && self
+                .inner
+                .verified
+                .lock()
+                .unwrap()
+                .contains(&format!("tree:{digest}"))
+        {
             return Ok(dir);
         }
         let tree = self.read_tree(digest).await?;
-        let tmp = self.inner.cache_dir.join("trees").join(format!(".tmp-{digest}-{}", std::process::id()));
+        let tmp = self
+            .inner
+            .cache_dir
+            .join("trees")
+            .join(format!(".tmp-{digest}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         for e in &tree.entries {
             let src = self.blob_file(&e.digest).await?;
             let dst = tmp.join(&e.path);
             if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent).map_err(io(format!("cannot create `{}`", parent.display())))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("cannot create `{}`", parent.display())))?;
             }
             if std::fs::hard_link(&src, &dst).is_err() {
-                std::fs::copy(&src, &dst).map_err(io(format!("cannot copy to `{}`", dst.display())))?;
+                std::fs::copy(&src, &dst)
+                    .map_err(io(format!("cannot copy to `{}`", dst.display())))?;
             }
         }
         std::fs::create_dir_all(&tmp).map_err(io(format!("cannot create `{}`", tmp.display())))?;
         if dir.exists() {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        std::fs::rename(&tmp, &dir).map_err(io(format!("cannot move tree into `{}`", dir.display())))?;
-        self.inner.verified.lock().unwrap().insert(format!("tree:{digest}"));
+        std::fs::rename(&tmp, &dir)
+            .map_err(io(format!("cannot move tree into `{}`", dir.display())))?;
+        self.inner
+            .verified
+            .lock()
+            .unwrap()
+            .insert(format!("tree:{digest}"));
         Ok(dir)
     }
 
     pub async fn read_tree(&self, digest: &str) -> Result<Tree> {
         let bytes = self.get_blob(digest).await?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Malformed { what: "tree", path: digest.to_string(), source })
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Malformed {
+            what: "tree",
+            path: digest.to_string(),
+            source,
+        })
     }
 
     /// Stores an output: inline in the manifest when small, else as a blob.
@@ -296,13 +437,20 @@ impl Store {
         if bytes.len() <= INLINE_MAX {
             use base64::Engine as _;
             let digest = digest_of(&bytes);
-            return Ok(Artifact { digest, size: bytes.len() as u64, tree: false, inline: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)) });
+            return Ok(Artifact {
+                digest,
+                size: bytes.len() as u64,
+                tree: false,
+                inline: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+            });
         }
         self.put_blob(bytes).await
     }
 
     pub async fn put_file_output(&self, file: &Path) -> Result<Artifact> {
-        let bytes = tokio::fs::read(file).await.map_err(io(format!("cannot read `{}`", file.display())))?;
+        let bytes = tokio::fs::read(file)
+            .await
+            .map_err(io(format!("cannot read `{}`", file.display())))?;
         self.put_output(Bytes::from(bytes)).await
     }
 
@@ -311,10 +459,15 @@ impl Store {
         match &a.inline {
             Some(b64) => {
                 use base64::Engine as _;
-                let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap_or_default();
                 let actual = digest_of(&bytes);
                 if actual != a.digest {
-                    return Err(StoreError::Corrupt { digest: a.digest.clone(), actual });
+                    return Err(StoreError::Corrupt {
+                        digest: a.digest.clone(),
+                        actual,
+                    });
                 }
                 Ok(Bytes::from(bytes))
             }
@@ -328,7 +481,12 @@ impl Store {
             return self.tree_dir(&a.digest).await;
         }
         if a.inline.is_some() {
-            let p = self.inner.cache_dir.join("blobs").join(&a.digest[..2]).join(&a.digest);
+            let p = self
+                .inner
+                .cache_dir
+                .join("blobs")
+                .join(&a.digest[..2])
+                .join(&a.digest);
             if !p.is_file() {
                 let bytes = self.read_artifact(a).await?;
                 write_atomic(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
@@ -346,18 +504,32 @@ impl Store {
         }
         let mut out = vec![a.digest.clone()];
         if a.tree {
-            out.extend(self.read_tree(&a.digest).await?.entries.into_iter().map(|e| e.digest));
+            out.extend(
+                self.read_tree(&a.digest)
+                    .await?
+                    .entries
+                    .into_iter()
+                    .map(|e| e.digest),
+            );
         }
         Ok(out)
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &OPath, what: &'static str) -> Result<Option<T>> {
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &OPath,
+        what: &'static str,
+    ) -> Result<Option<T>> {
         match self.inner.os.get(path).await {
             Ok(r) => {
                 let bytes = r.bytes().await.map_err(self.backend())?;
                 serde_json::from_slice(&bytes)
                     .map(Some)
-                    .map_err(|source| StoreError::Malformed { what, path: path.to_string(), source })
+                    .map_err(|source| StoreError::Malformed {
+                        what,
+                        path: path.to_string(),
+                        source,
+                    })
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.backend()(e)),
@@ -366,7 +538,11 @@ impl Store {
 
     async fn put_json<T: serde::Serialize>(&self, path: &OPath, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(value).expect("serialises");
-        self.inner.os.put(path, PutPayload::from(bytes)).await.map_err(self.backend())?;
+        self.inner
+            .os
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map_err(self.backend())?;
         Ok(())
     }
 
@@ -405,7 +581,11 @@ impl Store {
 
     pub async fn put_checkpoint(&self, key: &str, name: &str, bytes: Bytes) -> Result<()> {
         let path = OPath::from(format!("checkpoints/{key}/{name}"));
-        self.inner.os.put(&path, PutPayload::from(bytes)).await.map_err(self.backend())?;
+        self.inner
+            .os
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(self.backend())?;
         Ok(())
     }
 
@@ -419,11 +599,13 @@ impl Store {
     }
 
     pub async fn put_run(&self, s: &RunSummary) -> Result<()> {
-        self.put_json(&OPath::from(format!("runs/{}.json", s.run_id)), s).await
+        self.put_json(&OPath::from(format!("runs/{}.json", s.run_id)), s)
+            .await
     }
 
     pub async fn put_pin(&self, p: &Pin) -> Result<()> {
-        self.put_json(&OPath::from(format!("pins/{}.json", p.name)), p).await
+        self.put_json(&OPath::from(format!("pins/{}.json", p.name)), p)
+            .await
     }
 
     pub async fn delete_pin(&self, name: &str) -> Result<bool> {
@@ -438,11 +620,17 @@ impl Store {
     }
 
     pub async fn put_lease(&self, l: &Lease) -> Result<()> {
-        self.put_json(&OPath::from(format!("leases/{}.json", l.run_id)), l).await
+        self.put_json(&OPath::from(format!("leases/{}.json", l.run_id)), l)
+            .await
     }
 
     pub async fn delete_lease(&self, run_id: &str) -> Result<()> {
-        match self.inner.os.delete(&OPath::from(format!("leases/{run_id}.json"))).await {
+        match self
+            .inner
+            .os
+            .delete(&OPath::from(format!("leases/{run_id}.json")))
+            .await
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.backend()(e)),
         }
@@ -455,13 +643,22 @@ impl Store {
         self.inner
             .os
             .list(Some(&p))
-            .map_ok(|m| (m.location.to_string(), m.last_modified.timestamp_millis().max(0) as u64))
+            .map_ok(|m| {
+                (
+                    m.location.to_string(),
+                    m.last_modified.timestamp_millis().max(0) as u64,
+                )
+            })
             .try_collect()
             .await
             .map_err(self.backend())
     }
 
-    pub async fn read_json_at<T: serde::de::DeserializeOwned>(&self, location: &str, what: &'static str) -> Result<Option<T>> {
+    pub async fn read_json_at<T: serde::de::DeserializeOwned>(
+        &self,
+        location: &str,
+        what: &'static str,
+    ) -> Result<Option<T>> {
         self.get_json(&OPath::from(location), what).await
     }
 
@@ -474,7 +671,10 @@ impl Store {
 
     /// Checks many result keys at once (bounded concurrency for remote stores).
     pub async fn have_results(&self, keys: &[String]) -> Result<Vec<bool>> {
-        futures::stream::iter(keys.iter().map(|k| self.has_result(k))).buffered(64).try_collect().await
+        futures::stream::iter(keys.iter().map(|k| self.has_result(k)))
+            .buffered(64)
+            .try_collect()
+            .await
     }
 }
 
@@ -487,7 +687,12 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Res
             collect_files(root, &path, out)?;
         } else if ft.is_file() || ft.is_symlink() {
             let rel = path.strip_prefix(root).expect("under root");
-            out.push(rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"));
+            out.push(
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            );
         }
     }
     Ok(())
@@ -495,7 +700,9 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Res
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Writes a file so that readers see either nothing or all of it.
@@ -505,7 +712,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}-{:?}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id(),
         std::thread::current().id()
     ));
@@ -518,7 +727,12 @@ mod tests {
     use super::*;
 
     fn mem() -> Store {
-        Store::open("memory://", Path::new("."), &std::env::temp_dir().join("cocoflow-test-cache")).unwrap()
+        Store::open(
+            "memory://",
+            Path::new("."),
+            &std::env::temp_dir().join("cocoflow-test-cache"),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -529,19 +743,38 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.digest, blake3::hash(b"hello").to_hex().to_string());
         assert_eq!(&s.get_blob(&a.digest).await.unwrap()[..], b"hello");
-        assert!(matches!(s.get_blob(&"0".repeat(64)).await, Err(StoreError::Missing { .. })));
+        assert!(matches!(
+            s.get_blob(&"0".repeat(64)).await,
+            Err(StoreError::Missing { .. })
+        ));
     }
 
     #[tokio::test]
     async fn corrupt_blob_is_detected_on_read() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&format!("file://{}", dir.path().join("st").display()), dir.path(), &dir.path().join("cache")).unwrap();
+        let s = Store::open(
+            &format!("file://{}", dir.path().join("st").display()),
+            dir.path(),
+            &dir.path().join("cache"),
+        )
+        .unwrap();
         let a = s.put_blob(Bytes::from_static(b"payload")).await.unwrap();
         let file = dir.path().join("st").join(blob_path(&a.digest).as_ref());
         std::fs::write(&file, b"tampered").unwrap();
-        let fresh = Store::open(&format!("file://{}", dir.path().join("st").display()), dir.path(), &dir.path().join("cache")).unwrap();
-        assert!(matches!(fresh.get_blob(&a.digest).await, Err(StoreError::Corrupt { .. })));
-        assert!(matches!(fresh.blob_file(&a.digest).await, Err(StoreError::Corrupt { .. })));
+        let fresh = Store::open(
+            &format!("file://{}", dir.path().join("st").display()),
+            dir.path(),
+            &dir.path().join("cache"),
+        )
+        .unwrap();
+        assert!(matches!(
+            fresh.get_blob(&a.digest).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            fresh.blob_file(&a.digest).await,
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[tokio::test]

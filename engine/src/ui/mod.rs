@@ -51,7 +51,13 @@ pub struct Ui {
 
 impl Ui {
     pub fn new(mode: Mode) -> Ui {
-        Ui { mode, mp: None, overall: None, lines: HashMap::new(), counts: Counts::default() }
+        Ui {
+            mode,
+            mp: None,
+            overall: None,
+            lines: HashMap::new(),
+            counts: Counts::default(),
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -81,7 +87,11 @@ impl Ui {
     }
 
     pub fn start(&mut self, run_id: &str, workflow: &str, total: usize, cached: usize) {
-        self.counts = Counts { total, cached, ..Default::default() };
+        self.counts = Counts {
+            total,
+            cached,
+            ..Default::default()
+        };
         match self.mode {
             Mode::Json => self.json(json!({"event": "start", "run": run_id, "workflow": workflow, "instances": total, "cached": cached})),
             Mode::Quiet => {}
@@ -107,7 +117,10 @@ impl Ui {
         if let Some(bar) = &self.overall {
             let c = &self.counts;
             bar.set_position((c.cached + c.done + c.failed) as u64);
-            bar.set_message(format!("done {} · cached {} · failed {} · running {}", c.done, c.cached, c.failed, c.running));
+            bar.set_message(format!(
+                "done {} · cached {} · failed {} · running {}",
+                c.done, c.cached, c.failed, c.running
+            ));
         }
     }
 
@@ -144,7 +157,15 @@ impl Ui {
     }
 
     /// A task ended: `state` is `succeeded`, `failed`, `retry`, `interrupted`.
-    pub fn finished(&mut self, id: usize, name: &str, state: &str, took: Duration, error: Option<&str>, log: Option<&str>) {
+    pub fn finished(
+        &mut self,
+        id: usize,
+        name: &str,
+        state: &str,
+        took: Duration,
+        error: Option<&str>,
+        log: Option<&str>,
+    ) {
         self.counts.running = self.counts.running.saturating_sub(1);
         match state {
             "succeeded" => self.counts.done += 1,

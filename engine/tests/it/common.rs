@@ -12,7 +12,9 @@ pub struct Project {
 #[allow(dead_code)]
 impl Project {
     pub fn new() -> Project {
-        Project { dir: tempfile::tempdir().expect("tempdir") }
+        Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -28,14 +30,22 @@ impl Project {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args).current_dir(self.path()).env_remove("RUST_LOG").env("NO_COLOR", "1").stdin(Stdio::null());
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
         c
     }
 
     /// Runs to completion; returns (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         let out: Output = self.cmd(args).output().expect("run engine");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn read(&self, rel: &str) -> String {
@@ -55,13 +65,29 @@ impl Project {
     }
 
     /// Output digests of every instance's result in the local store, by instance name.
-    pub fn result_digests(&self, wf: &str, store: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    pub fn result_digests(
+        &self,
+        wf: &str,
+        store: &str,
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
         let plan = self.plan_json(wf);
         let mut out = std::collections::BTreeMap::new();
         for inst in plan["instances"].as_array().unwrap() {
             let key = inst["key"].as_str().unwrap();
-            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(self.path().join(store).join("results").join(format!("{key}.json"))).expect("result manifest")).unwrap();
-            out.insert(inst["name"].as_str().unwrap().to_string(), m["outputs"].clone());
+            let m: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(
+                    self.path()
+                        .join(store)
+                        .join("results")
+                        .join(format!("{key}.json")),
+                )
+                .expect("result manifest"),
+            )
+            .unwrap();
+            out.insert(
+                inst["name"].as_str().unwrap().to_string(),
+                m["outputs"].clone(),
+            );
         }
         out
     }

@@ -7,10 +7,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 fn workflow(root: &std::path::Path) -> String {
-    let mut y = format!("name: crash\nparams: {{root: '{}'}}\ntasks:\n", root.display());
+    let mut y = format!(
+        "name: crash\nparams: {{root: '{}'}}\ntasks:\n",
+        root.display()
+    );
     y.push_str("  src: {kind: shell, params: {cmd: 'sleep 0.05; echo \"$COCOFLOW_KEY $LAUNCH\" >> \"${root}/exec.log\"; echo src > o.txt', outputs: {o: o.txt}}}\n");
     for i in 0..24 {
-        let dep = if i % 3 == 0 { "src".to_string() } else { format!("t{}", i - 1) };
+        let dep = if i % 3 == 0 {
+            "src".to_string()
+        } else {
+            format!("t{}", i - 1)
+        };
         y.push_str(&format!(
             "  t{i}: {{kind: shell, inputs: {{x: {dep}.o}}, params: {{cmd: 'sleep 0.0{}; cat \"$COCOFLOW_INPUT_X\" > o.txt; echo {i} >> o.txt; echo \"$COCOFLOW_KEY $LAUNCH\" >> \"${{root}}/exec.log\"', outputs: {{o: o.txt}}}}}}\n",
             3 + i % 5
@@ -22,7 +29,16 @@ fn workflow(root: &std::path::Path) -> String {
 
 fn finished_keys(p: &Project) -> HashSet<String> {
     std::fs::read_dir(p.path().join(".cocoflow/store/results"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().trim_end_matches(".json").to_string()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .trim_end_matches(".json")
+                        .to_string()
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -43,7 +59,11 @@ fn kill_9_at_random_moments_then_rerun_completes_without_rerunning_finished_task
     let mut completed = false;
     for launch in 0..40u32 {
         finished_before.insert(launch, finished_keys(&p));
-        let mut child = p.cmd(&["run", "w.yaml", "--cpus", "2", "--quiet"]).env("LAUNCH", launch.to_string()).spawn().unwrap();
+        let mut child = p
+            .cmd(&["run", "w.yaml", "--cpus", "2", "--quiet"])
+            .env("LAUNCH", launch.to_string())
+            .spawn()
+            .unwrap();
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -78,14 +98,24 @@ fn kill_9_at_random_moments_then_rerun_completes_without_rerunning_finished_task
         assert_eq!(code, 0, "{err}");
         finished_before.insert(999, HashSet::new());
     }
-    assert!(kills >= 3, "the test should kill the engine several times (killed {kills})");
+    assert!(
+        kills >= 3,
+        "the test should kill the engine several times (killed {kills})"
+    );
     // No execution of a task whose result existed when that launch started.
     for line in p.lines("exec.log") {
         let (key, launch) = line.split_once(' ').unwrap();
         let launch: u32 = launch.parse().unwrap();
-        assert!(!finished_before[&launch].contains(key), "task {key} ran again in launch {launch} although it had finished");
+        assert!(
+            !finished_before[&launch].contains(key),
+            "task {key} ran again in launch {launch} although it had finished"
+        );
     }
-    assert_eq!(p.result_digests("w.yaml", ".cocoflow/store"), expected, "results differ from an uninterrupted run");
+    assert_eq!(
+        p.result_digests("w.yaml", ".cocoflow/store"),
+        expected,
+        "results differ from an uninterrupted run"
+    );
     // And a final re-run is a no-op.
     let before = p.lines("exec.log").len();
     let (code, _, err) = p.run(&["run", "w.yaml"]);

@@ -19,12 +19,18 @@ fn yaml_syntax_error_points_at_line_and_column() {
     let (code, err) = plan_err("name: x\ntasks:\n  a:\n    kind: noop\n   bad: [\n", &[]);
     assert_eq!(code, INVALID);
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.ends_with(" --> w.yaml:5:4") || err.contains(" --> w.yaml:5:"), "{err}");
+    assert!(
+        err.ends_with(" --> w.yaml:5:4") || err.contains(" --> w.yaml:5:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_key_names_key_and_position() {
-    let (code, err) = plan_err("name: x\ntasks:\n  a:\n    kind: noop\n    parms: {}\n", &[]);
+    let (code, err) = plan_err(
+        "name: x\ntasks:\n  a:\n    kind: noop\n    parms: {}\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
     assert_eq!(
         err,
@@ -36,38 +42,68 @@ fn unknown_key_names_key_and_position() {
 fn unknown_top_level_key() {
     let (code, err) = plan_err("name: x\ntask:\n  a: {kind: noop}\n", &[]);
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: unknown field `task`, expected one of `name`, `description`, `store`, `params`, `sweep`, `resources`, `tasks`\n --> w.yaml:2:1");
+    assert_eq!(
+        err,
+        "error: unknown field `task`, expected one of `name`, `description`, `store`, `params`, `sweep`, `resources`, `tasks`\n --> w.yaml:2:1"
+    );
 }
 
 #[test]
 fn unknown_kind_lists_known_kinds() {
     let (code, err) = plan_err("name: x\ntasks:\n  a:\n    kind: shel\n", &[]);
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: unknown task kind `shel` in task `a`; known kinds: `noop`, `shell`\n --> w.yaml:4:11");
+    assert_eq!(
+        err,
+        "error: unknown task kind `shel` in task `a`; known kinds: `noop`, `shell`\n --> w.yaml:4:11"
+    );
 }
 
 #[test]
 fn unknown_needs_names_task_and_missing_name() {
-    let (code, err) = plan_err("name: x\ntasks:\n  a: {kind: noop}\n  b:\n    kind: noop\n    needs: [a, prep]\n", &[]);
+    let (code, err) = plan_err(
+        "name: x\ntasks:\n  a: {kind: noop}\n  b:\n    kind: noop\n    needs: [a, prep]\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: task `b` needs `prep`, but there is no task `prep`\n --> w.yaml:6:16");
+    assert_eq!(
+        err,
+        "error: task `b` needs `prep`, but there is no task `prep`\n --> w.yaml:6:16"
+    );
 }
 
 #[test]
 fn unknown_input_task_and_output() {
-    let (code, err) = plan_err("name: x\ntasks:\n  a: {kind: noop, params: {payload: hi}}\n  b:\n    kind: noop\n    inputs: {x: prep.out}\n", &[]);
+    let (code, err) = plan_err(
+        "name: x\ntasks:\n  a: {kind: noop, params: {payload: hi}}\n  b:\n    kind: noop\n    inputs: {x: prep.out}\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: task `b` refers to `prep.out`, but there is no task `prep`\n --> w.yaml:6:17");
-    let (code, err) = plan_err("name: x\ntasks:\n  a: {kind: noop, params: {payload: hi}}\n  b:\n    kind: noop\n    inputs: {x: a.result}\n", &[]);
+    assert_eq!(
+        err,
+        "error: task `b` refers to `prep.out`, but there is no task `prep`\n --> w.yaml:6:17"
+    );
+    let (code, err) = plan_err(
+        "name: x\ntasks:\n  a: {kind: noop, params: {payload: hi}}\n  b:\n    kind: noop\n    inputs: {x: a.result}\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: task `b` input `x` wants output `result` of `a`, which has outputs: `out`\n --> w.yaml:6:17");
+    assert_eq!(
+        err,
+        "error: task `b` input `x` wants output `result` of `a`, which has outputs: `out`\n --> w.yaml:6:17"
+    );
 }
 
 #[test]
 fn cycle_prints_its_path() {
-    let (code, err) = plan_err("name: x\ntasks:\n  a: {kind: noop, needs: [c]}\n  b: {kind: noop, needs: [a]}\n  c: {kind: noop, needs: [b]}\n", &[]);
+    let (code, err) = plan_err(
+        "name: x\ntasks:\n  a: {kind: noop, needs: [c]}\n  b: {kind: noop, needs: [a]}\n  c: {kind: noop, needs: [b]}\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: cycle in task dependencies: `a -> c -> b -> a`\n --> w.yaml:4:27");
+    assert_eq!(
+        err,
+        "error: cycle in task dependencies: `a -> c -> b -> a`\n --> w.yaml:4:27"
+    );
     let (code, err) = plan_err("name: x\ntasks:\n  a: {kind: noop, needs: [a]}\n", &[]);
     assert_eq!(code, INVALID);
     assert_eq!(err, "error: task `a` depends on itself\n --> w.yaml:3:27");
@@ -75,42 +111,78 @@ fn cycle_prints_its_path() {
 
 #[test]
 fn param_of_wrong_type_names_path_and_type() {
-    let (code, err) = plan_err("name: x\ntasks:\n  a:\n    kind: noop\n    params: {sleep_ms: soon}\n", &[]);
+    let (code, err) = plan_err(
+        "name: x\ntasks:\n  a:\n    kind: noop\n    params: {sleep_ms: soon}\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: task `a` (kind `noop`) param `sleep_ms`: invalid type: string \"soon\", expected u64\n --> w.yaml:5:24");
-    let (code, err) = plan_err("name: x\nparams: {iterations: 2}\ntasks:\n  a: {kind: noop}\n", &["--set", "iterations=three"]);
+    assert_eq!(
+        err,
+        "error: task `a` (kind `noop`) param `sleep_ms`: invalid type: string \"soon\", expected u64\n --> w.yaml:5:24"
+    );
+    let (code, err) = plan_err(
+        "name: x\nparams: {iterations: 2}\ntasks:\n  a: {kind: noop}\n",
+        &["--set", "iterations=three"],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: `--set iterations=three`: param `iterations` expects an integer, got a string");
-    let (code, err) = plan_err("name: x\nparams: {iterations: 2}\ntasks:\n  a: {kind: noop}\n", &["--set", "iteration=3"]);
+    assert_eq!(
+        err,
+        "error: `--set iterations=three`: param `iterations` expects an integer, got a string"
+    );
+    let (code, err) = plan_err(
+        "name: x\nparams: {iterations: 2}\ntasks:\n  a: {kind: noop}\n",
+        &["--set", "iteration=3"],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: `--set iteration`: the workflow has no param `iteration`\n --> w.yaml:2:1");
+    assert_eq!(
+        err,
+        "error: `--set iteration`: the workflow has no param `iteration`\n --> w.yaml:2:1"
+    );
 }
 
 #[test]
 fn unresolved_variable_is_named() {
-    let (code, err) = plan_err("name: x\nparams: {lr: 0.1}\ntasks:\n  a:\n    kind: shell\n    params: {cmd: \"echo ${lrr}\"}\n", &[]);
+    let (code, err) = plan_err(
+        "name: x\nparams: {lr: 0.1}\ntasks:\n  a:\n    kind: shell\n    params: {cmd: \"echo ${lrr}\"}\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
-    assert_eq!(err, "error: unresolved `${lrr}` in task `a`; known params: `arm`, `lr`\n --> w.yaml:6:19");
+    assert_eq!(
+        err,
+        "error: unresolved `${lrr}` in task `a`; known params: `arm`, `lr`\n --> w.yaml:6:19"
+    );
 }
 
 #[test]
 fn missing_included_file_names_the_path() {
-    let (code, err) = plan_err("name: x\nparams: {lr: 0.1}\nsweep:\n  include: ../configs/nope.yaml\ntasks:\n  a: {kind: noop}\n", &[]);
+    let (code, err) = plan_err(
+        "name: x\nparams: {lr: 0.1}\nsweep:\n  include: ../configs/nope.yaml\ntasks:\n  a: {kind: noop}\n",
+        &[],
+    );
     assert_eq!(code, INVALID);
     assert!(err.starts_with("error: included sweep file `"), "{err}");
-    assert!(err.contains("configs/nope.yaml` cannot be read: no such file"), "{err}");
+    assert!(
+        err.contains("configs/nope.yaml` cannot be read: no such file"),
+        "{err}"
+    );
     assert!(err.ends_with(" --> w.yaml:4:12"), "{err}");
 }
 
 #[test]
 fn arm_with_unknown_param_points_into_the_included_file() {
     let p = Project::new();
-    p.write("configs/arms.yaml", "arms:\n  - name: a\n    params: {lrr: 1}\n");
+    p.write(
+        "configs/arms.yaml",
+        "arms:\n  - name: a\n    params: {lrr: 1}\n",
+    );
     p.write("wf/w.yaml", "name: x\nparams: {lr: 0.1}\nsweep:\n  include: ../configs/arms.yaml\ntasks:\n  a: {kind: noop}\n");
     let (code, _, err) = p.run(&["plan", "wf/w.yaml"]);
     assert_eq!(code, INVALID);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines[0], "error: arm `a` sets `lrr`, which is not a param of the workflow");
+    assert_eq!(
+        lines[0],
+        "error: arm `a` sets `lrr`, which is not a param of the workflow"
+    );
     assert!(lines[1].ends_with("configs/arms.yaml:3:14"), "{err}");
     assert!(err.contains("help: did you mean `lr`?"), "{err}");
 }
@@ -120,7 +192,10 @@ fn missing_workflow_file() {
     let p = Project::new();
     let (code, _, err) = p.run(&["run", "nope.yaml"]);
     assert_eq!(code, INVALID);
-    assert_eq!(err.trim(), "error: cannot read workflow `nope.yaml`: no such file");
+    assert_eq!(
+        err.trim(),
+        "error: cannot read workflow `nope.yaml`: no such file"
+    );
 }
 
 #[test]
@@ -135,12 +210,24 @@ fn bad_command_line_is_exit_2() {
 #[test]
 fn unsatisfiable_gpu_request_is_invalid_before_anything_runs() {
     let p = Project::new();
-    p.write("w.yaml", "name: x\ntasks:\n  a: {kind: noop, resources: {gpus: 4}}\n");
+    p.write(
+        "w.yaml",
+        "name: x\ntasks:\n  a: {kind: noop, resources: {gpus: 4}}\n",
+    );
     let (code, _, err) = p.run(&["run", "w.yaml", "--gpus", "0,1"]);
     assert_eq!(code, INVALID);
-    assert_eq!(err.trim(), "error: task `a` asks for 4 GPU(s); this run has 2 (ids: 0,1)");
-    p.write("w2.yaml", "name: x\ntasks:\n  a: {kind: noop, resources: {judge: 1}}\n");
+    assert_eq!(
+        err.trim(),
+        "error: task `a` asks for 4 GPU(s); this run has 2 (ids: 0,1)"
+    );
+    p.write(
+        "w2.yaml",
+        "name: x\ntasks:\n  a: {kind: noop, resources: {judge: 1}}\n",
+    );
     let (code, _, err) = p.run(&["run", "w2.yaml"]);
     assert_eq!(code, INVALID);
-    assert_eq!(err.trim(), "error: task `a` asks for resource `judge`, which the workflow does not declare under `resources:`");
+    assert_eq!(
+        err.trim(),
+        "error: task `a` asks for resource `judge`, which the workflow does not declare under `resources:`"
+    );
 }

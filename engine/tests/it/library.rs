@@ -42,10 +42,12 @@ impl TaskKind for Counter {
     }
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let p: CountParams = ctx.params()?;
-        let _model = ctx.models().get_or_try_insert::<Vec<f32>, TaskError>("weights", || {
-            MODEL_BUILDS.fetch_add(1, Ordering::SeqCst);
-            Ok(vec![0.0; 16])
-        })?;
+        let _model = ctx
+            .models()
+            .get_or_try_insert::<Vec<f32>, TaskError>("weights", || {
+                MODEL_BUILDS.fetch_add(1, Ordering::SeqCst);
+                Ok(vec![0.0; 16])
+            })?;
         let mut step = match ctx.checkpoint_load("step")? {
             Some(b) => u32::from_le_bytes(b[..4].try_into().unwrap()),
             None => 0,
@@ -96,9 +98,22 @@ fn checkpoint_api_resumes_a_retried_attempt_and_models_are_shared() {
         options_json: serde_json::Value::Null,
     };
     let mut ui = Ui::new(Mode::Quiet);
-    let report = rt.block_on(runner::run(plan, registry, store.clone(), &mut journal, opts, &mut ui)).unwrap();
+    let report = rt
+        .block_on(runner::run(
+            plan,
+            registry,
+            store.clone(),
+            &mut journal,
+            opts,
+            &mut ui,
+        ))
+        .unwrap();
     assert_eq!(report.succeeded, 2);
     // Attempt 1 ran steps 1..=3 and failed at 3 (checkpoint at 2); attempt 2 resumed at 3.
     assert_eq!(*STEPS_RUN.lock().unwrap(), vec![1, 2, 3, 3, 4, 5, 1, 2]);
-    assert_eq!(MODEL_BUILDS.load(Ordering::SeqCst), 1, "the second task reuses the loaded model");
+    assert_eq!(
+        MODEL_BUILDS.load(Ordering::SeqCst),
+        1,
+        "the second task reuses the loaded model"
+    );
 }

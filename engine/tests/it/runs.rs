@@ -44,7 +44,10 @@ tasks:
 
 fn sweep_project() -> Project {
     let p = Project::new();
-    let text = SWEEP.replace("params: {lr: 0.1,", &format!("params: {{root: '{}', lr: 0.1,", p.path().display()));
+    let text = SWEEP.replace(
+        "params: {lr: 0.1,",
+        &format!("params: {{root: '{}', lr: 0.1,", p.path().display()),
+    );
     p.write("w.yaml", &text);
     p
 }
@@ -64,7 +67,11 @@ fn sweep_shares_its_prefix_and_reruns_are_cached() {
     assert_eq!(plan["cached"], 12);
     let (code, _, err) = p.run(&["run", "w.yaml"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(p.lines("exec.log").len(), log.len(), "second run executed something");
+    assert_eq!(
+        p.lines("exec.log").len(),
+        log.len(),
+        "second run executed something"
+    );
     assert!(err.contains("12 cached"), "{err}");
 }
 
@@ -77,14 +84,29 @@ fn a_failing_arm_does_not_stop_other_arms() {
     assert!(err.contains("1 failed, 1 blocked"), "{err}");
     assert!(err.contains("exited with status 7"), "{err}");
     let log = p.lines("exec.log");
-    assert_eq!(log.iter().filter(|l| *l == "eval").count(), 4, "the other four arms finish: {log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "eval").count(),
+        4,
+        "the other four arms finish: {log:?}"
+    );
     let (code, out, _) = p.run(&["status", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], "failed");
-    let states: Vec<(&str, &str)> = v["instances"].as_array().unwrap().iter().map(|i| (i["name"].as_str().unwrap(), i["state"].as_str().unwrap())).collect();
-    assert!(states.contains(&("train[lr=0.2,ratio=0.8]", "failed")), "{states:?}");
-    assert!(states.contains(&("eval[lr=0.2,ratio=0.8]", "blocked")), "{states:?}");
+    let states: Vec<(&str, &str)> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["state"].as_str().unwrap()))
+        .collect();
+    assert!(
+        states.contains(&("train[lr=0.2,ratio=0.8]", "failed")),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("eval[lr=0.2,ratio=0.8]", "blocked")),
+        "{states:?}"
+    );
     // After fixing the cause, only the failed arm runs.
     std::fs::remove_file(p.path().join("fail-0.2-0.8")).unwrap();
     let before = p.lines("exec.log").len();
@@ -102,7 +124,12 @@ fn fail_fast_stops_launching() {
     assert_eq!(code, 4, "{err}");
     let (_, out, _) = p.run(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let evals = v["instances"].as_array().unwrap().iter().filter(|i| i["name"].as_str().unwrap().starts_with("eval") && i["state"] == "succeeded").count();
+    let evals = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"].as_str().unwrap().starts_with("eval") && i["state"] == "succeeded")
+        .count();
     assert!(evals < 5, "fail-fast must leave some work undone");
 }
 
@@ -135,7 +162,10 @@ tasks:
     assert_eq!(v["instances"][0]["attempts"], 3);
     assert_eq!(v["instances"][0]["state"], "succeeded");
     // Without enough retries it fails for good.
-    let text = p.read("w.yaml").replace("count: 2", "count: 1").replace("/counter", "/counter2");
+    let text = p
+        .read("w.yaml")
+        .replace("count: 2", "count: 1")
+        .replace("/counter", "/counter2");
     p.write("w.yaml", &text);
     let (code, _, _) = p.run(&["run", "w.yaml"]);
     assert_eq!(code, 4);
@@ -164,7 +194,11 @@ tasks:
     // Corrupt every blob of the store in place (the producer's output among them).
     let payload = vec![b'x'; 2000]; // larger than the inline limit, so it is a blob file
     let digest = blake3::hash(&payload).to_hex().to_string();
-    let blob = p.path().join(".cocoflow/store/blobs").join(&digest[..2]).join(&digest);
+    let blob = p
+        .path()
+        .join(".cocoflow/store/blobs")
+        .join(&digest[..2])
+        .join(&digest);
     std::fs::write(&blob, b"garbage").unwrap();
     let (code, _, err) = p.run(&["run", "w.yaml", "--set", "suffix=b"]);
     assert_eq!(code, 0, "{err}");
@@ -220,28 +254,44 @@ tasks:
     // with a concurrently running task (checked by the core's property tests); here every
     // id is from the pool.
     for l in &log {
-        for id in l.split('=').nth(1).unwrap().split(',').filter(|s| !s.is_empty()) {
+        for id in l
+            .split('=')
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .filter(|s| !s.is_empty())
+        {
             assert!(["4", "5", "6"].contains(&id), "{log:?}");
         }
     }
     // No GPU on this machine and no --gpus: the same workflow runs on the CPU with a notice.
     let (code, _, err) = p.run(&["run", "w.yaml", "--gpus", "none"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("note: no GPU found: 3 GPU task(s) will run on the CPU"), "{err}");
+    assert!(
+        err.contains("note: no GPU found: 3 GPU task(s) will run on the CPU"),
+        "{err}"
+    );
 }
 
 #[test]
 fn ctrl_c_interrupts_and_records_it() {
     let p = Project::new();
     p.write("w.yaml", "name: slow\ntasks:\n  a: {kind: shell, params: {cmd: 'sleep 30'}}\n  b: {kind: noop, needs: [a]}\n");
-    let mut child = p.cmd(&["run", "w.yaml", "--grace", "200ms"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = p
+        .cmd(&["run", "w.yaml", "--grace", "200ms"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t = std::time::Instant::now();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(t.elapsed().as_secs() < 10, "cancelled well before the task would end");
+    assert!(
+        t.elapsed().as_secs() < 10,
+        "cancelled well before the task would end"
+    );
     let (_, out, _) = p.run(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], "interrupted");
@@ -281,14 +331,34 @@ tasks:
 "#,
     );
     let plan = p.plan_json("w.yaml");
-    let names: Vec<&str> = plan["instances"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["init", "rl[1].step", "rl[2].step", "rl[2].eval", "rl[3].step", "rl[4].step", "rl[4].eval", "report"]);
+    let names: Vec<&str> = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "init",
+            "rl[1].step",
+            "rl[2].step",
+            "rl[2].eval",
+            "rl[3].step",
+            "rl[4].step",
+            "rl[4].eval",
+            "report"
+        ]
+    );
     let (code, _, err) = p.run(&["run", "w.yaml", "--set", "iterations=3"]);
     assert_eq!(code, 0, "{err}");
     // iterations=3, k=2: eval on 2 and on the last (3).
     let (_, out, _) = p.run(&["graph", "w.yaml", "--set", "iterations=3"]);
     assert!(out.contains("rl[3].eval (shell) <- rl[3].step"), "{out}");
-    assert!(out.contains("report (shell) <- rl[2].eval, rl[3].step, rl[3].eval"), "{out}");
+    assert!(
+        out.contains("report (shell) <- rl[2].eval, rl[3].step, rl[3].eval"),
+        "{out}"
+    );
     let (_, dot, _) = p.run(&["graph", "w.yaml", "--format", "dot"]);
     assert!(dot.starts_with("digraph \"loop\" {"), "{dot}");
 }
@@ -303,7 +373,10 @@ fn params_never_splice_into_shell_syntax() {
     let (code, _, err) = p.run(&["run", "w.yaml"]);
     assert_eq!(code, 0, "{err}");
     let work = p.path().join(".cocoflow");
-    let pwned = walk(&work).into_iter().chain(walk(p.path())).any(|f| f.ends_with("pwned"));
+    let pwned = walk(&work)
+        .into_iter()
+        .chain(walk(p.path()))
+        .any(|f| f.ends_with("pwned"));
     assert!(!pwned, "a param was executed as shell code");
 }
 
@@ -337,13 +410,27 @@ fn gc_keeps_what_runs_reference_and_removes_the_rest() {
     assert_eq!(p.run(&["run", "w.yaml"]).0, 0);
     assert_eq!(p.run(&["run", "w.yaml", "--set", "v=b"]).0, 0);
     // Forget the second run's summary: its result and blob become garbage.
-    let runs: Vec<_> = std::fs::read_dir(p.path().join(".cocoflow/store/runs")).unwrap().flatten().map(|e| e.path()).collect();
+    let runs: Vec<_> = std::fs::read_dir(p.path().join(".cocoflow/store/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(runs.len(), 2);
-    let second = runs.iter().find(|r| std::fs::read_to_string(r).unwrap().contains("succeeded") && {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
-        let key = v["results"][0].as_str().unwrap().to_string();
-        std::fs::read_to_string(p.path().join(format!(".cocoflow/store/results/{key}.json"))).unwrap().contains("b-payload")
-    }).unwrap();
+    let second = runs
+        .iter()
+        .find(|r| {
+            std::fs::read_to_string(r).unwrap().contains("succeeded") && {
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
+                let key = v["results"][0].as_str().unwrap().to_string();
+                std::fs::read_to_string(
+                    p.path().join(format!(".cocoflow/store/results/{key}.json")),
+                )
+                .unwrap()
+                .contains("b-payload")
+            }
+        })
+        .unwrap();
     std::fs::remove_file(second).unwrap();
     let (code, out, err) = p.run(&["gc", "--grace", "0s", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
@@ -359,7 +446,10 @@ fn gc_keeps_what_runs_reference_and_removes_the_rest() {
     let (code, out, _) = p.run(&["runs", "--json"]);
     assert_eq!(code, 0);
     let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let last = runs.as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    let last = runs.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(p.run(&["pin", &last, "--name", "keep"]).0, 0);
     std::fs::remove_dir_all(p.path().join(".cocoflow/store/runs")).unwrap();
     let (_, out, _) = p.run(&["gc", "--grace", "0s"]);

@@ -25,27 +25,53 @@ fn moto_binary() -> Option<std::path::PathBuf> {
     if let Ok(p) = std::env::var("COCOFLOW_MOTO_SERVER") {
         return Some(p.into());
     }
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
     let venv = repo.join(".venv/bin/moto_server");
     if venv.exists() {
         return Some(venv);
     }
-    Command::new("moto_server").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().ok().filter(|s| s.success()).map(|_| "moto_server".into())
+    Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()
+        .filter(|s| s.success())
+        .map(|_| "moto_server".into())
 }
 
 fn start_moto() -> Option<Moto> {
     let Some(bin) = moto_binary() else {
-        assert!(std::env::var("COCOFLOW_REQUIRE_S3").as_deref() != Ok("1"), "COCOFLOW_REQUIRE_S3=1 but no moto_server found (run scripts/setup.sh)");
-        eprintln!("s3 test: no moto_server found; skipping (set COCOFLOW_REQUIRE_S3=1 to make this an error)");
+        assert!(
+            std::env::var("COCOFLOW_REQUIRE_S3").as_deref() != Ok("1"),
+            "COCOFLOW_REQUIRE_S3=1 but no moto_server found (run scripts/setup.sh)"
+        );
+        eprintln!(
+            "s3 test: no moto_server found; skipping (set COCOFLOW_REQUIRE_S3=1 to make this an error)"
+        );
         return None;
     };
     // Pick a free port, then start moto on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(&bin).args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start moto_server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start moto_server");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.contains("Running on") {
                 let _ = tx.send(());
             }
@@ -68,8 +94,15 @@ fn workflow_on_s3_then_from_an_empty_state_dir_is_all_cached() {
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
     // object_store cannot create buckets: a plain PUT does.
     let client = reqwest::blocking::Client::new();
-    let resp = client.put(format!("{endpoint}/cocoflow-test")).send().expect("create bucket");
-    assert!(resp.status().is_success(), "bucket creation: {}", resp.status());
+    let resp = client
+        .put(format!("{endpoint}/cocoflow-test"))
+        .send()
+        .expect("create bucket");
+    assert!(
+        resp.status().is_success(),
+        "bucket creation: {}",
+        resp.status()
+    );
 
     let p = Project::new();
     p.write(
@@ -92,10 +125,22 @@ tasks:
         )
         .replace("params: {root:", "params: {n: 0, root:"),
     );
-    let env = [("AWS_ENDPOINT_URL", endpoint.as_str()), ("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")];
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
     let run = |state: &str| {
-        let out = p.cmd(&["--state-dir", state, "run", "w.yaml"]).envs(env).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = p
+            .cmd(&["--state-dir", state, "run", "w.yaml"])
+            .envs(env)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run("state-a");
     assert_eq!(code, Some(0), "{err}");
@@ -104,13 +149,23 @@ tasks:
     let (code, err) = run("state-b");
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("3 instances, 3 cached"), "{err}");
-    assert_eq!(p.lines("exec.log").len(), 3, "nothing re-ran from the empty state dir");
+    assert_eq!(
+        p.lines("exec.log").len(),
+        3,
+        "nothing re-ran from the empty state dir"
+    );
     // The second state dir materialised the tree input from S3 when needed: force it by
     // changing only the downstream task.
     let text = p.read("w.yaml").replace("echo work", "echo work2");
     p.write("w.yaml", &text);
     let (code, err) = run("state-c");
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(p.lines("exec.log").iter().filter(|l| *l == "work2").count(), 2);
-    assert_eq!(p.lines("exec.log").iter().filter(|l| *l == "data").count(), 1);
+    assert_eq!(
+        p.lines("exec.log").iter().filter(|l| *l == "work2").count(),
+        2
+    );
+    assert_eq!(
+        p.lines("exec.log").iter().filter(|l| *l == "data").count(),
+        1
+    );
 }

@@ -1,0 +1,7 @@
+//! The `cocoflow` binary: the engine's command line with every task kind.
+
+fn main() {
+    let mut registry = cocoflow_engine::kind::Registry::with_builtins();
+    cocoflow_tasks::register(&mut registry);
+    std::process::exit(cocoflow_engine::cli::main_with(registry));
+}

@@ -1,0 +1,118 @@
+//! The full `cocoflow` binary (engine + tch task kinds): the README's demo workflow runs end
+//! to end, a re-run is fully cached, and a torch task runs where the scheduler puts it.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cocoflow");
+
+fn cocoflow(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run cocoflow");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kinds_include_the_torch_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = cocoflow(dir.path(), &["kinds"]);
+    assert_eq!(code, 0);
+    for k in ["noop", "shell", "torch-info"] {
+        assert!(out.lines().any(|l| l.starts_with(k)), "{out}");
+    }
+}
+
+#[test]
+fn demo_workflow_runs_then_is_fully_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/demo.yaml");
+    let wf = wf.to_str().unwrap();
+    let (code, _, err) = cocoflow(dir.path(), &["run", wf]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("23 ran, 0 cached"), "{err}");
+    let (code, _, err) = cocoflow(dir.path(), &["run", wf]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 ran, 23 cached"), "{err}");
+    // The shared prefix is one instance for all four arms.
+    let (_, out, _) = cocoflow(dir.path(), &["plan", wf, "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let data: Vec<_> = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["task"] == "data")
+        .collect();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["arms"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn torch_task_runs_in_process_and_in_a_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.yaml"), "name: t\ntasks:\n  a: {kind: torch-info, params: {size: 64, seed: 1}}\n  b: {kind: torch-info, executor: subprocess, params: {size: 64, seed: 1, repeats: 2}}\n").unwrap();
+    let (code, _, err) = cocoflow(dir.path(), &["run", "w.yaml", "--gpus", "none"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cocoflow(dir.path(), &["plan", "w.yaml", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut checksums = Vec::new();
+    for inst in plan["instances"].as_array().unwrap() {
+        let key = inst["key"].as_str().unwrap();
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                dir.path()
+                    .join(format!(".cocoflow/store/results/{key}.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m["metrics"]["device"], "Cpu");
+        let info = &m["outputs"]["info"];
+        let bytes = match info["inline"].as_str() {
+            Some(b64) => b64_decode(b64),
+            None => std::fs::read(dir.path().join(format!(
+                ".cocoflow/store/blobs/{}/{}",
+                &info["digest"].as_str().unwrap()[..2],
+                info["digest"].as_str().unwrap()
+            )))
+            .unwrap(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        checksums.push(v["checksum"].as_f64().unwrap());
+    }
+    assert_eq!(checksums.len(), 2);
+    assert_eq!(
+        checksums[0], checksums[1],
+        "same seed, same result in-process and in a worker"
+    );
+}
+
+fn b64_decode(s: &str) -> Vec<u8> {
+    let table = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            _ => 63,
+        }
+    };
+    let clean: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= table(c) << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    out
+}
