@@ -302,6 +302,7 @@ pub async fn run(
         })
     };
 
+    tracing::info!(run = %opts.run_id, workflow = %plan.workflow.name, instances = n, cached = n_cached, store = %store.url(), "run starts");
     ui.start(&opts.run_id, &plan.workflow.name, n, n_cached);
     let mut records: Vec<InstanceRecord> = plan
         .instances
@@ -493,6 +494,7 @@ pub async fn run(
             };
             let cancel = Arc::new(AtomicBool::new(false));
             let pgid = Arc::new(std::sync::Mutex::new(None));
+            tracing::debug!(instance = %inst.name, key = %&inst.key[..12], attempt, ?gpus, executor = ?inst.executor.unwrap_or(opts.executor), "launch");
             ui.launched(id, &inst.name, attempt, &gpus);
             match inst.executor.unwrap_or(opts.executor) {
                 ExecutorKind::InProcess => {
@@ -670,6 +672,7 @@ pub async fn run(
         }
     }
 
+    tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), "run ends");
     lease_task.abort();
     let _ = store.delete_lease(&opts.run_id).await;
     let states = core.states();

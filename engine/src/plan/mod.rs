@@ -763,10 +763,12 @@ impl<'w, 'c> Builder<'w, 'c> {
             }
             resolved.push((ins, needs));
         }
-        // Kahn's order over nodes (the spec-level cycle check makes this total).
+        // Topological order of this arm's nodes (the spec-level cycle check makes it total).
         let n = nodes.len();
-        let mut indeg = vec![0usize; n];
-        let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut g: petgraph::graph::DiGraph<(), ()> = petgraph::graph::DiGraph::with_capacity(n, n);
+        for _ in 0..n {
+            g.add_node(());
+        }
         for (i, (ins, needs)) in resolved.iter().enumerate() {
             let mut deps: Vec<usize> = ins
                 .values()
@@ -775,34 +777,48 @@ impl<'w, 'c> Builder<'w, 'c> {
                 .collect();
             deps.sort_unstable();
             deps.dedup();
-            indeg[i] = deps.len();
             for d in deps {
-                out[d].push(i);
+                g.add_edge(
+                    petgraph::graph::NodeIndex::new(d),
+                    petgraph::graph::NodeIndex::new(i),
+                    (),
+                );
             }
         }
-        let mut queue: std::collections::VecDeque<usize> =
-            (0..n).filter(|&i| indeg[i] == 0).collect();
+        // Kahn's algorithm taking the lowest ready index first: declaration order wherever
+        // the dependencies allow, so plans and ids read in the order the file is written.
+        let mut indeg: Vec<usize> = (0..n)
+            .map(|i| {
+                g.neighbors_directed(
+                    petgraph::graph::NodeIndex::new(i),
+                    petgraph::Direction::Incoming,
+                )
+                .count()
+            })
+            .collect();
+        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+            .filter(|&i| indeg[i] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
         let mut order = Vec::with_capacity(n);
-        while let Some(i) = queue.pop_front() {
+        while let Some(std::cmp::Reverse(i)) = ready.pop() {
             order.push(i);
-            for &j in &out[i] {
-                indeg[j] -= 1;
-                if indeg[j] == 0 {
-                    queue.push_back(j);
+            for j in g.neighbors_directed(
+                petgraph::graph::NodeIndex::new(i),
+                petgraph::Direction::Outgoing,
+            ) {
+                indeg[j.index()] -= 1;
+                if indeg[j.index()] == 0 {
+                    ready.push(std::cmp::Reverse(j.index()));
                 }
             }
         }
         if order.len() != n {
-            let stuck: Vec<&str> = (0..n)
-                .filter(|&i| indeg[i] > 0)
-                .map(|i| nodes[i].name.as_str())
-                .take(5)
-                .collect();
-            return Err(SpecError::new(format!(
-                "cycle in task dependencies among `{}`",
-                stuck.join("`, `")
-            ))
-            .in_file(self.ctx.file, None));
+            let at = &nodes[(0..n).find(|&i| indeg[i] > 0).unwrap_or(0)];
+            return Err(self.ctx.err(
+                &at.spec.path,
+                format!("cycle in task dependencies through `{}`", at.name),
+            ));
         }
         let mut ids: Vec<Option<InstanceId>> = vec![None; n];
         let mut map = HashMap::new();

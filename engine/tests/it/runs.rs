@@ -455,3 +455,24 @@ fn gc_keeps_what_runs_reference_and_removes_the_rest() {
     let (_, out, _) = p.run(&["gc", "--grace", "0s"]);
     assert!(out.contains("removed 0 result(s)"), "{out}");
 }
+
+#[test]
+fn json_event_stream_is_one_object_per_line() {
+    let p = Project::new();
+    p.write("w.yaml", "name: j\ntasks:\n  a: {kind: noop, params: {payload: x}}\n  b: {kind: noop, inputs: {x: a.out}}\n");
+    let (code, out, _) = p.run(&["run", "w.yaml", "--json"]);
+    assert_eq!(code, 0);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"start"));
+    assert_eq!(kinds.last(), Some(&"end"));
+    assert_eq!(kinds.iter().filter(|k| **k == "launch").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "finish").count(), 2);
+    assert_eq!(events.last().unwrap()["summary"]["succeeded"], 2);
+}
