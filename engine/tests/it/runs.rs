@@ -476,3 +476,37 @@ fn json_event_stream_is_one_object_per_line() {
     assert_eq!(kinds.iter().filter(|k| **k == "finish").count(), 2);
     assert_eq!(events.last().unwrap()["summary"]["succeeded"], 2);
 }
+
+#[test]
+fn resume_continues_a_named_run_with_its_targets() {
+    let p = sweep_project();
+    p.write("fail-0.1-0.5", "");
+    let (code, _, _) = p.run(&["run", "w.yaml", "--target", "train"]);
+    assert_eq!(code, 4);
+    let (_, out, _) = p.run(&["runs", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    std::fs::remove_file(p.path().join("fail-0.1-0.5")).unwrap();
+    let before = p.lines("exec.log").len();
+    let (code, _, err) = p.run(&["resume", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("run {id} succeeded")), "{err}");
+    assert_eq!(p.lines("exec.log")[before..], ["train 0.1 0.5".to_string()], "only the failed instance ran");
+    let (_, out, _) = p.run(&["runs", "--json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 1, "same run id");
+}
+
+#[test]
+fn status_and_gc_while_a_run_is_live() {
+    let p = Project::new();
+    p.write("w.yaml", "name: live\ntasks:\n  a: {kind: shell, params: {cmd: 'sleep 3'}}\n");
+    let mut child = p.cmd(&["run", "w.yaml", "--quiet"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, out, err) = p.run(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("running (live)"), "{out}");
+    let (code, _, err) = p.run(&["gc", "--store", "file://.cocoflow/store"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("a run is in progress in this state directory"), "{err}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
