@@ -207,6 +207,8 @@ pub struct TaskCtx {
     pub inputs: BTreeMap<String, Vec<InputItem>>,
     /// Concrete GPU ids granted (empty: run on the CPU).
     pub gpus: Vec<u32>,
+    /// Units granted from named pools (e.g. `judge: 4` → use up to 4 concurrent requests).
+    pub pools: BTreeMap<String, u32>,
     /// Scratch directory of this attempt (created on first use by [`TaskCtx::workdir`]).
     workdir: PathBuf,
     workdir_made: std::sync::atomic::AtomicBool,
@@ -235,6 +237,7 @@ pub struct CtxParts {
     pub params: Value,
     pub inputs: BTreeMap<String, Vec<InputItem>>,
     pub gpus: Vec<u32>,
+    pub pools: BTreeMap<String, u32>,
     pub workdir: PathBuf,
     pub log_path: PathBuf,
     pub cuda_ordinals: Vec<u32>,
@@ -257,6 +260,7 @@ impl TaskCtx {
             params: p.params,
             inputs: p.inputs,
             gpus: p.gpus,
+            pools: p.pools,
             workdir: p.workdir,
             workdir_made: std::sync::atomic::AtomicBool::new(false),
             log_path: p.log_path,
@@ -407,6 +411,11 @@ impl TaskCtx {
         } else {
             Ok(())
         }
+    }
+
+    /// The async runtime, for kinds that do async I/O (HTTP clients): `runtime().block_on(..)`.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
     }
 
     pub fn models(&self) -> &ModelCache {

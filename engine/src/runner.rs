@@ -396,7 +396,8 @@ pub async fn run(
                 }
                 Action::Launch { id, attempt, alloc } => {
                     records[id].gpus = alloc.gpus.clone();
-                    launches.push((id, attempt, alloc.gpus));
+                    let pools: std::collections::BTreeMap<String, u32> = alloc.named.iter().map(|&(i, n)| (core.pools().pool_name(i).to_string(), n)).collect();
+                    launches.push((id, attempt, alloc.gpus, pools));
                 }
                 Action::WakeAt { .. } => {}
             }
@@ -408,7 +409,7 @@ pub async fn run(
                 touched.iter().map(|&i| records[i].clone()).collect();
             journal.record(&opts.run_id, &events, &updates)?;
         }
-        for (id, attempt, gpus) in launches {
+        for (id, attempt, gpus, pools) in launches {
             let inst = &plan.instances[id];
             let log = opts
                 .state_dir
@@ -481,6 +482,7 @@ pub async fn run(
                 inputs,
                 outputs: inst.outputs.clone(),
                 gpus: gpus.clone(),
+                pools,
                 workdir: opts.state_dir.join("work").join(format!(
                     "{}-{}-{attempt}",
                     &inst.key[..16],

@@ -1,6 +1,9 @@
 //! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
 
 pub mod device;
+pub mod judge;
+pub mod metrics;
+pub mod reward;
 pub mod torch_info;
 
 /// Registers every task kind of this crate.

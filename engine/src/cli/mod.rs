@@ -155,14 +155,46 @@ pub enum Command {
     },
 }
 
+/// A subcommand a binary adds to the engine's CLI (e.g. `cocoflow score`).
+pub struct Extension {
+    /// The clap command (its name is the subcommand's name).
+    pub command: clap::Command,
+    /// Runs it; returns the exit code (use the `EXIT_*` constants).
+    pub run: fn(&clap::ArgMatches) -> i32,
+}
+
 /// Runs the CLI with these kinds; returns the process exit code.
 pub fn main_with(registry: Registry) -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    main_with_extensions(registry, Vec::new())
+}
+
+/// Runs the CLI with these kinds and extra subcommands; returns the process exit code.
+pub fn main_with_extensions(registry: Registry, extensions: Vec<Extension>) -> i32 {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    for ext in &extensions {
+        command = command.subcommand(ext.command.clone());
+    }
+    let matches = match command.try_get_matches() {
+        Ok(m) => m,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
             let _ = e.print();
             return code;
+        }
+    };
+    if let Some((name, sub)) = matches.subcommand()
+        && let Some(ext) = extensions.iter().find(|e| e.command.get_name() == name)
+    {
+        let verbose = matches.get_count("verbose");
+        init_tracing(verbose);
+        return (ext.run)(sub);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return EXIT_USAGE;
         }
     };
     if let Command::Worker { job } = &cli.command {

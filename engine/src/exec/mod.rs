@@ -26,6 +26,9 @@ pub struct Job {
     pub inputs: BTreeMap<String, Vec<JobInput>>,
     pub outputs: Vec<String>,
     pub gpus: Vec<u32>,
+    /// Named pool units granted, by pool name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, u32>,
     pub workdir: PathBuf,
     pub log_path: PathBuf,
     pub store_url: String,
@@ -125,6 +128,7 @@ pub fn run_job(
         params: job.params.clone(),
         inputs,
         gpus: job.gpus.clone(),
+        pools: job.pools.clone(),
         workdir: job.workdir.clone(),
         log_path: job.log_path.clone(),
         cuda_ordinals,

@@ -598,6 +598,23 @@ impl Store {
         }
     }
 
+    /// A small key-value cache shared by every run on this store (e.g. judge responses,
+    /// keyed by request content). `gc` leaves it alone.
+    pub async fn put_kv(&self, namespace: &str, key: &str, bytes: Bytes) -> Result<()> {
+        let path = OPath::from(format!("kv/{namespace}/{key}"));
+        self.inner.os.put(&path, PutPayload::from(bytes)).await.map_err(self.backend())?;
+        Ok(())
+    }
+
+    pub async fn get_kv(&self, namespace: &str, key: &str) -> Result<Option<Bytes>> {
+        let path = OPath::from(format!("kv/{namespace}/{key}"));
+        match self.inner.os.get(&path).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(self.backend())?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
     pub async fn put_run(&self, s: &RunSummary) -> Result<()> {
         self.put_json(&OPath::from(format!("runs/{}.json", s.run_id)), s)
             .await

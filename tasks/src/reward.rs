@@ -1,0 +1,1 @@
+//! Reward mixing and optimality probability (method-spec §3).
