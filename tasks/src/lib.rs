@@ -3,7 +3,9 @@
 pub mod device;
 pub mod judge;
 pub mod metrics;
+pub mod models;
 pub mod reward;
+pub mod sampling;
 pub mod torch_info;
 
 /// Registers every task kind of this crate.

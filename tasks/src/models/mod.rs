@@ -1,0 +1,1 @@
+//! Editing policies: the `EditPolicy` backend trait, tiny-kontext (built in), LoRA adapters.

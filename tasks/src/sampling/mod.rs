@@ -1,0 +1,1 @@
+//! Flow-matching samplers (method-spec §6): σ schedules with time shift, `euler`, `dpm2`.
