@@ -335,6 +335,7 @@ pub async fn run(
     let mut interrupted = false;
     let mut grace_deadline: Option<tokio::time::Instant> = None;
     let mut cancelled_all = false;
+    let mut kill_deadline: Option<tokio::time::Instant> = None;
     let epoch = Instant::now();
     let now = |e: &Instant| e.elapsed().as_millis() as u64;
     let mut sigterm =
@@ -396,7 +397,11 @@ pub async fn run(
                 }
                 Action::Launch { id, attempt, alloc } => {
                     records[id].gpus = alloc.gpus.clone();
-                    let pools: std::collections::BTreeMap<String, u32> = alloc.named.iter().map(|&(i, n)| (core.pools().pool_name(i).to_string(), n)).collect();
+                    let pools: std::collections::BTreeMap<String, u32> = alloc
+                        .named
+                        .iter()
+                        .map(|&(i, n)| (core.pools().pool_name(i).to_string(), n))
+                        .collect();
                     launches.push((id, attempt, alloc.gpus, pools));
                 }
                 Action::WakeAt { .. } => {}
@@ -581,6 +586,7 @@ pub async fn run(
                 if interrupted {
                     cancel_all(&launched);
                     cancelled_all = true;
+                    kill_deadline.get_or_insert(tokio::time::Instant::now() + KILL_AFTER);
                     ui.notice("second interrupt: cancelling running tasks");
                 } else {
                     interrupted = true;
@@ -598,6 +604,24 @@ pub async fn run(
                 ui.notice("grace period over: cancelling running tasks");
                 cancel_all(&launched);
                 cancelled_all = true;
+                kill_deadline.get_or_insert(tokio::time::Instant::now() + KILL_AFTER);
+            }
+            _ = tokio::time::sleep_until(kill_deadline.unwrap_or(far)), if kill_deadline.is_some() => {
+                // Tasks that ignored cancellation: kill workers, abandon in-process threads
+                // (they end with this process) and record them as interrupted.
+                ui.notice(&format!("{} task(s) ignored cancellation for {}: stopping without them", launched.len(), human_duration(KILL_AFTER)));
+                for l in launched.values() {
+                    if let Some(pgid) = *l.pgid.lock().unwrap() {
+                        // SAFETY: signals the worker's own process group.
+                        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    }
+                }
+                for (&id, _) in launched.iter() {
+                    if let State::Running { attempt } = core.state(id).clone() {
+                        batch.push(Msg::Done { id, attempt, outcome: JobOutcome::Cancelled });
+                    }
+                }
+                kill_deadline = None;
             }
         }
         for m in batch {
@@ -722,6 +746,9 @@ pub async fn run(
         elapsed: t0.elapsed(),
     })
 }
+
+/// After cancellation, how long tasks may take to stop before the run ends without them.
+const KILL_AFTER: Duration = Duration::from_secs(10);
 
 /// Threads of the in-process executor. Tasks run here, not on tokio's blocking pool: a
 /// task blocks on store I/O that itself needs blocking threads, so thousands of tasks on

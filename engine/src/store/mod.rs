@@ -602,7 +602,11 @@ impl Store {
     /// keyed by request content). `gc` leaves it alone.
     pub async fn put_kv(&self, namespace: &str, key: &str, bytes: Bytes) -> Result<()> {
         let path = OPath::from(format!("kv/{namespace}/{key}"));
-        self.inner.os.put(&path, PutPayload::from(bytes)).await.map_err(self.backend())?;
+        self.inner
+            .os
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(self.backend())?;
         Ok(())
     }
 

@@ -491,15 +491,30 @@ fn resume_continues_a_named_run_with_its_targets() {
     let (code, _, err) = p.run(&["resume", &id]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(&format!("run {id} succeeded")), "{err}");
-    assert_eq!(p.lines("exec.log")[before..], ["train 0.1 0.5".to_string()], "only the failed instance ran");
+    assert_eq!(
+        p.lines("exec.log")[before..],
+        ["train 0.1 0.5".to_string()],
+        "only the failed instance ran"
+    );
     let (_, out, _) = p.run(&["runs", "--json"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 1, "same run id");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "same run id"
+    );
 }
 
 #[test]
 fn status_and_gc_while_a_run_is_live() {
     let p = Project::new();
-    p.write("w.yaml", "name: live\ntasks:\n  a: {kind: shell, params: {cmd: 'sleep 3'}}\n");
+    p.write(
+        "w.yaml",
+        "name: live\ntasks:\n  a: {kind: shell, params: {cmd: 'sleep 3'}}\n",
+    );
     let mut child = p.cmd(&["run", "w.yaml", "--quiet"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let (code, out, err) = p.run(&["status"]);
@@ -507,6 +522,9 @@ fn status_and_gc_while_a_run_is_live() {
     assert!(out.contains("running (live)"), "{out}");
     let (code, _, err) = p.run(&["gc", "--store", "file://.cocoflow/store"]);
     assert_eq!(code, 5, "{err}");
-    assert!(err.contains("a run is in progress in this state directory"), "{err}");
+    assert!(
+        err.contains("a run is in progress in this state directory"),
+        "{err}"
+    );
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
