@@ -86,7 +86,8 @@ fn run_child(exe: &Path, dir: &Path, args: &[&str]) -> (f64, i32, f64) {
     let st = std::process::Command::new(exe)
         .args(["--state-dir", &dir.join("state").display().to_string()])
         .args(args)
-        .arg("--quiet")
+        .args(if args.first() == Some(&"run") { &["--quiet"][..] } else { &[][..] })
+        .stdout(std::process::Stdio::null())
         .current_dir(dir)
         .status()
         .expect("run benchmark child");
