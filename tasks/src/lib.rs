@@ -1,5 +1,6 @@
 //! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
 
+pub mod data;
 pub mod device;
 pub mod judge;
 pub mod metrics;
