@@ -116,3 +116,72 @@ fn b64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn synth_data_is_deterministic_and_splits_do_not_overlap() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let wf = "name: sd\ntasks:\n  data: {kind: synth-data, params: {seed: 3, n_train: 48, n_bench: 16, drift: 0.2}}\n";
+    for d in [&a, &b] {
+        std::fs::write(d.path().join("w.yaml"), wf).unwrap();
+        let (code, _, err) = cocoflow(d.path(), &["run", "w.yaml"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let result = |d: &Path| -> serde_json::Value {
+        let dir = d.join(".cocoflow/store/results");
+        let f = std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
+    };
+    let (ra, rb) = (result(a.path()), result(b.path()));
+    // Tree digests cover every byte of every file: byte-identical datasets.
+    assert_eq!(ra["outputs"], rb["outputs"]);
+    let blob = |d: &Path, digest: &str| {
+        std::fs::read(d.join(format!(".cocoflow/store/blobs/{}/{digest}", &digest[..2]))).unwrap()
+    };
+    let manifest = |split: &str| -> Vec<serde_json::Value> {
+        let tree: serde_json::Value = serde_json::from_slice(&blob(
+            a.path(),
+            ra["outputs"][split]["digest"].as_str().unwrap(),
+        ))
+        .unwrap();
+        let e = tree["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == "manifest.jsonl")
+            .unwrap();
+        String::from_utf8(blob(a.path(), e["digest"].as_str().unwrap()))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (train, bench) = (manifest("train"), manifest("bench"));
+    assert_eq!((train.len(), bench.len()), (48, 16));
+    let types = |m: &[serde_json::Value]| {
+        m.iter()
+            .map(|r| r["edit_type"].as_str().unwrap().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(types(&train).len(), 6, "train has the six local types only");
+    assert!(
+        types(&bench).contains("tone") && types(&bench).contains("style"),
+        "bench adds the global types"
+    );
+    let pairs = |m: &[serde_json::Value]| {
+        m.iter()
+            .map(|r| {
+                (
+                    r["extra"]["source_scene"].to_string(),
+                    r["instruction"].to_string(),
+                )
+            })
+            .collect::<std::collections::HashSet<_>>()
+    };
+    assert!(pairs(&train).is_disjoint(&pairs(&bench)));
+}

@@ -7,11 +7,13 @@ pub mod metrics;
 pub mod models;
 pub mod reward;
 pub mod sampling;
+pub mod synth_data;
 pub mod torch_info;
 
 /// Registers every task kind of this crate.
 pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register(torch_info::TorchInfoKind);
+    registry.register(synth_data::SynthData);
 }
 
 #[cfg(test)]

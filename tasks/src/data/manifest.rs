@@ -56,7 +56,10 @@ pub enum DataError {
     #[error("dataset `{}` has no `{MANIFEST}`", .0.display())]
     NoManifest(PathBuf),
     #[error("cannot read `{}`: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("{0}")]
@@ -85,9 +88,16 @@ pub fn confined(root: &Path, rel: &str) -> Result<PathBuf, String> {
         return Err("empty path".into());
     }
     if p.is_absolute() {
-        return Err(format!("path `{rel}` is absolute; paths must be relative to the dataset root"));
+        return Err(format!(
+            "path `{rel}` is absolute; paths must be relative to the dataset root"
+        ));
     }
-    if p.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
+    if p.components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    }) {
         return Err(format!("path `{rel}` leaves the dataset root"));
     }
     let full = root.join(p);
@@ -107,7 +117,9 @@ impl Dataset {
         let path = root.join(MANIFEST);
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DataError::NoManifest(root.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DataError::NoManifest(root.to_path_buf()));
+            }
             Err(source) => return Err(DataError::Io { path, source }),
         };
         let mut records = Vec::new();
@@ -115,14 +127,20 @@ impl Dataset {
         let mut keys = std::collections::HashSet::new();
         for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
             let n = i + 1;
-            let line = line.map_err(|source| DataError::Io { path: path.clone(), source })?;
+            let line = line.map_err(|source| DataError::Io {
+                path: path.clone(),
+                source,
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
             let rec: Record = match serde_json::from_str(&line) {
                 Ok(r) => r,
                 Err(e) => {
-                    rejected.push(LineError { line: n, reason: format!("not a valid record: {e}") });
+                    rejected.push(LineError {
+                        line: n,
+                        reason: format!("not a valid record: {e}"),
+                    });
                     continue;
                 }
             };
@@ -130,7 +148,9 @@ impl Dataset {
             for (field, rel) in rec.files() {
                 match confined(root, rel) {
                     Err(why) => problem = Some(format!("`{field}`: {why}")),
-                    Ok(full) if !full.is_file() => problem = Some(format!("`{field}`: file `{rel}` does not exist")),
+                    Ok(full) if !full.is_file() => {
+                        problem = Some(format!("`{field}`: file `{rel}` does not exist"))
+                    }
                     Ok(_) => {}
                 }
                 if problem.is_some() {
@@ -145,7 +165,11 @@ impl Dataset {
                 None => records.push(rec),
             }
         }
-        Ok(Dataset { root: root.to_path_buf(), records, rejected })
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            records,
+            rejected,
+        })
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -158,12 +182,20 @@ impl Dataset {
     }
 
     pub fn target(&self, r: &Record) -> Result<Option<tch::Tensor>, DataError> {
-        r.target.as_ref().map(|t| image_io::load_rgb(&self.path(t))).transpose().map_err(Into::into)
+        r.target
+            .as_ref()
+            .map(|t| image_io::load_rgb(&self.path(t)))
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// The record's `edit_mask` as `(1, H, W)` in {0, 1} (1 = changes), whatever its polarity on disk.
     pub fn edit_mask(&self, r: &Record) -> Result<Option<tch::Tensor>, DataError> {
-        r.edit_mask.as_ref().map(|m| image_io::load_mask(&self.path(m), r.mask_polarity)).transpose().map_err(Into::into)
+        r.edit_mask
+            .as_ref()
+            .map(|m| image_io::load_mask(&self.path(m), r.mask_polarity))
+            .transpose()
+            .map_err(Into::into)
     }
 }
 
@@ -189,8 +221,14 @@ pub struct DatasetWriter {
 
 impl DatasetWriter {
     pub fn create(root: &Path) -> Result<DatasetWriter, DataError> {
-        std::fs::create_dir_all(root.join("images")).map_err(|source| DataError::Io { path: root.to_path_buf(), source })?;
-        Ok(DatasetWriter { root: root.to_path_buf(), lines: Vec::new() })
+        std::fs::create_dir_all(root.join("images")).map_err(|source| DataError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(DatasetWriter {
+            root: root.to_path_buf(),
+            lines: Vec::new(),
+        })
     }
 
     /// Saves an RGB `(3, H, W)` tensor in [0, 1] as `images/<name>.png`; returns its relative path.
@@ -208,16 +246,23 @@ impl DatasetWriter {
     }
 
     pub fn push(&mut self, r: &Record) -> Result<(), DataError> {
-        self.lines.push(serde_json::to_string(r).map_err(|e| DataError::Invalid(e.to_string()))?);
+        self.lines
+            .push(serde_json::to_string(r).map_err(|e| DataError::Invalid(e.to_string()))?);
         Ok(())
     }
 
     /// Writes `manifest.jsonl` (last, so a half-written dataset has no manifest).
     pub fn finish(self) -> Result<PathBuf, DataError> {
         let path = self.root.join(MANIFEST);
-        let mut f = std::fs::File::create(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+        let mut f = std::fs::File::create(&path).map_err(|source| DataError::Io {
+            path: path.clone(),
+            source,
+        })?;
         for l in &self.lines {
-            writeln!(f, "{l}").map_err(|source| DataError::Io { path: path.clone(), source })?;
+            writeln!(f, "{l}").map_err(|source| DataError::Io {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(self.root)
     }
@@ -229,7 +274,17 @@ mod tests {
     use tch::{Kind, Tensor};
 
     fn rec(key: &str, src: &str) -> Record {
-        Record { key: key.into(), source: src.into(), target: None, edit_mask: None, mask_polarity: MaskPolarity::Edit, instruction: "remove the red circle".into(), instruction_refined: None, edit_type: Some("remove".into()), extra: Default::default() }
+        Record {
+            key: key.into(),
+            source: src.into(),
+            target: None,
+            edit_mask: None,
+            mask_polarity: MaskPolarity::Edit,
+            instruction: "remove the red circle".into(),
+            instruction_refined: None,
+            edit_type: Some("remove".into()),
+            extra: Default::default(),
+        }
     }
 
     #[test]
@@ -249,13 +304,34 @@ mod tests {
         w.push(&rec("d", "images/missing.png")).unwrap();
         w.push(&rec("a", &src)).unwrap();
         w.finish().unwrap();
-        std::fs::OpenOptions::new().append(true).open(dir.path().join(MANIFEST)).unwrap().write_all(b"{not json\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(MANIFEST))
+            .unwrap()
+            .write_all(b"{not json\n")
+            .unwrap();
         let ds = Dataset::open(dir.path()).unwrap();
         assert_eq!(ds.records.len(), 1);
-        let lines: Vec<(usize, &str)> = ds.rejected.iter().map(|e| (e.line, e.reason.as_str())).collect();
-        assert_eq!(lines[0], (2, "`source`: path `../outside.png` leaves the dataset root"));
-        assert_eq!(lines[1], (3, "`source`: path `/etc/passwd` is absolute; paths must be relative to the dataset root"));
-        assert_eq!(lines[2], (4, "`source`: file `images/missing.png` does not exist"));
+        let lines: Vec<(usize, &str)> = ds
+            .rejected
+            .iter()
+            .map(|e| (e.line, e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            lines[0],
+            (2, "`source`: path `../outside.png` leaves the dataset root")
+        );
+        assert_eq!(
+            lines[1],
+            (
+                3,
+                "`source`: path `/etc/passwd` is absolute; paths must be relative to the dataset root"
+            )
+        );
+        assert_eq!(
+            lines[2],
+            (4, "`source`: file `images/missing.png` does not exist")
+        );
         assert_eq!(lines[3], (5, "key `a` repeats an earlier line"));
         assert_eq!(lines[4].0, 6);
         let back = ds.source(&ds.records[0]).unwrap();

@@ -2,5 +2,6 @@
 
 pub mod image_io;
 pub mod manifest;
+pub mod synth;
 
 pub use manifest::{Dataset, DatasetWriter, MaskPolarity, Record};
