@@ -124,7 +124,11 @@ impl Moments {
         let n = v.len() as f64;
         let mean = v.iter().sum::<f64>() / n;
         let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-        Moments { n: v.len(), mean, std: var.sqrt() }
+        Moments {
+            n: v.len(),
+            mean,
+            std: var.sqrt(),
+        }
     }
 }
 
@@ -166,11 +170,24 @@ pub fn mix(samples: &[SampleRewards], cfg: &RewardConfig) -> MixedRewards {
             };
             // eq. 2: r_raw = λ_mllm·r_mllm + λ_sim·r_sim (a zero weight ignores its term).
             let r_raw = excluded.is_none().then(|| {
-                let m = if cfg.lambda_mllm != 0.0 { cfg.lambda_mllm * s.r_mllm.unwrap_or(0.0) } else { 0.0 };
-                let d = if needs_sim { cfg.lambda_sim * s.r_sim.unwrap_or(0.0) } else { 0.0 };
+                let m = if cfg.lambda_mllm != 0.0 {
+                    cfg.lambda_mllm * s.r_mllm.unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                let d = if needs_sim {
+                    cfg.lambda_sim * s.r_sim.unwrap_or(0.0)
+                } else {
+                    0.0
+                };
                 m + d
             });
-            MixedSample { r_raw, advantage: None, r: None, excluded }
+            MixedSample {
+                r_raw,
+                advantage: None,
+                r: None,
+                excluded,
+            }
         })
         .collect();
 
@@ -213,14 +230,24 @@ pub fn mix(samples: &[SampleRewards], cfg: &RewardConfig) -> MixedRewards {
         r_mllm: Moments::of(samples.iter().filter_map(|s| s.r_mllm)),
         r_sim: Moments::of(samples.iter().filter_map(|s| s.r_sim)),
         r_raw: all,
-        invalid_judge: out.iter().filter(|m| m.excluded == Some(Exclusion::InvalidJudge)).count(),
-        undefined_sim: out.iter().filter(|m| m.excluded == Some(Exclusion::UndefinedSim)).count(),
+        invalid_judge: out
+            .iter()
+            .filter(|m| m.excluded == Some(Exclusion::InvalidJudge))
+            .count(),
+        undefined_sim: out
+            .iter()
+            .filter(|m| m.excluded == Some(Exclusion::UndefinedSim))
+            .count(),
         banned_groups: banned.len(),
         banned_samples,
         used: out.iter().filter(|m| m.r.is_some()).count(),
         z,
     };
-    MixedRewards { samples: out, banned, stats }
+    MixedRewards {
+        samples: out,
+        banned,
+        stats,
+    }
 }
 
 #[cfg(test)]
@@ -228,11 +255,18 @@ mod tests {
     use super::*;
 
     fn key(i: &str) -> GroupKey {
-        GroupKey { instruction: i.into(), source_digest: "d".into() }
+        GroupKey {
+            instruction: i.into(),
+            source_digest: "d".into(),
+        }
     }
 
     fn s(g: &str, m: Option<f64>, sim: Option<f64>) -> SampleRewards {
-        SampleRewards { group: key(g), r_mllm: m, r_sim: sim }
+        SampleRewards {
+            group: key(g),
+            r_mllm: m,
+            r_sim: sim,
+        }
     }
 
     fn close(a: f64, b: f64) {
@@ -243,14 +277,20 @@ mod tests {
     fn hand_computed_mixing_and_optimality_probability() {
         // λ = 0.8 : 0.2. Group a: r_raw = 0.8·0.5+0.2·0.5 = 0.5 and 0.8·0.7+0.2·0.9 = 0.74.
         // Group b: 0.8·0.2+0.2·0.4 = 0.24 and 0.8·0.4+0.2·0.4 = 0.40.
-        let samples = vec![s("a", Some(0.5), Some(0.5)), s("a", Some(0.7), Some(0.9)), s("b", Some(0.2), Some(0.4)), s("b", Some(0.4), Some(0.4))];
+        let samples = vec![
+            s("a", Some(0.5), Some(0.5)),
+            s("a", Some(0.7), Some(0.9)),
+            s("b", Some(0.2), Some(0.4)),
+            s("b", Some(0.4), Some(0.4)),
+        ];
         let m = mix(&samples, &RewardConfig::default());
         let raw: Vec<f64> = m.samples.iter().map(|x| x.r_raw.unwrap()).collect();
         for (a, b) in raw.iter().zip([0.5, 0.74, 0.24, 0.40]) {
             close(*a, b);
         }
         // all = {0.5, 0.74, 0.24, 0.40}: mean 0.47, population std = sqrt(0.0331) (hand).
-        let std = ((0.03f64.powi(2) + 0.27f64.powi(2) + 0.23f64.powi(2) + 0.07f64.powi(2)) / 4.0).sqrt();
+        let std =
+            ((0.03f64.powi(2) + 0.27f64.powi(2) + 0.23f64.powi(2) + 0.07f64.powi(2)) / 4.0).sqrt();
         close(m.stats.r_raw.std, std);
         let z = 5.0 * (std + 1e-4);
         close(m.stats.z, z);
@@ -265,7 +305,12 @@ mod tests {
 
     #[test]
     fn constant_normalizer_clips() {
-        let cfg = RewardConfig { normalizer: Normalizer::Constant { value: 0.1 }, lambda_mllm: 1.0, lambda_sim: 0.0, ..Default::default() };
+        let cfg = RewardConfig {
+            normalizer: Normalizer::Constant { value: 0.1 },
+            lambda_mllm: 1.0,
+            lambda_sim: 0.0,
+            ..Default::default()
+        };
         let m = mix(&[s("a", Some(0.0), None), s("a", Some(0.5), None)], &cfg);
         // mean 0.25, A = ∓0.25, A/Z = ∓2.5 → clipped to ∓1 → r = 0, 1.
         close(m.samples[0].r.unwrap(), 0.0);
@@ -297,25 +342,59 @@ mod tests {
 
     #[test]
     fn invalid_and_undefined_samples_never_get_a_score() {
-        let m = mix(&[s("a", None, Some(0.5)), s("a", Some(0.4), None), s("a", Some(0.2), Some(0.1)), s("a", Some(0.6), Some(0.3))], &RewardConfig::default());
+        let m = mix(
+            &[
+                s("a", None, Some(0.5)),
+                s("a", Some(0.4), None),
+                s("a", Some(0.2), Some(0.1)),
+                s("a", Some(0.6), Some(0.3)),
+            ],
+            &RewardConfig::default(),
+        );
         assert_eq!(m.samples[0].excluded, Some(Exclusion::InvalidJudge));
         assert_eq!(m.samples[1].excluded, Some(Exclusion::UndefinedSim));
-        assert!(m.samples[0].r.is_none() && m.samples[1].r.is_none() && m.samples[0].r_raw.is_none());
+        assert!(
+            m.samples[0].r.is_none() && m.samples[1].r.is_none() && m.samples[0].r_raw.is_none()
+        );
         assert_eq!(m.stats.invalid_judge, 1);
         assert_eq!(m.stats.undefined_sim, 1);
         // The group mean uses only the two valid samples: 0.18 and 0.54 → mean 0.36.
         close(m.samples[2].advantage.unwrap(), 0.18 - 0.36);
         // With λ_sim = 0, an undefined r_sim does not matter.
-        let cfg = RewardConfig { lambda_mllm: 1.0, lambda_sim: 0.0, ..Default::default() };
+        let cfg = RewardConfig {
+            lambda_mllm: 1.0,
+            lambda_sim: 0.0,
+            ..Default::default()
+        };
         let m = mix(&[s("a", Some(0.4), None), s("a", Some(0.2), None)], &cfg);
         assert!(m.samples.iter().all(|x| x.r.is_some()));
     }
 
     #[test]
     fn groups_are_keyed_by_instruction_and_source() {
-        let a = SampleRewards { group: GroupKey { instruction: "x".into(), source_digest: "1".into() }, r_mllm: Some(0.1), r_sim: Some(0.0) };
-        let b = SampleRewards { group: GroupKey { instruction: "x".into(), source_digest: "2".into() }, r_mllm: Some(0.5), r_sim: Some(0.0) };
-        let m = mix(&[a.clone(), a, b.clone(), b], &RewardConfig { ban_std: -1.0, ..Default::default() });
+        let a = SampleRewards {
+            group: GroupKey {
+                instruction: "x".into(),
+                source_digest: "1".into(),
+            },
+            r_mllm: Some(0.1),
+            r_sim: Some(0.0),
+        };
+        let b = SampleRewards {
+            group: GroupKey {
+                instruction: "x".into(),
+                source_digest: "2".into(),
+            },
+            r_mllm: Some(0.5),
+            r_sim: Some(0.0),
+        };
+        let m = mix(
+            &[a.clone(), a, b.clone(), b],
+            &RewardConfig {
+                ban_std: -1.0,
+                ..Default::default()
+            },
+        );
         assert_eq!(m.stats.groups, 2);
         // Same instruction text, different source: separate groups (the reference code merges them).
         close(m.samples[0].advantage.unwrap(), 0.0);

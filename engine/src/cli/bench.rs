@@ -86,7 +86,11 @@ fn run_child(exe: &Path, dir: &Path, args: &[&str]) -> (f64, i32, f64) {
     let st = std::process::Command::new(exe)
         .args(["--state-dir", &dir.join("state").display().to_string()])
         .args(args)
-        .args(if args.first() == Some(&"run") { &["--quiet"][..] } else { &[][..] })
+        .args(if args.first() == Some(&"run") {
+            &["--quiet"][..]
+        } else {
+            &[][..]
+        })
         .stdout(std::process::Stdio::null())
         .current_dir(dir)
         .status()
@@ -129,7 +133,12 @@ fn shell_floor(dir: &Path, n: usize) -> f64 {
             let d = &d;
             s.spawn(move || {
                 for i in (w..n).step_by(2) {
-                    std::process::Command::new("sh").arg("-c").arg(format!("echo {i} > out{i}.txt")).current_dir(d).status().expect("sh");
+                    std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(format!("echo {i} > out{i}.txt"))
+                        .current_dir(d)
+                        .status()
+                        .expect("sh");
                 }
             });
         }
@@ -161,10 +170,17 @@ pub async fn run(args: BenchArgs, _registry: Registry) -> Result<i32, super::com
             );
             if shape == "fan" {
                 let mem = d.join("fan-memory.yaml");
-                let text = std::fs::read_to_string(&wf).expect("workflow").replacen(&format!("store: file://{}/store", d.display()), "store: memory://", 1);
+                let text = std::fs::read_to_string(&wf).expect("workflow").replacen(
+                    &format!("store: file://{}/store", d.display()),
+                    "store: memory://",
+                    1,
+                );
                 std::fs::write(&mem, text).expect("write");
                 let (msecs, mcode, _) = run_child(&exe, &d, &["run", &mem.display().to_string()]);
-                println!("noop fan   n={tasks:>6}: {msecs:7.2} s  {:>9.0} tasks/s  with the memory:// store (engine overhead without the disk; exit {mcode})", tasks as f64 / msecs);
+                println!(
+                    "noop fan   n={tasks:>6}: {msecs:7.2} s  {:>9.0} tasks/s  with the memory:// store (engine overhead without the disk; exit {mcode})",
+                    tasks as f64 / msecs
+                );
                 let (secs, code, _) = run_child(&exe, &d, &["run", &wf.display().to_string()]);
                 println!(
                     "replan fan   n={tasks:>6}: {secs:7.3} s  fully cached re-run (exit {code}; goal ≤ 0.5 s)"
