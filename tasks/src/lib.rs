@@ -5,6 +5,7 @@ pub mod device;
 pub mod judge;
 pub mod metrics;
 pub mod models;
+pub mod nft;
 pub mod reward;
 pub mod sampling;
 pub mod synth_data;
