@@ -1,5 +1,6 @@
 //! DiffusionNFT with CoCoEdit's region regularisers (method-spec §4).
 
+pub mod ema;
 pub mod loss;
 
 pub use loss::{
