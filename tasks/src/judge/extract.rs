@@ -1,0 +1,469 @@
+//! Reading scores out of a judge's answer.
+//!
+//! `generate`: the answer must be one JSON object (optionally inside a single ```json fence)
+//! holding every field of the prompt with the right type; scores must lie in their range.
+//!
+//! `logprobs` (method-spec §2; Edit-R1 reads first-token logits the same way): the answer is
+//! parsed as above, then for every score field that the prompt marks `logprobs`:
+//! 1. concatenate the tokens of `logprobs.content` into the generated text `t`;
+//! 2. find the field's value in `t`: the first `"name"` followed by optional whitespace, `:`,
+//!    optional whitespace and a digit; that digit's byte offset is the *score position*;
+//! 3. take the token whose span holds the score position; the text of that token before the
+//!    position is its *prefix* (e.g. the space of `" 4"`);
+//! 4. candidates are its `top_logprobs` entries that, after removing that prefix (or leading
+//!    whitespace), start with an integer `v` in the field's range (not followed by `.`);
+//! 5. the score is `E = Σ p·v / Σ p` with `p = exp(logprob)` over the candidates, i.e. the
+//!    expectation renormalised over the valid digit tokens.
+//!
+//! When the emitted number spans several tokens (`"1","0"` for 10 in digit-split
+//! vocabularies) the first token cannot tell 1 from 10, so that field falls back to the
+//! parsed value (and says so in [`FieldScore::method`]). A response without logprobs is an
+//! error in `logprobs` mode, not a silent switch to `generate`.
+
+use super::prompts::{FieldKind, Prompt};
+use super::wire::TokenLogprob;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// How scores are read from an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Extraction {
+    /// Expected value over the digit tokens' probabilities (needs `top_logprobs`).
+    #[default]
+    Logprobs,
+    /// The integer written in the JSON answer.
+    Generate,
+}
+
+/// Why an answer gives no usable scores.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the response has no choices")]
+    NoChoices,
+    #[error("the answer is empty")]
+    Empty,
+    #[error("the answer is not a single JSON object: {reason}")]
+    NotJson { reason: String },
+    #[error("the answer lacks the field `{field}`")]
+    MissingField { field: String },
+    #[error("field `{field}` should be {expected}, got `{got}`")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+        got: String,
+    },
+    #[error("field `{field}` is {value}, outside {min}..={max}")]
+    OutOfRange {
+        field: String,
+        value: f64,
+        min: u32,
+        max: u32,
+    },
+    #[error(
+        "the response carries no token logprobs (the server must return `top_logprobs`; or use extraction `generate`)"
+    )]
+    NoLogprobs,
+    #[error("cannot find the digit of `{field}` among the answer's tokens")]
+    ScorePosition { field: String },
+    #[error("no digit token in {min}..={max} among the top logprobs of `{field}`")]
+    NoDigitCandidates { field: String, min: u32, max: u32 },
+}
+
+impl AnswerError {
+    /// Whether asking again could help (a server that sends no logprobs never will).
+    pub fn retryable(&self) -> bool {
+        !matches!(self, AnswerError::NoLogprobs)
+    }
+}
+
+/// One score field's value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FieldScore {
+    /// On the prompt's scale (e.g. 0–5); fractional under `logprobs`.
+    pub value: f64,
+    /// `(value − min)/(max − min)`, in [0, 1].
+    pub normalized: f64,
+    /// How the value was read.
+    pub method: Extraction,
+}
+
+/// A validated answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    /// The parsed JSON object.
+    pub json: Value,
+    /// Every score field.
+    pub scores: BTreeMap<String, FieldScore>,
+}
+
+/// Parses the answer text as one JSON object (a single surrounding ```json fence is allowed).
+pub fn parse_json_object(content: &str) -> Result<Map<String, Value>, AnswerError> {
+    let mut s = content.trim();
+    if s.is_empty() {
+        return Err(AnswerError::Empty);
+    }
+    if let Some(rest) = s.strip_prefix("```") {
+        let body = rest
+            .split_once('\n')
+            .map(|(_, b)| b)
+            .ok_or_else(|| AnswerError::NotJson {
+                reason: "an unterminated code fence".into(),
+            })?;
+        s = body
+            .trim_end()
+            .strip_suffix("```")
+            .ok_or_else(|| AnswerError::NotJson {
+                reason: "an unterminated code fence".into(),
+            })?
+            .trim();
+    }
+    match serde_json::from_str::<Value>(s) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(AnswerError::NotJson {
+            reason: format!("got a JSON {}", type_name(&other)),
+        }),
+        Err(e) => Err(AnswerError::NotJson {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 {
+        format!("{}…", &s[..s.floor_char_boundary(60)])
+    } else {
+        s
+    }
+}
+
+/// Validates `content` against the prompt's fields and reads its scores.
+pub fn extract(
+    prompt: &Prompt,
+    content: &str,
+    tokens: Option<&[TokenLogprob]>,
+    mode: Extraction,
+) -> Result<Answer, AnswerError> {
+    let obj = parse_json_object(content)?;
+    let mut scores = BTreeMap::new();
+    let tokens = match mode {
+        Extraction::Generate => None,
+        Extraction::Logprobs => match tokens {
+            Some(t) if !t.is_empty() => Some(t),
+            _ if prompt.fields.iter().any(|f| f.logprobs) => {
+                return Err(AnswerError::NoLogprobs);
+            }
+            _ => None,
+        },
+    };
+    for f in prompt.fields {
+        let v = obj.get(f.name).ok_or_else(|| AnswerError::MissingField {
+            field: f.name.to_string(),
+        })?;
+        let wrong = |expected| AnswerError::WrongType {
+            field: f.name.to_string(),
+            expected,
+            got: short(v),
+        };
+        match f.kind {
+            FieldKind::Text => {
+                v.as_str().ok_or_else(|| wrong("a string"))?;
+            }
+            FieldKind::BoundingBox => {
+                let ok = v
+                    .as_array()
+                    .is_some_and(|a| a.len() == 4 && a.iter().all(Value::is_number));
+                if !ok {
+                    return Err(wrong("[x1, y1, x2, y2]"));
+                }
+            }
+            FieldKind::Score { min, max } => {
+                let parsed = v.as_f64().ok_or_else(|| wrong("a number"))?;
+                if !(min as f64..=max as f64).contains(&parsed) {
+                    return Err(AnswerError::OutOfRange {
+                        field: f.name.to_string(),
+                        value: parsed,
+                        min,
+                        max,
+                    });
+                }
+                let (value, method) = match tokens {
+                    Some(t) if f.logprobs => match expected_digit(t, f.name, min, max)? {
+                        Some(e) => (e, Extraction::Logprobs),
+                        None => (parsed, Extraction::Generate),
+                    },
+                    _ => (parsed, Extraction::Generate),
+                };
+                let normalized = if max > min {
+                    ((value - min as f64) / (max - min) as f64).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                scores.insert(
+                    f.name.to_string(),
+                    FieldScore {
+                        value,
+                        normalized,
+                        method,
+                    },
+                );
+            }
+        }
+    }
+    Ok(Answer {
+        json: Value::Object(obj),
+        scores,
+    })
+}
+
+/// The expected score at `field`'s score position (module docs, steps 1–5); `None` when the
+/// emitted number spans more than one token.
+pub fn expected_digit(
+    tokens: &[TokenLogprob],
+    field: &str,
+    min: u32,
+    max: u32,
+) -> Result<Option<f64>, AnswerError> {
+    let text: String = tokens.iter().map(|t| t.token.as_str()).collect();
+    let pos = score_position(&text, field).ok_or_else(|| AnswerError::ScorePosition {
+        field: field.to_string(),
+    })?;
+    let mut start = 0;
+    let (i, tok_start) = tokens
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| {
+            let s = start;
+            start += t.token.len();
+            (pos < start).then_some((i, s))
+        })
+        .expect("the position lies inside the concatenated text");
+    let tok = &tokens[i];
+    let tok_end = tok_start + tok.token.len();
+    let number_end = pos
+        + text[pos..]
+            .bytes()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+    if number_end > tok_end {
+        return Ok(None);
+    }
+    if tok.top_logprobs.is_empty() {
+        return Err(AnswerError::NoLogprobs);
+    }
+    let prefix = &text[tok_start..pos];
+    let (mut num, mut den) = (0.0, 0.0);
+    for cand in &tok.top_logprobs {
+        let body = match cand.token.strip_prefix(prefix) {
+            Some(b) if !prefix.is_empty() => b,
+            _ => cand.token.trim_start(),
+        };
+        let digits: &str = &body[..body.bytes().take_while(u8::is_ascii_digit).count()];
+        if digits.is_empty() || body[digits.len()..].starts_with('.') {
+            continue;
+        }
+        let Ok(v) = digits.parse::<u32>() else {
+            continue;
+        };
+        if v < min || v > max || !cand.logprob.is_finite() {
+            continue;
+        }
+        let p = cand.logprob.exp();
+        num += p * v as f64;
+        den += p;
+    }
+    if den <= 0.0 {
+        return Err(AnswerError::NoDigitCandidates {
+            field: field.to_string(),
+            min,
+            max,
+        });
+    }
+    Ok(Some(num / den))
+}
+
+/// Byte offset of the first digit of `"field": <digits>` in `text`.
+fn score_position(text: &str, field: &str) -> Option<usize> {
+    let key = format!("\"{field}\"");
+    let mut from = 0;
+    while let Some(i) = text[from..].find(&key) {
+        let mut j = from + i + key.len();
+        let b = text.as_bytes();
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if j < b.len() && b[j] == b':' {
+            j += 1;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j < b.len() && b[j].is_ascii_digit() {
+                return Some(j);
+            }
+        }
+        from = from + i + key.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::prompts::{CONSISTENCY, LOCATE, REWARD};
+    use super::super::wire::TopLogprob;
+    use super::*;
+
+    fn tok(token: &str, top: &[(&str, f64)]) -> TokenLogprob {
+        TokenLogprob {
+            token: token.into(),
+            logprob: 0.0,
+            top_logprobs: top
+                .iter()
+                .map(|(t, p)| TopLogprob {
+                    token: t.to_string(),
+                    logprob: p.ln(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `{"editing_effect": 4, "visual_quality": 5}` with a distribution at each digit.
+    fn reward_tokens() -> Vec<TokenLogprob> {
+        vec![
+            tok("{\"", &[]),
+            tok("editing", &[]),
+            tok("_effect", &[]),
+            tok("\":", &[]),
+            // leading-space digit tokens; "9" is out of range, "x" is not a digit
+            tok(" 4", &[(" 4", 0.6), (" 3", 0.2), (" 9", 0.1), ("x", 0.05)]),
+            tok(", \"", &[]),
+            tok("visual_quality", &[]),
+            tok("\": ", &[]),
+            tok("5", &[("5", 0.5), ("4", 0.25), ("4.", 0.25)]),
+            tok("}", &[]),
+        ]
+    }
+
+    #[test]
+    fn logprobs_expectation_is_renormalised_over_valid_digits() {
+        let toks = reward_tokens();
+        let content: String = toks.iter().map(|t| t.token.as_str()).collect();
+        let a = extract(&REWARD, &content, Some(&toks), Extraction::Logprobs).unwrap();
+        let e = &a.scores["editing_effect"];
+        // (0.6·4 + 0.2·3) / 0.8 = 3.75
+        assert!((e.value - 3.75).abs() < 1e-12, "{}", e.value);
+        assert!((e.normalized - 0.75).abs() < 1e-12);
+        assert_eq!(e.method, Extraction::Logprobs);
+        // "4." is a decimal, left out: (0.5·5 + 0.25·4) / 0.75
+        let q = &a.scores["visual_quality"];
+        assert!((q.value - 3.5 / 0.75).abs() < 1e-12, "{}", q.value);
+        // generate mode reads the written integers
+        let g = extract(&REWARD, &content, Some(&toks), Extraction::Generate).unwrap();
+        assert_eq!(g.scores["editing_effect"].value, 4.0);
+        assert_eq!(g.scores["visual_quality"].normalized, 1.0);
+    }
+
+    #[test]
+    fn multi_token_numbers_fall_back_to_the_parsed_value() {
+        let toks = vec![
+            tok("{\"reasoning\": \"ok\", \"consistency_score\": ", &[]),
+            tok("1", &[("1", 0.7), ("9", 0.3)]),
+            tok("0", &[("0", 1.0)]),
+            tok("}", &[]),
+        ];
+        let content: String = toks.iter().map(|t| t.token.as_str()).collect();
+        let a = extract(&CONSISTENCY, &content, Some(&toks), Extraction::Logprobs).unwrap();
+        let s = &a.scores["consistency_score"];
+        assert_eq!((s.value, s.method), (10.0, Extraction::Generate));
+        assert_eq!(s.normalized, 1.0);
+    }
+
+    #[test]
+    fn missing_logprobs_is_an_error_not_a_fallback() {
+        let content = r#"{"editing_effect": 4, "visual_quality": 5}"#;
+        let err = extract(&REWARD, content, None, Extraction::Logprobs).unwrap_err();
+        assert_eq!(err, AnswerError::NoLogprobs);
+        assert!(!err.retryable());
+        let mut toks = reward_tokens();
+        toks[4].top_logprobs.clear();
+        let content: String = toks.iter().map(|t| t.token.as_str()).collect();
+        assert_eq!(
+            extract(&REWARD, &content, Some(&toks), Extraction::Logprobs).unwrap_err(),
+            AnswerError::NoLogprobs
+        );
+        toks[4].top_logprobs = vec![TopLogprob {
+            token: " 7".into(),
+            logprob: 0.0,
+        }];
+        assert_eq!(
+            extract(&REWARD, &content, Some(&toks), Extraction::Logprobs)
+                .unwrap_err()
+                .to_string(),
+            "no digit token in 0..=5 among the top logprobs of `editing_effect`"
+        );
+    }
+
+    #[test]
+    fn strict_json_errors_name_the_problem() {
+        let e = |s: &str| {
+            extract(&REWARD, s, None, Extraction::Generate)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(e("  "), "the answer is empty");
+        assert!(
+            e(r#"Sure! {"editing_effect": 4}"#)
+                .starts_with("the answer is not a single JSON object")
+        );
+        assert!(
+            e(r#"{"editing_effect": 4, "visual_quality": 5} thanks"#)
+                .starts_with("the answer is not a single JSON object")
+        );
+        assert_eq!(
+            e("[1, 2]"),
+            "the answer is not a single JSON object: got a JSON array"
+        );
+        assert_eq!(
+            e(r#"{"editing_effect": 4}"#),
+            "the answer lacks the field `visual_quality`"
+        );
+        assert_eq!(
+            e(r#"{"editing_effect": "4", "visual_quality": 5}"#),
+            "field `editing_effect` should be a number, got `\"4\"`"
+        );
+        assert_eq!(
+            e(r#"{"editing_effect": 6, "visual_quality": 5}"#),
+            "field `editing_effect` is 6, outside 0..=5"
+        );
+        let fenced = "```json\n{\"editing_effect\": 2, \"visual_quality\": 3}\n```";
+        let a = extract(&REWARD, fenced, None, Extraction::Generate).unwrap();
+        assert_eq!(a.scores["editing_effect"].value, 2.0);
+    }
+
+    #[test]
+    fn text_and_box_fields_are_type_checked() {
+        let ok = r#"{"edit_type": "add", "edited_object": "a red ball", "bounding_box": [1, 2, 30, 40]}"#;
+        let a = extract(&LOCATE, ok, None, Extraction::Logprobs).unwrap();
+        assert!(a.scores.is_empty());
+        assert_eq!(a.json["edited_object"], "a red ball");
+        let bad = r#"{"edit_type": "add", "edited_object": "x", "bounding_box": [1, 2, 3]}"#;
+        assert_eq!(
+            extract(&LOCATE, bad, None, Extraction::Generate)
+                .unwrap_err()
+                .to_string(),
+            "field `bounding_box` should be [x1, y1, x2, y2], got `[1,2,3]`"
+        );
+    }
+}

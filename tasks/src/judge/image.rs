@@ -1,0 +1,227 @@
+//! Images as a judge sees them: 8-bit RGB pixels, their PNG encoding (sent as a base64 data
+//! URL) and a digest of the pixels (BLAKE3 over size and raw RGB bytes, so it does not depend
+//! on the PNG encoder). Cheap to clone.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ImageEncoder, RgbImage};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The bytes are not a PNG or JPEG image.
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    /// A data URL that is not `data:image/...;base64,...`.
+    #[error("not a base64 image data URL: {0}")]
+    DataUrl(String),
+    /// A tensor of the wrong shape.
+    #[error("{what} must be {expected}, got shape {shape:?}")]
+    Shape {
+        what: &'static str,
+        expected: &'static str,
+        shape: Vec<i64>,
+    },
+}
+
+/// One image of a judge request.
+#[derive(Clone)]
+pub struct JudgeImage {
+    pixels: Arc<RgbImage>,
+    png: Bytes,
+    digest: String,
+}
+
+impl std::fmt::Debug for JudgeImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JudgeImage")
+            .field("width", &self.width())
+            .field("height", &self.height())
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl JudgeImage {
+    /// Wraps RGB pixels (encodes the PNG once).
+    pub fn from_rgb(pixels: RgbImage) -> JudgeImage {
+        let mut png = Vec::new();
+        PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::Adaptive)
+            .write_image(
+                pixels.as_raw(),
+                pixels.width(),
+                pixels.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .expect("encoding an in-memory RGB image as PNG cannot fail");
+        let digest = pixel_digest(&pixels);
+        JudgeImage {
+            pixels: Arc::new(pixels),
+            png: Bytes::from(png),
+            digest,
+        }
+    }
+
+    /// Decodes PNG or JPEG bytes (grey becomes RGB, alpha is dropped).
+    pub fn from_encoded(bytes: &[u8]) -> Result<JudgeImage, ImageError> {
+        let img = image::load_from_memory(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
+        Ok(JudgeImage::from_rgb(img.to_rgb8()))
+    }
+
+    /// Decodes a `data:image/png;base64,...` (or jpeg) URL.
+    pub fn from_data_url(url: &str) -> Result<JudgeImage, ImageError> {
+        let short = || url.chars().take(40).collect::<String>();
+        let rest = url
+            .strip_prefix("data:image/")
+            .ok_or_else(|| ImageError::DataUrl(short()))?;
+        let (_, b64) = rest
+            .split_once(";base64,")
+            .ok_or_else(|| ImageError::DataUrl(short()))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| ImageError::DataUrl(e.to_string()))?;
+        JudgeImage::from_encoded(&bytes)
+    }
+
+    /// A `(3, H, W)` float tensor in [0, 1] (clamped, rounded to 8 bits).
+    pub fn from_tensor(t: &tch::Tensor) -> Result<JudgeImage, ImageError> {
+        let (w, h, bytes) = tensor_bytes(t, "an RGB image", 3)?;
+        Ok(JudgeImage::from_rgb(
+            RgbImage::from_raw(w, h, bytes).expect("sizes match"),
+        ))
+    }
+
+    /// An `edit_mask` `(1, H, W)` tensor (1 = edit) as a white-on-black image.
+    pub fn mask_from_tensor(t: &tch::Tensor) -> Result<JudgeImage, ImageError> {
+        let (w, h, grey) = tensor_bytes(t, "a mask", 1)?;
+        let rgb = grey
+            .iter()
+            .flat_map(|&v| {
+                let v = if v >= 128 { 255 } else { 0 };
+                [v, v, v]
+            })
+            .collect();
+        Ok(JudgeImage::from_rgb(
+            RgbImage::from_raw(w, h, rgb).expect("sizes match"),
+        ))
+    }
+
+    pub fn pixels(&self) -> &RgbImage {
+        &self.pixels
+    }
+
+    pub fn png(&self) -> &Bytes {
+        &self.png
+    }
+
+    /// BLAKE3 (hex) over `rgb8`, width, height (little-endian u32) and the raw pixels.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn width(&self) -> u32 {
+        self.pixels.width()
+    }
+
+    pub fn height(&self) -> u32 {
+        self.pixels.height()
+    }
+
+    /// `data:image/png;base64,...`
+    pub fn data_url(&self) -> String {
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&self.png)
+        )
+    }
+}
+
+/// The digest [`JudgeImage::digest`] reports for these pixels.
+pub fn pixel_digest(img: &RgbImage) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"rgb8");
+    h.update(&img.width().to_le_bytes());
+    h.update(&img.height().to_le_bytes());
+    h.update(img.as_raw());
+    h.finalize().to_hex().to_string()
+}
+
+fn tensor_bytes(
+    t: &tch::Tensor,
+    what: &'static str,
+    channels: i64,
+) -> Result<(u32, u32, Vec<u8>), ImageError> {
+    use tch::Kind;
+    let size = t.size();
+    if size.len() != 3 || size[0] != channels {
+        return Err(ImageError::Shape {
+            what,
+            expected: if channels == 3 {
+                "(3, H, W)"
+            } else {
+                "(1, H, W)"
+            },
+            shape: size,
+        });
+    }
+    // (C, H, W) float in [0, 1] → (H, W, C) u8
+    let hwc = (t
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Float)
+        .clamp(0.0, 1.0)
+        * 255.0)
+        .round()
+        .to_kind(Kind::Uint8)
+        .permute([1, 2, 0])
+        .contiguous();
+    let bytes = Vec::<u8>::try_from(hwc.flatten(0, -1))
+        .expect("a contiguous uint8 CPU tensor converts to bytes");
+    Ok((size[2] as u32, size[1] as u32, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_url_round_trip_keeps_pixels_and_digest() {
+        let img = RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8 * 40, y as u8 * 80, 7]));
+        let a = JudgeImage::from_rgb(img);
+        let b = JudgeImage::from_data_url(&a.data_url()).unwrap();
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.pixels(), b.pixels());
+        assert!(a.data_url().starts_with("data:image/png;base64,"));
+        assert!(format!("{a:?}").contains("width: 5"));
+    }
+
+    #[test]
+    fn digest_depends_on_size_and_pixels() {
+        let a = JudgeImage::from_rgb(RgbImage::new(4, 2));
+        let b = JudgeImage::from_rgb(RgbImage::new(2, 4));
+        let mut c = RgbImage::new(4, 2);
+        c.put_pixel(0, 0, image::Rgb([1, 0, 0]));
+        assert_ne!(a.digest(), b.digest());
+        assert_ne!(a.digest(), JudgeImage::from_rgb(c).digest());
+    }
+
+    #[test]
+    fn tensors_convert_and_bad_shapes_are_named() {
+        let t = tch::Tensor::ones([3, 2, 4], (tch::Kind::Float, tch::Device::Cpu)) * 0.5;
+        let img = JudgeImage::from_tensor(&t).unwrap();
+        assert_eq!((img.width(), img.height()), (4, 2));
+        assert_eq!(img.pixels().get_pixel(0, 0).0, [128, 128, 128]);
+        let m = tch::Tensor::ones([1, 2, 2], (tch::Kind::Float, tch::Device::Cpu));
+        assert_eq!(
+            JudgeImage::mask_from_tensor(&m)
+                .unwrap()
+                .pixels()
+                .get_pixel(1, 1)
+                .0,
+            [255, 255, 255]
+        );
+        let err = JudgeImage::from_tensor(&m).unwrap_err().to_string();
+        assert_eq!(err, "an RGB image must be (3, H, W), got shape [1, 2, 2]");
+        assert!(JudgeImage::from_data_url("http://x").is_err());
+    }
+}
