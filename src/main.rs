@@ -1,7 +1,9 @@
-//! The `cocoflow` binary: the engine's command line with every task kind.
+//! The `cocoflow` binary: the engine's command line with every task kind and the
+//! task-level commands (`judge serve`, ...).
 
 fn main() {
     let mut registry = cocoflow_engine::kind::Registry::with_builtins();
     cocoflow_tasks::register(&mut registry);
-    std::process::exit(cocoflow_engine::cli::main_with(registry));
+    let extensions = vec![cocoflow_tasks::judge::server::extension()];
+    std::process::exit(cocoflow_engine::cli::main_with_extensions(registry, extensions));
 }
