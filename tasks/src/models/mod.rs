@@ -16,10 +16,11 @@
 //! An adapter directory holds PEFT's `adapter_model.safetensors` + `adapter_config.json`.
 //!
 //! Default size: 1.49 M parameters (width 96, 4 blocks, patch 4, text encoder 64 wide × 2).
-//! One training step (forward + backward + AdamW) on 32 images of 32×32 took 0.22 s
-//! (median; 0.45 CPU-seconds) with libtorch's 2 threads on the idle 2-core reference
-//! machine. When the cores are shared (load ≈ 7), 2 intra-op threads collapse to 3–5 s a
-//! step while `tch::set_num_threads(1)` keeps 0.7–0.9 s. Reproduce with
+//! One training step (forward + backward + AdamW) on 32 images of 32×32, release build on the
+//! 2-core reference machine: median 0.20–0.26 s with libtorch's 2 threads (0.4–0.6
+//! CPU-seconds), 0.36 s with one thread, when little else ran. When the cores are shared
+//! (load ≈ 7), 2 intra-op threads collapse to 3–5 s a step while `tch::set_num_threads(1)`
+//! keeps 0.7–0.9 s. Reproduce with
 //! `cargo test -p cocoflow-tasks --release --test models -- --ignored --nocapture step_time`
 //! (`STEP_TIME_THREADS=1` for one thread).
 
