@@ -185,3 +185,43 @@ fn synth_data_is_deterministic_and_splits_do_not_overlap() {
     };
     assert!(pairs(&train).is_disjoint(&pairs(&bench)));
 }
+
+#[test]
+fn score_command_prints_json_and_names_bad_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let img = |n: &str| root.join("tests/golden/metrics/images").join(n);
+    let tmp = tempfile::tempdir().unwrap();
+    let (rc, out, err) = cocoflow(
+        tmp.path(),
+        &[
+            "score",
+            "--source",
+            img("coffee_SRCIMG.png").to_str().unwrap(),
+            "--edited",
+            img("coffee_blur.png").to_str().unwrap(),
+            "--mask",
+            img("mask_coffee_box.png").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(rc, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ssim = v["ssim"].as_f64().expect("ssim");
+    let psnr = v["psnr_db"].as_f64().expect("psnr_db");
+    assert!(ssim > 0.0 && ssim < 1.0, "{v}");
+    assert!(psnr > 10.0 && psnr < 60.0, "{v}");
+    let (rc, _, err) = cocoflow(
+        tmp.path(),
+        &[
+            "score",
+            "--source",
+            img("coffee_SRCIMG.png").to_str().unwrap(),
+            "--edited",
+            "missing.png",
+            "--mask",
+            img("mask_coffee_box.png").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 3);
+    assert!(err.contains("missing.png"), "{err}");
+}

@@ -8,6 +8,7 @@ pub mod models;
 pub mod nft;
 pub mod reward;
 pub mod sampling;
+pub mod score;
 pub mod synth_data;
 pub mod torch_info;
 
