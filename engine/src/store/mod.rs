@@ -66,7 +66,12 @@ struct Inner {
     cache_dir: PathBuf,
     /// Digests verified by this process (re-hashing a large blob once is enough).
     verified: Mutex<HashSet<String>>,
+    /// One materialisation per tree digest at a time in this process.
+    tree_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// Makes temporary directory names unique across the threads of one process.
+static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Outputs up to this many bytes are stored inline in their result manifest.
 pub const INLINE_MAX: usize = 1024;
@@ -181,6 +186,7 @@ impl Store {
                     base.join(cache_dir)
                 },
                 verified: Mutex::new(HashSet::new()),
+                tree_locks: Mutex::new(Default::default()),
             }),
         })
     }
@@ -377,25 +383,46 @@ impl Store {
         Ok(p)
     }
 
-    /// Materialises a tree artifact as a read-only directory in the cache; returns its path.
+    /// Materialises a tree artifact as a directory in the cache; returns its path.
+    ///
+    /// Safe under concurrency: tasks of this process wait for one another per digest, and a
+    /// directory another process already materialised is checked (every entry present with
+    /// its size) and used as it is, never replaced under a reader; only a damaged one is
+    /// rebuilt. A new directory is built under a unique temporary name and renamed into place.
     pub async fn tree_dir(&self, digest: &str) -> Result<PathBuf> {
         let dir = self.inner.cache_dir.join("trees").join(digest);
-        if dir.is_dir()
-            && self
-                .inner
-                .verified
-                .lock()
-                .unwrap()
-                .contains(&format!("tree:{digest}"))
-        {
+        let tag = format!("tree:{digest}");
+        let is_verified = || self.inner.verified.lock().unwrap().contains(&tag);
+        if is_verified() && dir.is_dir() {
+            return Ok(dir);
+        }
+        let lock = self
+            .inner
+            .tree_locks
+            .lock()
+            .unwrap()
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        if is_verified() && dir.is_dir() {
             return Ok(dir);
         }
         let tree = self.read_tree(digest).await?;
-        let tmp = self
-            .inner
-            .cache_dir
-            .join("trees")
-            .join(format!(".tmp-{digest}-{}", std::process::id()));
+        let intact = |d: &Path| {
+            tree.entries.iter().all(|e| {
+                std::fs::metadata(d.join(&e.path)).is_ok_and(|m| m.is_file() && m.len() == e.size)
+            })
+        };
+        if dir.is_dir() && intact(&dir) {
+            self.inner.verified.lock().unwrap().insert(tag);
+            return Ok(dir);
+        }
+        let tmp = self.inner.cache_dir.join("trees").join(format!(
+            ".tmp-{digest}-{}-{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&tmp);
         for e in &tree.entries {
             let src = self.blob_file(&e.digest).await?;
@@ -411,15 +438,22 @@ impl Store {
         }
         std::fs::create_dir_all(&tmp).map_err(io(format!("cannot create `{}`", tmp.display())))?;
         if dir.exists() {
+            // Another process may have finished the same tree meanwhile: use it if intact.
+            if intact(&dir) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                self.inner.verified.lock().unwrap().insert(tag);
+                return Ok(dir);
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
-        std::fs::rename(&tmp, &dir)
-            .map_err(io(format!("cannot move tree into `{}`", dir.display())))?;
-        self.inner
-            .verified
-            .lock()
-            .unwrap()
-            .insert(format!("tree:{digest}"));
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            // Lost a race with another process: its directory is as good as ours.
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !(dir.is_dir() && intact(&dir)) {
+                return Err(io(format!("cannot move tree into `{}`", dir.display()))(e));
+            }
+        }
+        self.inner.verified.lock().unwrap().insert(tag);
         Ok(dir)
     }
 
@@ -812,5 +846,46 @@ mod tests {
         let out = s.tree_dir(&t.digest).await.unwrap();
         assert_eq!(std::fs::read(out.join("sub/b.txt")).unwrap(), b"BB");
         assert_eq!(s.artifact_blobs(&t).await.unwrap().len(), 3);
+    }
+
+    /// Many tasks (threads of one process, and a second process) reading the same tree at
+    /// once all see it complete; a directory another process made is reused, not replaced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_tree_materialisation_is_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..200 {
+            std::fs::write(src.join(format!("f{i}.bin")), vec![i as u8; 1000 + i]).unwrap();
+        }
+        let url = format!("file://{}", dir.path().join("store").display());
+        let cache = dir.path().join("cache");
+        let s = Store::open(&url, dir.path(), &cache).unwrap();
+        let t = s.put_dir(&src).await.unwrap();
+        let mut handles = Vec::new();
+        for k in 0..8 {
+            // Two independent store handles stand for two processes.
+            let s = if k % 2 == 0 {
+                s.clone()
+            } else {
+                Store::open(&url, dir.path(), &cache).unwrap()
+            };
+            let digest = t.digest.clone();
+            handles.push(tokio::spawn(async move {
+                let d = s.tree_dir(&digest).await.unwrap();
+                for i in 0..200 {
+                    let got = std::fs::read(d.join(format!("f{i}.bin"))).unwrap();
+                    assert_eq!(got.len(), 1000 + i, "file {i} incomplete");
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(cache.join("trees"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "temporary directories left: {leftovers:?}");
     }
 }
