@@ -225,3 +225,123 @@ fn score_command_prints_json_and_names_bad_files() {
     assert_eq!(rc, 3);
     assert!(err.contains("missing.png"), "{err}");
 }
+
+/// A small synth → pretrain → eval workflow for the tests (16×16 images, a 1-block model).
+fn tiny_pretrain_workflow(steps: u64) -> String {
+    format!(
+        "name: pt\ntasks:\n  data: {{kind: synth-data, params: {{seed: 1, n_train: 64, n_bench: 16, size: 16, max_objects: 2, drift: 0.2}}}}\n  base:\n    kind: pretrain\n    inputs: {{data: data.train}}\n    params: {{seed: 2, steps: {steps}, batch_size: 8, warmup: 5, log_every: 1, checkpoint_every: 25, threads: 1,\n             model: {{num_layers: 1, num_attention_heads: 2, attention_head_dim: 8, mlp_ratio: 2.0, text_encoder: {{hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}}}}}}\n  eval:\n    kind: eval\n    inputs: {{model: base.model, data: data.bench}}\n    params: {{sampler: {{steps: 4}}, batch_size: 8}}\n"
+    )
+}
+
+/// Digest of an output of the (single) finished instance of `task` in a state directory.
+fn output_digest(state: &Path, task: &str, output: &str) -> String {
+    for f in std::fs::read_dir(state.join("store/results")).unwrap() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+        if v["task"] == task || v["name"] == task {
+            return v["outputs"][output]["digest"].as_str().unwrap().to_string();
+        }
+    }
+    panic!("no result for `{task}` in {}", state.display());
+}
+
+#[test]
+fn pretrain_killed_mid_run_resumes_to_bit_identical_weights() {
+    let steps = 600;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for d in [&a, &b] {
+        std::fs::write(d.path().join("w.yaml"), tiny_pretrain_workflow(steps)).unwrap();
+    }
+    // Uninterrupted.
+    let (code, _, err) = cocoflow(a.path(), &["run", "w.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    // Interrupted with SIGKILL once a checkpoint exists, then re-run.
+    let mut child = Command::new(BIN)
+        .args(["run", "w.yaml", "-q"])
+        .current_dir(b.path())
+        .spawn()
+        .unwrap();
+    let logs = b.path().join(".cocoflow/logs");
+    let t0 = std::time::Instant::now();
+    let killed_at = loop {
+        let step = std::fs::read_dir(&logs)
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|r| std::fs::read_to_string(r.unwrap().path().join("base.1.log")).ok())
+            .and_then(|s| {
+                s.lines()
+                    .filter_map(|l| {
+                        l.strip_prefix("step ")?
+                            .split('/')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .last()
+            });
+        if let Some(s) = step
+            && s >= 60
+        {
+            child.kill().unwrap();
+            break s;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(t0.elapsed().as_secs() < 300, "no progress from pretrain");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.wait().unwrap();
+    assert!(killed_at < steps, "killed at step {killed_at}");
+    let (code, _, err) = cocoflow(b.path(), &["run", "w.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let resumed = std::fs::read_dir(&logs)
+        .unwrap()
+        .filter_map(|r| std::fs::read_to_string(r.unwrap().path().join("base.1.log")).ok())
+        .any(|s| s.contains("resumed from the checkpoint at step"));
+    assert!(resumed, "the second run did not resume from the checkpoint");
+    // Same seed, same data: bit-identical model directory (weights, config) either way.
+    let weights = |d: &Path| output_digest(&d.join(".cocoflow"), "base", "model");
+    // pretrain.json records this attempt's time and steps, so compare the files themselves.
+    let file_in_tree = |d: &Path, task: &str, output: &str, name: &str| -> Vec<u8> {
+        let blob = |digest: &str| {
+            std::fs::read(d.join(format!(".cocoflow/store/blobs/{}/{digest}", &digest[..2])))
+                .unwrap()
+        };
+        let tree: serde_json::Value =
+            serde_json::from_slice(&blob(&output_digest(&d.join(".cocoflow"), task, output)))
+                .unwrap();
+        let e = tree["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {tree}"));
+        blob(e["digest"].as_str().unwrap())
+    };
+    for f in ["model.safetensors", "config.json"] {
+        assert!(
+            file_in_tree(a.path(), "base", "model", f)
+                == file_in_tree(b.path(), "base", "model", f),
+            "{f} differs between the uninterrupted and the resumed run"
+        );
+    }
+    // The evaluation report: a row per edit type of the benchmark, judge and pixel scores.
+    let table: serde_json::Value =
+        serde_json::from_slice(&file_in_tree(a.path(), "eval", "report", "table.json")).unwrap();
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{table}");
+    let local = rows.iter().find(|r| r["edit_type"] == "remove").unwrap();
+    assert!(local["psnr_db"].as_f64().unwrap() > 0.0, "{table}");
+    let global = rows.iter().find(|r| r["edit_type"] == "tone").unwrap();
+    assert!(
+        global["psnr_db"].is_null(),
+        "no keep-region metrics for global edits: {table}"
+    );
+    assert!(
+        table["overall"]["judge_overall"].as_f64().is_some(),
+        "{table}"
+    );
+}

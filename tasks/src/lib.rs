@@ -2,11 +2,14 @@
 
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod judge;
 pub mod metrics;
 pub mod models;
 pub mod nft;
+pub mod pretrain;
 pub mod reward;
+pub mod rl;
 pub mod sampling;
 pub mod score;
 pub mod synth_data;
@@ -16,6 +19,12 @@ pub mod torch_info;
 pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register(torch_info::TorchInfoKind);
     registry.register(synth_data::SynthData);
+    registry.register(rl::Rollout);
+    registry.register(rl::RewardKind);
+    registry.register(rl::NftTrain);
+    registry.register(rl::EmaKind);
+    registry.register(pretrain::Pretrain);
+    registry.register(eval::Eval);
 }
 
 #[cfg(test)]

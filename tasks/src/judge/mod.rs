@@ -30,6 +30,7 @@ pub mod rng;
 pub mod rule;
 pub mod scene;
 pub mod server;
+pub mod spec;
 mod vision;
 pub mod wire;
 
