@@ -56,6 +56,12 @@ pub struct EvalParams {
     /// A label for tables and reports (e.g. the arm's name).
     #[serde(default)]
     pub label: Option<String>,
+    /// The sweep arm this evaluation belongs to (`${arm}` in a workflow), for reports.
+    #[serde(default)]
+    pub arm: Option<String>,
+    /// The RL iteration of the evaluated policy (`${iter}`; none for the base), for reports.
+    #[serde(default)]
+    pub iteration: Option<u64>,
     /// What is scored: the policy's edits (default), or, as reference rows, the benchmark's
     /// own `target` images (`target`: the judge's and metrics' ceiling) or the unedited
     /// sources (`source`: perfect consistency, no edit). The references need no `model`.
@@ -478,6 +484,8 @@ fn write_report(
     }
     let table = json!({
         "label": label,
+        "arm": p.arm,
+        "iteration": p.iteration,
         "rows": rows,
         "overall": overall,
         "params": serde_json::to_value(p).expect("serialisable"),

@@ -109,8 +109,69 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
     }
 }
 
+/// `--params FILE` as `key=value` overrides, followed by the `--set` ones (which win).
+pub(crate) fn overrides(wf: &WorkflowArgs) -> Result<Vec<String>, Fail> {
+    let mut out = Vec::new();
+    if let Some(f) = &wf.params_file {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            Fail::usage(format!(
+                "`--params {}`: cannot read the file: {e}",
+                f.display()
+            ))
+        })?;
+        let v: serde_yaml::Value = serde_yaml::from_str(&text)
+            .map_err(|e| Fail::usage(format!("`--params {}`: not valid YAML: {e}", f.display())))?;
+        let map = match v {
+            serde_yaml::Value::Mapping(m) => m,
+            serde_yaml::Value::Null => Default::default(),
+            _ => {
+                return Err(Fail::usage(format!(
+                    "`--params {}`: expected a mapping of param names to values",
+                    f.display()
+                )));
+            }
+        };
+        // Name the file, not `--set`, when it has a key the workflow does not.
+        let known: Vec<String> = spec::load(&wf.workflow, &[])
+            .map(|w| w.params.keys().cloned().collect())
+            .unwrap_or_default();
+        for (k, v) in map {
+            if let serde_yaml::Value::String(key) = &k
+                && !known.is_empty()
+                && !known.contains(key)
+            {
+                return Err(Fail::usage(format!(
+                    "`--params {}`: `{key}` is not a param of `{}` (its params: {})",
+                    f.display(),
+                    wf.workflow.display(),
+                    known.join(", ")
+                )));
+            }
+            let serde_yaml::Value::String(key) = k else {
+                return Err(Fail::usage(format!(
+                    "`--params {}`: param names must be strings, got {k:?}",
+                    f.display()
+                )));
+            };
+            if matches!(
+                v,
+                serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_)
+            ) {
+                return Err(Fail::usage(format!(
+                    "`--params {}`: `{key}` must be a single value (a number, string or boolean)",
+                    f.display()
+                )));
+            }
+            let text = serde_yaml::to_string(&v).unwrap_or_default();
+            out.push(format!("{key}={}", text.trim_end()));
+        }
+    }
+    out.extend(wf.set.iter().cloned());
+    Ok(out)
+}
+
 fn load_plan(registry: &Registry, wf: &WorkflowArgs) -> Result<Plan, Fail> {
-    let w = spec::load(&wf.workflow, &wf.set)?;
+    let w = spec::load(&wf.workflow, &overrides(wf)?)?;
     Ok(crate::plan::build(&w, registry, &wf.targets)?)
 }
 
@@ -162,7 +223,7 @@ async fn cmd_run(
     let opts = RunOptions {
         run_id,
         workflow_path: wf.workflow.display().to_string(),
-        overrides: wf.set.clone(),
+        overrides: overrides(wf)?,
         targets: wf.targets.clone(),
         state_dir: state.to_path_buf(),
         base_dir: std::env::current_dir().unwrap_or_default(),
@@ -239,6 +300,7 @@ async fn cmd_resume(
     let wf = WorkflowArgs {
         workflow: rec.workflow.clone().into(),
         set: rec.overrides.clone(),
+        params_file: None,
         targets: rec.targets.clone(),
     };
     cmd_run(state, registry, &wf, &run, Some(rec.id.clone())).await

@@ -49,6 +49,9 @@ pub struct WorkflowArgs {
     /// Override a param: `--set iterations=3` (typed like the param's default).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// A YAML file of param overrides (`key: value` lines, e.g. a preset); `--set` wins.
+    #[arg(long = "params", value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
     /// Only these tasks and what they need.
     #[arg(long = "target", value_name = "TASK")]
     pub targets: Vec<String>,

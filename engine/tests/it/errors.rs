@@ -231,3 +231,41 @@ fn unsatisfiable_gpu_request_is_invalid_before_anything_runs() {
         "error: task `a` asks for resource `judge`, which the workflow does not declare under `resources:`"
     );
 }
+
+#[test]
+fn params_file_overrides_and_names_itself_on_bad_keys() {
+    let p = Project::new();
+    p.write(
+        "w.yaml",
+        &format!(
+            "name: x\nparams: {{iterations: 2, lr: 0.1, tag: a}}\ntasks:\n  a: {{kind: shell, params: {{cmd: 'echo ${{iterations}} ${{lr}} ${{tag}} > {}/seen.txt'}}}}\n",
+            p.path().display()
+        ),
+    );
+    p.write("preset.yaml", "# a preset\niterations: 5\nlr: 0.5\n");
+    let (code, _, err) = p.run(&[
+        "run",
+        "w.yaml",
+        "--params",
+        "preset.yaml",
+        "--set",
+        "lr=0.25",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The file's values apply, and `--set` wins over the file.
+    assert_eq!(p.read("seen.txt").trim(), "5 0.25 a");
+    p.write("bad.yaml", "iterations: 3\nlearning_rate: 0.1\n");
+    let (code, _, err) = p.run(&["plan", "w.yaml", "--params", "bad.yaml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`--params bad.yaml`: `learning_rate` is not a param of `w.yaml`"),
+        "{err}"
+    );
+    p.write("typed.yaml", "iterations: three\n");
+    let (code, _, err) = p.run(&["plan", "w.yaml", "--params", "typed.yaml"]);
+    assert_eq!(code, INVALID, "{err}");
+    assert!(
+        err.contains("param `iterations` expects an integer"),
+        "{err}"
+    );
+}
