@@ -62,6 +62,10 @@ pub struct EvalParams {
     /// The RL iteration of the evaluated policy (`${iter}`; none for the base), for reports.
     #[serde(default)]
     pub iteration: Option<u64>,
+    /// libtorch intra-op threads (results on the CPU depend on the count; default 1, like the
+    /// RL kinds, so evaluations running side by side agree with one running alone).
+    #[serde(default = "d_threads")]
+    pub threads: i32,
     /// What is scored: the policy's edits (default), or, as reference rows, the benchmark's
     /// own `target` images (`target`: the judge's and metrics' ceiling) or the unedited
     /// sources (`source`: perfect consistency, no edit). The references need no `model`.
@@ -81,6 +85,9 @@ pub enum EvalImages {
 fn d_batch() -> usize {
     48
 }
+fn d_threads() -> i32 {
+    1
+}
 fn d_cap() -> f64 {
     100.0
 }
@@ -96,6 +103,9 @@ fn bad(path: &str, message: impl Into<String>) -> ParamError {
 }
 
 fn check(p: &EvalParams) -> Result<(), ParamError> {
+    if p.threads < 1 {
+        return Err(bad("threads", format!("must be ≥ 1, got {}", p.threads)));
+    }
     if p.batch_size == 0 {
         return Err(bad("batch_size", "must be at least 1"));
     }
@@ -284,6 +294,7 @@ impl TaskKind for Eval {
     }
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let p: EvalParams = ctx.params()?;
+        tch::set_num_threads(p.threads);
         let ordinals: Vec<usize> = ctx.cuda_ordinals.iter().map(|&o| o as usize).collect();
         let device = select_device(&ordinals);
         let adapter = match ctx.input_items("adapter") {

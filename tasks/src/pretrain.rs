@@ -4,7 +4,8 @@
 //! `train`). Output: `model`, a model directory (`config.json`, `model.safetensors`) plus
 //! `pretrain.json` (params, loss curve, time). Params: `seed`, `steps`, `batch_size`, `lr`,
 //! `warmup`, `min_lr_fraction` (cosine decay to `lr·min_lr_fraction`), `weight_decay`,
-//! `grad_clip`, `t_sampling` (`logit-normal` or `uniform`), `checkpoint_every`, `log_every`,
+//! `grad_clip`, `t_sampling` (`logit-normal` or `uniform`), `edit_weight` (loss weight of the
+//! edit region, default 4), `checkpoint_every`, `log_every`,
 //! `threads` (libtorch intra-op threads; default: the machine's cores), and `model` (fields of
 //! `TinyKontextConfig` to override, e.g. `{num_layers: 2}`).
 //!
@@ -57,6 +58,13 @@ pub struct PretrainParams {
     pub grad_clip: f64,
     #[serde(default)]
     pub t_sampling: TSampling,
+    /// Weight of the edit region in the loss relative to the rest (1 = plain mean; default 4):
+    /// the region that changes is a small part of each image, so without a weight most of the
+    /// gradient teaches copying the source (on the synthetic world, 1,200 steps with weight 1
+    /// gave a mean editing effect of 0.17, with weight 4 of 0.25). Records without an
+    /// `edit_mask` weigh 1 everywhere.
+    #[serde(default = "d_edit_weight")]
+    pub edit_weight: f64,
     #[serde(default = "d_ckpt")]
     pub checkpoint_every: u64,
     #[serde(default = "d_log")]
@@ -88,6 +96,9 @@ fn d_wd() -> f64 {
 }
 fn d_clip() -> f64 {
     1.0
+}
+fn d_edit_weight() -> f64 {
+    4.0
 }
 fn d_ckpt() -> u64 {
     50
@@ -170,6 +181,12 @@ fn check(p: &PretrainParams) -> Result<(), ParamError> {
             format!("must be > 0, got {}", p.grad_clip),
         ));
     }
+    if !(p.edit_weight.is_finite() && p.edit_weight >= 1.0) {
+        return Err(bad(
+            "edit_weight",
+            format!("must be ≥ 1, got {}", p.edit_weight),
+        ));
+    }
     if p.checkpoint_every == 0 || p.log_every == 0 {
         return Err(bad(
             "checkpoint_every",
@@ -202,6 +219,8 @@ pub struct Pretrain;
 struct TrainSet {
     sources: Tensor,
     targets: Tensor,
+    /// `(N, 1, H, W)` edit masks (1 = changes); zeros where a record has none.
+    masks: Tensor,
     instructions: Vec<String>,
 }
 
@@ -216,7 +235,7 @@ fn load_train_set(ctx: &TaskCtx) -> Result<TrainSet, TaskError> {
             ds.rejected[0].reason
         ));
     }
-    let (mut src, mut tgt, mut ins) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut src, mut tgt, mut ins, mut masks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut size: Option<Vec<i64>> = None;
     for r in &ds.records {
         let Some(t) = ds
@@ -241,6 +260,11 @@ fn load_train_set(ctx: &TaskCtx) -> Result<TrainSet, TaskError> {
             }
             _ => {}
         }
+        let m = ds
+            .edit_mask(r)
+            .map_err(|e| TaskError::Failed(format!("input `data`, record `{}`: {e}", r.key)))?;
+        let (_, h, w) = s.size3().expect("(3, H, W)");
+        masks.push(m.unwrap_or_else(|| Tensor::zeros([1, h, w], (Kind::Float, tch::Device::Cpu))));
         src.push(s);
         tgt.push(t);
         ins.push(r.instruction.clone());
@@ -254,6 +278,7 @@ fn load_train_set(ctx: &TaskCtx) -> Result<TrainSet, TaskError> {
     Ok(TrainSet {
         sources: Tensor::stack(&src, 0),
         targets: Tensor::stack(&tgt, 0),
+        masks: Tensor::stack(&masks, 0),
         instructions: ins,
     })
 }
@@ -323,6 +348,16 @@ impl TaskKind for Pretrain {
             ))
         })?;
         let lat_shape = tgt_lat.size()[1..].to_vec();
+        // Per-cell loss weights on the latent grid: 1 + (edit_weight − 1)·Ẽ (max-pooled mask).
+        let weights = (p.edit_weight != 1.0).then(|| {
+            let (edit, _) = crate::nft::loss::downsample_mask(
+                &data.masks.to_device(device),
+                lat_shape[1],
+                lat_shape[2],
+                crate::nft::loss::MaskDown::Maxpool,
+            );
+            edit * (p.edit_weight - 1.0) + 1.0
+        });
         let bsz = p.batch_size.min(n);
         let started = Instant::now();
         let start_step = opt.t;
@@ -356,8 +391,20 @@ impl TaskKind for Pretrain {
             for v in params.values() {
                 v.shallow_clone().zero_grad();
             }
-            let loss = flow_matching_loss(&model, &x0, &eps, &tt, &cond, &ActiveAdapter::Off)
-                .map_err(|e| TaskError::Failed(format!("forward: {e}")))?;
+            let loss = match &weights {
+                None => flow_matching_loss(&model, &x0, &eps, &tt, &cond, &ActiveAdapter::Off)
+                    .map_err(|e| TaskError::Failed(format!("forward: {e}")))?,
+                Some(wts) => {
+                    let w = wts.index_select(0, &index);
+                    let x_t = crate::models::interpolate(&x0, &eps, &tt);
+                    let v = model
+                        .velocity_with(&x_t, &tt, &cond, &ActiveAdapter::Off)
+                        .map_err(|e| TaskError::Failed(format!("forward: {e}")))?;
+                    // Σ w·(v − (ε − x0))² / (C·Σ w): the plain mean when w ≡ 1.
+                    let c = lat_shape[0] as f64;
+                    ((v - (&eps - &x0)).square() * &w).sum(Kind::Float) / (w.sum(Kind::Float) * c)
+                }
+            };
             let lv = loss.double_value(&[]);
             if !lv.is_finite() {
                 return Err(TaskError::Failed(format!(
