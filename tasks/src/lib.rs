@@ -1,5 +1,7 @@
 //! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
 
+pub mod bench_import;
+pub mod correlate;
 pub mod data;
 pub mod device;
 pub mod eval;
@@ -8,6 +10,7 @@ pub mod metrics;
 pub mod models;
 pub mod nft;
 pub mod pretrain;
+pub mod report;
 pub mod reward;
 pub mod rl;
 pub mod sampling;
@@ -25,6 +28,9 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register(rl::EmaKind);
     registry.register(pretrain::Pretrain);
     registry.register(eval::Eval);
+    registry.register(bench_import::BenchImport);
+    registry.register(report::Report);
+    registry.register(correlate::Correlate);
 }
 
 #[cfg(test)]

@@ -91,6 +91,16 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
         } => cmd_gc(&state, dry_run, &grace, force, store.as_deref()).await,
         Command::Pin { run_id, name } => cmd_pin(&state, &run_id, name).await,
         Command::Unpin { name } => cmd_unpin(&state, &name).await,
+        Command::Export {
+            run_id,
+            task,
+            kind,
+            output,
+            to,
+        } => cmd_export(&state, run_id, task, kind, output, to, false).await,
+        Command::Report { run_id, to } => {
+            cmd_export(&state, run_id, None, Some("report".into()), None, to, true).await
+        }
         Command::Kinds => {
             for k in registry.iter() {
                 println!("{:<14} v{:<3} {}", k.name(), k.version(), k.describe());
@@ -721,6 +731,118 @@ async fn cmd_pin(state: &Path, run_id: &str, name: Option<String>) -> Result<i32
         "pinned {} result(s) of run {run_id} as `{name}`",
         summary.results.len()
     );
+    Ok(EXIT_OK)
+}
+
+/// Does instance `name` belong to task `task` (`train`, `train[arm]`, `rl[3].train[arm]`)?
+fn instance_of(name: &str, task: &str) -> bool {
+    let base = name.split('[').next().unwrap_or(name);
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let last = last.split('[').next().unwrap_or(last);
+    name == task || base == task || last == task
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<u64> {
+    let mut n = 0;
+    if src.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            n += copy_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+    } else {
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        // A copy, never a link: the cache's files are the store's blobs.
+        let _ = std::fs::remove_file(dst);
+        std::fs::copy(src, dst)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+async fn cmd_export(
+    state: &Path,
+    run_id: Option<String>,
+    task: Option<String>,
+    kind: Option<String>,
+    output: Option<String>,
+    to: Option<std::path::PathBuf>,
+    print_tables: bool,
+) -> Result<i32, Fail> {
+    let j = RedbJournal::open(&journal_path(state)).map_err(|e| match e {
+        JournalError::Locked { .. } => {
+            Fail::env("a run is in progress in this state directory; export after it ends")
+        }
+        e => e.into(),
+    })?;
+    let run = match &run_id {
+        Some(id) => j
+            .run(id)?
+            .ok_or_else(|| Fail::usage(format!("no run `{id}` (see `cocoflow runs`)")))?,
+        None => j
+            .runs()?
+            .pop()
+            .ok_or_else(|| Fail::usage("no runs yet in this state directory"))?,
+    };
+    drop(j);
+    let store = open_store(state, &run.store)?;
+    let summary: RunSummary = store
+        .read_json_at(&format!("runs/{}.json", run.id), "run summary")
+        .await?
+        .ok_or_else(|| {
+            Fail::usage(format!(
+                "run `{}` has no summary in the store (did it finish?)",
+                run.id
+            ))
+        })?;
+    let dest = to.unwrap_or_else(|| {
+        Path::new(if print_tables { "reports" } else { "exports" }).join(&run.id)
+    });
+    let mut written = 0usize;
+    let mut tables = Vec::new();
+    for key in &summary.results {
+        let Some(r) = store.get_result(key).await? else {
+            continue;
+        };
+        if task.as_deref().is_some_and(|t| !instance_of(&r.name, t))
+            || kind.as_deref().is_some_and(|k| r.kind != k)
+        {
+            continue;
+        }
+        for (name, artifact) in &r.outputs {
+            if output.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
+            let src = store.artifact_file(artifact).await?;
+            let dst = dest.join(&r.name).join(name);
+            let n = copy_tree(&src, &dst)
+                .map_err(|e| Fail::env(format!("cannot write `{}`: {e}", dst.display())))?;
+            println!("{} {} → {} ({n} file(s))", r.name, name, dst.display());
+            written += 1;
+            let t = dst.join("table.md");
+            if print_tables && t.is_file() {
+                tables.push(t);
+            }
+        }
+    }
+    if written == 0 {
+        let what = match (&task, &kind) {
+            (Some(t), _) => format!("task `{t}`"),
+            (None, Some(k)) => format!("kind `{k}`"),
+            _ => "any task".into(),
+        };
+        return Err(Fail::usage(format!(
+            "run `{}` has no finished outputs of {what}{}",
+            run.id,
+            output.map(|o| format!(" named `{o}`")).unwrap_or_default()
+        )));
+    }
+    for t in tables {
+        println!();
+        print!("{}", std::fs::read_to_string(&t).unwrap_or_default());
+    }
     Ok(EXIT_OK)
 }
 

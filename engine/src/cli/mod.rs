@@ -146,6 +146,31 @@ pub enum Command {
     },
     /// Remove a pin.
     Unpin { name: String },
+    /// Copy outputs of a finished run out of the store into a folder.
+    Export {
+        /// The run (default: the latest run of this state directory).
+        run_id: Option<String>,
+        /// Only instances of this task (`train` matches `train`, `train[arm]`, `rl[3].train`, ...).
+        #[arg(long)]
+        task: Option<String>,
+        /// Only instances of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this output.
+        #[arg(long)]
+        output: Option<String>,
+        /// Destination (default: `exports/<run>`); written as `<dest>/<instance>/<output>`.
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Copy the run's `report` outputs to `reports/<run>` and print their tables.
+    Report {
+        /// The run (default: the latest run of this state directory).
+        run_id: Option<String>,
+        /// Destination (default: `reports/<run>`).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
     /// List the task kinds this binary knows.
     Kinds,
     /// Engine benchmarks (print figures; not tests).

@@ -528,3 +528,33 @@ fn status_and_gc_while_a_run_is_live() {
     );
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn export_copies_outputs_of_a_run_out_of_the_store() {
+    let p = Project::new();
+    p.write(
+        "w.yaml",
+        "name: x\ntasks:\n  a: {kind: shell, params: {cmd: 'mkdir -p d/sub && echo one > d/sub/f.txt && echo two > g.txt', outputs: {dir: d/, file: g.txt}}}\n  b: {kind: shell, inputs: {x: a.file}, params: {cmd: 'cat \"$COCOFLOW_INPUT_X\" > h.txt', outputs: {h: h.txt}}}\n",
+    );
+    assert_eq!(p.run(&["run", "w.yaml"]).0, 0);
+    let (code, out, err) = p.run(&["export", "--task", "a", "--to", "out"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("a dir → out/a/dir"), "{out}");
+    assert_eq!(p.read("out/a/dir/sub/f.txt"), "one\n");
+    assert_eq!(p.read("out/a/file"), "two\n");
+    assert!(!p.path().join("out/b").exists(), "only task `a`");
+    // The export is a copy: editing it leaves the store's blob intact.
+    std::fs::write(p.path().join("out/a/file"), "changed").unwrap();
+    let (code, _, err) = p.run(&["run", "w.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 ran, 2 cached"), "{err}");
+    let (code, _, err) = p.run(&["export", "--task", "nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("has no finished outputs of task `nope`"),
+        "{err}"
+    );
+    let (code, _, err) = p.run(&["report"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("kind `report`"), "{err}");
+}

@@ -1,0 +1,792 @@
+//! The `report` and `correlate` kinds through the real engine, on hand-made eval reports,
+//! reward files and a tiny benchmark: a two-arm sweep whose loop "evaluates" (shell tasks
+//! copying prepared reports) at iterations 2 and 3, a global `report` and two `correlate`s.
+//! Checks the table (a row per arm plus base, best-per-column marks on hand-made numbers,
+//! CSV header and shape), the attribution of evaluations and rewards to arms and iterations,
+//! the charts (PNG decodes, SVG is XML), the sample grid's size and pixels, Pearson r against
+//! a hand-computed value and undefined r, and byte-identical outputs across fresh stores.
+
+use cocoflow_engine::kind::Registry;
+use cocoflow_engine::runner::{self, RunOptions};
+use cocoflow_engine::spec::{self, ExecutorKind};
+use cocoflow_engine::state::RedbJournal;
+use cocoflow_engine::store::{ResultManifest, Store};
+use cocoflow_engine::ui::{Mode, Ui};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------- fixtures
+
+const W: u32 = 8;
+const H: u32 = 6;
+
+/// (key, edit type, source colour).
+const ITEMS: [(&str, &str, [u8; 3]); 6] = [
+    ("add-0", "add", [200, 10, 10]),
+    ("add-1", "add", [10, 200, 10]),
+    ("add-2", "add", [10, 10, 200]),
+    ("remove-0", "remove", [200, 200, 10]),
+    ("remove-1", "remove", [10, 200, 200]),
+    ("tone-0", "tone", [90, 90, 90]),
+];
+
+fn solid(path: &Path, c: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(W, H, image::Rgb(c))
+        .save(path)
+        .unwrap();
+}
+
+/// A benchmark: solid sources; edit masks white in the left half.
+fn write_bench(dir: &Path) {
+    let mut lines = String::new();
+    for (key, t, c) in ITEMS {
+        solid(&dir.join(format!("src/{key}.png")), c);
+        let m =
+            image::GrayImage::from_fn(W, H, |x, _| image::Luma([if x < W / 2 { 255 } else { 0 }]));
+        m.save(dir.join(format!("src/{key}_mask.png"))).unwrap();
+        lines.push_str(
+            &json!({"key": key, "source": format!("src/{key}.png"), "edit_mask": format!("src/{key}_mask.png"),
+                    "instruction": format!("do {t}"), "edit_type": t})
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(dir.join("manifest.jsonl"), lines).unwrap();
+}
+
+/// The records of every report (the same for all): local records with PSNR give
+/// x = .1 .2 .3 .4 and PSNR 20 40 50 40 and a constant SSIM (r undefined); add-2 has no
+/// PSNR/SSIM (left out) and tone-0 is a global type (left out).
+fn records() -> String {
+    let vals: [(&str, f64, Option<f64>, Option<f64>); 6] = [
+        ("add-0", 0.1, Some(20.0), Some(0.9)),
+        ("add-1", 0.2, Some(40.0), Some(0.9)),
+        ("remove-0", 0.3, Some(50.0), Some(0.9)),
+        ("remove-1", 0.4, Some(40.0), Some(0.9)),
+        ("add-2", 0.5, None, None),
+        ("tone-0", 0.9, Some(10.0), Some(0.1)),
+    ];
+    let mut s = String::new();
+    for (key, q, psnr, ssim) in vals {
+        let t = ITEMS.iter().find(|i| i.0 == key).unwrap().1;
+        s.push_str(
+            &json!({"key": key, "edit_type": t, "instruction": format!("do {t}"), "seed": 1,
+                    "image": format!("images/{key}.png"), "judge_effect": 0.5, "judge_quality": q,
+                    "judge_overall": (0.5 + q) / 2.0, "psnr_db": psnr, "ssim": ssim, "r_sim": null})
+            .to_string(),
+        );
+        s.push('\n');
+    }
+    s
+}
+
+/// An eval report directory with hand-made table numbers.
+#[allow(clippy::too_many_arguments)]
+fn write_eval(
+    dir: &Path,
+    label: &str,
+    arm: Option<&str>,
+    iteration: Option<u64>,
+    judge: [(&str, Option<f64>); 3],
+    overall: f64,
+    psnr: f64,
+    ssim: f64,
+    colour: [u8; 3],
+    recs: &str,
+) {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let rows: Vec<Value> = judge
+        .iter()
+        .map(|(t, j)| json!({"edit_type": t, "n": 2, "judge_effect": j, "judge_quality": j, "judge_overall": j,
+                             "judge_invalid": 0, "psnr_db": null, "ssim": null, "r_sim": null}))
+        .collect();
+    let table = json!({
+        "label": label, "arm": arm, "iteration": iteration, "rows": rows,
+        "overall": {"edit_type": "overall", "n": 6, "judge_effect": overall, "judge_quality": overall,
+                    "judge_overall": overall, "judge_invalid": 0, "psnr_db": psnr, "ssim": ssim, "r_sim": null},
+        "params": {}, "notes": "fake",
+    });
+    std::fs::write(
+        dir.join("table.json"),
+        serde_json::to_vec_pretty(&table).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("records.jsonl"), recs).unwrap();
+    for (key, _, _) in ITEMS {
+        solid(&dir.join(format!("images/{key}.png")), colour);
+    }
+}
+
+fn write_rewards(path: &Path, iteration: u64, mllm: f64, sim: f64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let m = |mean: f64| json!({"n": 4, "mean": mean, "std": 0.1});
+    let f = json!({
+        "format": "cocoflow-rewards", "version": 1, "iteration": iteration, "theta_old": "x", "judge": "fake",
+        "config": {}, "samples": [], "banned": [],
+        "stats": {"samples": 4, "groups": 1, "r_mllm": m(mllm), "r_sim": m(sim), "r_raw": m(0.8 * mllm + 0.2 * sim),
+                  "invalid_judge": 0, "undefined_sim": 0, "banned_groups": 0, "banned_samples": 0, "used": 4, "z": 1.0},
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&f).unwrap()).unwrap();
+}
+
+const BASE_COLOUR: [u8; 3] = [1, 2, 3];
+const A_COLOUR: [u8; 3] = [250, 0, 250];
+const B_COLOUR: [u8; 3] = [0, 250, 250];
+
+/// Everything the workflow copies in: `bench/`, `base/`, `<arm>/<iter>/{report/, rewards.json}`.
+fn write_fixtures(dir: &Path) {
+    write_bench(&dir.join("bench"));
+    let recs = records();
+    write_eval(
+        &dir.join("base"),
+        "base",
+        Some("default"),
+        None,
+        [
+            ("add", Some(0.5)),
+            ("remove", Some(0.4)),
+            ("tone", Some(0.6)),
+        ],
+        0.5,
+        20.0,
+        0.7,
+        BASE_COLOUR,
+        &recs,
+    );
+    // Iteration 2 (not the last: must not enter the table; PSNR 30 would otherwise be best).
+    for arm in ["a", "b"] {
+        write_eval(
+            &dir.join(format!("{arm}/2/report")),
+            "iteration 2",
+            Some(arm),
+            Some(2),
+            [
+                ("add", Some(0.9)),
+                ("remove", Some(0.9)),
+                ("tone", Some(0.9)),
+            ],
+            0.9,
+            30.0,
+            0.95,
+            [9, 9, 9],
+            &records(),
+        );
+    }
+    // Iteration 3, the last. Arm `b`'s table names neither arm nor iteration: the engine's
+    // label (`b/iter=3`) gives them.
+    write_eval(
+        &dir.join("a/3/report"),
+        "iteration 3",
+        Some("a"),
+        Some(3),
+        [
+            ("add", Some(0.7)),
+            ("remove", Some(0.3)),
+            ("tone", Some(0.6)),
+        ],
+        0.53,
+        25.0,
+        0.8,
+        A_COLOUR,
+        &records(),
+    );
+    write_eval(
+        &dir.join("b/3/report"),
+        "iteration 3",
+        None,
+        None,
+        [("add", Some(0.6)), ("remove", Some(0.45)), ("tone", None)],
+        0.55,
+        22.0,
+        0.8,
+        B_COLOUR,
+        &records(),
+    );
+    for (arm, off) in [("a", 0.0), ("b", 0.1)] {
+        for it in 1..=3u64 {
+            write_rewards(
+                &dir.join(format!("{arm}/{it}/rewards.json")),
+                it,
+                0.3 + off + 0.05 * it as f64,
+                0.6 - 0.02 * it as f64,
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the engine
+
+fn workflow(fixtures: &Path) -> String {
+    let src = fixtures.display();
+    format!(
+        r#"name: report-test
+params: {{tag: x}}
+sweep:
+  arms: [{{name: a, params: {{tag: ta}}}}, {{name: b, params: {{tag: tb}}}}]
+tasks:
+  data:
+    kind: shell
+    params: {{cmd: 'mkdir -p bench && cp -r "$SRC"/bench/. bench/', env: {{SRC: "{src}"}}, outputs: {{bench: bench/}}}}
+  eval_base:
+    kind: shell
+    params: {{cmd: 'mkdir -p report && cp -r "$SRC"/base/. report/', env: {{SRC: "{src}"}}, outputs: {{report: report/}}}}
+  rl:
+    loop:
+      iterations: 3
+      tasks:
+        reward:
+          kind: shell
+          params: {{cmd: 'cp "$SRC"/${{arm}}/${{iter}}/rewards.json rewards.json # ${{tag}}', env: {{SRC: "{src}"}}, outputs: {{rewards: rewards.json}}}}
+        eval:
+          kind: shell
+          every: 2
+          params: {{cmd: 'mkdir -p report && cp -r "$SRC"/${{arm}}/${{iter}}/report/. report/ # ${{tag}}', env: {{SRC: "{src}"}}, outputs: {{report: report/}}}}
+  report:
+    kind: report
+    scope: global
+    inputs: {{evals: "rl[*].eval.report", base: eval_base.report, rewards: "rl[*].reward.rewards", data: data.bench}}
+    params: {{grid_items: 3}}
+  report_evals_only:
+    kind: report
+    scope: global
+    inputs: {{evals: "rl[*].eval.report"}}
+    params: {{title: evals only}}
+  correlate:
+    kind: correlate
+    scope: global
+    inputs: {{evals: "rl[*].eval.report"}}
+  correlate_base:
+    kind: correlate
+    scope: global
+    inputs: {{evals: eval_base.report}}
+    params: {{x: judge_quality}}
+"#
+    )
+}
+
+struct Run {
+    store: Store,
+    plan: cocoflow_engine::plan::Plan,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Run {
+    fn result(&self, name: &str) -> ResultManifest {
+        let inst = self
+            .plan
+            .instances
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("no instance {name}"));
+        self.rt
+            .block_on(self.store.get_result(&inst.key))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn output(&self, name: &str, output: &str) -> PathBuf {
+        let m = self.result(name);
+        self.rt
+            .block_on(self.store.artifact_file(&m.outputs[output]))
+            .unwrap()
+    }
+
+    fn log(&self, name: &str) -> String {
+        let m = self.result(name);
+        let a = m.log.expect("a log");
+        String::from_utf8(
+            self.rt
+                .block_on(self.store.read_artifact(&a))
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
+    }
+}
+
+fn run(dir: &Path, yaml: &str) -> Run {
+    std::fs::create_dir_all(dir).unwrap();
+    let wf = dir.join("w.yaml");
+    std::fs::write(&wf, yaml).unwrap();
+    let mut registry = Registry::with_builtins();
+    cocoflow_tasks::register(&mut registry);
+    let w = spec::load(&wf, &[]).unwrap();
+    let plan = cocoflow_engine::plan::build(&w, &registry, &[]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let state_dir = dir.join("state");
+    let store = Store::open("file://store", dir, &state_dir.join("cache")).unwrap();
+    let mut journal = RedbJournal::open(&dir.join("j.redb")).unwrap();
+    let opts = RunOptions {
+        run_id: "report-test".into(),
+        workflow_path: wf.display().to_string(),
+        overrides: vec![],
+        targets: vec![],
+        state_dir: state_dir.clone(),
+        base_dir: dir.to_path_buf(),
+        gpus: Some(vec![]),
+        cpus: Some(2),
+        fail_fast: true,
+        executor: ExecutorKind::InProcess,
+        grace: std::time::Duration::from_secs(1),
+        worker_exe: PathBuf::from("/nonexistent"),
+        options_json: Value::Null,
+    };
+    let mut ui = Ui::new(Mode::Quiet);
+    let report = rt
+        .block_on(runner::run(
+            plan.clone(),
+            registry,
+            store.clone(),
+            &mut journal,
+            opts,
+            &mut ui,
+        ))
+        .unwrap();
+    if report.failed > 0 {
+        for (name, bytes) in files(&state_dir) {
+            if name.ends_with(".log") {
+                eprintln!("--- {name}\n{}", String::from_utf8_lossy(&bytes));
+            }
+        }
+        panic!("a task failed: {report:?}");
+    }
+    Run { store, plan, rt }
+}
+
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn png(path: &Path) -> image::RgbImage {
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
+}
+
+/// The contents of the SVG's `<text>` elements.
+fn svg_texts(path: &Path) -> Vec<String> {
+    let s = std::fs::read_to_string(path).unwrap();
+    s.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_string())
+        })
+        .collect()
+}
+
+fn assert_svg(path: &Path) {
+    let s = std::fs::read_to_string(path).unwrap();
+    assert!(
+        s.trim_start().starts_with("<svg"),
+        "{}: {}",
+        path.display(),
+        &s[..s.len().min(200)]
+    );
+    assert!(s.trim_end().ends_with("</svg>"), "{}", path.display());
+    assert!(s.contains("<text"), "{}: no text", path.display());
+    assert!(
+        s.contains("<polyline") || s.contains("<circle"),
+        "{}: nothing drawn",
+        path.display()
+    );
+}
+
+// ---------------------------------------------------------------- the test
+
+#[test]
+fn report_and_correlate_through_the_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = tmp.path().join("fixtures");
+    write_fixtures(&fx);
+    let r = run(&tmp.path().join("run1"), &workflow(&fx));
+
+    // What the engine gives a global task for list and plain inputs across arms.
+    let m = r.result("report");
+    let labels = |name: &str| {
+        m.inputs[name]
+            .iter()
+            .map(|i| i.label.clone())
+            .collect::<Vec<_>>()
+    };
+    eprintln!(
+        "report input labels: {:#?}",
+        m.inputs
+            .iter()
+            .map(|(k, v)| (k, v.iter().map(|i| i.label.as_str()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        labels("evals"),
+        ["a/iter=2", "a/iter=3", "b/iter=2", "b/iter=3"]
+    );
+    assert_eq!(
+        labels("rewards"),
+        [
+            "a/iter=1", "a/iter=2", "a/iter=3", "b/iter=1", "b/iter=2", "b/iter=3"
+        ]
+    );
+    assert_eq!(labels("base"), ["a", "b"]);
+
+    let out = r.output("report", "report");
+    // To look at the outputs: COCOFLOW_KEEP_REPORT=DIR cargo test -p cocoflow-tasks --test report
+    if let Ok(keep) = std::env::var("COCOFLOW_KEEP_REPORT") {
+        for (dir, sub) in [
+            (out.clone(), "report"),
+            (r.output("correlate", "correlation"), "correlation"),
+        ] {
+            for (name, bytes) in files(&dir) {
+                let p = Path::new(&keep).join(sub).join(name);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, bytes).unwrap();
+            }
+        }
+    }
+    let names: Vec<String> = files(&out).into_keys().collect();
+    for f in [
+        "index.md",
+        "table.md",
+        "table.csv",
+        "table.json",
+        "judge_vs_iteration.png",
+        "judge_vs_iteration.svg",
+        "psnr_vs_iteration.png",
+        "psnr_vs_iteration.svg",
+        "ssim_vs_iteration.png",
+        "ssim_vs_iteration.svg",
+        "reward_curves.png",
+        "reward_curves.svg",
+        "samples.png",
+    ] {
+        assert!(names.contains(&f.to_string()), "no `{f}` in {names:?}");
+    }
+
+    // The table: base + one row per arm at its last iteration, best marks.
+    let t: Value = serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
+    let rows = t["rows"].as_array().unwrap();
+    let row_names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(row_names, ["base", "a", "b"]);
+    let iters: Vec<u64> = rows
+        .iter()
+        .map(|r| r["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(iters, [0, 3, 3]);
+    assert_eq!(rows[1]["values"]["psnr_db"], json!(25.0));
+    assert_eq!(rows[2]["values"]["judge_tone"], Value::Null);
+    assert_eq!(
+        t["best"],
+        json!({
+            "judge_add": ["a"],
+            "judge_remove": ["b"],
+            "judge_tone": ["base", "a"],
+            "judge_overall": ["b"],
+            "psnr_db": ["a"],
+            "ssim": ["a", "b"],
+        })
+    );
+    assert_eq!(rows[0]["best"], json!(["judge_tone"]));
+
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    let md_row = |name: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        md_row("a"),
+        "| a | 3 | **0.700** | 0.300 | **0.600** | 0.530 | **25.00** | **0.8000** |"
+    );
+    assert_eq!(
+        md_row("b"),
+        "| b | 3 | 0.600 | **0.450** | – | **0.550** | 22.00 | **0.8000** |"
+    );
+    assert_eq!(
+        md_row("base"),
+        "| base | 0 | 0.500 | 0.400 | **0.600** | 0.500 | 20.00 | 0.7000 |"
+    );
+    assert!(
+        r.log("report").contains(&md_row("a")),
+        "the table is in the log"
+    );
+
+    let csv = std::fs::read_to_string(out.join("table.csv")).unwrap();
+    let lines: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "name",
+            "arm",
+            "iteration",
+            "label",
+            "n",
+            "judge_add",
+            "judge_remove",
+            "judge_tone",
+            "judge_overall",
+            "psnr_db",
+            "ssim",
+            "best"
+        ]
+    );
+    assert_eq!(lines.len(), 4);
+    for l in &lines {
+        assert_eq!(l.len(), 12, "{l:?}");
+    }
+    assert_eq!(lines[2][..5], ["a", "a", "3", "iteration 3", "6"]);
+    assert_eq!(lines[2][9].parse::<f64>().unwrap(), 25.0);
+    assert_eq!(lines[3][7], "");
+    assert_eq!(lines[3][11], "judge_remove;judge_overall;ssim");
+
+    // Charts.
+    for stem in [
+        "judge_vs_iteration",
+        "psnr_vs_iteration",
+        "ssim_vs_iteration",
+    ] {
+        let img = png(&out.join(format!("{stem}.png")));
+        assert_eq!(img.dimensions(), (800, 450), "{stem}");
+        assert!(
+            img.pixels().any(|p| p.0 != [255, 255, 255]),
+            "{stem} is blank"
+        );
+        assert_svg(&out.join(format!("{stem}.svg")));
+    }
+    assert_eq!(
+        png(&out.join("reward_curves.png")).dimensions(),
+        (800, 1350)
+    );
+    assert_svg(&out.join("reward_curves.svg"));
+    let texts = svg_texts(&out.join("judge_vs_iteration.svg"));
+    assert!(
+        texts.contains(&"a".to_string()) && texts.contains(&"b".to_string()),
+        "arm names in the legend: {texts:?}"
+    );
+
+    // The sample grid: rows add-0, remove-0, add-1 (round-robin over local types);
+    // columns source | mask | base | a | b; tiles 8×6 ×4 = 32×24, pad 4, header 36.
+    let g = png(&out.join("samples.png"));
+    assert_eq!(g.dimensions(), (4 + 5 * (32 + 4), 36 + 3 * (24 + 4)));
+    let tile =
+        |row: u32, col: u32, dx: u32, dy: u32| g.get_pixel(4 + col * 36 + dx, 36 + row * 28 + dy).0;
+    assert_eq!(tile(0, 0, 5, 5), [200, 10, 10]); // add-0's source
+    assert_eq!(tile(1, 0, 31, 23), [200, 200, 10]); // remove-0's source
+    assert_eq!(tile(2, 0, 0, 0), [10, 200, 10]); // add-1's source
+    assert_eq!(tile(0, 1, 2, 2), [255, 255, 255]); // mask: left half edited
+    assert_eq!(tile(0, 1, 30, 2), [0, 0, 0]);
+    assert_eq!(tile(0, 2, 3, 3), BASE_COLOUR);
+    assert_eq!(tile(1, 3, 3, 3), A_COLOUR); // a's last iteration, not iteration 2
+    assert_eq!(tile(2, 4, 3, 3), B_COLOUR);
+    assert!(
+        (0..36).any(|y| (4..36).any(|x| g.get_pixel(x, y).0 != [255, 255, 255])),
+        "column labels in the header band"
+    );
+    let index = std::fs::read_to_string(out.join("index.md")).unwrap();
+    for link in [
+        "table.csv",
+        "samples.png",
+        "reward_curves.svg",
+        "psnr_vs_iteration.png",
+    ] {
+        assert!(index.contains(&format!("({link})")), "index links {link}");
+    }
+    assert!(index.contains("| a | 2, 3 | 1, 2, 3 |"), "{index}");
+
+    // correlate over the base: x = .1 .2 .3 .4, PSNR 20 40 50 40 (add-2 has none, tone-0 is
+    // global): Sxy = 0.1·(−1.5·−17.5 − .5·2.5 + .5·12.5 + 1.5·2.5) = 3.5, Sxx = .05,
+    // Syy = 475 → r = 3.5/√23.75 ≈ 0.7182.
+    let c: Value = serde_json::from_slice(
+        &std::fs::read(
+            r.output("correlate_base", "correlation")
+                .join("correlation.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let want = 3.5 / 23.75f64.sqrt();
+    assert_eq!(c["pairs"]["psnr_db"]["n"], json!(4));
+    assert!(
+        (c["pairs"]["psnr_db"]["r"].as_f64().unwrap() - want).abs() < 1e-12,
+        "{c:#}"
+    );
+    assert_eq!(
+        c["pairs"]["ssim"]["r"],
+        Value::Null,
+        "constant SSIM: r undefined"
+    );
+    assert_eq!(c["pairs"]["ssim"]["n"], json!(4));
+    assert!(
+        c["pairs"]["ssim"]["undefined"]
+            .as_str()
+            .unwrap()
+            .contains("constant")
+    );
+    assert_eq!(
+        c["reports"].as_array().unwrap().len(),
+        1,
+        "equal producers are one report"
+    );
+    // Pooled over the four arm reports (identical records): the same r, n = 16.
+    let cdir = r.output("correlate", "correlation");
+    let c: Value =
+        serde_json::from_slice(&std::fs::read(cdir.join("correlation.json")).unwrap()).unwrap();
+    assert_eq!(c["pairs"]["psnr_db"]["n"], json!(16));
+    assert!((c["pairs"]["psnr_db"]["r"].as_f64().unwrap() - want).abs() < 1e-12);
+    for stem in ["judge_vs_psnr", "judge_vs_ssim"] {
+        assert_eq!(
+            png(&cdir.join(format!("{stem}.png"))).dimensions(),
+            (800, 450)
+        );
+        assert_svg(&cdir.join(format!("{stem}.svg")));
+    }
+
+    // Only `evals`: the table without a base row, curves, empty reward curves, no grid.
+    let o = r.output("report_evals_only", "report");
+    let names: Vec<String> = files(&o).into_keys().collect();
+    assert!(!names.contains(&"samples.png".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"reward_curves.png".to_string()),
+        "{names:?}"
+    );
+    let t: Value = serde_json::from_slice(&std::fs::read(o.join("table.json")).unwrap()).unwrap();
+    assert_eq!(t["title"], json!("evals only"));
+    assert_eq!(t["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(t["best"]["judge_tone"], json!(["a"]));
+    assert!(svg_texts(&o.join("reward_curves.svg")).contains(&"no data".to_string()));
+
+    // Deterministic: a fresh store gives the same bytes.
+    let r2 = run(&tmp.path().join("run2"), &workflow(&fx));
+    assert_eq!(files(&out), files(&r2.output("report", "report")));
+    assert_eq!(files(&cdir), files(&r2.output("correlate", "correlation")));
+}
+
+#[test]
+fn bad_params_and_inputs_are_refused() {
+    use cocoflow_engine::kind::TaskKind;
+    let k = cocoflow_tasks::report::Report;
+    assert!(k.check_params(&json!({"grid_scale": 0})).is_err());
+    assert!(k.check_params(&json!({"grid_itmes": 3})).is_err());
+    let p = k.check_params(&json!({})).unwrap();
+    assert_eq!(
+        p,
+        json!({"title": "ablation", "grid_items": 6, "grid_scale": 4})
+    );
+    assert!(k.check_inputs(&p, &["base"]).is_err());
+    assert!(k.check_inputs(&p, &["evals", "extra"]).is_err());
+    assert!(
+        k.check_inputs(&p, &["evals", "base", "rewards", "data"])
+            .is_ok()
+    );
+    let c = cocoflow_tasks::correlate::Correlate;
+    assert!(c.check_params(&json!({"x": "psnr_db"})).is_err());
+    assert_eq!(
+        c.check_params(&json!({})).unwrap(),
+        json!({"x": "judge_quality", "psnr_cap_db": 100.0})
+    );
+}
+
+#[test]
+fn pearson_against_hand_computed_values() {
+    use cocoflow_tasks::correlate::pearson;
+    // x = 1..5, y = 2 4 5 4 5: Sxy = 6, Sxx = 10, Syy = 6 → r = 6/√60 ≈ 0.774597.
+    let c = pearson(&[1.0, 2.0, 3.0, 4.0, 5.0], &[2.0, 4.0, 5.0, 4.0, 5.0]);
+    assert!((c.r.unwrap() - 0.7745966692414834).abs() < 1e-12);
+    assert_eq!(c.n, 5);
+    // Perfect negative correlation.
+    assert!((pearson(&[0.0, 1.0, 2.0], &[5.0, 3.0, 1.0]).r.unwrap() + 1.0).abs() < 1e-12);
+    // Undefined, never NaN.
+    for (x, y) in [
+        (vec![], vec![]),
+        (vec![1.0], vec![2.0]),
+        (vec![0.3, 0.3, 0.3], vec![1.0, 2.0, 3.0]),
+        (vec![1.0, 2.0, 3.0], vec![7.0, 7.0, 7.0]),
+    ] {
+        let c = pearson(&x, &y);
+        assert_eq!(c.r, None, "{x:?} {y:?}");
+        assert!(c.undefined.is_some());
+        let j = serde_json::to_value(&c).unwrap();
+        assert_eq!(j["r"], Value::Null);
+    }
+}
+
+/// On real `synth-data` and `eval` outputs (the benchmark's own targets and its unedited
+/// sources as two "arms", which need no model): the formats the kinds read are the ones the
+/// producing kinds write.
+#[test]
+fn report_and_correlate_on_real_eval_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = r#"name: report-real
+tasks:
+  data:
+    kind: synth-data
+    params: {seed: 1, n_train: 4, n_bench: 16, size: 16, max_objects: 2}
+  eval_src:
+    kind: eval
+    inputs: {data: data.bench}
+    params: {images: source, label: sources, arm: sources, iteration: 1}
+  eval_tgt:
+    kind: eval
+    inputs: {data: data.bench}
+    params: {images: target, label: targets, arm: targets, iteration: 1}
+  report:
+    kind: report
+    inputs: {evals: [eval_src.report, eval_tgt.report], base: eval_src.report, data: data.bench}
+    params: {grid_items: 4}
+  correlate:
+    kind: correlate
+    inputs: {evals: [eval_src.report, eval_tgt.report]}
+"#;
+    let r = run(tmp.path(), yaml);
+    let out = r.output("report", "report");
+    if let Ok(keep) = std::env::var("COCOFLOW_KEEP_REPORT") {
+        for (name, bytes) in files(&out) {
+            let p = Path::new(&keep).join("real").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+    let t: Value = serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
+    let names: Vec<&str> = t["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "sources", "targets"]);
+    // The targets are the judge's ceiling.
+    assert_eq!(t["best"]["judge_overall"], json!(["targets"]), "{t:#}");
+    let g = png(&out.join("samples.png"));
+    assert_eq!(g.dimensions(), (4 + 5 * (64 + 4), 36 + 4 * (64 + 4)));
+    let c: Value = serde_json::from_slice(
+        &std::fs::read(
+            r.output("correlate", "correlation")
+                .join("correlation.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["x"], json!("judge_quality"));
+    assert_eq!(c["reports"].as_array().unwrap().len(), 2);
+    // Infinite PSNR (identical keep regions: `null` beside a number SSIM) counts as the cap.
+    assert_eq!(c["pairs"]["psnr_db"]["n"], c["pairs"]["ssim"]["n"], "{c:#}");
+    assert!(c["pairs"]["psnr_db"]["n"].as_u64().unwrap() > 0);
+    eprintln!("{}", std::fs::read_to_string(out.join("table.md")).unwrap());
+    eprintln!("{c:#}");
+}
