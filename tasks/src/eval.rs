@@ -15,21 +15,44 @@
 //! and is counted (`judge_invalid`), never scored.
 //!
 //! Each sample's noise comes from a seed derived from (`seed`, key), so a sample's edit does
-//! not depend on the batch it ran in.
+//! not depend on the batch it ran in. A batch holds images of one size: a benchmark whose
+//! images differ in size runs in smaller batches.
+//!
+//! `protocol` says how the judge is asked (method-spec §8):
+//! - `synthetic` (default): the judge's reward prompt, as above.
+//! - `gedit` (GEdit-Bench-EN, VIEScore): the SC prompt (editing success, over-editing) and the
+//!   PQ prompt (naturalness, artifacts), each 0–10; per sample SC = min of the first two,
+//!   PQ = min of the last two, O = sqrt(SC·PQ) (`bench.sc`, `bench.pq`, `bench.score`).
+//! - `imgedit` (ImgEdit-Bench): three 1–5 rubric scores; the sample's score is their mean.
+//!
+//! Under both, the raw scores are in each record's `bench.scores`; per type the mean of
+//! `bench_sc`/`bench_pq`/`bench_score` over its judged samples, overall the unweighted mean over
+//! types. `judge_effect`/`judge_quality`/`judge_overall` hold the same scores in [0, 1]
+//! (gedit: SC/10, PQ/10, O/10; imgedit: compliance, the mean of the other two, and the score,
+//! each as (v − 1)/4), so reports compare arms as for the synthetic protocol. Pixel metrics
+//! need a mask: records without one have none. The benchmark prompts need an
+//! OpenAI-compatible judge (`judge: {kind: openai, ...}`); the rule judge only knows the
+//! synthetic world.
 
 use crate::data::Dataset;
 use crate::device::select_device;
+use crate::judge::cache::StoreCache;
+use crate::judge::extract::Answer;
 use crate::judge::spec::JudgeParams;
-use crate::judge::{JudgeImage, JudgeRequest, Scores, pool_concurrency};
+use crate::judge::{
+    Invalid, Judge, JudgeImage, JudgeRequest, OpenAiJudge, Scores, pool_concurrency, prompts,
+};
 use crate::metrics::{MetricsConfig, masked_metrics};
 use crate::models::{ActiveAdapter, EditPolicy, THETA, TinyKontext};
 use crate::sampling::{SamplerConfig, sample, stack_x0};
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +94,38 @@ pub struct EvalParams {
     /// sources (`source`: perfect consistency, no edit). The references need no `model`.
     #[serde(default)]
     pub images: EvalImages,
+    /// How the judge is asked and scores aggregate: `synthetic` (default), `gedit`, `imgedit`
+    /// (module docs). Left out of the canonical params when `synthetic`, so existing cache
+    /// keys and reports stay as they were.
+    #[serde(default, skip_serializing_if = "Protocol::is_synthetic")]
+    pub protocol: Protocol,
+}
+
+/// A benchmark's judging protocol (method-spec §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The judge's reward prompt: effect, quality, overall in [0, 1].
+    #[default]
+    Synthetic,
+    /// GEdit-Bench-EN (VIEScore): SC, PQ, O = sqrt(SC·PQ), 0–10.
+    Gedit,
+    /// ImgEdit-Bench: the mean of three 1–5 rubric scores.
+    Imgedit,
+}
+
+impl Protocol {
+    pub fn is_synthetic(&self) -> bool {
+        *self == Protocol::Synthetic
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Synthetic => "synthetic",
+            Protocol::Gedit => "gedit",
+            Protocol::Imgedit => "imgedit",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -130,6 +185,16 @@ fn check(p: &EvalParams) -> Result<(), ParamError> {
             format!("must be in [0, 1], got {}", p.metrics.w_s),
         ));
     }
+    if !p.protocol.is_synthetic() && matches!(p.judge, JudgeParams::Rule { .. }) {
+        return Err(bad(
+            "judge",
+            format!(
+                "protocol `{}` asks the benchmark's rubric prompts, which the rule judge cannot answer; \
+                 set `judge: {{kind: openai, base_url: ..., model: ...}}`",
+                p.protocol.name()
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -159,6 +224,112 @@ pub struct EvalRecord {
     pub psnr_db: Option<f64>,
     pub ssim: Option<f64>,
     pub r_sim: Option<f64>,
+    /// The benchmark protocol's scores (`gedit`, `imgedit`); absent under `synthetic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchScores>,
+}
+
+/// One sample's scores under a benchmark protocol, on the benchmark's own scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchScores {
+    /// The judge's scores by answer field (GEdit 0–10, ImgEdit 1–5).
+    pub scores: BTreeMap<String, f64>,
+    /// GEdit: SC = min(editing_success, overediting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sc: Option<f64>,
+    /// GEdit: PQ = min(naturalness, artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pq: Option<f64>,
+    /// GEdit: O = sqrt(SC·PQ) (0–10); ImgEdit: the mean of the three scores (1–5).
+    pub score: f64,
+}
+
+fn field(a: &Answer, name: &str) -> f64 {
+    a.scores
+        .get(name)
+        .map(|s| s.value)
+        .expect("a validated answer has every score field of its prompt")
+}
+
+impl BenchScores {
+    /// From the answers to [`prompts::GEDIT_SC`] and [`prompts::GEDIT_PQ`].
+    pub fn gedit(sc: &Answer, pq: &Answer) -> BenchScores {
+        let (es, oe) = (field(sc, "editing_success"), field(sc, "overediting"));
+        let (na, ar) = (field(pq, "naturalness"), field(pq, "artifacts"));
+        BenchScores {
+            scores: [
+                ("editing_success", es),
+                ("overediting", oe),
+                ("naturalness", na),
+                ("artifacts", ar),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            sc: Some(es.min(oe)),
+            pq: Some(na.min(ar)),
+            score: prompts::gedit_overall(es, oe, na, ar),
+        }
+    }
+
+    /// From the answer to [`prompts::IMGEDIT`].
+    pub fn imgedit(a: &Answer) -> BenchScores {
+        let names = [
+            "prompt_compliance",
+            "visual_naturalness",
+            "physical_integrity",
+        ];
+        let [c, n, i] = names.map(|k| field(a, k));
+        BenchScores {
+            scores: names
+                .iter()
+                .zip([c, n, i])
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            sc: None,
+            pq: None,
+            score: prompts::imgedit_score(c, n, i),
+        }
+    }
+
+    /// (effect, quality, overall) in [0, 1] (module docs).
+    pub fn normalized(&self, protocol: Protocol) -> (f64, f64, f64) {
+        match protocol {
+            Protocol::Gedit => (
+                self.sc.unwrap_or(0.0) / 10.0,
+                self.pq.unwrap_or(0.0) / 10.0,
+                self.score / 10.0,
+            ),
+            _ => {
+                let n = |k: &str| (self.scores.get(k).copied().unwrap_or(1.0) - 1.0) / 4.0;
+                (
+                    n("prompt_compliance"),
+                    0.5 * (n("visual_naturalness") + n("physical_integrity")),
+                    (self.score - 1.0) / 4.0,
+                )
+            }
+        }
+    }
+}
+
+/// Asks the protocol's prompts about one sample.
+async fn ask_bench(
+    judge: &OpenAiJudge,
+    protocol: Protocol,
+    req: &JudgeRequest,
+) -> Result<BenchScores, Invalid> {
+    match protocol {
+        Protocol::Gedit => {
+            let sc = judge.ask(&prompts::GEDIT_SC, req).await?;
+            let pq = judge.ask(&prompts::GEDIT_PQ, req).await?;
+            Ok(BenchScores::gedit(&sc.answer, &pq.answer))
+        }
+        Protocol::Imgedit => {
+            let a = judge.ask(&prompts::IMGEDIT, req).await?;
+            Ok(BenchScores::imgedit(&a.answer))
+        }
+        Protocol::Synthetic => unreachable!("the synthetic protocol asks the judge's own prompt"),
+    }
 }
 
 /// Means of one edit type (or of everything).
@@ -173,6 +344,15 @@ pub struct TypeRow {
     pub psnr_db: Option<f64>,
     pub ssim: Option<f64>,
     pub r_sim: Option<f64>,
+    /// Benchmark protocols: mean SC (GEdit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench_sc: Option<f64>,
+    /// Benchmark protocols: mean PQ (GEdit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench_pq: Option<f64>,
+    /// Benchmark protocols: mean O (GEdit, 0–10) or mean score (ImgEdit, 1–5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench_score: Option<f64>,
 }
 
 fn mean(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
@@ -204,6 +384,9 @@ pub fn summarize(records: &[EvalRecord], psnr_cap_db: f64) -> (Vec<TypeRow>, Typ
         ),
         ssim: mean(rs.iter().filter_map(|r| r.ssim)),
         r_sim: mean(rs.iter().filter_map(|r| r.r_sim)),
+        bench_sc: mean(rs.iter().filter_map(|r| r.bench.as_ref()?.sc)),
+        bench_pq: mean(rs.iter().filter_map(|r| r.bench.as_ref()?.pq)),
+        bench_score: mean(rs.iter().filter_map(|r| Some(r.bench.as_ref()?.score))),
     };
     let rows: Vec<TypeRow> = by.iter().map(|(k, rs)| row(k, rs)).collect();
     let all: Vec<&EvalRecord> = records.iter().collect();
@@ -212,6 +395,9 @@ pub fn summarize(records: &[EvalRecord], psnr_cap_db: f64) -> (Vec<TypeRow>, Typ
     overall.judge_effect = mean(rows.iter().filter_map(|r| r.judge_effect));
     overall.judge_quality = mean(rows.iter().filter_map(|r| r.judge_quality));
     overall.judge_overall = mean(rows.iter().filter_map(|r| r.judge_overall));
+    overall.bench_sc = mean(rows.iter().filter_map(|r| r.bench_sc));
+    overall.bench_pq = mean(rows.iter().filter_map(|r| r.bench_pq));
+    overall.bench_score = mean(rows.iter().filter_map(|r| r.bench_score));
     (rows, overall)
 }
 
@@ -238,6 +424,69 @@ pub fn table_markdown(title: &str, rows: &[TypeRow], overall: &TypeRow) -> Strin
         ));
     }
     s
+}
+
+/// The table of a benchmark protocol as Markdown (the benchmark's own scale).
+pub fn table_markdown_bench(
+    title: &str,
+    protocol: Protocol,
+    rows: &[TypeRow],
+    overall: &TypeRow,
+) -> String {
+    let all = rows.iter().chain(std::iter::once(overall));
+    let mut s = String::new();
+    match protocol {
+        Protocol::Gedit => {
+            s.push_str(&format!(
+                "### {title} — GEdit-Bench (VIEScore)\n\n| edit type | n | SC | PQ | O | judge invalid | masked PSNR (dB) | masked SSIM |\n|---|---|---|---|---|---|---|---|\n"
+            ));
+            for r in all {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    r.edit_type,
+                    r.n,
+                    fmt(r.bench_sc, 3),
+                    fmt(r.bench_pq, 3),
+                    fmt(r.bench_score, 3),
+                    r.judge_invalid,
+                    fmt(r.psnr_db, 2),
+                    fmt(r.ssim, 4)
+                ));
+            }
+        }
+        _ => {
+            s.push_str(&format!(
+                "### {title} — ImgEdit-Bench\n\n| edit type | n | score (1–5) | judge invalid | masked PSNR (dB) | masked SSIM |\n|---|---|---|---|---|---|\n"
+            ));
+            for r in all {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    r.edit_type,
+                    r.n,
+                    fmt(r.bench_score, 3),
+                    r.judge_invalid,
+                    fmt(r.psnr_db, 2),
+                    fmt(r.ssim, 4)
+                ));
+            }
+        }
+    }
+    s
+}
+
+/// The OpenAI-compatible judge a benchmark protocol asks.
+fn bench_judge(
+    params: &JudgeParams,
+    store: &cocoflow_engine::store::Store,
+) -> Result<OpenAiJudge, TaskError> {
+    match params {
+        JudgeParams::Openai(cfg) => Ok(OpenAiJudge::new(cfg.clone())
+            .map_err(|e| TaskError::Failed(format!("`judge`: {e}")))?
+            .with_cache(Arc::new(StoreCache::new(store.clone())))),
+        JudgeParams::Rule { .. } => Err(TaskError::Failed(
+            "`judge`: the benchmark protocols need `kind: openai`".into(),
+        )),
+    }
 }
 
 /// Loads the policy to evaluate: the base, plus θ from `adapter` when given.
@@ -321,7 +570,14 @@ impl TaskKind for Eval {
                 data_root.display()
             )));
         }
-        let judge = p.judge.build(ctx.store()).map_err(TaskError::Failed)?;
+        let judge: Option<Arc<dyn Judge>> = match p.protocol {
+            Protocol::Synthetic => Some(p.judge.build(ctx.store()).map_err(TaskError::Failed)?),
+            _ => None,
+        };
+        let bench = match p.protocol {
+            Protocol::Synthetic => None,
+            _ => Some(bench_judge(&p.judge, ctx.store())?),
+        };
         let concurrency = pool_concurrency(&ctx.pools).unwrap_or(8);
         let work = ctx.workdir()?;
         let out = work.join("report");
@@ -331,103 +587,169 @@ impl TaskKind for Eval {
         })?;
         let mut records: Vec<EvalRecord> = Vec::with_capacity(recs.len());
         let total = recs.len() as u64;
-        for chunk in recs.chunks(p.batch_size) {
+        let fail = |k: &str, e: &dyn std::fmt::Display| {
+            TaskError::Failed(format!("input `data`, record `{k}`: {e}"))
+        };
+        for batch_recs in recs.chunks(p.batch_size) {
             ctx.check_cancelled()?;
-            let fail = |k: &str, e: &dyn std::fmt::Display| {
-                TaskError::Failed(format!("input `data`, record `{k}`: {e}"))
-            };
-            let mut srcs = Vec::new();
-            let mut masks = Vec::new();
-            for r in chunk {
+            let mut all_srcs = Vec::new();
+            let mut all_masks = Vec::new();
+            let mut all_has_mask = Vec::new();
+            for r in batch_recs {
                 let s = ds.source(r).map_err(|e| fail(&r.key, &e))?;
                 let (_, h, w) = s.size3().expect("(3, H, W)");
-                let m = ds
-                    .edit_mask(r)
-                    .map_err(|e| fail(&r.key, &e))?
-                    .unwrap_or_else(|| Tensor::zeros([1, h, w], (Kind::Float, tch::Device::Cpu)));
-                srcs.push(s);
-                masks.push(m);
+                let m = ds.edit_mask(r).map_err(|e| fail(&r.key, &e))?;
+                all_has_mask.push(m.is_some());
+                let m =
+                    m.unwrap_or_else(|| Tensor::zeros([1, h, w], (Kind::Float, tch::Device::Cpu)));
+                if m.size()[1..] != s.size()[1..] {
+                    return Err(fail(
+                        &r.key,
+                        &format!(
+                            "the mask is {:?}, the source {:?} (height, width)",
+                            &m.size()[1..],
+                            &s.size()[1..]
+                        ),
+                    ));
+                }
+                all_srcs.push(s);
+                all_masks.push(m);
             }
-            let sources = Tensor::stack(&srcs, 0);
-            let edit_masks = Tensor::stack(&masks, 0);
-            let seeds: Vec<u64> = chunk.iter().map(|r| sample_seed(p.seed, &r.key)).collect();
-            let ins: Vec<&str> = chunk.iter().map(|r| r.instruction.as_str()).collect();
-            let edited = tch::no_grad(|| -> Result<Tensor, TaskError> {
-                let e = |e: &dyn std::fmt::Display| TaskError::Failed(format!("policy: {e}"));
-                let Some((policy, active)) = &policy else {
-                    if p.images == EvalImages::Source {
-                        return Ok(sources.shallow_clone());
+            // Runs of equal image size: one tensor per batch (the synthetic benchmark has one
+            // size, so its batches are whole).
+            let mut start = 0;
+            while start < batch_recs.len() {
+                let size = all_srcs[start].size();
+                let end = (start + 1..batch_recs.len())
+                    .find(|&j| all_srcs[j].size() != size)
+                    .unwrap_or(batch_recs.len());
+                let chunk = &batch_recs[start..end];
+                let has_mask = &all_has_mask[start..end];
+                let sources = Tensor::stack(&all_srcs[start..end], 0);
+                let edit_masks = Tensor::stack(&all_masks[start..end], 0);
+                start = end;
+                let seeds: Vec<u64> = chunk.iter().map(|r| sample_seed(p.seed, &r.key)).collect();
+                let ins: Vec<&str> = chunk.iter().map(|r| r.instruction.as_str()).collect();
+                let edited = tch::no_grad(|| -> Result<Tensor, TaskError> {
+                    let e = |e: &dyn std::fmt::Display| TaskError::Failed(format!("policy: {e}"));
+                    let Some((policy, active)) = &policy else {
+                        if p.images == EvalImages::Source {
+                            return Ok(sources.shallow_clone());
+                        }
+                        let mut ts = Vec::new();
+                        for r in chunk {
+                            ts.push(ds.target(r).map_err(|x| fail(&r.key, &x))?.ok_or_else(
+                                || fail(&r.key, &"no `target` image (needed by `images: target`)"),
+                            )?);
+                        }
+                        return Ok(Tensor::stack(&ts, 0));
+                    };
+                    let src_lat = policy
+                        .encode(&sources.to_device(device))
+                        .map_err(|x| e(&x))?;
+                    let cond = policy.condition(&src_lat, &ins).map_err(|x| e(&x))?;
+                    let samples =
+                        sample(policy, &cond, &seeds, &p.sampler, active).map_err(|x| e(&x))?;
+                    let img = policy.decode(&stack_x0(&samples)).map_err(|x| e(&x))?;
+                    // As saved: 8 bits per channel.
+                    Ok((img.to_device(tch::Device::Cpu).clamp(0.0, 1.0) * 255.0).round() / 255.0)
+                })?;
+                // Judge.
+                let mut reqs = Vec::new();
+                for (i, r) in chunk.iter().enumerate() {
+                    let i = i as i64;
+                    let src =
+                        JudgeImage::from_tensor(&sources.get(i)).map_err(|e| fail(&r.key, &e))?;
+                    let out_img =
+                        JudgeImage::from_tensor(&edited.get(i)).map_err(|e| fail(&r.key, &e))?;
+                    reqs.push(JudgeRequest::new(src, out_img, r.instruction.clone()));
+                }
+                // (effect, quality, overall, error, bench scores) per sample.
+                type Judged = (
+                    Option<f64>,
+                    Option<f64>,
+                    Option<f64>,
+                    Option<String>,
+                    Option<BenchScores>,
+                );
+                let judged: Vec<Judged> = match (&judge, &bench) {
+                    (Some(judge), _) => {
+                        let batch = ctx
+                            .runtime()
+                            .block_on(judge.judge_batch(&reqs, concurrency));
+                        batch
+                            .verdicts
+                            .iter()
+                            .map(|v| match v {
+                                Ok(j) => {
+                                    let (e, q) = match j.scores {
+                                        Scores::Mean { effect, quality } => {
+                                            (Some(effect), Some(quality))
+                                        }
+                                        Scores::Single { .. } => (None, None),
+                                    };
+                                    (e, q, Some(j.r_mllm()), None, None)
+                                }
+                                Err(inv) => (None, None, None, Some(inv.to_string()), None),
+                            })
+                            .collect()
                     }
-                    let mut ts = Vec::new();
-                    for r in chunk {
-                        ts.push(ds.target(r).map_err(|x| fail(&r.key, &x))?.ok_or_else(|| {
-                            fail(&r.key, &"no `target` image (needed by `images: target`)")
-                        })?);
+                    (None, Some(bj)) => {
+                        let verdicts: Vec<Result<BenchScores, Invalid>> = ctx.runtime().block_on(
+                            futures::stream::iter(
+                                reqs.iter().map(|r| ask_bench(bj, p.protocol, r)),
+                            )
+                            .buffered(concurrency.max(1))
+                            .collect(),
+                        );
+                        verdicts
+                            .into_iter()
+                            .map(|v| match v {
+                                Ok(b) => {
+                                    let (e, q, o) = b.normalized(p.protocol);
+                                    (Some(e), Some(q), Some(o), None, Some(b))
+                                }
+                                Err(inv) => (None, None, None, Some(inv.to_string()), None),
+                            })
+                            .collect()
                     }
-                    return Ok(Tensor::stack(&ts, 0));
+                    (None, None) => unreachable!("one judge is built"),
                 };
-                let src_lat = policy
-                    .encode(&sources.to_device(device))
-                    .map_err(|x| e(&x))?;
-                let cond = policy.condition(&src_lat, &ins).map_err(|x| e(&x))?;
-                let samples =
-                    sample(policy, &cond, &seeds, &p.sampler, active).map_err(|x| e(&x))?;
-                let img = policy.decode(&stack_x0(&samples)).map_err(|x| e(&x))?;
-                // As saved: 8 bits per channel.
-                Ok((img.to_device(tch::Device::Cpu).clamp(0.0, 1.0) * 255.0).round() / 255.0)
-            })?;
-            // Judge.
-            let mut reqs = Vec::new();
-            for (i, r) in chunk.iter().enumerate() {
-                let i = i as i64;
-                let src = JudgeImage::from_tensor(&sources.get(i)).map_err(|e| fail(&r.key, &e))?;
-                let out_img =
-                    JudgeImage::from_tensor(&edited.get(i)).map_err(|e| fail(&r.key, &e))?;
-                reqs.push(JudgeRequest::new(src, out_img, r.instruction.clone()));
-            }
-            let batch = ctx
-                .runtime()
-                .block_on(judge.judge_batch(&reqs, concurrency));
-            // Pixel metrics on the keep region.
-            let keep: Tensor = edit_masks.ones_like() - &edit_masks;
-            let pm = masked_metrics(
-                &sources.to_kind(Kind::Double),
-                &edited.to_kind(Kind::Double),
-                &keep.to_kind(Kind::Double),
-                &p.metrics,
-            )
-            .map_err(|e| TaskError::Failed(format!("metrics: {e}")))?;
-            for (i, r) in chunk.iter().enumerate() {
-                let et = r.edit_type.clone().unwrap_or_else(|| "unknown".into());
-                let file = format!("images/{}.png", safe_name(&r.key));
-                crate::data::image_io::save_rgb(&out.join(&file), &edited.get(i as i64))
-                    .map_err(|e| fail(&r.key, &e))?;
-                let (eff, qual, overall, jerr) = match &batch.verdicts[i] {
-                    Ok(j) => {
-                        let (e, q) = match j.scores {
-                            Scores::Mean { effect, quality } => (Some(effect), Some(quality)),
-                            Scores::Single { .. } => (None, None),
-                        };
-                        (e, q, Some(j.r_mllm()), None)
-                    }
-                    Err(inv) => (None, None, None, Some(inv.to_string())),
-                };
-                let local = is_local_type(&et);
-                let m = pm[i].as_ref().ok().filter(|_| local);
-                records.push(EvalRecord {
-                    key: r.key.clone(),
-                    edit_type: et,
-                    instruction: r.instruction.clone(),
-                    seed: seeds[i],
-                    image: file,
-                    judge_effect: eff,
-                    judge_quality: qual,
-                    judge_overall: overall,
-                    judge_error: jerr,
-                    psnr_db: m.map(|m| m.psnr_db),
-                    ssim: m.map(|m| m.ssim),
-                    r_sim: m.map(|m| m.r_sim),
-                });
+                // Pixel metrics on the keep region.
+                let keep: Tensor = edit_masks.ones_like() - &edit_masks;
+                let pm = masked_metrics(
+                    &sources.to_kind(Kind::Double),
+                    &edited.to_kind(Kind::Double),
+                    &keep.to_kind(Kind::Double),
+                    &p.metrics,
+                )
+                .map_err(|e| TaskError::Failed(format!("metrics: {e}")))?;
+                for ((i, r), (eff, qual, overall, jerr, bscores)) in
+                    chunk.iter().enumerate().zip(judged)
+                {
+                    let et = r.edit_type.clone().unwrap_or_else(|| "unknown".into());
+                    let file = format!("images/{}.png", safe_name(&r.key));
+                    crate::data::image_io::save_rgb(&out.join(&file), &edited.get(i as i64))
+                        .map_err(|e| fail(&r.key, &e))?;
+                    // A benchmark's keep region is its mask: none, no pixel metrics.
+                    let local = is_local_type(&et) && (p.protocol.is_synthetic() || has_mask[i]);
+                    let m = pm[i].as_ref().ok().filter(|_| local);
+                    records.push(EvalRecord {
+                        key: r.key.clone(),
+                        edit_type: et,
+                        instruction: r.instruction.clone(),
+                        seed: seeds[i],
+                        image: file,
+                        judge_effect: eff,
+                        judge_quality: qual,
+                        judge_overall: overall,
+                        judge_error: jerr,
+                        psnr_db: m.map(|m| m.psnr_db),
+                        ssim: m.map(|m| m.ssim),
+                        r_sim: m.map(|m| m.r_sim),
+                        bench: bscores,
+                    });
+                }
             }
             ctx.progress(records.len() as u64, total, "edited and scored");
         }
@@ -455,7 +777,12 @@ impl TaskKind for Eval {
         ctx.metric("psnr_db", overall.psnr_db);
         ctx.metric("ssim", overall.ssim);
         ctx.metric("judge_invalid", invalid as u64);
-        ctx.log(table_markdown(&label, &rows, &overall));
+        if p.protocol.is_synthetic() {
+            ctx.log(table_markdown(&label, &rows, &overall));
+        } else {
+            ctx.metric("bench_score", overall.bench_score);
+            ctx.log(table_markdown_bench(&label, p.protocol, &rows, &overall));
+        }
         ctx.output_dir("report", &out)
     }
 }
@@ -493,7 +820,7 @@ fn write_report(
         writeln!(f, "{}", serde_json::to_string(r).expect("serialisable"))
             .map_err(|x| e("records.jsonl", x))?;
     }
-    let table = json!({
+    let mut table = json!({
         "label": label,
         "arm": p.arm,
         "iteration": p.iteration,
@@ -502,13 +829,30 @@ fn write_report(
         "params": serde_json::to_value(p).expect("serialisable"),
         "notes": "judge scores in [0, 1]: overall = mean of effect and quality; per-type means, overall = unweighted mean over types; masked PSNR/SSIM over local edit types, PSNR capped at psnr_cap_db in means",
     });
+    let bench_notes = match p.protocol {
+        Protocol::Synthetic => None,
+        Protocol::Gedit => Some(
+            "GEdit-Bench (VIEScore), 0-10: per sample SC = min(editing_success, overediting), PQ = min(naturalness, artifacts), O = sqrt(SC*PQ) (bench_sc, bench_pq, bench_score); per-type means over judged samples, overall = unweighted mean over types; judge_effect/quality/overall = SC/10, PQ/10, O/10; masked PSNR/SSIM over local edit types with a mask, PSNR capped at psnr_cap_db in means",
+        ),
+        Protocol::Imgedit => Some(
+            "ImgEdit-Bench, 1-5: per sample the mean of prompt_compliance, visual_naturalness, physical_integrity (bench_score); per-type means over judged samples, overall = unweighted mean over types; judge_* = (v - 1)/4; masked PSNR/SSIM over local edit types with a mask, PSNR capped at psnr_cap_db in means",
+        ),
+    };
+    if let Some(notes) = bench_notes {
+        table["protocol"] = json!(p.protocol.name());
+        table["notes"] = json!(notes);
+    }
     std::fs::write(
         out.join("table.json"),
         serde_json::to_vec_pretty(&table).expect("json"),
     )
     .map_err(|x| e("table.json", x))?;
-    std::fs::write(out.join("table.md"), table_markdown(label, rows, overall))
-        .map_err(|x| e("table.md", x))
+    let md = if p.protocol.is_synthetic() {
+        table_markdown(label, rows, overall)
+    } else {
+        table_markdown_bench(label, p.protocol, rows, overall)
+    };
+    std::fs::write(out.join("table.md"), md).map_err(|x| e("table.md", x))
 }
 
 #[cfg(test)]
@@ -529,6 +873,7 @@ mod tests {
             psnr_db: psnr,
             ssim: psnr.map(|_| 0.5),
             r_sim: None,
+            bench: None,
         }
     }
 
@@ -549,5 +894,76 @@ mod tests {
         assert_eq!(all.judge_overall, Some(0.5));
         assert_eq!(all.psnr_db, Some(50.0));
         assert_eq!(all.n, 4);
+    }
+
+    #[test]
+    fn the_synthetic_protocol_leaves_params_records_and_rows_as_they_were() {
+        let (p, v) = typed_params::<EvalParams>(&json!({})).unwrap();
+        assert!(check(&p).is_ok());
+        assert!(v.get("protocol").is_none(), "{v}");
+        let r = serde_json::to_value(rec("add", Some(1.0), None)).unwrap();
+        assert!(r.get("bench").is_none());
+        let (rows, all) = summarize(&[rec("add", Some(1.0), None)], 100.0);
+        let row = serde_json::to_value(&rows[0]).unwrap();
+        assert!(row.get("bench_score").is_none() && row.get("bench_sc").is_none());
+        assert!(
+            serde_json::to_value(&all)
+                .unwrap()
+                .get("bench_pq")
+                .is_none()
+        );
+        let (p, v) = typed_params::<EvalParams>(&json!({"protocol": "gedit"})).unwrap();
+        assert_eq!(v["protocol"], "gedit");
+        let err = check(&p).unwrap_err();
+        assert_eq!(err.path, "judge");
+        assert_eq!(
+            err.message,
+            "protocol `gedit` asks the benchmark's rubric prompts, which the rule judge cannot answer; \
+             set `judge: {kind: openai, base_url: ..., model: ...}`"
+        );
+    }
+
+    fn answer(prompt: &prompts::Prompt, text: &str) -> Answer {
+        crate::judge::extract::extract(prompt, text, None, crate::judge::Extraction::Generate)
+            .unwrap()
+    }
+
+    #[test]
+    fn benchmark_scores_per_sample_type_and_overall() {
+        let g = BenchScores::gedit(
+            &answer(
+                &prompts::GEDIT_SC,
+                r#"{"editing_success": 8, "overediting": 6}"#,
+            ),
+            &answer(&prompts::GEDIT_PQ, r#"{"naturalness": 9, "artifacts": 4}"#),
+        );
+        assert_eq!((g.sc, g.pq), (Some(6.0), Some(4.0)));
+        assert_eq!(g.score, 24f64.sqrt());
+        assert_eq!(
+            g.normalized(Protocol::Gedit),
+            (0.6, 0.4, 24f64.sqrt() / 10.0)
+        );
+        let i = BenchScores::imgedit(&answer(
+            &prompts::IMGEDIT,
+            r#"{"prompt_compliance": 5, "visual_naturalness": 4, "physical_integrity": 3}"#,
+        ));
+        assert_eq!(i.score, 4.0);
+        assert_eq!(i.normalized(Protocol::Imgedit), (1.0, 0.625, 0.75));
+        let with = |t: &str, score: f64| {
+            let mut r = rec(t, Some(0.0), None);
+            r.bench = Some(BenchScores {
+                scores: BTreeMap::new(),
+                sc: Some(score),
+                pq: None,
+                score,
+            });
+            r
+        };
+        let (rows, all) = summarize(&[with("a", 1.0), with("a", 2.0), with("b", 6.0)], 100.0);
+        assert_eq!(rows[0].bench_score, Some(1.5));
+        assert_eq!(rows[0].bench_pq, None);
+        // Types weigh equally: (1.5 + 6) / 2.
+        assert_eq!(all.bench_score, Some(3.75));
+        assert_eq!(all.bench_sc, Some(3.75));
     }
 }
