@@ -8,6 +8,9 @@ fn main() {
         cocoflow_tasks::judge::server::extension(),
         cocoflow_tasks::score::extension(),
         cocoflow_tasks::score::bench_extension(),
+        cocoflow_tasks::segment::server::extension(),
     ];
-    std::process::exit(cocoflow_engine::cli::main_with_extensions(registry, extensions));
+    std::process::exit(cocoflow_engine::cli::main_with_extensions(
+        registry, extensions,
+    ));
 }

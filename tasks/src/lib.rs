@@ -15,6 +15,7 @@ pub mod reward;
 pub mod rl;
 pub mod sampling;
 pub mod score;
+pub mod segment;
 pub mod synth_data;
 pub mod torch_info;
 

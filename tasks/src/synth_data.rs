@@ -3,7 +3,9 @@
 //! Inputs: none. Outputs: `train` (local edit types only; targets optionally degraded by
 //! background drift, like model-generated editing data) and `bench` (local and global types,
 //! exact targets; never an (image, instruction) pair of `train`). Params: `seed`, `n_train`,
-//! `n_bench`, `size` (16–128), `max_objects` (1–4), `dilate_px`, `drift` (0–1, train only).
+//! `n_bench`, `size` (16–128), `max_objects` (1–4), `dilate_px`, `drift` (0–1, train only),
+//! `raw` (default false: records without `edit_mask` and `instruction_refined`, for the
+//! curation pipeline).
 //! Resources: CPU only. Deterministic: the same params give byte-identical datasets.
 
 use crate::data::synth::{self, EditType, Rng};
@@ -30,6 +32,11 @@ pub struct SynthParams {
     pub dilate_px: usize,
     #[serde(default)]
     pub drift: f32,
+    /// Emit raw triplets, the curation pipeline's starting point: (source, target, short
+    /// instruction, edit type), with no `edit_mask` and no refined instruction. Left out of
+    /// the canonical params when false, so existing workflows keep their keys and outputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 fn d_train() -> usize {
@@ -128,23 +135,33 @@ fn write_split(
             edit.target_image.clone()
         };
         let key = format!("{split}-{i:06}");
-        let mask = tch::Tensor::from_slice(
-            &edit
-                .edit_mask
-                .iter()
-                .map(|&b| if b { 1.0f32 } else { 0.0 })
-                .collect::<Vec<_>>(),
-        )
-        .view([1, p.size as i64, p.size as i64]);
         let io = |e: crate::data::manifest::DataError| TaskError::Failed(e.to_string());
+        // written in this order (source, target, mask) as before `raw` existed
+        let source = w.image(&format!("{key}_src"), &src).map_err(io)?;
+        let target = w
+            .image(&format!("{key}_tgt"), &target.to_tensor())
+            .map_err(io)?;
+        let edit_mask = if p.raw {
+            None
+        } else {
+            let mask = tch::Tensor::from_slice(
+                &edit
+                    .edit_mask
+                    .iter()
+                    .map(|&b| if b { 1.0f32 } else { 0.0 })
+                    .collect::<Vec<_>>(),
+            )
+            .view([1, p.size as i64, p.size as i64]);
+            Some(w.mask(&format!("{key}_mask"), &mask).map_err(io)?)
+        };
         let record = Record {
             key: key.clone(),
-            source: w.image(&format!("{key}_src"), &src).map_err(io)?,
-            target: Some(w.image(&format!("{key}_tgt"), &target.to_tensor()).map_err(io)?),
-            edit_mask: Some(w.mask(&format!("{key}_mask"), &mask).map_err(io)?),
+            source,
+            target: Some(target),
+            edit_mask,
             mask_polarity: MaskPolarity::Edit,
             instruction: edit.instruction.clone(),
-            instruction_refined: Some(edit.instruction_refined.clone()),
+            instruction_refined: (!p.raw).then(|| edit.instruction_refined.clone()),
             edit_type: Some(t.name().to_string()),
             extra: serde_json::json!({"local": t.is_local(), "source_scene": edit.source, "target_scene": edit.target}).as_object().cloned().unwrap_or_default(),
         };

@@ -69,6 +69,143 @@ pub enum AnswerError {
     ScorePosition { field: String },
     #[error("no digit token in {min}..={max} among the top logprobs of `{field}`")]
     NoDigitCandidates { field: String, min: u32, max: u32 },
+    #[error("field `{field}` is not a usable box: {error}")]
+    BadBox { field: String, error: BoxError },
+}
+
+/// Why a `[x1, y1, x2, y2]` box is rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BoxError {
+    #[error("expected [x1, y1, x2, y2] (4 finite numbers), got `{got}`")]
+    NotABox { got: String },
+    #[error("inverted: {axis}1 = {lo} is beyond {axis}2 = {hi}")]
+    Inverted { axis: char, lo: f64, hi: f64 },
+    #[error("degenerate: zero {extent} ({axis}1 = {axis}2 = {at})")]
+    Degenerate {
+        axis: char,
+        extent: &'static str,
+        at: f64,
+    },
+    #[error("[{x1}, {y1}, {x2}, {y2}] lies outside the {width}×{height} image")]
+    OutOfImage {
+        x1: f64,
+        y1: f64,
+        x2: f64,
+        y2: f64,
+        width: u32,
+        height: u32,
+    },
+}
+
+/// A box in pixel coordinates: `(x1, y1)` the top-left corner, `(x2, y2)` the bottom-right
+/// one (exclusive: a one-pixel box at (3, 4) is `[3, 4, 4, 5]`); `x1 < x2`, `y1 < y2`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+}
+
+impl BBox {
+    pub fn width(&self) -> f64 {
+        self.x2 - self.x1
+    }
+
+    pub fn height(&self) -> f64 {
+        self.y2 - self.y1
+    }
+
+    pub fn area(&self) -> f64 {
+        self.width().max(0.0) * self.height().max(0.0)
+    }
+
+    /// Intersection over union with another box (0 when either is empty).
+    pub fn iou(&self, o: &BBox) -> f64 {
+        let w = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
+        let h = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
+        let inter = w * h;
+        let union = self.area() + o.area() - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+
+    /// `[x1, y1, x2, y2]`, as the prompts ask.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!([self.x1, self.y1, self.x2, self.y2])
+    }
+
+    /// The pixels `(x, y)` whose centre lies inside, clipped to a `width`×`height` image.
+    pub fn pixel_range(
+        &self,
+        width: u32,
+        height: u32,
+    ) -> (std::ops::Range<u32>, std::ops::Range<u32>) {
+        let r = |lo: f64, hi: f64, n: u32| {
+            let a = (lo - 0.5).ceil().clamp(0.0, n as f64) as u32;
+            let b = (hi - 0.5).ceil().clamp(0.0, n as f64) as u32;
+            a..b.max(a)
+        };
+        (r(self.x1, self.x2, width), r(self.y1, self.y2, height))
+    }
+}
+
+/// Reads a box strictly: four finite numbers, not inverted, not degenerate, and (with an
+/// image size) inside `[0, width] × [0, height]`.
+pub fn parse_box(v: &Value, size: Option<(u32, u32)>) -> Result<BBox, BoxError> {
+    let nums: Option<Vec<f64>> = v.as_array().filter(|a| a.len() == 4).and_then(|a| {
+        a.iter()
+            .map(|x| x.as_f64().filter(|f| f.is_finite()))
+            .collect()
+    });
+    let Some(n) = nums else {
+        return Err(BoxError::NotABox { got: short(v) });
+    };
+    let b = BBox {
+        x1: n[0],
+        y1: n[1],
+        x2: n[2],
+        y2: n[3],
+    };
+    for (axis, extent, lo, hi) in [('x', "width", b.x1, b.x2), ('y', "height", b.y1, b.y2)] {
+        if lo > hi {
+            return Err(BoxError::Inverted { axis, lo, hi });
+        }
+        if lo == hi {
+            return Err(BoxError::Degenerate {
+                axis,
+                extent,
+                at: lo,
+            });
+        }
+    }
+    if let Some((width, height)) = size
+        && (b.x1 < 0.0 || b.y1 < 0.0 || b.x2 > width as f64 || b.y2 > height as f64)
+    {
+        return Err(BoxError::OutOfImage {
+            x1: b.x1,
+            y1: b.y1,
+            x2: b.x2,
+            y2: b.y2,
+            width,
+            height,
+        });
+    }
+    Ok(b)
+}
+
+/// Checks every box field of a validated answer against the image size.
+pub fn check_boxes(
+    prompt: &Prompt,
+    answer: &Answer,
+    width: u32,
+    height: u32,
+) -> Result<(), AnswerError> {
+    for f in prompt.fields {
+        if f.kind == FieldKind::BoundingBox {
+            answer.bounding_box(f.name, width, height)?;
+        }
+    }
+    Ok(())
 }
 
 impl AnswerError {
@@ -96,6 +233,37 @@ pub struct Answer {
     pub json: Value,
     /// Every score field.
     pub scores: BTreeMap<String, FieldScore>,
+}
+
+impl Answer {
+    /// A box field, checked against a `width`×`height` image ([`parse_box`]).
+    pub fn bounding_box(&self, field: &str, width: u32, height: u32) -> Result<BBox, AnswerError> {
+        let v = self
+            .json
+            .get(field)
+            .ok_or_else(|| AnswerError::MissingField {
+                field: field.to_string(),
+            })?;
+        parse_box(v, Some((width, height))).map_err(|error| AnswerError::BadBox {
+            field: field.to_string(),
+            error,
+        })
+    }
+
+    /// A text field.
+    pub fn text(&self, field: &str) -> Result<&str, AnswerError> {
+        let v = self
+            .json
+            .get(field)
+            .ok_or_else(|| AnswerError::MissingField {
+                field: field.to_string(),
+            })?;
+        v.as_str().ok_or_else(|| AnswerError::WrongType {
+            field: field.to_string(),
+            expected: "a string",
+            got: short(v),
+        })
+    }
 }
 
 /// Parses the answer text as one JSON object (a single surrounding ```json fence is allowed).
@@ -189,6 +357,10 @@ pub fn extract(
                 if !ok {
                     return Err(wrong("[x1, y1, x2, y2]"));
                 }
+                parse_box(v, None).map_err(|error| AnswerError::BadBox {
+                    field: f.name.to_string(),
+                    error,
+                })?;
             }
             FieldKind::Score { min, max } => {
                 let parsed = v.as_f64().ok_or_else(|| wrong("a number"))?;
@@ -296,7 +468,7 @@ pub fn expected_digit(
 }
 
 /// Byte offset of the first digit of `"field": <digits>` in `text`.
-fn score_position(text: &str, field: &str) -> Option<usize> {
+pub(crate) fn score_position(text: &str, field: &str) -> Option<usize> {
     let key = format!("\"{field}\"");
     let mut from = 0;
     while let Some(i) = text[from..].find(&key) {

@@ -36,7 +36,7 @@ pub mod wire;
 
 pub use self::image::JudgeImage;
 pub use extract::Extraction;
-pub use openai::{OpenAiConfig, OpenAiJudge};
+pub use openai::{Asked, OpenAiConfig, OpenAiJudge};
 pub use rule::RuleJudge;
 
 use futures::future::BoxFuture;
@@ -181,6 +181,8 @@ pub enum JudgeError {
     },
     #[error("the rule judge cannot judge this sample: {0}")]
     Rule(String),
+    #[error("judge `{judge}` does not answer prompt `{prompt}`")]
+    Unsupported { judge: String, prompt: String },
 }
 
 impl JudgeError {
@@ -193,7 +195,10 @@ impl JudgeError {
             | JudgeError::MalformedResponse(_) => true,
             JudgeError::Status { status, .. } => *status == 429 || *status >= 500,
             JudgeError::Answer(a) => a.retryable(),
-            JudgeError::Prompt(_) | JudgeError::MissingImage { .. } | JudgeError::Rule(_) => false,
+            JudgeError::Prompt(_)
+            | JudgeError::MissingImage { .. }
+            | JudgeError::Rule(_)
+            | JudgeError::Unsupported { .. } => false,
         }
     }
 }
@@ -219,6 +224,30 @@ pub trait Judge: Send + Sync {
 
     /// Scores one sample.
     fn judge<'a>(&'a self, request: &'a JudgeRequest) -> BoxFuture<'a, Verdict>;
+
+    /// Asks any prompt of [`prompts`] about one sample and returns the validated answer
+    /// (parsed by [`extract::extract`]; box fields also checked against the image size). The
+    /// curation pipeline asks [`prompts::LOCATE`], [`prompts::REFINE`] and
+    /// [`prompts::FILTER`] this way. Default: the prompt is not supported.
+    fn ask<'a>(
+        &'a self,
+        prompt: &'a prompts::Prompt,
+        request: &'a JudgeRequest,
+    ) -> BoxFuture<'a, Result<Asked, Invalid>> {
+        let _ = request;
+        let error = JudgeError::Unsupported {
+            judge: self.describe(),
+            prompt: prompt.key(),
+        };
+        async move {
+            Err(Invalid {
+                error,
+                attempts: 0,
+                raw: None,
+            })
+        }
+        .boxed()
+    }
 
     /// Scores many samples, at most `concurrency` at a time; verdicts keep the input order.
     fn judge_batch<'a>(

@@ -435,6 +435,7 @@ impl OpenAiJudge {
         &self,
         prompt: &Prompt,
         body: &[u8],
+        size: (u32, u32),
     ) -> Result<(Answer, String), (JudgeError, Option<String>)> {
         let resp: ChatResponse = serde_json::from_slice(body)
             .map_err(|e| (JudgeError::MalformedResponse(e.to_string()), None))?;
@@ -445,7 +446,9 @@ impl OpenAiJudge {
             .ok_or((JudgeError::Answer(extract::AnswerError::NoChoices), None))?;
         let content = choice.message.content.unwrap_or_default();
         let tokens = choice.logprobs.and_then(|l| l.content);
-        match extract::extract(prompt, &content, tokens.as_deref(), self.config.extraction) {
+        let answer = extract::extract(prompt, &content, tokens.as_deref(), self.config.extraction)
+            .and_then(|a| extract::check_boxes(prompt, &a, size.0, size.1).map(|()| a));
+        match answer {
             Ok(a) => Ok((a, content)),
             Err(e) => Err((JudgeError::Answer(e), Some(content))),
         }
@@ -517,6 +520,8 @@ impl OpenAiJudge {
 
     /// Asks any prompt about one sample, with the cache and retries.
     pub async fn ask(&self, prompt: &Prompt, req: &JudgeRequest) -> Result<Asked, Invalid> {
+        // boxes are measured in the source (or, for additions, the edited image: same size)
+        let size = (req.source.width(), req.source.height());
         let (body, key) = self.build(prompt, req).map_err(|error| {
             bump(&self.counters.failures);
             Invalid {
@@ -527,7 +532,7 @@ impl OpenAiJudge {
         })?;
         if let Some(cache) = &self.cache {
             match cache.get(&key).await {
-                Ok(Some(bytes)) => match self.read(prompt, &bytes) {
+                Ok(Some(bytes)) => match self.read(prompt, &bytes, size) {
                     Ok((answer, raw)) => {
                         bump(&self.counters.cache_hits);
                         return Ok(Asked {
@@ -550,7 +555,7 @@ impl OpenAiJudge {
         for attempt in 1..=max {
             tracing::debug!(model = %self.config.model, prompt = %prompt.key(), attempt, "judge request");
             let outcome = match self.attempt(&body).await {
-                Ok(bytes) => match self.read(prompt, &bytes) {
+                Ok(bytes) => match self.read(prompt, &bytes, size) {
                     Ok((answer, raw)) => {
                         if let Some(cache) = &self.cache
                             && let Err(e) = cache.put(&key, bytes).await
@@ -599,6 +604,14 @@ impl OpenAiJudge {
 }
 
 impl Judge for OpenAiJudge {
+    fn ask<'a>(
+        &'a self,
+        prompt: &'a Prompt,
+        request: &'a JudgeRequest,
+    ) -> BoxFuture<'a, Result<Asked, Invalid>> {
+        OpenAiJudge::ask(self, prompt, request).boxed()
+    }
+
     fn describe(&self) -> String {
         format!(
             "openai(endpoint={}, model={}, prompt={}, extraction={:?})",

@@ -4,8 +4,10 @@
 //!
 //! The server reads the chat request like a vision model would: the images from the
 //! `image_url` data URLs in the order received, the instruction from the user text (the line
-//! of the reward prompt's template), and the prompt from the system text (`reward` and
-//! `reward-single` are answered; other prompts get HTTP 400). It answers in the prompt's JSON
+//! of the reward prompt's template), and the prompt from the system text (`reward`,
+//! `reward-single` and the curation prompts `curation-locate`, `curation-refine` and
+//! `curation-filter` (with the mask as third image) are answered; other prompts get HTTP
+//! 400). Curation answers are [`RuleJudge::answer`]'s text, their integer scores exact. It answers in the prompt's JSON
 //! format with integer scores (`round(5·score)`), and, when the request asks for `logprobs`,
 //! with `logprobs.content[*].top_logprobs` whose digit distribution at each score position
 //! has the rule judge's exact score as its expected value (mass split between the two
@@ -18,6 +20,7 @@
 //! draws come from the seed, the body's digest and its delivery count, so they reproduce
 //! whatever the interleaving of concurrent requests.
 
+use super::JudgeRequest;
 use super::image::JudgeImage;
 use super::prompts::{self, Prompt};
 use super::rng::{SplitMix64, combine};
@@ -324,56 +327,95 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
     if let Some(e) = seen.error {
         return error_reply(StatusCode::BAD_REQUEST, &e);
     }
-    let Some(prompt) = seen
-        .prompt
-        .filter(|p| p.id == prompts::REWARD.id || p.id == prompts::REWARD_SINGLE.id)
-    else {
+    let Some(prompt) = seen.prompt.filter(|p| ANSWERED.contains(&p.id)) else {
         return error_reply(
             StatusCode::BAD_REQUEST,
-            "this server answers the `reward` and `reward-single` prompts only",
+            "this server answers the `reward`, `reward-single`, `curation-locate`, \
+             `curation-refine` and `curation-filter` prompts only",
         );
     };
-    let [source, edited] = &seen.images[..] else {
+    if seen.images.len() != prompt.images.len() {
+        let roles: Vec<String> = prompt
+            .images
+            .iter()
+            .map(|r| format!("{r:?}").to_lowercase())
+            .collect();
         return error_reply(
             StatusCode::BAD_REQUEST,
             &format!(
-                "expected 2 images (source, edited), got {}",
+                "expected {} images ({}), got {}",
+                prompt.images.len(),
+                roles.join(", "),
                 seen.images.len()
             ),
         );
-    };
+    }
     let Some(instruction) = seen.instruction.clone() else {
         return error_reply(
             StatusCode::BAD_REQUEST,
             "no `Editing instruction:` line in the user text",
         );
     };
+    let top_n = req.top_logprobs.unwrap_or(0).min(20) as usize;
     let judge = state.config.judge.clone();
-    let (source, edited) = (source.clone(), edited.clone());
-    let report = tokio::task::spawn_blocking(move || {
-        judge.evaluate(source.pixels(), edited.pixels(), &instruction)
-    })
-    .await
-    .expect("the rule judge does not panic");
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            return error_reply(
-                StatusCode::BAD_REQUEST,
-                &format!("the rule judge cannot judge this: {e}"),
-            );
+    let (content, tokens) = if prompt.id == prompts::REWARD.id
+        || prompt.id == prompts::REWARD_SINGLE.id
+    {
+        let (source, edited) = (seen.images[0].clone(), seen.images[1].clone());
+        let report = tokio::task::spawn_blocking(move || {
+            judge.evaluate(source.pixels(), edited.pixels(), &instruction)
+        })
+        .await
+        .expect("the rule judge does not panic");
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the rule judge cannot judge this: {e}"),
+                );
+            }
+        };
+        let values: Vec<(&str, f64)> = if prompt.id == prompts::REWARD.id {
+            vec![
+                ("editing_effect", 5.0 * report.effect),
+                ("visual_quality", 5.0 * report.quality),
+            ]
+        } else {
+            vec![("score", 2.5 * (report.effect + report.quality))]
+        };
+        answer_tokens(&values, top_n)
+    } else {
+        // the curation prompts: the rule judge's answer text, integer scores exact
+        let mut jr = JudgeRequest::new(seen.images[0].clone(), seen.images[1].clone(), instruction);
+        for (role, img) in prompt.images.iter().zip(&seen.images) {
+            if *role == prompts::ImageRole::Mask {
+                jr = jr.with_mask(img.clone());
+            }
+        }
+        for name in prompt.placeholders() {
+            if !matches!(name, "instruction" | "format")
+                && let Some(v) = seen
+                    .user_text
+                    .iter()
+                    .find_map(|t| prompt.extract_var(t, name))
+            {
+                jr = jr.with_var(name, v);
+            }
+        }
+        let answer = tokio::task::spawn_blocking(move || judge.answer(prompt, &jr))
+            .await
+            .expect("the rule judge does not panic");
+        match answer {
+            Ok(text) => text_tokens(prompt, &text, top_n),
+            Err(e) => {
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the rule judge cannot answer this: {e}"),
+                );
+            }
         }
     };
-    let values: Vec<(&str, f64)> = if prompt.id == prompts::REWARD.id {
-        vec![
-            ("editing_effect", 5.0 * report.effect),
-            ("visual_quality", 5.0 * report.quality),
-        ]
-    } else {
-        vec![("score", 2.5 * (report.effect + report.quality))]
-    };
-    let top_n = req.top_logprobs.unwrap_or(0).min(20) as usize;
-    let (content, tokens) = answer_tokens(&values, top_n);
     let resp = ChatResponse {
         id: format!("chatcmpl-{}", state.requests.load(Ordering::SeqCst)),
         object: "chat.completion".into(),
@@ -419,8 +461,19 @@ fn draw_fault(state: &State, body: &[u8]) -> Option<FaultKind> {
     faulty.then(|| plan.kinds[rng.below(plan.kinds.len())])
 }
 
+/// The prompts this server answers.
+const ANSWERED: &[&str] = &[
+    prompts::REWARD.id,
+    prompts::REWARD_SINGLE.id,
+    prompts::LOCATE.id,
+    prompts::REFINE.id,
+    prompts::FILTER.id,
+];
+
 struct Seen {
     prompt: Option<&'static Prompt>,
+    /// The text of each user message.
+    user_text: Vec<String>,
     images: Vec<JudgeImage>,
     instruction: Option<String>,
     error: Option<String>,
@@ -429,6 +482,7 @@ struct Seen {
 fn read_request(req: &ChatRequest) -> Seen {
     let mut seen = Seen {
         prompt: None,
+        user_text: Vec::new(),
         images: Vec::new(),
         instruction: None,
         error: None,
@@ -456,6 +510,7 @@ fn read_request(req: &ChatRequest) -> Seen {
                 }
             }
         }
+        seen.user_text.push(m.content.text());
         if let Some(p) = seen.prompt {
             seen.instruction = seen
                 .instruction
@@ -463,6 +518,45 @@ fn read_request(req: &ChatRequest) -> Seen {
         }
     }
     seen
+}
+
+/// An answer text as tokens: each score's digits are one token whose only candidate is
+/// itself (the exact integer), the text between them plain tokens.
+fn text_tokens(prompt: &Prompt, text: &str, top_n: usize) -> (String, Vec<TokenLogprob>) {
+    let tok = |t: &str| TokenLogprob {
+        token: t.to_string(),
+        logprob: 0.0,
+        top_logprobs: if top_n > 0 {
+            vec![TopLogprob {
+                token: t.to_string(),
+                logprob: 0.0,
+            }]
+        } else {
+            vec![]
+        },
+    };
+    let mut cuts: Vec<(usize, usize)> = prompt
+        .score_fields()
+        .filter_map(|(name, _, _)| {
+            let at = super::extract::score_position(text, name)?;
+            let len = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+            Some((at, at + len))
+        })
+        .collect();
+    cuts.sort();
+    let mut tokens = Vec::new();
+    let mut from = 0;
+    for (a, b) in cuts {
+        if a > from {
+            tokens.push(tok(&text[from..a]));
+        }
+        tokens.push(tok(&text[a..b]));
+        from = b;
+    }
+    if from < text.len() {
+        tokens.push(tok(&text[from..]));
+    }
+    (text.to_string(), tokens)
 }
 
 /// The answer `{"a": 4, "b": 5}` as text and as tokens; each score's digit token carries a

@@ -1,0 +1,468 @@
+//! [`SegmentClient`]: the client of the segmentation protocol ([`super`]).
+//!
+//! - Requests go to `{base_url}/v1/segment` (`base_url` without `/v1`, e.g.
+//!   `http://127.0.0.1:8090`).
+//! - Each HTTP attempt has its own timeout (`timeout_ms`) and holds one of `max_concurrency`
+//!   permits. Timeouts, connection errors, HTTP 429 and 5xx and malformed answers (a body
+//!   that is not the response JSON, a mask that does not decode, has the wrong size or is
+//!   white outside the box, a score outside [0, 1]) are retried up to `retry.max_attempts`
+//!   attempts in all, with exponential backoff and jitter ([`RetryPolicy`], shared with the
+//!   judge client; `Retry-After` is honoured up to `max_backoff_ms`). Other 4xx (a bad box,
+//!   no object in the box) are not retried. After the last attempt the call fails with
+//!   [`Failed`]: it never returns a made-up mask.
+//! - With a [`ResponseCache`] (the judge's trait; use a separate namespace or directory),
+//!   validated response bodies are stored under [`cache_key`] (the image's pixel digest,
+//!   the box and the `model` name); a hit makes no request.
+//! - [`SegmentStats`] counts the HTTP attempts (`requests`), cache hits, retries, timeouts,
+//!   failures and successes, so tests can assert that a re-run made no calls.
+
+use super::{BoxPx, SegmentRequest, SegmentResponse, decode_mask};
+use crate::judge::JudgeImage;
+use crate::judge::cache::ResponseCache;
+pub use crate::judge::openai::RetryPolicy;
+use crate::judge::rng::SplitMix64;
+use base64::Engine as _;
+use bytes::Bytes;
+use image::GrayImage;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// How to reach the segmentation server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    /// The server root, e.g. `http://127.0.0.1:8090`; requests go to `{base_url}/v1/segment`.
+    pub base_url: String,
+    /// The segmenter behind the server (part of the cache key; default `color`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Per-attempt timeout, connection to last body byte (default 30 000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Most requests in flight from this client at once (default 8).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_model() -> String {
+    "color".into()
+}
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_concurrency() -> usize {
+    8
+}
+
+impl SegmentConfig {
+    /// Defaults for everything but the server.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        SegmentConfig {
+            base_url: base_url.into(),
+            model: default_model(),
+            timeout_ms: default_timeout_ms(),
+            retry: RetryPolicy::default(),
+            max_concurrency: default_max_concurrency(),
+        }
+    }
+}
+
+/// Why a client cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("segmentation `base_url` `{url}`: {reason}")]
+    BadBaseUrl { url: String, reason: String },
+    #[error("segmentation `{field}` must be at least 1")]
+    Zero { field: &'static str },
+    #[error("cannot build the segmentation HTTP client: {0}")]
+    Client(String),
+}
+
+/// Why one attempt gave no mask.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    #[error("connection failed: {0}")]
+    Connection(String),
+    #[error("HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+impl CallError {
+    /// Timeouts, connection errors, 429, 5xx and malformed answers.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CallError::Timeout { .. } | CallError::Connection(_) | CallError::Malformed(_) => true,
+            CallError::Status { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+}
+
+/// A call that gave no mask, after `attempts` attempts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("no segmentation after {attempts} attempt(s): {error}")]
+pub struct Failed {
+    pub error: CallError,
+    pub attempts: u32,
+}
+
+/// A validated answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segmented {
+    /// The image's size; 255 = object, 0 = not.
+    pub mask: GrayImage,
+    pub score: f64,
+    pub cached: bool,
+    /// HTTP attempts made (0 for a cache hit).
+    pub attempts: u32,
+}
+
+/// Counters of one client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SegmentStats {
+    /// HTTP attempts sent.
+    pub requests: u64,
+    /// Calls answered from the cache.
+    pub cache_hits: u64,
+    /// Attempts that were followed by another one.
+    pub retries: u64,
+    /// Attempts that timed out.
+    pub timeouts: u64,
+    /// Calls that failed.
+    pub failures: u64,
+    /// Calls answered over HTTP.
+    pub successes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    cache_hits: AtomicU64,
+    retries: AtomicU64,
+    timeouts: AtomicU64,
+    failures: AtomicU64,
+    successes: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The cache key of a call: BLAKE3 (hex) over the model, the image's pixel digest and the box.
+pub fn cache_key(model: &str, image_digest: &str, bx: BoxPx) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cocoflow-segment-response/1\0");
+    let parts = serde_json::json!({"model": model, "image": image_digest, "box": bx.to_array()});
+    h.update(parts.to_string().as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+/// The segmentation client (module docs).
+pub struct SegmentClient {
+    config: SegmentConfig,
+    endpoint: String,
+    http: reqwest::Client,
+    limit: Semaphore,
+    cache: Option<Arc<dyn ResponseCache>>,
+    counters: Counters,
+    jitter: Mutex<SplitMix64>,
+}
+
+impl std::fmt::Debug for SegmentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentClient")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.config.model)
+            .field("timeout_ms", &self.config.timeout_ms)
+            .field("max_concurrency", &self.config.max_concurrency)
+            .field("cache", &self.cache.as_ref().map(|c| c.describe()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SegmentClient {
+    pub fn new(config: SegmentConfig) -> Result<Self, ConfigError> {
+        let url = reqwest::Url::parse(&config.base_url).map_err(|e| ConfigError::BadBaseUrl {
+            url: config.base_url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::BadBaseUrl {
+                url: config.base_url.clone(),
+                reason: "expected an `http://` or `https://` URL".into(),
+            });
+        }
+        if config.max_concurrency == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_concurrency",
+            });
+        }
+        if config.retry.max_attempts == 0 {
+            return Err(ConfigError::Zero {
+                field: "retry.max_attempts",
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
+            .build()
+            .map_err(|e| ConfigError::Client(e.to_string()))?;
+        let seed = config.retry.jitter_seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+                ^ std::process::id() as u64
+        });
+        Ok(SegmentClient {
+            endpoint: format!("{}/v1/segment", config.base_url.trim_end_matches('/')),
+            limit: Semaphore::new(config.max_concurrency),
+            config,
+            http,
+            cache: None,
+            counters: Counters::default(),
+            jitter: Mutex::new(SplitMix64::new(seed)),
+        })
+    }
+
+    /// Uses this response cache.
+    pub fn with_cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn config(&self) -> &SegmentConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> SegmentStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SegmentStats {
+            requests: l(&c.requests),
+            cache_hits: l(&c.cache_hits),
+            retries: l(&c.retries),
+            timeouts: l(&c.timeouts),
+            failures: l(&c.failures),
+            successes: l(&c.successes),
+        }
+    }
+
+    /// HTTP attempts sent so far.
+    pub fn calls(&self) -> u64 {
+        self.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// Validates a response body against the request.
+    fn read(
+        &self,
+        image: &JudgeImage,
+        bx: BoxPx,
+        body: &[u8],
+    ) -> Result<(GrayImage, f64), CallError> {
+        let resp: SegmentResponse =
+            serde_json::from_slice(body).map_err(|e| CallError::Malformed(e.to_string()))?;
+        let mask = decode_mask(&resp.mask).map_err(CallError::Malformed)?;
+        if mask.dimensions() != (image.width(), image.height()) {
+            return Err(CallError::Malformed(format!(
+                "mask is {}×{}, the image {}×{}",
+                mask.width(),
+                mask.height(),
+                image.width(),
+                image.height()
+            )));
+        }
+        if let Some((x, y, _)) = mask
+            .enumerate_pixels()
+            .find(|(x, y, p)| p.0[0] != 0 && !bx.contains(*x, *y))
+        {
+            return Err(CallError::Malformed(format!(
+                "mask is white at ({x}, {y}), outside the box"
+            )));
+        }
+        if !(resp.score.is_finite() && (0.0..=1.0).contains(&resp.score)) {
+            return Err(CallError::Malformed(format!(
+                "score {} is not in [0, 1]",
+                resp.score
+            )));
+        }
+        Ok((mask, resp.score))
+    }
+
+    /// One HTTP attempt: the body of a 2xx answer, or the error and any `Retry-After`.
+    async fn attempt(&self, body: &Bytes) -> Result<Bytes, (CallError, Option<Duration>)> {
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        bump(&self.counters.requests);
+        let resp = self
+            .http
+            .post(&self.endpoint)
+            .timeout(Duration::from_millis(self.config.timeout_ms))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .map_err(|e| (self.classify(e), None))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let bytes = resp.bytes().await.map_err(|e| (self.classify(e), None))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let text = text.trim();
+                    if text.len() > 300 {
+                        format!("{}…", &text[..text.floor_char_boundary(300)])
+                    } else {
+                        text.to_string()
+                    }
+                });
+            return Err((
+                CallError::Status {
+                    status: status.as_u16(),
+                    message,
+                },
+                retry_after,
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn classify(&self, e: reqwest::Error) -> CallError {
+        if e.is_timeout() {
+            bump(&self.counters.timeouts);
+            return CallError::Timeout {
+                timeout_ms: self.config.timeout_ms,
+            };
+        }
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        CallError::Connection(msg)
+    }
+
+    /// The mask of the object in `bx`, from the cache or the server (module docs).
+    pub async fn segment(&self, image: &JudgeImage, bx: BoxPx) -> Result<Segmented, Failed> {
+        let key = cache_key(&self.config.model, image.digest(), bx);
+        if let Some(cache) = &self.cache {
+            match cache.get(&key).await {
+                Ok(Some(bytes)) => match self.read(image, bx, &bytes) {
+                    Ok((mask, score)) => {
+                        bump(&self.counters.cache_hits);
+                        return Ok(Segmented {
+                            mask,
+                            score,
+                            cached: true,
+                            attempts: 0,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "ignoring an unusable cached segmentation")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "segmentation cache read failed"),
+            }
+        }
+        let req = SegmentRequest {
+            image: base64::engine::general_purpose::STANDARD.encode(image.png()),
+            bbox: bx.to_array().iter().map(|&v| v.into()).collect(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&req).expect("a segment request serialises"));
+        let max = self.config.retry.max_attempts;
+        for attempt in 1..=max {
+            let outcome = match self.attempt(&body).await {
+                Ok(bytes) => match self.read(image, bx, &bytes) {
+                    Ok((mask, score)) => {
+                        if let Some(cache) = &self.cache
+                            && let Err(e) = cache.put(&key, bytes).await
+                        {
+                            tracing::warn!(error = %e, "segmentation cache write failed");
+                        }
+                        bump(&self.counters.successes);
+                        return Ok(Segmented {
+                            mask,
+                            score,
+                            cached: false,
+                            attempts: attempt,
+                        });
+                    }
+                    Err(e) => (e, None),
+                },
+                Err(e) => e,
+            };
+            let (error, retry_after) = outcome;
+            if !error.retryable() || attempt == max {
+                bump(&self.counters.failures);
+                tracing::warn!(attempts = attempt, error = %error, "segmentation failed");
+                return Err(Failed {
+                    error,
+                    attempts: attempt,
+                });
+            }
+            bump(&self.counters.retries);
+            let u = self.jitter.lock().unwrap().next_f64();
+            let delay = self.config.retry.backoff(attempt, u, retry_after);
+            tracing::debug!(
+                attempt,
+                max_attempts = max,
+                delay_ms = delay.as_millis() as u64,
+                error = %error,
+                "segmentation request failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_and_keys() {
+        let c = SegmentConfig::new("ftp://x");
+        assert_eq!(
+            SegmentClient::new(c).unwrap_err().to_string(),
+            "segmentation `base_url` `ftp://x`: expected an `http://` or `https://` URL"
+        );
+        let mut c = SegmentConfig::new("http://x");
+        c.max_concurrency = 0;
+        assert_eq!(
+            SegmentClient::new(c).unwrap_err().to_string(),
+            "segmentation `max_concurrency` must be at least 1"
+        );
+        let k = cache_key("color", "d", BoxPx::new(0, 0, 2, 2));
+        assert_eq!(k, cache_key("color", "d", BoxPx::new(0, 0, 2, 2)));
+        assert_ne!(k, cache_key("color", "d", BoxPx::new(0, 0, 2, 3)));
+        assert_ne!(k, cache_key("color", "e", BoxPx::new(0, 0, 2, 2)));
+        assert_ne!(k, cache_key("sam", "d", BoxPx::new(0, 0, 2, 2)));
+        let c: SegmentConfig =
+            serde_json::from_value(serde_json::json!({"base_url": "http://x"})).unwrap();
+        assert_eq!(c, SegmentConfig::new("http://x"));
+    }
+}

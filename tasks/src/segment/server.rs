@@ -1,0 +1,444 @@
+//! `cocoflow segment serve`: a [`Segmenter`] (by default [`ColorSegmenter`]) behind the
+//! segmentation protocol of [`super`] (`POST /v1/segment`, `GET /health`), with fault
+//! injection, so the client is tested end to end over real HTTP.
+//!
+//! Fault mode works as in the judge server ([`crate::judge::server`], whose [`FaultKind`]
+//! and [`FaultPlan`] it uses): each `POST /v1/segment` is faulty with probability `rate` (or,
+//! with `first`, exactly its first N deliveries per distinct body), the kind drawn uniformly
+//! from `kinds`: HTTP 429, HTTP 500, a malformed (truncated) 200 body, an answer held for
+//! `delay` (past a client's timeout), a dropped connection; `400` only when forced. The draws
+//! come from the seed, the body's digest and its delivery count, so they reproduce whatever
+//! the interleaving. `GET /health` is never faulty.
+
+use super::color::ColorSegmenter;
+use super::{
+    BoxPx, SegmentError, SegmentRequest, SegmentResponse, Segmenter, decode_image, encode_mask,
+};
+use crate::judge::rng::{SplitMix64, combine};
+pub use crate::judge::server::{FaultKind, FaultPlan};
+use bytes::Bytes;
+use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Extension};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The server's settings.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub faults: FaultPlan,
+    /// Added to every segment answer (to simulate a slow model).
+    pub latency: Duration,
+    pub segmenter: Arc<dyn Segmenter>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            faults: FaultPlan::default(),
+            latency: Duration::ZERO,
+            segmenter: Arc::new(ColorSegmenter::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("faults", &self.faults)
+            .field("latency", &self.latency)
+            .field("segmenter", &self.segmenter.describe())
+            .finish()
+    }
+}
+
+struct State {
+    config: ServerConfig,
+    deliveries: Mutex<HashMap<[u8; 32], u32>>,
+    faults: Mutex<Vec<Option<FaultKind>>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    requests: AtomicU64,
+}
+
+/// A running server; stops when dropped.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the client's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `POST /v1/segment` requests so far.
+    pub fn request_count(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The fault drawn for each segment request so far, in arrival order.
+    pub fn faults(&self) -> Vec<Option<FaultKind>> {
+        self.state.faults.lock().unwrap().clone()
+    }
+
+    /// The most segment requests handled at once so far.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the server on `addr` (port 0: an ephemeral port) on the current tokio runtime.
+pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<ServerHandle> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(State {
+        config,
+        deliveries: Mutex::default(),
+        faults: Mutex::default(),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
+    });
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let st = st.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                // A dropped-connection fault ends the connection with an error: expected.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(ServerHandle { addr, state, task })
+}
+
+/// Starts the server on `127.0.0.1:0`.
+pub async fn start_local(config: ServerConfig) -> std::io::Result<ServerHandle> {
+    start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+}
+
+/// The error that makes hyper close a connection without answering.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fault injection: connection dropped")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+type Reply = Result<Response<Full<Bytes>>, DropConnection>;
+
+fn json_reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .expect("a valid response"))
+}
+
+fn error_reply(status: StatusCode, message: &str) -> Reply {
+    let body = serde_json::json!({"error": {"message": message, "code": status.as_u16()}});
+    json_reply(status, body.to_string())
+}
+
+struct InFlight<'a>(&'a State);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/health") => {
+            let body = serde_json::json!({
+                "status": "ok",
+                "segmenter": state.config.segmenter.describe(),
+            });
+            return json_reply(StatusCode::OK, body.to_string());
+        }
+        (&Method::POST, "/v1/segment") => {}
+        (m, _) => {
+            return error_reply(StatusCode::NOT_FOUND, &format!("no route for {m} {path}"));
+        }
+    }
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _guard = InFlight(&state);
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(DropConnection),
+    };
+    let fault = draw_fault(&state, &body);
+    state.faults.lock().unwrap().push(fault);
+    if !state.config.latency.is_zero() {
+        tokio::time::sleep(state.config.latency).await;
+    }
+    match fault {
+        Some(FaultKind::TooManyRequests) => {
+            return error_reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limited (fault injection)",
+            );
+        }
+        Some(FaultKind::ServerError) => {
+            return error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error (fault injection)",
+            );
+        }
+        Some(FaultKind::BadRequest) => {
+            return error_reply(StatusCode::BAD_REQUEST, "bad request (fault injection)");
+        }
+        Some(FaultKind::Malformed) => {
+            return json_reply(StatusCode::OK, r#"{"mask":"iVBORw0KGgo"#);
+        }
+        Some(FaultKind::Drop) => return Err(DropConnection),
+        Some(FaultKind::Delay) => tokio::time::sleep(state.config.faults.delay).await,
+        None => {}
+    }
+    let req: SegmentRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                &format!("not a segment request {{\"image\", \"box\"}}: {e}"),
+            );
+        }
+    };
+    let image = match decode_image(&req.image) {
+        Ok(i) => i,
+        Err(e) => return error_reply(StatusCode::BAD_REQUEST, &e),
+    };
+    let bx = match BoxPx::from_wire(&req.bbox, image.width(), image.height()) {
+        Ok(b) => b,
+        Err(e) => return error_reply(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let segmenter = state.config.segmenter.clone();
+    let result = tokio::task::spawn_blocking(move || segmenter.segment(&image, bx)).await;
+    match result {
+        Ok(Ok(seg)) => {
+            let resp = SegmentResponse {
+                mask: encode_mask(&seg.mask),
+                score: seg.score,
+            };
+            json_reply(
+                StatusCode::OK,
+                serde_json::to_vec(&resp).expect("a response serialises"),
+            )
+        }
+        Ok(Err(e @ SegmentError::Box(_))) => error_reply(StatusCode::BAD_REQUEST, &e.to_string()),
+        Ok(Err(e @ SegmentError::NoObject(_))) => {
+            error_reply(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+        }
+        Err(e) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the segmenter failed: {e}"),
+        ),
+    }
+}
+
+/// Whether this delivery of this body is faulty, and how (module docs).
+fn draw_fault(state: &State, body: &[u8]) -> Option<FaultKind> {
+    let plan = &state.config.faults;
+    if plan.kinds.is_empty() || (plan.first.is_none() && plan.rate <= 0.0) {
+        return None;
+    }
+    let digest = *blake3::hash(body).as_bytes();
+    let n = {
+        let mut d = state.deliveries.lock().unwrap();
+        let c = d.entry(digest).or_insert(0);
+        *c += 1;
+        *c - 1
+    };
+    let body_seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    let mut rng = SplitMix64::new(combine(plan.seed, combine(body_seed, n as u64)));
+    let faulty = match plan.first {
+        Some(k) => n < k,
+        None => rng.next_f64() < plan.rate,
+    };
+    faulty.then(|| plan.kinds[rng.below(plan.kinds.len())])
+}
+
+/// `cocoflow segment serve` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub addr: SocketAddr,
+    /// Probability that a request gets a fault.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate: f64,
+    /// Fault kinds to draw from (repeatable); default: 429, 500, malformed, delay, drop.
+    #[arg(long = "fault", value_enum)]
+    pub faults: Vec<FaultKind>,
+    /// Make exactly the first N deliveries of each distinct request faulty (overrides the rate).
+    #[arg(long)]
+    pub fault_first: Option<u32>,
+    /// How long a `delay` fault holds its answer, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub delay_ms: u64,
+    /// Added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Seed of the fault draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` is not in [0, 1]"))
+    }
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            faults: FaultPlan {
+                rate: self.fault_rate,
+                first: self.fault_first,
+                kinds: if self.faults.is_empty() {
+                    FaultKind::DEFAULT.to_vec()
+                } else {
+                    self.faults.clone()
+                },
+                delay: Duration::from_millis(self.delay_ms),
+                seed: self.seed,
+            },
+            latency: Duration::from_millis(self.latency_ms),
+            segmenter: Arc::new(ColorSegmenter::default()),
+        }
+    }
+}
+
+/// The clap command of `cocoflow segment`.
+pub fn command() -> clap::Command {
+    use clap::Args as _;
+    clap::Command::new("segment")
+        .about("Box-prompted segmentation: serve the colour segmenter over HTTP")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            ServeArgs::augment_args(clap::Command::new("serve"))
+                .about("Serve the colour segmenter at POST /v1/segment (optional fault injection)"),
+        )
+}
+
+/// `cocoflow segment ...` for the CLI: register with `main_with_extensions`.
+pub fn extension() -> Extension {
+    Extension {
+        command: command(),
+        run: run_cli,
+    }
+}
+
+fn run_cli(m: &clap::ArgMatches) -> i32 {
+    use clap::FromArgMatches as _;
+    let Some(("serve", sub)) = m.subcommand() else {
+        eprintln!("error: `cocoflow segment` needs a subcommand: `serve`");
+        return EXIT_USAGE;
+    };
+    let args = match ServeArgs::from_arg_matches(sub) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return EXIT_USAGE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    rt.block_on(async {
+        let server = match start(args.addr, args.config()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot listen on `{}`: {e}", args.addr);
+                return EXIT_ENVIRONMENT;
+            }
+        };
+        println!("segment server listening on {}", server.base_url());
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let _ = tokio::signal::ctrl_c().await;
+        EXIT_OK
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_arguments_map_to_the_config() {
+        use clap::FromArgMatches as _;
+        let m = command()
+            .try_get_matches_from([
+                "segment",
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--fault-rate",
+                "0.25",
+                "--fault",
+                "500",
+                "--delay-ms",
+                "300",
+                "--seed",
+                "4",
+            ])
+            .unwrap();
+        let c = ServeArgs::from_arg_matches(m.subcommand().unwrap().1)
+            .unwrap()
+            .config();
+        assert_eq!(c.faults.rate, 0.25);
+        assert_eq!(c.faults.kinds, vec![FaultKind::ServerError]);
+        assert_eq!(c.faults.delay, Duration::from_millis(300));
+        assert_eq!(c.faults.seed, 4);
+        let err = command()
+            .try_get_matches_from(["segment", "serve", "--fault-rate", "2"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`2` is not in [0, 1]"), "{err}");
+    }
+}
