@@ -886,6 +886,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(leftovers.len(), 1, "temporary directories left: {leftovers:?}");
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "temporary directories left: {leftovers:?}"
+        );
     }
 }

@@ -172,7 +172,27 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The HTTP client of the remote-service clients (judge, segmentation): connect timeout at
+/// most 10 s, the per-request timeout is applied per attempt.
+pub(crate) fn http_client(timeout_ms: u64) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(timeout_ms.min(10_000)))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 impl RetryPolicy {
+    /// The jitter stream: seeded by `jitter_seed` (tests), else by the clock and process id.
+    pub fn jitter_rng(&self) -> SplitMix64 {
+        SplitMix64::new(self.jitter_seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+                ^ std::process::id() as u64
+        }))
+    }
+
     /// Backoff before retry `retry` (1-based): `b = min(max, initial·factor^(retry−1))`,
     /// then "equal jitter" `b·(0.5 + 0.5·u)` for `u` in [0, 1); at least `retry_after`
     /// (capped at `max`).
@@ -320,17 +340,8 @@ impl OpenAiJudge {
                 Some(ApiKey(v))
             }
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
-            .build()
-            .map_err(|e| ConfigError::Client(e.to_string()))?;
-        let seed = config.retry.jitter_seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-                ^ std::process::id() as u64
-        });
+        let http = http_client(config.timeout_ms).map_err(ConfigError::Client)?;
+        let jitter = Mutex::new(config.retry.jitter_rng());
         Ok(OpenAiJudge {
             endpoint: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
             limit: Semaphore::new(config.max_concurrency),
@@ -339,7 +350,7 @@ impl OpenAiJudge {
             http,
             cache: None,
             counters: Counters::default(),
-            jitter: Mutex::new(SplitMix64::new(seed)),
+            jitter,
         })
     }
 

@@ -211,17 +211,9 @@ impl SegmentClient {
                 field: "retry.max_attempts",
             });
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
-            .build()
-            .map_err(|e| ConfigError::Client(e.to_string()))?;
-        let seed = config.retry.jitter_seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-                ^ std::process::id() as u64
-        });
+        let http =
+            crate::judge::openai::http_client(config.timeout_ms).map_err(ConfigError::Client)?;
+        let jitter = Mutex::new(config.retry.jitter_rng());
         Ok(SegmentClient {
             endpoint: format!("{}/v1/segment", config.base_url.trim_end_matches('/')),
             limit: Semaphore::new(config.max_concurrency),
@@ -229,7 +221,7 @@ impl SegmentClient {
             http,
             cache: None,
             counters: Counters::default(),
-            jitter: Mutex::new(SplitMix64::new(seed)),
+            jitter,
         })
     }
 
