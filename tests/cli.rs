@@ -303,7 +303,6 @@ fn pretrain_killed_mid_run_resumes_to_bit_identical_weights() {
         .any(|s| s.contains("resumed from the checkpoint at step"));
     assert!(resumed, "the second run did not resume from the checkpoint");
     // Same seed, same data: bit-identical model directory (weights, config) either way.
-    let weights = |d: &Path| output_digest(&d.join(".cocoflow"), "base", "model");
     // pretrain.json records this attempt's time and steps, so compare the files themselves.
     let file_in_tree = |d: &Path, task: &str, output: &str, name: &str| -> Vec<u8> {
         let blob = |digest: &str| {
@@ -344,4 +343,168 @@ fn pretrain_killed_mid_run_resumes_to_bit_identical_weights() {
         table["overall"]["judge_overall"].as_f64().is_some(),
         "{table}"
     );
+}
+
+/// `cocoflow export --task curate --to <dir>/<to>` of the latest run; returns the task's folder.
+fn export_curate(dir: &Path, to: &str) -> std::path::PathBuf {
+    let (code, _, err) = cocoflow(dir, &["export", "--task", "curate", "--to", to]);
+    assert_eq!(code, 0, "{err}");
+    dir.join(to).join("curate")
+}
+
+fn stats_of(exported: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(exported.join("stats/stats.json")).unwrap()).unwrap()
+}
+
+/// Issue 7's acceptance, as a new user: `workflows/curate.yaml` produces the curated dataset,
+/// its statistics and both plots; another threshold makes no judge or segmentation calls;
+/// a run killed with SIGKILL mid-way continues without redoing its committed shards and
+/// ends with the same dataset.
+#[test]
+fn curate_workflow_runs_refilters_without_calls_and_resumes_after_kill() {
+    let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/curate.yaml");
+    let wf = wf.to_str().unwrap();
+    let small = ["--set", "n_train=256", "--set", "shard_size=16"];
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec!["run".into(), wf.into()];
+        v.extend(small.iter().map(|s| s.to_string()));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |d: &Path, extra: &[&str]| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, _, err) = cocoflow(d, &a);
+        assert_eq!(code, 0, "{err}");
+    };
+    let a = tempfile::tempdir().unwrap();
+    run(a.path(), &[]);
+    let first = export_curate(a.path(), "first");
+    let s = stats_of(&first);
+    assert_eq!(s["samples"], 256, "{s}");
+    let kept = s["kept"].as_u64().unwrap();
+    assert!(kept > 50 && kept < 256, "{s}");
+    assert!(s["calls"]["judge"].as_u64().unwrap() >= 3 * s["annotated"].as_u64().unwrap());
+    assert!(s["calls"]["segment"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["shards"]["computed"], 16, "{s}");
+    for f in [
+        "types.png",
+        "types.svg",
+        "scores.png",
+        "scores.svg",
+        "stats.md",
+        "samples.jsonl",
+    ] {
+        assert!(first.join("stats").join(f).is_file(), "no {f}");
+    }
+    for f in ["types.png", "scores.png"] {
+        let img = image::open(first.join("stats").join(f)).unwrap();
+        assert_eq!((img.width(), img.height()), (800, 450), "{f}");
+    }
+    // every local type is annotated; masks are compared with the world's exact ones
+    for t in [
+        "add",
+        "attribute",
+        "background",
+        "motion",
+        "remove",
+        "replace",
+    ] {
+        let row = &s["per_type"][t];
+        assert!(row["annotated"].as_u64().unwrap() > 10, "{t}: {s}");
+        assert!(row["mask_iou"].as_f64().unwrap() > 0.5, "{t}: {s}");
+    }
+    let manifest = std::fs::read_to_string(first.join("data/manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count() as u64, kept);
+    for l in manifest.lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        for f in ["source", "target", "edit_mask"] {
+            assert!(
+                first.join("data").join(r[f].as_str().unwrap()).is_file(),
+                "{l}"
+            );
+        }
+        assert!(
+            r["extra"]["curation"]["mean"].as_f64().unwrap() > 9.4,
+            "{l}"
+        );
+        assert!(
+            r["instruction_refined"].as_str().unwrap().len()
+                > r["instruction"].as_str().unwrap().len()
+        );
+    }
+
+    // Another threshold: a new instance, every shard read back, no calls at all.
+    run(a.path(), &["--set", "threshold=9.0"]);
+    let lower = export_curate(a.path(), "lower");
+    let s2 = stats_of(&lower);
+    assert_eq!(
+        s2["calls"],
+        serde_json::json!({"judge": 0, "judge_cached": 0, "segment": 0, "segment_cached": 0}),
+        "{s2}"
+    );
+    assert_eq!(s2["shards"]["committed_before"], 16, "{s2}");
+    assert!(s2["kept"].as_u64().unwrap() > kept, "{s2}");
+    // ... and its decisions are the first run's scores filtered at 9.0
+    let expected = std::fs::read_to_string(first.join("stats/samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| {
+            v["status"] == "annotated"
+                && v["mean"].as_f64().unwrap() > 9.0
+                && v["keep_fraction"].as_f64().unwrap() >= 0.05
+        })
+        .count() as u64;
+    assert_eq!(s2["kept"].as_u64().unwrap(), expected);
+
+    // Killed once three shards are committed, then re-run.
+    let b = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args(&["-q"]))
+        .current_dir(b.path())
+        .spawn()
+        .unwrap();
+    let logs = b.path().join(".cocoflow/logs");
+    let t0 = std::time::Instant::now();
+    let committed = |logs: &Path| -> usize {
+        std::fs::read_dir(logs)
+            .map(|runs| {
+                runs.filter_map(|r| {
+                    std::fs::read_to_string(r.unwrap().path().join("curate.1.log")).ok()
+                })
+                .map(|s| s.lines().filter(|l| l.ends_with(": committed")).count())
+                .sum()
+            })
+            .unwrap_or(0)
+    };
+    loop {
+        if committed(&logs) >= 3 {
+            child.kill().unwrap();
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(t0.elapsed().as_secs() < 300, "no progress from curate");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait().unwrap();
+    run(b.path(), &[]);
+    let resumed = export_curate(b.path(), "resumed");
+    let s3 = stats_of(&resumed);
+    let before = s3["shards"]["committed_before"].as_u64().unwrap();
+    assert!((3..16).contains(&before), "{s3}");
+    assert_eq!(
+        s3["shards"]["computed"].as_u64().unwrap(),
+        16 - before,
+        "{s3}"
+    );
+    assert_eq!(
+        std::fs::read(resumed.join("data/manifest.jsonl")).unwrap(),
+        manifest.as_bytes(),
+        "the resumed run's dataset differs from the uninterrupted one"
+    );
+    assert_eq!(s3["kept"], s["kept"]);
 }

@@ -2,6 +2,7 @@
 
 pub mod bench_import;
 pub mod correlate;
+pub mod curate;
 pub mod data;
 pub mod device;
 pub mod eval;
@@ -32,6 +33,7 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register(bench_import::BenchImport);
     registry.register(report::Report);
     registry.register(correlate::Correlate);
+    registry.register(curate::Curate);
 }
 
 #[cfg(test)]

@@ -163,16 +163,17 @@ pub(crate) fn overrides(wf: &WorkflowArgs) -> Result<Vec<String>, Fail> {
                     f.display()
                 )));
             };
-            if matches!(
+            // Mappings and lists (e.g. `judge: {kind: openai, ...}`) travel as JSON, which is
+            // YAML flow syntax: `--set` parses it back to the same value.
+            let text = if matches!(
                 v,
                 serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_)
             ) {
-                return Err(Fail::usage(format!(
-                    "`--params {}`: `{key}` must be a single value (a number, string or boolean)",
-                    f.display()
-                )));
-            }
-            let text = serde_yaml::to_string(&v).unwrap_or_default();
+                serde_json::to_string(&v)
+                    .map_err(|e| Fail::usage(format!("`--params {}`: `{key}`: {e}", f.display())))?
+            } else {
+                serde_yaml::to_string(&v).unwrap_or_default()
+            };
             out.push(format!("{key}={}", text.trim_end()));
         }
     }

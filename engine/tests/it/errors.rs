@@ -261,6 +261,25 @@ fn params_file_overrides_and_names_itself_on_bad_keys() {
         err.contains("`--params bad.yaml`: `learning_rate` is not a param of `w.yaml`"),
         "{err}"
     );
+    // A mapping value (a service's settings) replaces a mapping default as a whole.
+    p.write(
+        "m.yaml",
+        &format!(
+            "name: m\nparams: {{svc: {{kind: rule}}}}\ntasks:\n  a: {{kind: shell, params: {{cmd: 'echo ${{svc}} > {}/svc.txt'}}}}\n",
+            p.path().display()
+        ),
+    );
+    p.write(
+        "svc.yaml",
+        "svc: {kind: openai, base_url: 'http://x:1/v1', tries: [1, 2]}\n",
+    );
+    let (code, _, err) = p.run(&["run", "m.yaml", "--params", "svc.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let seen = p.read("svc.txt");
+    assert!(
+        seen.contains("openai") && seen.contains("http://x:1/v1"),
+        "{seen}"
+    );
     p.write("typed.yaml", "iterations: three\n");
     let (code, _, err) = p.run(&["plan", "w.yaml", "--params", "typed.yaml"]);
     assert_eq!(code, INVALID, "{err}");
