@@ -1030,7 +1030,8 @@ mod tests {
         let e = params(json!({"shard_size": 0})).unwrap_err();
         assert_eq!(e.path, "shard_size");
         let e = params(json!({"segmenter": {"kind": "sam"}})).unwrap_err();
-        assert_eq!(e.path, "segmenter");
+        assert_eq!(e.path, "segmenter.kind");
+        assert!(e.message.contains("`sam`"), "{}", e.message);
         let p = params(json!({"segmenter": {"kind": "http", "base_url": "http://127.0.0.1:1"}}))
             .unwrap();
         assert!(matches!(p.segmenter, SegmenterParams::Http(_)));
