@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Sets up the project-local Python environment ./.venv that cocoflow builds and tests against:
 #   - torch 2.11.0 (its libtorch is what tch/torch-sys link against, see .cargo/config.toml),
-#   - numpy, scipy, scikit-image, pillow (reference values in tests), moto[server] (S3 test server).
-# Pinned in scripts/requirements.txt (+ scripts/constraints.txt for transitive deps).
+#   - numpy, scipy, scikit-image, pillow (reference values in tests), moto[server] (S3 test server),
+#   - sam2 1.1.0 + torchvision 0.26.0 (tools/sam2_server.py, the reference segmentation server).
+# Pinned in scripts/requirements.txt + scripts/requirements-sam2.txt (+ scripts/constraints.txt for
+# transitive deps). sam2 is a source package: it is installed in a second pip run, without build
+# isolation (its build imports torch: the venv's 2.11.0, not the newest) and without its CUDA
+# extension (SAM2_BUILD_CUDA=0), under the same constraints, so torch stays at 2.11.0.
 #
 # Idempotent: a marker file named after a hash of the requirement files and the Python version
 # makes a second run a no-op. Usage: bash scripts/setup.sh   (PYTHON=python3.12 to pick another)
@@ -14,6 +18,7 @@ cd "$root"
 venv="$root/.venv"
 python="${PYTHON:-python3}"
 req="scripts/requirements.txt"
+req_sam2="scripts/requirements-sam2.txt"
 con="scripts/constraints.txt"
 
 say() { printf '[setup] %s\n' "$*"; }
@@ -46,10 +51,10 @@ ensure_link() {
     fi
 }
 
-hash="$(cat "$req" "$con" <(echo "python $pyver") | sha256sum | cut -c1-16)"
+hash="$(cat "$req" "$req_sam2" "$con" <(echo "python $pyver") | sha256sum | cut -c1-16)"
 marker="$venv/.cocoflow-setup-$hash"
 
-if [[ -f "$marker" && -f "$site/torch/lib/libtorch_cpu.so" ]]; then
+if [[ -f "$marker" && -f "$site/torch/lib/libtorch_cpu.so" && -d "$site/sam2" ]]; then
     ensure_link
     say "up to date ($(basename "$marker")); nothing to do"
     exit 0
@@ -59,6 +64,9 @@ say "installing $req into $venv (first run: ~2 min, ~5 GB; torch pulls the CUDA 
 start=$SECONDS
 "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off \
     -r "$req" -c "$con"
+say "installing $req_sam2 (source build: SAM2_BUILD_CUDA=0, --no-build-isolation)"
+SAM2_BUILD_CUDA=0 "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
+    --progress-bar off --no-build-isolation -r "$req_sam2" -c "$con"
 say "pip finished in $((SECONDS - start)) s"
 
 ensure_link
@@ -67,6 +75,8 @@ import torch
 v = torch.__version__
 assert v.split("+")[0] == "2.11.0", f"tch 0.24.0 needs torch 2.11.0, got {v}"
 print(f"[setup] torch {v} at {torch.__path__[0]}")
+import torchvision, sam2.build_sam, sam2.sam2_image_predictor
+print(f"[setup] torchvision {torchvision.__version__}, sam2 at {sam2.__path__[0]}")
 EOF
 
 rm -f "$venv"/.cocoflow-setup-*
