@@ -473,7 +473,7 @@ fn curate_workflow_runs_refilters_without_calls_and_resumes_after_kill() {
                 runs.filter_map(|r| {
                     std::fs::read_to_string(r.unwrap().path().join("curate.1.log")).ok()
                 })
-                .map(|s| s.lines().filter(|l| l.ends_with(": committed")).count())
+                .map(|s| s.lines().filter(|l| l.contains(": committed (")).count())
                 .sum()
             })
             .unwrap_or(0)

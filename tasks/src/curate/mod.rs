@@ -34,7 +34,7 @@
 //!   `dilate_px_motion` (2), `difference_union` (types whose mask also takes the changed
 //!   pixels: `[motion]`, since a moved object leaves its box), `threshold` (9.4), `min_keep_fraction` (0.05), `types` (the six
 //!   local types), `shard_size` (64), `limit`, `concurrency` (the `judge` pool's units, else 8),
-//!   `output` (`curated`, default; `input`: no curation, the `data` input is passed through,
+//!   `output` (`curated`, default; `input` or its synonym `exact`: no curation, the `data` input is passed through,
 //!   for workflows that switch between curated and ground-truth masks).
 //! - outputs `data` (the curated dataset: `manifest.jsonl` with `instruction_refined`,
 //!   `edit_type`, `edit_mask` = the dilated mask, scores in `extra.curation`) and `stats`
@@ -76,7 +76,9 @@ pub enum OutputMode {
     /// The curated dataset.
     #[default]
     Curated,
-    /// The `data` input unchanged (nothing is curated).
+    /// The `data` input unchanged (nothing is curated); `exact` is a synonym (the input's own,
+    /// exact masks).
+    #[serde(alias = "exact")]
     Input,
 }
 
@@ -565,17 +567,6 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
                     fresh += 1;
                     computed.fetch_add(range.len() as u64, Ordering::Relaxed);
                 }
-                if !d.service_failures.is_empty() {
-                    failed_shards += 1;
-                    ctx_ref.log(format!(
-                        "shard {range:?}: {} sample(s) failed on a service (not committed): {}",
-                        d.service_failures.len(),
-                        d.service_failures[0]
-                    ));
-                    failures.extend(d.service_failures);
-                } else if !d.cached {
-                    ctx_ref.log(format!("shard {range:?}: committed"));
-                }
                 let secs = start.elapsed().as_secs_f64();
                 let c = computed.load(Ordering::Relaxed) as f64;
                 let rate = if secs > 0.0 { c / secs } else { 0.0 };
@@ -585,15 +576,24 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
                 } else {
                     "?".into()
                 };
-                ctx_ref.progress(
-                    total_done,
-                    n as u64,
-                    format!(
-                        "{rate:.1} samples/s · kept {:.1}% · ETA {eta}",
-                        100.0 * kept_so_far.load(Ordering::Relaxed) as f64
-                            / total_done.max(1) as f64
-                    ),
+                let message = format!(
+                    "{rate:.1} samples/s · kept {:.1}% · ETA {eta}",
+                    100.0 * kept_so_far.load(Ordering::Relaxed) as f64 / total_done.max(1) as f64
                 );
+                ctx_ref.progress(total_done, n as u64, message.clone());
+                if !d.service_failures.is_empty() {
+                    failed_shards += 1;
+                    ctx_ref.log(format!(
+                        "shard {range:?}: {} sample(s) failed on a service (not committed): {}",
+                        d.service_failures.len(),
+                        d.service_failures[0]
+                    ));
+                    failures.extend(d.service_failures);
+                } else if !d.cached {
+                    ctx_ref.log(format!(
+                        "shard {range:?}: committed ({total_done}/{n} · {message})"
+                    ));
+                }
                 outcomes.extend(d.outcomes);
             }
             Ok::<(), TaskError>(())
