@@ -380,6 +380,8 @@ struct ShardRecord {
 }
 
 struct ShardDone {
+    /// The key of its record in the store's kv (namespace [`KV`]), once committed.
+    key: String,
     outcomes: Vec<Outcome>,
     cached: bool,
     service_failures: Vec<String>,
@@ -410,6 +412,7 @@ async fn process_shard(
         match serde_json::from_slice::<ShardRecord>(&bytes) {
             Ok(r) if r.range == [range.start, range.end] => {
                 return Ok(ShardDone {
+                    key,
                     outcomes: r.outcomes,
                     cached: true,
                     service_failures: Vec::new(),
@@ -452,6 +455,7 @@ async fn process_shard(
         outcomes = rec.outcomes;
     }
     Ok(ShardDone {
+        key,
         outcomes,
         cached: false,
         service_failures,
@@ -521,7 +525,9 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
     let done = AtomicU64::new(0);
     let computed = AtomicU64::new(0);
     let kept_so_far = AtomicU64::new(0);
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(n);
+    // (range, kv key) of every committed shard: assembly reads them back one at a time, so
+    // memory holds one shard's masks, not the dataset's.
+    let mut committed: Vec<(std::ops::Range<usize>, String)> = Vec::with_capacity(shards.len());
     let (mut from_cache, mut fresh) = (0usize, 0usize);
     let mut failures: Vec<String> = Vec::new();
     let mut failed_shards = 0usize;
@@ -589,17 +595,19 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
                         d.service_failures[0]
                     ));
                     failures.extend(d.service_failures);
-                } else if !d.cached {
-                    ctx_ref.log(format!(
-                        "shard {range:?}: committed ({total_done}/{n} · {message})"
-                    ));
+                } else {
+                    if !d.cached {
+                        ctx_ref.log(format!(
+                            "shard {range:?}: committed ({total_done}/{n} · {message})"
+                        ));
+                    }
+                    committed.push((range, d.key));
                 }
-                outcomes.extend(d.outcomes);
             }
             Ok::<(), TaskError>(())
         })?;
     }
-    outcomes.sort_by_key(|o| o.index);
+    committed.sort_by_key(|(r, _)| r.start);
     let calls = env.counters.snapshot();
     ctx.log(format!(
         "shards: {from_cache} already committed, {fresh} computed ({failed_shards} with service failures); calls: {calls:?}"
@@ -625,7 +633,21 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
     let summary = assemble(
         p,
         &source,
-        &outcomes,
+        &committed,
+        &|key: &str| {
+            let bytes = ctx
+                .runtime()
+                .block_on(ctx.store().get_kv(KV, key))
+                .map_err(fail)?
+                .ok_or_else(|| {
+                    fail(format!(
+                        "the committed shard `{key}` vanished from the store"
+                    ))
+                })?;
+            serde_json::from_slice::<ShardRecord>(&bytes)
+                .map(|r| r.outcomes)
+                .map_err(|e| fail(format!("the committed shard `{key}` is unreadable: {e}")))
+        },
         &reference,
         &data_dir,
         &stats_dir,
@@ -736,7 +758,8 @@ fn ext_of(bytes: &[u8]) -> &'static str {
 fn assemble(
     p: &CurateParams,
     source: &Source,
-    outcomes: &[Outcome],
+    shard_list: &[(std::ops::Range<usize>, String)],
+    load: &dyn Fn(&str) -> Result<Vec<Outcome>, TaskError>,
     reference: &Option<Reference>,
     data_dir: &Path,
     stats_dir: &Path,
@@ -752,8 +775,16 @@ fn assemble(
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: Vec<Value> = Vec::new();
     let mut means = Vec::new();
-    let mut kept: Vec<(&Outcome, &Annotated)> = Vec::new();
-    let mut lines = Vec::with_capacity(outcomes.len() + source.rejected.len());
+    let mut kept = 0usize;
+    let mut samples = source.rejected.len();
+    let mut lines = std::io::BufWriter::new(
+        std::fs::File::create(stats_dir.join("samples.jsonl"))
+            .map_err(io("samples.jsonl".into()))?,
+    );
+    let mut manifest = std::io::BufWriter::new(
+        std::fs::File::create(data_dir.join(MANIFEST)).map_err(io(MANIFEST.into()))?,
+    );
+    let mut line = |v: Value| writeln!(lines, "{v}").map_err(io("samples.jsonl".into()));
     let mut annotated = 0usize;
     let mut mask_from: BTreeMap<String, u64> = BTreeMap::new();
     for e in &source.rejected {
@@ -762,132 +793,121 @@ fn assemble(
         if errors.len() < 100 {
             errors.push(v.clone());
         }
-        lines.push(v);
+        line(v)?;
     }
-    for o in outcomes {
-        if let Some(h) = &o.hint {
-            *hints.entry(h.clone()).or_default() += 1;
-        }
-        match &o.result {
-            Verdict::Rejected(r) => {
-                *reasons.entry(r.reason.clone()).or_default() += 1;
-                let v = json!({"key": o.key, "origin": o.origin, "status": "rejected", "stage": r.stage, "reason": r.reason, "message": r.message});
-                if r.stage == "read" && errors.len() < 100 {
-                    errors.push(v.clone());
-                }
-                lines.push(v);
+    for (range, key) in shard_list {
+        let outcomes = load(key)?;
+        samples += outcomes.len();
+        let mut kept_here: BTreeMap<usize, &Annotated> = BTreeMap::new();
+        for o in &outcomes {
+            if let Some(h) = &o.hint {
+                *hints.entry(h.clone()).or_default() += 1;
             }
-            Verdict::Annotated(a) => {
-                annotated += 1;
-                means.push(a.scores.mean());
-                *mask_from.entry(a.mask_from.clone()).or_default() += 1;
-                let decision = filter(a, p);
-                let t = per_type.entry(a.edit_type.clone()).or_default();
-                t.annotated += 1;
-                t.mean_score_sum += a.scores.mean();
-                let iou = match (reference, &o.key) {
-                    (Some(r), Some(k)) => match (r.mask(k), decode_mask(a)) {
-                        (Some(m), Ok(c)) if m.dimensions() == c.dimensions() => {
-                            Some(crate::segment::iou(&c, &m))
-                        }
+            match &o.result {
+                Verdict::Rejected(r) => {
+                    *reasons.entry(r.reason.clone()).or_default() += 1;
+                    let v = json!({"key": o.key, "origin": o.origin, "status": "rejected", "stage": r.stage, "reason": r.reason, "message": r.message});
+                    if r.stage == "read" && errors.len() < 100 {
+                        errors.push(v.clone());
+                    }
+                    line(v)?;
+                }
+                Verdict::Annotated(a) => {
+                    annotated += 1;
+                    means.push(a.scores.mean());
+                    *mask_from.entry(a.mask_from.clone()).or_default() += 1;
+                    let decision = filter(a, p);
+                    let t = per_type.entry(a.edit_type.clone()).or_default();
+                    t.annotated += 1;
+                    t.mean_score_sum += a.scores.mean();
+                    let iou = match (reference, &o.key) {
+                        (Some(r), Some(k)) => match (r.mask(k), decode_mask(a)) {
+                            (Some(m), Ok(c)) if m.dimensions() == c.dimensions() => {
+                                Some(crate::segment::iou(&c, &m))
+                            }
+                            _ => None,
+                        },
                         _ => None,
-                    },
-                    _ => None,
-                };
-                if let Some(v) = iou {
-                    t.iou_sum += v;
-                    t.iou_n += 1;
-                    if decision.is_none() {
-                        t.iou_kept_sum += v;
-                        t.iou_kept_n += 1;
+                    };
+                    if let Some(v) = iou {
+                        t.iou_sum += v;
+                        t.iou_n += 1;
+                        if decision.is_none() {
+                            t.iou_kept_sum += v;
+                            t.iou_kept_n += 1;
+                        }
                     }
-                }
-                match decision {
-                    None => {
-                        t.kept += 1;
-                        kept.push((o, a));
+                    match decision {
+                        None => {
+                            t.kept += 1;
+                            kept += 1;
+                            kept_here.insert(o.index, a);
+                        }
+                        Some(r) => *reasons.entry(r.to_string()).or_default() += 1,
                     }
-                    Some(r) => *reasons.entry(r.to_string()).or_default() += 1,
+                    line(json!({
+                        "key": o.key, "origin": o.origin, "status": "annotated",
+                        "kept": decision.is_none(), "reason": decision,
+                        "edit_type": a.edit_type, "judge_type": a.judge_type, "object": a.object,
+                        "bbox": a.bbox, "mask_from": a.mask_from, "segment_score": a.segment_score,
+                        "refined": a.refined, "scores": a.scores, "mean": a.scores.mean(),
+                        "keep_fraction": a.keep_fraction, "mask_iou": iou,
+                    }))?;
                 }
-                lines.push(json!({
-                    "key": o.key, "origin": o.origin, "status": "annotated",
-                    "kept": decision.is_none(), "reason": decision,
-                    "edit_type": a.edit_type, "judge_type": a.judge_type, "object": a.object,
-                    "bbox": a.bbox, "mask_from": a.mask_from, "segment_score": a.segment_score,
-                    "refined": a.refined, "scores": a.scores, "mean": a.scores.mean(),
-                    "keep_fraction": a.keep_fraction, "mask_iou": iou,
-                }));
             }
         }
-    }
-
-    // ---- the curated dataset: images re-read for the kept samples only
-    let mut by_index: BTreeMap<usize, &Annotated> =
-        kept.iter().map(|(o, a)| (o.index, *a)).collect();
-    let mut manifest = Vec::new();
-    let max = by_index.keys().next_back().copied();
-    if let Some(max) = max {
-        let chunk = p.shard_size.max(1);
-        let mut lo = *by_index.keys().next().unwrap();
-        while lo <= max {
-            let hi = (lo + chunk).min(max + 1);
-            let loaded = source.load(lo..hi);
-            for (i, s) in (lo..hi).zip(loaded) {
-                let Some(a) = by_index.remove(&i) else {
-                    continue;
-                };
-                let s = s.map_err(|e| {
-                    fail(format!(
-                        "{} changed while curating: {}",
-                        e.origin, e.message
-                    ))
-                })?;
-                let src = format!("images/{i:07}_src.{}", ext_of(&s.source));
-                let tgt = format!("images/{i:07}_tgt.{}", ext_of(&s.edited));
-                let mask = format!("images/{i:07}_mask.png");
-                std::fs::write(data_dir.join(&src), &s.source).map_err(io(src.clone()))?;
-                std::fs::write(data_dir.join(&tgt), &s.edited).map_err(io(tgt.clone()))?;
-                let png = base64::engine::general_purpose::STANDARD
-                    .decode(&a.mask_png)
-                    .map_err(fail)?;
-                std::fs::write(data_dir.join(&mask), png).map_err(io(mask.clone()))?;
-                let mut extra = serde_json::Map::new();
-                extra.insert(
-                    "curation".into(),
-                    json!({
-                        "scores": a.scores, "mean": a.scores.mean(), "object": a.object,
-                        "bbox": a.bbox, "judge_type": a.judge_type, "mask_from": a.mask_from,
-                        "keep_fraction": a.keep_fraction, "origin": s.origin,
-                    }),
-                );
-                let rec = Record {
-                    key: s.key.clone(),
-                    source: src,
-                    target: Some(tgt),
-                    edit_mask: Some(mask),
-                    mask_polarity: crate::data::MaskPolarity::Edit,
-                    instruction: s.instruction.clone(),
-                    instruction_refined: Some(a.refined.clone()),
-                    edit_type: Some(a.edit_type.clone()),
-                    extra,
-                };
-                manifest.push(serde_json::to_string(&rec).map_err(fail)?);
-            }
-            lo = match by_index.keys().next() {
-                Some(k) => *k,
-                None => break,
+        // the curated dataset: the shard's images are read again only when it keeps some
+        if kept_here.is_empty() {
+            continue;
+        }
+        for (i, s) in range.clone().zip(source.load(range.clone())) {
+            let Some(a) = kept_here.get(&i) else {
+                continue;
             };
+            let s = s.map_err(|e| {
+                fail(format!(
+                    "{} changed while curating: {}",
+                    e.origin, e.message
+                ))
+            })?;
+            let src = format!("images/{i:07}_src.{}", ext_of(&s.source));
+            let tgt = format!("images/{i:07}_tgt.{}", ext_of(&s.edited));
+            let mask = format!("images/{i:07}_mask.png");
+            std::fs::write(data_dir.join(&src), &s.source).map_err(io(src.clone()))?;
+            std::fs::write(data_dir.join(&tgt), &s.edited).map_err(io(tgt.clone()))?;
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(&a.mask_png)
+                .map_err(fail)?;
+            std::fs::write(data_dir.join(&mask), png).map_err(io(mask.clone()))?;
+            let mut extra = serde_json::Map::new();
+            extra.insert(
+                "curation".into(),
+                json!({
+                    "scores": a.scores, "mean": a.scores.mean(), "object": a.object,
+                    "bbox": a.bbox, "judge_type": a.judge_type, "mask_from": a.mask_from,
+                    "keep_fraction": a.keep_fraction, "origin": s.origin,
+                }),
+            );
+            let rec = Record {
+                key: s.key.clone(),
+                source: src,
+                target: Some(tgt),
+                edit_mask: Some(mask),
+                mask_polarity: crate::data::MaskPolarity::Edit,
+                instruction: s.instruction.clone(),
+                instruction_refined: Some(a.refined.clone()),
+                edit_type: Some(a.edit_type.clone()),
+                extra,
+            };
+            let l = serde_json::to_string(&rec).map_err(fail)?;
+            writeln!(manifest, "{l}").map_err(io(MANIFEST.into()))?;
         }
     }
-    let _ = std::fs::remove_dir(data_dir.join("images")); // only when nothing was kept
-    std::fs::create_dir_all(data_dir.join("images")).map_err(io("images".into()))?;
-    let mut f = std::fs::File::create(data_dir.join(MANIFEST)).map_err(io(MANIFEST.into()))?;
-    for l in &manifest {
-        writeln!(f, "{l}").map_err(io(MANIFEST.into()))?;
-    }
+    drop(line);
+    lines.flush().map_err(io("samples.jsonl".into()))?;
+    manifest.flush().map_err(io(MANIFEST.into()))?;
 
     // ---- statistics
-    let samples = outcomes.len() + source.rejected.len();
     let bins = plots::histogram(means.iter().copied());
     let types_json: BTreeMap<&String, Value> = per_type
         .iter()
@@ -914,8 +934,8 @@ fn assemble(
         "source": source.description,
         "samples": samples,
         "annotated": annotated,
-        "kept": kept.len(),
-        "kept_fraction": if samples > 0 { kept.len() as f64 / samples as f64 } else { 0.0 },
+        "kept": kept,
+        "kept_fraction": if samples > 0 { kept as f64 / samples as f64 } else { 0.0 },
         "filter": {"threshold": p.threshold, "min_keep_fraction": p.min_keep_fraction, "types": p.types},
         "per_type": types_json,
         "dataset_types": hints,
@@ -936,11 +956,6 @@ fn assemble(
         serde_json::to_vec_pretty(&stats).map_err(fail)?,
     )
     .map_err(io("stats.json".into()))?;
-    let mut f = std::fs::File::create(stats_dir.join("samples.jsonl"))
-        .map_err(io("samples.jsonl".into()))?;
-    for l in &lines {
-        writeln!(f, "{l}").map_err(io("samples.jsonl".into()))?;
-    }
     std::fs::write(stats_dir.join("stats.md"), markdown(&stats)).map_err(io("stats.md".into()))?;
     let counts: Vec<(String, u64, u64)> = per_type
         .iter()
@@ -951,7 +966,7 @@ fn assemble(
     Ok(Summary {
         samples,
         annotated,
-        kept: kept.len(),
+        kept,
     })
 }
 
