@@ -346,6 +346,49 @@ fn parquet_rows_curate_like_the_same_manifest() {
             .collect()
     };
     assert_eq!(rows(&pdata), rows(&mdata));
+
+    // A key column with repeats (here: the edit type): every repeat is a per-sample
+    // `duplicate-key` rejection, and the curated dataset still has unique keys.
+    let yaml = format!(
+        "name: dup\ntasks:\n  curate:\n    kind: curate\n    params: {{dataset: '{}', columns: {{key: edit_type}}, shard_size: 3}}\n",
+        pq.display()
+    );
+    let r = run(&rt, &tmp.path().join("d"), &yaml, &[]);
+    assert_eq!(r.failed, 0, "{:?}", r.error);
+    let (ddata, dst) = r.outputs.unwrap();
+    let ds = stats(&dst);
+    let mut types: Vec<String> = std::fs::read_to_string(golden().join("raw/manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["edit_type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    types.push("replace".into()); // the bad rows' type
+    types.sort();
+    types.dedup();
+    assert_eq!(
+        ds["rejections"]["duplicate-key"],
+        16 - types.len() as u64,
+        "{ds}"
+    );
+    let keys: Vec<String> = std::fs::read_to_string(ddata.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), keys.len());
 }
 
 /// A segmentation server that does not answer fails the task after every shard was tried,

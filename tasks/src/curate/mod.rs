@@ -32,10 +32,12 @@
 //!   `background_mask` (`difference`: changed pixels, default; `segment`),
 //!   `difference_threshold` (0.1), `dilate_px` (1), `dilate_px_replace` (2),
 //!   `dilate_px_motion` (2), `difference_union` (types whose mask also takes the changed
-//!   pixels: `[motion]`, since a moved object leaves its box), `threshold` (9.4), `min_keep_fraction` (0.05), `types` (the six
-//!   local types), `shard_size` (64), `limit`, `concurrency` (the `judge` pool's units, else 8),
-//!   `output` (`curated`, default; `input` or its synonym `exact`: no curation, the `data` input is passed through,
-//!   for workflows that switch between curated and ground-truth masks).
+//!   pixels: `[motion]`, since a moved object leaves its box), `threshold` (9.4),
+//!   `min_keep_fraction` (0.05), `types` (the six local types), `shard_size` (64), `limit`,
+//!   `concurrency` (samples in flight, split over two shards; default the `judge` pool's
+//!   units, else 8), `output` (`curated`, default; `input` or its synonym `exact`: no
+//!   curation, the `data` input is passed through, for workflows that switch between curated
+//!   and ground-truth masks).
 //! - outputs `data` (the curated dataset: `manifest.jsonl` with `instruction_refined`,
 //!   `edit_type`, `edit_mask` = the dilated mask, scores in `extra.curation`) and `stats`
 //!   (`stats.json`, `stats.md`, `samples.jsonl` with every sample's outcome and filter
@@ -261,7 +263,8 @@ impl TaskKind for Curate {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: word-based type mapping, type checked before the box, HTTP status classes
+        2
     }
 
     fn describe(&self) -> &'static str {
@@ -339,7 +342,7 @@ fn build_env(ctx: &TaskCtx, p: &CurateParams) -> Result<Env, TaskError> {
                 .map_err(|e| fail(format!("`segmenter`: {e}")))?
                 .with_cache(Arc::new(StoreCache::with_namespace(
                     ctx.store().clone(),
-                    "segment",
+                    segment_namespace(cfg),
                 ))),
         ),
     };
@@ -359,13 +362,46 @@ fn build_env(ctx: &TaskCtx, p: &CurateParams) -> Result<Env, TaskError> {
     })
 }
 
-/// What a shard's outcomes depend on besides its samples.
+/// The segmentation response cache of one server: the client keys answers by model, image and
+/// box; the namespace adds the server, so a forgotten `model` (default `color`) cannot serve
+/// one server's masks for another's.
+fn segment_namespace(cfg: &SegmentConfig) -> String {
+    let id = blake3::hash(
+        format!("{}\u{0}{}", cfg.base_url.trim_end_matches('/'), cfg.model).as_bytes(),
+    );
+    format!("segment-{}", &id.to_hex()[..16])
+}
+
+/// What decides a judge's answers: not its transport (timeouts, retries, concurrency).
+fn judge_identity(j: &JudgeParams) -> Value {
+    match j {
+        JudgeParams::Openai(c) => json!({
+            "kind": "openai", "base_url": c.base_url.trim_end_matches('/'), "model": c.model,
+            "variant": c.variant, "extraction": c.extraction, "decoding": c.decoding,
+        }),
+        other => json!(other),
+    }
+}
+
+/// What decides a segmenter's answers.
+fn segmenter_identity(s: &SegmenterParams) -> Value {
+    match s {
+        SegmenterParams::Http(c) => json!({
+            "kind": "http", "base_url": c.base_url.trim_end_matches('/'), "model": c.model,
+        }),
+        other => json!(other),
+    }
+}
+
+/// What a shard's outcomes depend on besides its samples: the judge's and the segmenter's
+/// identity (not their timeouts or retries), the stage settings, the prompts' versions and this
+/// kind's version (bumped when the built-in judge, segmenter or stage code changes answers).
 fn settings_digest(p: &CurateParams, env: &Env) -> String {
     let v = json!({
         "pipeline": "cocoflow-curate-shard",
         "version": Curate.version(),
-        "judge": p.judge,
-        "segmenter": p.segmenter,
+        "judge": judge_identity(&p.judge),
+        "segmenter": segmenter_identity(&p.segmenter),
         "stages": env.config,
         "prompts": [prompts::LOCATE.digest(), prompts::REFINE.digest(), prompts::FILTER.digest()],
     });
@@ -388,6 +424,9 @@ struct ShardDone {
 }
 
 const KV: &str = "curate";
+
+/// Consecutive shards without a single answer after which a run stops (a service is down).
+const DEAD_SHARDS: usize = 3;
 
 async fn process_shard(
     ctx: &TaskCtx,
@@ -509,9 +548,14 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
         .step_by(p.shard_size)
         .map(|s| s..(s + p.shard_size).min(n))
         .collect();
-    let concurrency = crate::judge::pool_concurrency(&ctx.pools)
-        .or(p.concurrency)
-        .unwrap_or(8);
+    // requests in flight: `concurrency` if set, else the `judge` pool's grant, else 8; split
+    // over the two shards in flight.
+    let concurrency = p
+        .concurrency
+        .or(crate::judge::pool_concurrency(&ctx.pools))
+        .unwrap_or(8)
+        .max(1);
+    let in_flight = if concurrency >= 2 { 2 } else { 1 };
     ctx.log(format!(
         "curate: {} → {n} samples in {} shards of {}; judge: {}; concurrency {concurrency}",
         source.description,
@@ -531,12 +575,13 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
     let (mut from_cache, mut fresh) = (0usize, 0usize);
     let mut failures: Vec<String> = Vec::new();
     let mut failed_shards = 0usize;
+    let mut dead_in_a_row = 0usize;
     {
         let ctx_ref: &TaskCtx = ctx;
         let env_ref = &env;
         let source_ref = &source;
         let settings_ref = settings.as_str();
-        let per_shard = concurrency.max(1);
+        let per_shard = (concurrency / in_flight).max(1);
         let stream = futures::stream::iter(shards.iter().cloned())
             .map(|range| async move {
                 ctx_ref.check_cancelled()?;
@@ -551,7 +596,7 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
                 .await;
                 r.map(|d| (range, d))
             })
-            .buffer_unordered(2);
+            .buffer_unordered(in_flight);
         let mut stream = std::pin::pin!(stream);
         let rt = ctx.runtime().clone();
         rt.block_on(async {
@@ -587,6 +632,11 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
                     100.0 * kept_so_far.load(Ordering::Relaxed) as f64 / total_done.max(1) as f64
                 );
                 ctx_ref.progress(total_done, n as u64, message.clone());
+                if !d.service_failures.is_empty() && d.outcomes.is_empty() {
+                    dead_in_a_row += 1;
+                } else {
+                    dead_in_a_row = 0;
+                }
                 if !d.service_failures.is_empty() {
                     failed_shards += 1;
                     ctx_ref.log(format!(
@@ -595,6 +645,15 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
                         d.service_failures[0]
                     ));
                     failures.extend(d.service_failures);
+                    if dead_in_a_row >= DEAD_SHARDS {
+                        return Err(TaskError::Failed(format!(
+                            "{DEAD_SHARDS} shards in a row got no answer from the judge or the segmenter \
+                             at all (first: {}); stopped instead of trying every sample; the {} shards \
+                             committed so far are kept, re-run when the service is up",
+                            failures[0],
+                            committed.len()
+                        )));
+                    }
                 } else {
                     if !d.cached {
                         ctx_ref.log(format!(
@@ -795,11 +854,24 @@ fn assemble(
         }
         line(v)?;
     }
+    let mut seen_keys: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (range, key) in shard_list {
         let outcomes = load(key)?;
         samples += outcomes.len();
         let mut kept_here: BTreeMap<usize, &Annotated> = BTreeMap::new();
         for o in &outcomes {
+            // a key seen earlier (parquet key columns are not checked up front): out, counted
+            if let Some(k) = &o.key
+                && !seen_keys.insert(k.clone())
+            {
+                *reasons.entry("duplicate-key".into()).or_default() += 1;
+                let v = json!({"key": o.key, "origin": o.origin, "status": "rejected", "stage": "read", "reason": "duplicate-key", "message": format!("key `{k}` repeats an earlier sample")});
+                if errors.len() < 100 {
+                    errors.push(v.clone());
+                }
+                line(v)?;
+                continue;
+            }
             if let Some(h) = &o.hint {
                 *hints.entry(h.clone()).or_default() += 1;
             }

@@ -32,36 +32,55 @@ pub const LOCAL_TYPES: [&str; 6] = [
     "motion",
 ];
 
-/// Maps the judge's free-text edit type (prompt A.2 asks for a short verb phrase) to one of
-/// [`LOCAL_TYPES`]; `None` for global or unknown kinds of edit (style, tone, …).
+/// Maps the judge's free-text edit type (prompt A.2 asks for a short verb phrase; datasets
+/// write `object_removal`, `Subject Addition`, ...) to one of [`LOCAL_TYPES`]; `None` for global
+/// or unknown kinds of edit (style, tone, extraction, ...). Matching is on words (split at
+/// anything not a letter), by stem, in the order: global, background, replace, remove, add,
+/// attribute, motion (so "colour shift" is an attribute change).
 pub fn local_type(phrase: &str) -> Option<&'static str> {
-    let p = phrase.to_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| p.contains(w));
-    if has(&["background", "backdrop", "scene behind"]) {
+    let lower = phrase.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let stem = |stems: &[&str]| words.iter().any(|w| stems.iter().any(|s| w.starts_with(s)));
+    let word = |list: &[&str]| words.iter().any(|w| list.contains(w));
+    let pair = |a: &str, b: &str| words.windows(2).any(|p| p[0] == a && p[1] == b);
+    if stem(&["style", "stylis", "styliz", "tone", "extract", "filter"]) || pair("whole", "image") {
+        None
+    } else if stem(&["background", "backdrop"]) {
         Some("background")
-    } else if has(&["replace", "swap", "substitut", "turn into", "change into"]) {
+    } else if stem(&["replac", "swap", "substitut", "exchang"]) || word(&["into"]) {
         Some("replace")
-    } else if has(&["remove", "delete", "erase", "take away", "get rid"]) {
+    } else if stem(&["remov", "delet", "eras", "eliminat"])
+        || pair("take", "away")
+        || pair("get", "rid")
+    {
         Some("remove")
-    } else if has(&["add", "insert", "put ", "place "]) {
+    } else if word(&["add", "adds", "added", "adding", "addition", "put", "place"])
+        || stem(&["insert"])
+    {
         Some("add")
-    } else if has(&[
-        "move", "motion", "pose", "action", "position", "shift", "relocat",
-    ]) {
-        Some("motion")
-    } else if has(&[
+    } else if stem(&[
         "colour",
         "color",
         "size",
+        "resiz",
         "material",
-        "texture",
-        "attribute",
+        "textur",
+        "attribut",
         "shape",
         "bigger",
         "smaller",
         "larger",
+        "appearance",
     ]) {
         Some("attribute")
+    } else if stem(&[
+        "move", "moving", "motion", "pose", "posture", "position", "shift", "relocat",
+    ]) || word(&["action", "actions"])
+    {
+        Some("motion")
     } else {
         None
     }
@@ -271,15 +290,29 @@ fn judge_failure(stage: &str, prompt: &Prompt, e: Invalid) -> Result<Verdict, St
     let msg = format!("{}: {e}", prompt.key());
     match &e.error {
         JudgeError::Answer(AnswerError::BadBox { .. }) => reject(stage, "bad-box", msg),
+        // a server without logprobs never will have them: a setting to fix, not a sample
+        JudgeError::Answer(AnswerError::NoLogprobs) => Err(StepError::Fatal(msg)),
         JudgeError::Answer(_) => reject(stage, "judge-answer", msg),
         JudgeError::Rule(_) => reject(stage, "judge-declined", msg),
         JudgeError::Unsupported { .. }
         | JudgeError::Prompt(_)
         | JudgeError::MissingImage { .. } => Err(StepError::Fatal(msg)),
+        JudgeError::Status { status, .. } => status_failure(stage, *status, msg),
         JudgeError::Timeout { .. }
         | JudgeError::Connection(_)
-        | JudgeError::Status { .. }
         | JudgeError::MalformedResponse(_) => Err(StepError::Service(msg)),
+    }
+}
+
+/// An HTTP status after the client's retries: 429, 408 and 5xx are the service's state (asked
+/// again on a re-run); 401/403/404 are its configuration (nothing can pass); any other 4xx
+/// (e.g. 400 "prompt too long", 413 "image too large") is this sample, refused for good.
+fn status_failure(stage: &str, status: u16, msg: String) -> Result<Verdict, StepError> {
+    match status {
+        401 | 403 | 404 => Err(StepError::Fatal(msg)),
+        408 | 429 => Err(StepError::Service(msg)),
+        400..=499 => reject(stage, "service-refused", msg),
+        _ => Err(StepError::Service(msg)),
     }
 }
 
@@ -419,6 +452,15 @@ async fn stages(env: &Env, s: &Sample) -> Result<Verdict, StepError> {
             );
         }
     };
+    let Some(edit_type) = local_type(&judge_type) else {
+        return reject(
+            "annotate",
+            "not-local",
+            format!(
+                "the judge calls the edit `{judge_type}`, not one of the local types {LOCAL_TYPES:?}"
+            ),
+        );
+    };
     let bbox = match located.answer.bounding_box("bounding_box", w, h) {
         Ok(b) => b,
         Err(e) => {
@@ -428,15 +470,6 @@ async fn stages(env: &Env, s: &Sample) -> Result<Verdict, StepError> {
                 format!("{}: {e}", prompts::LOCATE.key()),
             );
         }
-    };
-    let Some(edit_type) = local_type(&judge_type) else {
-        return reject(
-            "annotate",
-            "not-local",
-            format!(
-                "the judge calls the edit `{judge_type}`, not one of the local types {LOCAL_TYPES:?}"
-            ),
-        );
     };
     let (xs, ys) = bbox.pixel_range(w, h);
     if xs.is_empty() || ys.is_empty() {
@@ -582,6 +615,17 @@ async fn segment(env: &Env, image: &JudgeImage, bx: BoxPx) -> Result<SegResult, 
                         status: 400,
                         message,
                     } => Ok(Err(("bad-box", format!("segmenter: {message}")))),
+                    CallError::Status {
+                        status: 401 | 403 | 404,
+                        ..
+                    } => Err(StepError::Fatal(format!("segmentation: {f}"))),
+                    CallError::Status {
+                        status: s @ 400..=499,
+                        message,
+                    } if *s != 408 && *s != 429 => Ok(Err((
+                        "service-refused",
+                        format!("segmenter: HTTP {s}: {message}"),
+                    ))),
                     _ => Err(StepError::Service(format!("segmentation: {f}"))),
                 },
             }
@@ -608,9 +652,47 @@ mod tests {
             ("Change Background", Some("background")),
             ("change style", None),
             ("adjust tone", None),
+            ("object removal", Some("remove")),
+            ("object_removal", Some("remove")),
+            ("deletion", Some("remove")),
+            ("Subject Addition", Some("add")),
+            ("insert an object", Some("add")),
+            ("subject extraction", None),
+            ("colour shift", Some("attribute")),
+            ("color alteration", Some("attribute")),
+            ("swap the object", Some("replace")),
+            ("turn A into B", Some("replace")),
+            ("change action", Some("motion")),
+            ("position change", Some("motion")),
+            ("address change", None),
+            ("style transfer of the whole image", None),
             ("", None),
         ] {
             assert_eq!(local_type(p), t, "{p}");
+        }
+    }
+
+    #[test]
+    fn http_statuses_split_into_sample_service_and_setting_problems() {
+        let kind = |status| match status_failure("annotate", status, "m".into()) {
+            Ok(Verdict::Rejected(r)) => r.reason,
+            Ok(Verdict::Annotated(_)) => unreachable!(),
+            Err(StepError::Service(_)) => "service".into(),
+            Err(StepError::Fatal(_)) => "fatal".into(),
+        };
+        for (status, want) in [
+            (400, "service-refused"),
+            (413, "service-refused"),
+            (422, "service-refused"),
+            (401, "fatal"),
+            (403, "fatal"),
+            (404, "fatal"),
+            (408, "service"),
+            (429, "service"),
+            (500, "service"),
+            (503, "service"),
+        ] {
+            assert_eq!(kind(status), want, "{status}");
         }
     }
 
