@@ -428,3 +428,65 @@ fn a_silent_segmenter_fails_the_task_and_a_rerun_completes() {
     assert_eq!(s["shards"]["committed_before"], 0, "{s}");
     assert_eq!(s["annotated"], 12, "{s}");
 }
+
+/// Shards whose samples all got answers are committed even when others fail: with a flaky
+/// segmentation server (HTTP 500 on half the requests, no retries) the first run fails but keeps
+/// its good shards; with the server healthy the re-run reads them back and computes only the
+/// rest, and ends with what a run against a healthy server gives.
+#[test]
+fn a_flaky_segmenter_keeps_the_good_shards_for_the_rerun() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let flaky_cfg = segment_server::ServerConfig {
+        faults: segment_server::FaultPlan {
+            rate: 0.5,
+            kinds: vec![segment_server::FaultKind::ServerError],
+            seed: 11,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let flaky = rt.block_on(segment_server::start_local(flaky_cfg)).unwrap();
+    let addr = flaky.addr();
+    let yaml = format!(
+        "name: flaky\ntasks:\n  curate:\n    kind: curate\n    params:\n      dataset: '{}'\n      shard_size: 2\n      segmenter: {{kind: http, base_url: 'http://{addr}', retry: {{max_attempts: 1}}}}\n",
+        golden().join("raw").display()
+    );
+    let first = run(&rt, &tmp.path().join("w"), &yaml, &[]);
+    assert_eq!(
+        first.failed,
+        1,
+        "the flaky server never failed: {:?}",
+        first.outputs.as_ref().map(|o| stats(&o.1))
+    );
+    let log = first.error.unwrap_or_default();
+    let committed = log.lines().filter(|l| l.contains(": committed (")).count();
+    let failed = log
+        .lines()
+        .filter(|l| l.contains("failed on a service (not committed)"))
+        .count();
+    assert!(committed > 0 && failed > 0, "{log}");
+    drop(flaky);
+    let healthy = rt
+        .block_on(segment_server::start(
+            addr,
+            segment_server::ServerConfig::default(),
+        ))
+        .unwrap();
+    let second = run(&rt, &tmp.path().join("w"), &yaml, &[]);
+    assert_eq!(second.failed, 0, "{:?}", second.error);
+    let (data, st) = second.outputs.unwrap();
+    let s = stats(&st);
+    assert_eq!(s["shards"]["committed_before"], committed as u64, "{s}");
+    assert_eq!(s["shards"]["computed"], 6 - committed as u64, "{s}");
+    // the same result as one run against the healthy server, in a fresh store
+    let clean = run(&rt, &tmp.path().join("clean"), &yaml, &[]);
+    assert_eq!(clean.failed, 0, "{:?}", clean.error);
+    let (cdata, cst) = clean.outputs.unwrap();
+    assert_eq!(samples(&st), samples(&cst));
+    assert_eq!(
+        std::fs::read(data.join("manifest.jsonl")).unwrap(),
+        std::fs::read(cdata.join("manifest.jsonl")).unwrap()
+    );
+    drop(healthy);
+}
