@@ -3,12 +3,6 @@
 //! through the engine against a stub OpenAI-compatible judge with fixed answers, checked
 //! against hand-computed per-type and overall scores.
 
-use cocoflow_engine::kind::Registry;
-use cocoflow_engine::runner::{self, RunOptions};
-use cocoflow_engine::spec::{self, ExecutorKind};
-use cocoflow_engine::state::RedbJournal;
-use cocoflow_engine::store::{ResultManifest, Store};
-use cocoflow_engine::ui::{Mode, Ui};
 use cocoflow_tasks::bench_import::{BenchFormat, BenchImportParams, ImportSummary, import};
 use cocoflow_tasks::data::{Dataset, MaskPolarity};
 use cocoflow_tasks::judge::JudgeImage;
@@ -19,6 +13,9 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod common;
+use common::run;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/benchmarks")
@@ -428,102 +425,6 @@ fn answers(system: &str, user: &str, edited: [u8; 3]) -> String {
 }
 
 // ---------------------------------------------------------------- the engine
-
-struct Run {
-    store: Store,
-    plan: cocoflow_engine::plan::Plan,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Run {
-    fn result(&self, name: &str) -> ResultManifest {
-        let inst = self
-            .plan
-            .instances
-            .iter()
-            .find(|i| i.name == name)
-            .unwrap_or_else(|| panic!("no instance {name}"));
-        self.rt
-            .block_on(self.store.get_result(&inst.key))
-            .unwrap()
-            .unwrap()
-    }
-
-    fn output(&self, name: &str, output: &str) -> PathBuf {
-        let m = self.result(name);
-        self.rt
-            .block_on(self.store.artifact_file(&m.outputs[output]))
-            .unwrap()
-    }
-}
-
-fn run(dir: &Path, yaml: &str) -> Run {
-    std::fs::create_dir_all(dir).unwrap();
-    let wf = dir.join("w.yaml");
-    std::fs::write(&wf, yaml).unwrap();
-    let mut registry = Registry::with_builtins();
-    cocoflow_tasks::register(&mut registry);
-    let w = spec::load(&wf, &[]).unwrap();
-    let plan = cocoflow_engine::plan::build(&w, &registry, &[]).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let state_dir = dir.join("state");
-    let store = Store::open("file://store", dir, &state_dir.join("cache")).unwrap();
-    let mut journal = RedbJournal::open(&dir.join("j.redb")).unwrap();
-    let opts = RunOptions {
-        run_id: "bench-test".into(),
-        workflow_path: wf.display().to_string(),
-        overrides: vec![],
-        targets: vec![],
-        state_dir: state_dir.clone(),
-        base_dir: dir.to_path_buf(),
-        gpus: Some(vec![]),
-        cpus: Some(2),
-        fail_fast: true,
-        executor: ExecutorKind::InProcess,
-        grace: std::time::Duration::from_secs(1),
-        worker_exe: PathBuf::from("/nonexistent"),
-        options_json: Value::Null,
-    };
-    let mut ui = Ui::new(Mode::Quiet);
-    let report = rt
-        .block_on(runner::run(
-            plan.clone(),
-            registry,
-            store.clone(),
-            &mut journal,
-            opts,
-            &mut ui,
-        ))
-        .unwrap();
-    if report.failed > 0 {
-        for e in walk(&state_dir) {
-            if e.extension().is_some_and(|x| x == "log") {
-                eprintln!(
-                    "--- {}\n{}",
-                    e.display(),
-                    std::fs::read_to_string(&e).unwrap_or_default()
-                );
-            }
-        }
-        panic!("a task failed: {report:?}");
-    }
-    Run { store, plan, rt }
-}
-
-fn walk(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(d) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 fn workflow(base_url: &str) -> String {
     let fx = fixtures();

@@ -3,22 +3,13 @@
 //! images, over parquet (the same samples as a manifest give the same outcomes), and with a
 //! segmentation service that is down.
 
-use cocoflow_engine::kind::Registry;
-use cocoflow_engine::runner::{self, RunOptions};
-use cocoflow_engine::spec::{self, ExecutorKind};
-use cocoflow_engine::state::RedbJournal;
-use cocoflow_engine::store::Store;
-use cocoflow_engine::ui::{Mode, Ui};
 use cocoflow_tasks::judge::server as judge_server;
 use cocoflow_tasks::segment::server as segment_server;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-fn registry() -> Registry {
-    let mut r = Registry::with_builtins();
-    cocoflow_tasks::register(&mut r);
-    r
-}
+mod common;
 
 /// The fixture: 12 raw synthetic triplets (and their parquet form).
 fn golden() -> PathBuf {
@@ -29,69 +20,24 @@ struct Ran {
     failed: usize,
     /// `curate`'s outputs, when it succeeded: (data dir, stats dir).
     outputs: Option<(PathBuf, PathBuf)>,
+    /// Its attempt's log, when it failed.
     error: Option<String>,
 }
 
-/// Runs a workflow in `dir` (store `dir/store`), with `--set` overrides.
-fn run(rt: &tokio::runtime::Runtime, dir: &Path, yaml: &str, sets: &[&str]) -> Ran {
-    std::fs::create_dir_all(dir).unwrap();
-    let wf = dir.join("w.yaml");
-    std::fs::write(&wf, yaml).unwrap();
-    let registry = registry();
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let w = spec::load(&wf, &sets).unwrap();
-    let plan = cocoflow_engine::plan::build(&w, &registry, &[]).unwrap();
-    let state_dir = dir.join("state");
-    let store = Store::open("file://store", dir, &state_dir.join("cache")).unwrap();
-    let mut journal = RedbJournal::open(&dir.join("j.redb")).unwrap();
-    let opts = RunOptions {
-        run_id: format!(
-            "curate-test-{}",
-            sets.join("-").replace(['=', '/', '.'], "_")
-        ),
-        workflow_path: wf.display().to_string(),
-        overrides: sets,
-        targets: vec![],
-        state_dir: state_dir.clone(),
-        base_dir: dir.to_path_buf(),
-        gpus: Some(vec![]),
-        cpus: Some(2),
-        fail_fast: true,
-        executor: ExecutorKind::InProcess,
-        grace: std::time::Duration::from_secs(1),
-        worker_exe: PathBuf::from("/nonexistent"),
-        options_json: Value::Null,
-    };
-    let mut ui = Ui::new(Mode::Quiet);
-    let report = rt
-        .block_on(runner::run(
-            plan.clone(),
-            registry,
-            store.clone(),
-            &mut journal,
-            opts,
-            &mut ui,
-        ))
-        .unwrap();
-    let inst = plan.instances.iter().find(|i| i.name == "curate").unwrap();
-    let outputs = rt.block_on(store.get_result(&inst.key)).unwrap().map(|m| {
-        let d = |o: &str| rt.block_on(store.artifact_file(&m.outputs[o])).unwrap();
-        (d("data"), d("stats"))
-    });
-    let error = if outputs.is_none() {
-        // the attempt's log says why
-        let logs = state_dir.join("logs");
-        std::fs::read_dir(&logs).ok().and_then(|runs| {
-            runs.filter_map(|r| std::fs::read_to_string(r.ok()?.path().join("curate.1.log")).ok())
-                .last()
-        })
-    } else {
-        None
-    };
+/// Runs a workflow in `dir` (store `dir/store`) on `rt`, with `--set` overrides.
+fn run(rt: &Arc<tokio::runtime::Runtime>, dir: &Path, yaml: &str, sets: &[&str]) -> Ran {
+    let r = common::try_run(rt.clone(), dir, yaml, sets);
+    let outputs = r
+        .try_result("curate")
+        .map(|_| (r.output("curate", "data"), r.output("curate", "stats")));
     Ran {
-        failed: report.failed,
+        failed: r.report.failed,
+        error: if outputs.is_none() {
+            r.attempt_log("curate")
+        } else {
+            None
+        },
         outputs,
-        error,
     }
 }
 
@@ -130,7 +76,7 @@ tasks:
 /// anything.
 #[test]
 fn services_over_http_are_not_asked_again_for_a_new_threshold() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
     let judge = rt
         .block_on(judge_server::start_local(
             judge_server::ServerConfig::default(),
@@ -215,7 +161,7 @@ fn broken_manifest(dir: &Path) {
 
 #[test]
 fn bad_lines_and_corrupt_images_are_counted_per_sample() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let ds = tmp.path().join("broken");
     broken_manifest(&ds);
@@ -268,7 +214,7 @@ fn bad_lines_and_corrupt_images_are_counted_per_sample() {
 /// per-sample errors.
 #[test]
 fn parquet_rows_curate_like_the_same_manifest() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let pq = golden().join("parquet");
     let yaml = format!(
@@ -396,7 +342,7 @@ fn parquet_rows_curate_like_the_same_manifest() {
 /// completes.
 #[test]
 fn a_silent_segmenter_fails_the_task_and_a_rerun_completes() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
     let tmp = tempfile::tempdir().unwrap();
     // a port nobody listens on (bound, then released)
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -435,7 +381,7 @@ fn a_silent_segmenter_fails_the_task_and_a_rerun_completes() {
 /// rest, and ends with what a run against a healthy server gives.
 #[test]
 fn a_flaky_segmenter_keeps_the_good_shards_for_the_rerun() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let flaky_cfg = segment_server::ServerConfig {
         faults: segment_server::FaultPlan {

@@ -2,12 +2,7 @@
 //! filter) over the synthetic world, through the `Judge::ask` path and over HTTP
 //! (`cocoflow judge serve`); strict box parsing; `synth-data` with `raw: true`.
 
-use cocoflow_engine::kind::{Registry, TaskKind};
-use cocoflow_engine::runner::{self, RunOptions};
-use cocoflow_engine::spec::{self, ExecutorKind};
-use cocoflow_engine::state::RedbJournal;
-use cocoflow_engine::store::Store;
-use cocoflow_engine::ui::{Mode, Ui};
+use cocoflow_engine::kind::TaskKind;
 use cocoflow_tasks::data::synth::{self, EditType};
 use cocoflow_tasks::judge::extract::{self, AnswerError, BBox, BoxError, Extraction};
 use cocoflow_tasks::judge::instruction;
@@ -18,6 +13,8 @@ use cocoflow_tasks::judge::server::{self, ServerConfig};
 use cocoflow_tasks::judge::{Asked, Judge, JudgeImage, JudgeRequest, OpenAiConfig, OpenAiJudge};
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
+
+mod common;
 
 /// The true box of the edited object (exclusive corners): the footprint of the object in
 /// the source (the target, for `add`) that the edit changed.
@@ -323,59 +320,18 @@ fn curation_prompts_are_served_over_http() {
     });
 }
 
-fn registry() -> Registry {
-    let mut r = Registry::with_builtins();
-    cocoflow_tasks::register(&mut r);
-    r
-}
-
-/// Runs a workflow; returns each instance's `train` output directory.
+/// Runs a workflow; returns (name, key, `train` output directory) of each instance.
 fn run(dir: &Path, yaml: &str) -> Vec<(String, String, PathBuf)> {
-    std::fs::create_dir_all(dir).unwrap();
-    let wf = dir.join("w.yaml");
-    std::fs::write(&wf, yaml).unwrap();
-    let registry = registry();
-    let w = spec::load(&wf, &[]).unwrap();
-    let plan = cocoflow_engine::plan::build(&w, &registry, &[]).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let state_dir = dir.join("state");
-    let store = Store::open("file://store", dir, &state_dir.join("cache")).unwrap();
-    let mut journal = RedbJournal::open(&dir.join("j.redb")).unwrap();
-    let opts = RunOptions {
-        run_id: "curation-test".into(),
-        workflow_path: wf.display().to_string(),
-        overrides: vec![],
-        targets: vec![],
-        state_dir,
-        base_dir: dir.to_path_buf(),
-        gpus: Some(vec![]),
-        cpus: Some(2),
-        fail_fast: true,
-        executor: ExecutorKind::InProcess,
-        grace: std::time::Duration::from_secs(1),
-        worker_exe: PathBuf::from("/nonexistent"),
-        options_json: serde_json::Value::Null,
-    };
-    let mut ui = Ui::new(Mode::Quiet);
-    let report = rt
-        .block_on(runner::run(
-            plan.clone(),
-            registry,
-            store.clone(),
-            &mut journal,
-            opts,
-            &mut ui,
-        ))
-        .unwrap();
-    assert_eq!(report.failed, 0);
-    plan.instances
+    let r = common::run(dir, yaml);
+    r.plan
+        .instances
         .iter()
         .map(|i| {
-            let m = rt.block_on(store.get_result(&i.key)).unwrap().unwrap();
-            let d = rt
-                .block_on(store.artifact_file(&m.outputs["train"]))
-                .unwrap();
-            (i.name.clone(), i.key.to_string(), d)
+            (
+                i.name.clone(),
+                i.key.to_string(),
+                r.output(&i.name, "train"),
+            )
         })
         .collect()
 }

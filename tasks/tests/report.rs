@@ -6,15 +6,11 @@
 //! the charts (PNG decodes, SVG is XML), the sample grid's size and pixels, Pearson r against
 //! a hand-computed value and undefined r, and byte-identical outputs across fresh stores.
 
-use cocoflow_engine::kind::Registry;
-use cocoflow_engine::runner::{self, RunOptions};
-use cocoflow_engine::spec::{self, ExecutorKind};
-use cocoflow_engine::state::RedbJournal;
-use cocoflow_engine::store::{ResultManifest, Store};
-use cocoflow_engine::ui::{Mode, Ui};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::{files, run};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -264,114 +260,6 @@ tasks:
     params: {{x: judge_quality}}
 "#
     )
-}
-
-struct Run {
-    store: Store,
-    plan: cocoflow_engine::plan::Plan,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Run {
-    fn result(&self, name: &str) -> ResultManifest {
-        let inst = self
-            .plan
-            .instances
-            .iter()
-            .find(|i| i.name == name)
-            .unwrap_or_else(|| panic!("no instance {name}"));
-        self.rt
-            .block_on(self.store.get_result(&inst.key))
-            .unwrap()
-            .unwrap()
-    }
-
-    fn output(&self, name: &str, output: &str) -> PathBuf {
-        let m = self.result(name);
-        self.rt
-            .block_on(self.store.artifact_file(&m.outputs[output]))
-            .unwrap()
-    }
-
-    fn log(&self, name: &str) -> String {
-        let m = self.result(name);
-        let a = m.log.expect("a log");
-        String::from_utf8(
-            self.rt
-                .block_on(self.store.read_artifact(&a))
-                .unwrap()
-                .to_vec(),
-        )
-        .unwrap()
-    }
-}
-
-fn run(dir: &Path, yaml: &str) -> Run {
-    std::fs::create_dir_all(dir).unwrap();
-    let wf = dir.join("w.yaml");
-    std::fs::write(&wf, yaml).unwrap();
-    let mut registry = Registry::with_builtins();
-    cocoflow_tasks::register(&mut registry);
-    let w = spec::load(&wf, &[]).unwrap();
-    let plan = cocoflow_engine::plan::build(&w, &registry, &[]).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let state_dir = dir.join("state");
-    let store = Store::open("file://store", dir, &state_dir.join("cache")).unwrap();
-    let mut journal = RedbJournal::open(&dir.join("j.redb")).unwrap();
-    let opts = RunOptions {
-        run_id: "report-test".into(),
-        workflow_path: wf.display().to_string(),
-        overrides: vec![],
-        targets: vec![],
-        state_dir: state_dir.clone(),
-        base_dir: dir.to_path_buf(),
-        gpus: Some(vec![]),
-        cpus: Some(2),
-        fail_fast: true,
-        executor: ExecutorKind::InProcess,
-        grace: std::time::Duration::from_secs(1),
-        worker_exe: PathBuf::from("/nonexistent"),
-        options_json: Value::Null,
-    };
-    let mut ui = Ui::new(Mode::Quiet);
-    let report = rt
-        .block_on(runner::run(
-            plan.clone(),
-            registry,
-            store.clone(),
-            &mut journal,
-            opts,
-            &mut ui,
-        ))
-        .unwrap();
-    if report.failed > 0 {
-        for (name, bytes) in files(&state_dir) {
-            if name.ends_with(".log") {
-                eprintln!("--- {name}\n{}", String::from_utf8_lossy(&bytes));
-            }
-        }
-        panic!("a task failed: {report:?}");
-    }
-    Run { store, plan, rt }
-}
-
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.insert(
-                    p.strip_prefix(root).unwrap().display().to_string(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 fn png(path: &Path) -> image::RgbImage {

@@ -3,12 +3,7 @@
 //! saved after iteration 1 ends in the same bytes as the continuous run. Plus the state's
 //! invariants (fresh state = base model, EMA extremes) and parameter errors.
 
-use cocoflow_engine::kind::{Registry, TaskKind};
-use cocoflow_engine::runner::{self, RunOptions, RunReport};
-use cocoflow_engine::spec::{self, ExecutorKind};
-use cocoflow_engine::state::RedbJournal;
-use cocoflow_engine::store::Store;
-use cocoflow_engine::ui::{Mode, Ui};
+use cocoflow_engine::kind::TaskKind;
 use cocoflow_tasks::models::checkpoint::read_safetensors;
 use cocoflow_tasks::models::peft::ADAPTER_WEIGHTS;
 use cocoflow_tasks::models::{
@@ -21,6 +16,9 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
+
+mod common;
+use common::{files, run};
 
 fn small_config() -> TinyKontextConfig {
     TinyKontextConfig {
@@ -104,118 +102,6 @@ tasks:
 {KINDS}"#,
         base = base.display()
     )
-}
-
-struct Run {
-    store: Store,
-    plan: cocoflow_engine::plan::Plan,
-    report: RunReport,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Run {
-    /// The local directory of output `output` of instance `name` (e.g. `rl[3].ema`).
-    fn output(&self, name: &str, output: &str) -> PathBuf {
-        let inst = self
-            .plan
-            .instances
-            .iter()
-            .find(|i| i.name == name)
-            .unwrap_or_else(|| panic!("no instance {name}"));
-        self.rt.block_on(async {
-            let m = self.store.get_result(&inst.key).await.unwrap().unwrap();
-            self.store.artifact_file(&m.outputs[output]).await.unwrap()
-        })
-    }
-
-    fn metrics(&self, name: &str) -> serde_json::Map<String, serde_json::Value> {
-        let inst = self.plan.instances.iter().find(|i| i.name == name).unwrap();
-        self.rt
-            .block_on(self.store.get_result(&inst.key))
-            .unwrap()
-            .unwrap()
-            .metrics
-    }
-}
-
-fn registry() -> Registry {
-    let mut r = Registry::with_builtins();
-    cocoflow_tasks::register(&mut r);
-    r
-}
-
-fn run(dir: &Path, yaml: &str) -> Run {
-    std::fs::create_dir_all(dir).unwrap();
-    let wf = dir.join("w.yaml");
-    std::fs::write(&wf, yaml).unwrap();
-    let registry = registry();
-    let w = spec::load(&wf, &[]).unwrap();
-    let plan = cocoflow_engine::plan::build(&w, &registry, &[]).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let state_dir = dir.join("state");
-    let store = Store::open("file://store", dir, &state_dir.join("cache")).unwrap();
-    let mut journal = RedbJournal::open(&dir.join("j.redb")).unwrap();
-    let opts = RunOptions {
-        run_id: "rl-test".into(),
-        workflow_path: wf.display().to_string(),
-        overrides: vec![],
-        targets: vec![],
-        state_dir,
-        base_dir: dir.to_path_buf(),
-        gpus: Some(vec![]),
-        cpus: Some(2),
-        fail_fast: true,
-        executor: ExecutorKind::InProcess,
-        grace: std::time::Duration::from_secs(1),
-        worker_exe: PathBuf::from("/nonexistent"),
-        options_json: serde_json::Value::Null,
-    };
-    let mut ui = Ui::new(Mode::Quiet);
-    let report = rt
-        .block_on(runner::run(
-            plan.clone(),
-            registry,
-            store.clone(),
-            &mut journal,
-            opts,
-            &mut ui,
-        ))
-        .unwrap();
-    if report.failed > 0 {
-        for (name, bytes) in files(&dir.join("state")) {
-            if name.ends_with(".log") {
-                eprintln!("--- {name}\n{}", String::from_utf8_lossy(&bytes));
-            }
-        }
-        panic!("a task failed: {report:?}");
-    }
-    Run {
-        store,
-        plan,
-        report,
-        rt,
-    }
-}
-
-/// Every file under `dir` by relative path.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.insert(
-                    p.strip_prefix(root).unwrap().display().to_string(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 fn assert_same_files(a: &Path, b: &Path) {
