@@ -17,6 +17,7 @@ pub mod rl;
 pub mod sampling;
 pub mod score;
 pub mod segment;
+pub mod serve;
 pub mod synth_data;
 pub mod torch_info;
 

@@ -235,34 +235,79 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// Counters of one judge, for tests and run summaries.
+/// Counters of one HTTP client (the judge's or the segmenter's), for tests and run summaries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct JudgeStats {
+pub struct ClientStats {
     /// HTTP attempts sent.
     pub requests: u64,
-    /// Samples answered from the cache.
+    /// Calls answered from the cache.
     pub cache_hits: u64,
     /// Attempts that were followed by another one.
     pub retries: u64,
     /// Attempts that timed out.
     pub timeouts: u64,
-    /// Samples that ended invalid.
+    /// Calls that ended without a valid answer.
     pub failures: u64,
-    /// Samples that got a valid answer over HTTP.
+    /// Calls that got a valid answer over HTTP.
     pub successes: u64,
 }
 
+pub type JudgeStats = ClientStats;
+
+/// The live counters behind [`ClientStats`].
 #[derive(Debug, Default)]
-struct Counters {
-    requests: AtomicU64,
-    cache_hits: AtomicU64,
-    retries: AtomicU64,
-    timeouts: AtomicU64,
-    failures: AtomicU64,
-    successes: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) successes: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+impl Counters {
+    pub(crate) fn snapshot(&self) -> ClientStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClientStats {
+            requests: l(&self.requests),
+            cache_hits: l(&self.cache_hits),
+            retries: l(&self.retries),
+            timeouts: l(&self.timeouts),
+            failures: l(&self.failures),
+            successes: l(&self.successes),
+        }
+    }
+}
+
+/// What is wrong with a client's common settings (mapped into each client's `ConfigError`).
+pub(crate) enum SettingProblem {
+    BadBaseUrl(String),
+    Zero(&'static str),
+}
+
+/// Checks a base URL (http or https) and that the concurrency and attempt limits are ≥ 1.
+pub(crate) fn check_http_settings(
+    base_url: &str,
+    max_concurrency: usize,
+    retry: &RetryPolicy,
+) -> Result<(), SettingProblem> {
+    let url =
+        reqwest::Url::parse(base_url).map_err(|e| SettingProblem::BadBaseUrl(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(SettingProblem::BadBaseUrl(
+            "expected an `http://` or `https://` URL".into(),
+        ));
+    }
+    if max_concurrency == 0 {
+        return Err(SettingProblem::Zero("max_concurrency"));
+    }
+    if retry.max_attempts == 0 {
+        return Err(SettingProblem::Zero("retry.max_attempts"));
+    }
+    Ok(())
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -307,26 +352,15 @@ impl std::fmt::Debug for OpenAiJudge {
 impl OpenAiJudge {
     /// Checks the config and reads the API key from its variable.
     pub fn new(config: OpenAiConfig) -> Result<Self, ConfigError> {
-        let url = reqwest::Url::parse(&config.base_url).map_err(|e| ConfigError::BadBaseUrl {
-            url: config.base_url.clone(),
-            reason: e.to_string(),
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::BadBaseUrl {
-                url: config.base_url.clone(),
-                reason: "expected an `http://` or `https://` URL".into(),
-            });
-        }
-        if config.max_concurrency == 0 {
-            return Err(ConfigError::Zero {
-                field: "max_concurrency",
-            });
-        }
-        if config.retry.max_attempts == 0 {
-            return Err(ConfigError::Zero {
-                field: "retry.max_attempts",
-            });
-        }
+        check_http_settings(&config.base_url, config.max_concurrency, &config.retry).map_err(
+            |e| match e {
+                SettingProblem::BadBaseUrl(reason) => ConfigError::BadBaseUrl {
+                    url: config.base_url.clone(),
+                    reason,
+                },
+                SettingProblem::Zero(field) => ConfigError::Zero { field },
+            },
+        )?;
         let api_key = match &config.api_key_env {
             None => None,
             Some(var) => {
@@ -365,16 +399,7 @@ impl OpenAiJudge {
     }
 
     pub fn stats(&self) -> JudgeStats {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        JudgeStats {
-            requests: l(&c.requests),
-            cache_hits: l(&c.cache_hits),
-            retries: l(&c.retries),
-            timeouts: l(&c.timeouts),
-            failures: l(&c.failures),
-            successes: l(&c.successes),
-        }
+        self.counters.snapshot()
     }
 
     /// The request body and its cache key.

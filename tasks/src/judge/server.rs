@@ -29,12 +29,11 @@ use super::wire::{
     ChatRequest, ChatResponse, Choice, ChoiceLogprobs, ContentPart, MessageContent,
     ResponseMessage, TokenLogprob, TopLogprob,
 };
-use bytes::Bytes;
-use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Extension};
-use http_body_util::{BodyExt as _, Full};
+use crate::serve::{DropConnection, InFlight, Reply, json_reply};
+use cocoflow_engine::cli::{EXIT_USAGE, Extension};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, StatusCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -181,28 +180,12 @@ impl Drop for ServerHandle {
 
 /// Starts the server on `addr` (port 0: an ephemeral port) on the current tokio runtime.
 pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<ServerHandle> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
     let state = Arc::new(State {
         config,
         ..State::default()
     });
     let st = state.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let st = st.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                // A dropped-connection fault ends the connection with an error: expected.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let (addr, task) = crate::serve::spawn_http(addr, move |req| handle(st.clone(), req)).await?;
     Ok(ServerHandle { addr, state, task })
 }
 
@@ -211,39 +194,9 @@ pub async fn start_local(config: ServerConfig) -> std::io::Result<ServerHandle> 
     start(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
 }
 
-/// The error that makes hyper close a connection without answering.
-#[derive(Debug)]
-struct DropConnection;
-
-impl std::fmt::Display for DropConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("fault injection: connection dropped")
-    }
-}
-
-impl std::error::Error for DropConnection {}
-
-type Reply = Result<Response<Full<Bytes>>, DropConnection>;
-
-fn json_reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
-    Ok(Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(body.into()))
-        .expect("a valid response"))
-}
-
 fn error_reply(status: StatusCode, message: &str) -> Reply {
     let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "code": status.as_u16()}});
     json_reply(status, body.to_string())
-}
-
-struct InFlight<'a>(&'a State);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
@@ -257,9 +210,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
         );
     }
     state.requests.fetch_add(1, Ordering::SeqCst);
-    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let _guard = InFlight(&state);
+    let _guard = InFlight::enter(&state.in_flight, &state.max_in_flight);
     let authorization = req
         .headers()
         .get("authorization")
@@ -705,29 +656,10 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
-    };
-    rt.block_on(async {
-        let server = match start(args.addr, args.config()).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: cannot listen on `{}`: {e}", args.addr);
-                return EXIT_ENVIRONMENT;
-            }
-        };
-        println!("judge server listening on {}", server.base_url());
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        let _ = tokio::signal::ctrl_c().await;
-        EXIT_OK
+    crate::serve::serve_until_ctrl_c("judge", args.addr, || async {
+        let server = start(args.addr, args.config()).await?;
+        let url = server.base_url();
+        Ok((server, url))
     })
 }
 

@@ -20,13 +20,14 @@ use super::{BoxPx, SegmentRequest, SegmentResponse, decode_mask};
 use crate::judge::JudgeImage;
 use crate::judge::cache::ResponseCache;
 pub use crate::judge::openai::RetryPolicy;
+use crate::judge::openai::{Counters, bump};
 use crate::judge::rng::SplitMix64;
 use base64::Engine as _;
 use bytes::Bytes;
 use image::GrayImage;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -127,35 +128,7 @@ pub struct Segmented {
 }
 
 /// Counters of one client.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct SegmentStats {
-    /// HTTP attempts sent.
-    pub requests: u64,
-    /// Calls answered from the cache.
-    pub cache_hits: u64,
-    /// Attempts that were followed by another one.
-    pub retries: u64,
-    /// Attempts that timed out.
-    pub timeouts: u64,
-    /// Calls that failed.
-    pub failures: u64,
-    /// Calls answered over HTTP.
-    pub successes: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    requests: AtomicU64,
-    cache_hits: AtomicU64,
-    retries: AtomicU64,
-    timeouts: AtomicU64,
-    failures: AtomicU64,
-    successes: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
+pub type SegmentStats = crate::judge::openai::ClientStats;
 
 /// The cache key of a call: BLAKE3 (hex) over the model, the image's pixel digest and the box.
 pub fn cache_key(model: &str, image_digest: &str, bx: BoxPx) -> String {
@@ -191,26 +164,16 @@ impl std::fmt::Debug for SegmentClient {
 
 impl SegmentClient {
     pub fn new(config: SegmentConfig) -> Result<Self, ConfigError> {
-        let url = reqwest::Url::parse(&config.base_url).map_err(|e| ConfigError::BadBaseUrl {
-            url: config.base_url.clone(),
-            reason: e.to_string(),
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::BadBaseUrl {
-                url: config.base_url.clone(),
-                reason: "expected an `http://` or `https://` URL".into(),
-            });
-        }
-        if config.max_concurrency == 0 {
-            return Err(ConfigError::Zero {
-                field: "max_concurrency",
-            });
-        }
-        if config.retry.max_attempts == 0 {
-            return Err(ConfigError::Zero {
-                field: "retry.max_attempts",
-            });
-        }
+        use crate::judge::openai::{SettingProblem, check_http_settings};
+        check_http_settings(&config.base_url, config.max_concurrency, &config.retry).map_err(
+            |e| match e {
+                SettingProblem::BadBaseUrl(reason) => ConfigError::BadBaseUrl {
+                    url: config.base_url.clone(),
+                    reason,
+                },
+                SettingProblem::Zero(field) => ConfigError::Zero { field },
+            },
+        )?;
         let http =
             crate::judge::openai::http_client(config.timeout_ms).map_err(ConfigError::Client)?;
         let jitter = Mutex::new(config.retry.jitter_rng());
@@ -236,16 +199,7 @@ impl SegmentClient {
     }
 
     pub fn stats(&self) -> SegmentStats {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        SegmentStats {
-            requests: l(&c.requests),
-            cache_hits: l(&c.cache_hits),
-            retries: l(&c.retries),
-            timeouts: l(&c.timeouts),
-            failures: l(&c.failures),
-            successes: l(&c.successes),
-        }
+        self.counters.snapshot()
     }
 
     /// HTTP attempts sent so far.

@@ -1,0 +1,117 @@
+//! What the test servers (`cocoflow judge serve`, `cocoflow segment serve`) share: the HTTP/1
+//! accept loop, JSON replies, the dropped-connection fault, the in-flight counter and the CLI
+//! runner that serves until Ctrl-C.
+
+use bytes::Bytes;
+use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The error that makes hyper close a connection without answering (fault injection).
+#[derive(Debug)]
+pub struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fault injection: connection dropped")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+pub type Reply = Result<Response<Full<Bytes>>, DropConnection>;
+
+pub fn json_reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .expect("a valid response"))
+}
+
+/// Counts a request in flight while alive; records the peak.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(in_flight: &'a AtomicUsize, peak: &AtomicUsize) -> Self {
+        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(in_flight)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Binds `addr` and serves every connection with `handle` on the current tokio runtime;
+/// returns the bound address and the accept loop's task (abort it to stop).
+pub async fn spawn_http<H, F>(
+    addr: SocketAddr,
+    handle: H,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| handle(req));
+                // A dropped-connection fault ends the connection with an error: expected.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// `cocoflow <what> serve`: starts a server on a new runtime, prints
+/// `<what> server listening on <url>` and serves until Ctrl-C; returns the exit code.
+/// `start` gives the server's handle (kept alive until then) and its URL.
+pub fn serve_until_ctrl_c<S, F, T>(what: &str, addr: SocketAddr, start: S) -> i32
+where
+    S: FnOnce() -> F,
+    F: Future<Output = std::io::Result<(T, String)>>,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    rt.block_on(async {
+        // the server lives as long as `_server`: until Ctrl-C
+        let (_server, url) = match start().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot listen on `{addr}`: {e}");
+                return EXIT_ENVIRONMENT;
+            }
+        };
+        println!("{what} server listening on {url}");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let _ = tokio::signal::ctrl_c().await;
+        EXIT_OK
+    })
+}
