@@ -98,6 +98,15 @@ impl ServerHandle {
     }
 }
 
+impl ServerHandle {
+    /// Stops the server and waits until its port is released (dropping the handle only asks
+    /// the accept loop to stop).
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.task.abort();
