@@ -36,7 +36,6 @@
 
 use crate::data::Dataset;
 use crate::device::select_device;
-use crate::judge::cache::StoreCache;
 use crate::judge::extract::Answer;
 use crate::judge::spec::JudgeParams;
 use crate::judge::{
@@ -44,6 +43,7 @@ use crate::judge::{
 };
 use crate::metrics::{MetricsConfig, masked_metrics};
 use crate::models::{ActiveAdapter, EditPolicy, THETA, TinyKontext};
+use crate::net::StoreCache;
 use crate::sampling::{SamplerConfig, sample, stack_x0};
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use futures::StreamExt as _;

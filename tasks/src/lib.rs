@@ -9,15 +9,17 @@ pub mod eval;
 pub mod judge;
 pub mod metrics;
 pub mod models;
+pub mod net;
 pub mod nft;
 pub mod pretrain;
 pub mod report;
 pub mod reward;
 pub mod rl;
+pub mod rng;
 pub mod sampling;
 pub mod score;
 pub mod segment;
-pub mod serve;
+pub mod synth;
 pub mod synth_data;
 pub mod torch_info;
 

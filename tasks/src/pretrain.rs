@@ -16,11 +16,12 @@
 
 use crate::data::Dataset;
 use crate::device::select_device;
-use crate::models::rng::{StreamRng, normal_tensor};
+use crate::models::random::normal_tensor;
 use crate::models::{
     ActiveAdapter, EditPolicy, TinyKontext, TinyKontextConfig, checkpoint, flow_matching_loss,
 };
 use crate::rl::adamw::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::rng::StreamRng;
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -8,8 +8,8 @@
 //! curation pipeline).
 //! Resources: CPU only. Deterministic: the same params give byte-identical datasets.
 
-use crate::data::synth::{self, EditType, Rng};
 use crate::data::{DatasetWriter, MaskPolarity, Record};
+use crate::synth::{self, EditType};
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -108,7 +108,7 @@ fn write_split(
     while i < n {
         ctx.check_cancelled()?;
         let t = types[i % types.len()];
-        let mut rng = Rng::derive(p.seed, split, attempt);
+        let mut rng = synth::stream(p.seed, split, attempt);
         attempt += 1;
         if attempt > (n as u64 + 10) * 50 {
             return Err(TaskError::Failed(format!(

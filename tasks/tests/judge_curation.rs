@@ -3,14 +3,14 @@
 //! (`cocoflow judge serve`); strict box parsing; `synth-data` with `raw: true`.
 
 use cocoflow_engine::kind::TaskKind;
-use cocoflow_tasks::data::synth::{self, EditType};
 use cocoflow_tasks::judge::extract::{self, AnswerError, BBox, BoxError, Extraction};
-use cocoflow_tasks::judge::instruction;
 use cocoflow_tasks::judge::prompts::{self, Prompt};
-use cocoflow_tasks::judge::rule::RuleJudge;
-use cocoflow_tasks::judge::scene::{sample, to_rgb};
 use cocoflow_tasks::judge::server::{self, ServerConfig};
 use cocoflow_tasks::judge::{Asked, Judge, JudgeImage, JudgeRequest, OpenAiConfig, OpenAiJudge};
+use cocoflow_tasks::synth::RuleJudge;
+use cocoflow_tasks::synth::judge::instruction;
+use cocoflow_tasks::synth::samples::{sample, to_rgb};
+use cocoflow_tasks::synth::{self, EditType};
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 

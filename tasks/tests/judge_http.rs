@@ -2,16 +2,17 @@
 //! timeouts, invalid samples, the response cache, secrets and image order.
 
 use cocoflow_engine::store::Store;
-use cocoflow_tasks::data::synth::EditType;
-use cocoflow_tasks::judge::cache::{DirCache, StoreCache};
-use cocoflow_tasks::judge::openai::{JudgeStats, RetryPolicy};
-use cocoflow_tasks::judge::rule::RuleJudge;
-use cocoflow_tasks::judge::scene::{sample, to_rgb};
+use cocoflow_tasks::judge::openai::JudgeStats;
 use cocoflow_tasks::judge::server::{self, FaultKind, FaultPlan, ServerConfig, ServerHandle};
 use cocoflow_tasks::judge::{
     Extraction, Judge, JudgeError, JudgeImage, JudgeRequest, OpenAiConfig, OpenAiJudge,
     ScoreVariant, Scores, prompts,
 };
+use cocoflow_tasks::net::RetryPolicy;
+use cocoflow_tasks::net::{DirCache, StoreCache};
+use cocoflow_tasks::synth::EditType;
+use cocoflow_tasks::synth::RuleJudge;
+use cocoflow_tasks::synth::samples::{sample, to_rgb};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

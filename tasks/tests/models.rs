@@ -2,9 +2,10 @@
 //! PEFT export/import, safetensors round trips, loading errors, training, determinism.
 
 use cocoflow_tasks::models::checkpoint::{read_safetensors, write_safetensors};
-use cocoflow_tasks::models::rng::{StreamRng, normal_tensor};
+use cocoflow_tasks::models::random::normal_tensor;
 use cocoflow_tasks::models::tokenizer::{BOS_ID, PAD_ID, UNK_ID, WordTokenizer};
 use cocoflow_tasks::models::*;
+use cocoflow_tasks::rng::StreamRng;
 use std::collections::BTreeMap;
 
 use tch::{Device, Kind, Tensor};

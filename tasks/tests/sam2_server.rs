@@ -12,7 +12,7 @@
 
 use base64::Engine as _;
 use cocoflow_tasks::judge::JudgeImage;
-use cocoflow_tasks::judge::cache::{MemoryCache, ResponseCache};
+use cocoflow_tasks::net::{MemoryCache, ResponseCache};
 use cocoflow_tasks::segment::BoxPx;
 use cocoflow_tasks::segment::client::{
     CallError, RetryPolicy, SegmentClient, SegmentConfig, cache_key,

@@ -1,15 +1,15 @@
 //! The segmentation client against `segment serve` over real HTTP (loopback): masks of
 //! synthetic scenes, box validation, fault injection with retries, the response cache.
 
-use cocoflow_tasks::data::synth::{self, Rng, Scene};
 use cocoflow_tasks::judge::JudgeImage;
-use cocoflow_tasks::judge::cache::{DirCache, MemoryCache};
-use cocoflow_tasks::judge::scene::render;
+use cocoflow_tasks::net::{DirCache, MemoryCache};
 use cocoflow_tasks::segment::client::{
     CallError, RetryPolicy, SegmentClient, SegmentConfig, SegmentStats,
 };
 use cocoflow_tasks::segment::server::{self, FaultKind, FaultPlan, ServerConfig, ServerHandle};
 use cocoflow_tasks::segment::{BoxPx, iou};
+use cocoflow_tasks::synth::samples::render;
+use cocoflow_tasks::synth::{self, Scene};
 use image::GrayImage;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ const SIZE: usize = 64;
 fn scenes(n: usize) -> Vec<Scene> {
     (0..n)
         .map(|i| {
-            let mut rng = Rng::derive(7, "segment-test", i as u64);
+            let mut rng = synth::stream(7, "segment-test", i as u64);
             synth::random_scene(&mut rng, SIZE, 4)
         })
         .collect()

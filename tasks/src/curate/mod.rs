@@ -48,11 +48,11 @@ pub mod source;
 pub mod stages;
 
 use crate::data::manifest::{Dataset, MANIFEST, Record};
-use crate::judge::cache::StoreCache;
 use crate::judge::prompts;
 use crate::judge::spec::JudgeParams;
+use crate::net::StoreCache;
 use crate::segment::client::{SegmentClient, SegmentConfig};
-use crate::segment::color::ColorSegmenter;
+use crate::synth::ColorSegmenter;
 use base64::Engine as _;
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use futures::StreamExt as _;

@@ -2,6 +2,5 @@
 
 pub mod image_io;
 pub mod manifest;
-pub mod synth;
 
 pub use manifest::{Dataset, DatasetWriter, MaskPolarity, Record};

@@ -9,12 +9,10 @@
 //! - [`prompts`]: every prompt, versioned (the rendered text enters each cache key).
 //! - [`openai::OpenAiJudge`]: any OpenAI-compatible `/v1/chat/completions` server, with
 //!   retries, timeouts, a concurrency limit, a response cache ([`cache`]) and counters.
-//! - [`rule::RuleJudge`]: a deterministic judge for the synthetic edit world
-//!   (`crate::data::synth`), reading only the two images and the instruction
-//!   ([`instruction`] parses every phrasing the world writes; [`scene`] adapts its images
-//!   for tests).
-//! - [`server`]: `cocoflow judge serve`, the rule judge behind the OpenAI endpoint, with fault
-//!   injection, for end-to-end tests of the client.
+//! - The synthetic world's deterministic judge lives beside the world it knows:
+//!   [`crate::synth::RuleJudge`].
+//! - [`server`]: `cocoflow judge serve`, any judge (default: the rule judge) behind the OpenAI
+//!   endpoint, with fault injection, for end-to-end tests of the client.
 //!
 //! In a task kind: `let n = judge::pool_concurrency(&ctx.pools).unwrap_or(1);` then
 //! `ctx.runtime().block_on(judge.judge_batch(&requests, n))` and
@@ -23,21 +21,16 @@
 pub mod cache;
 pub mod extract;
 pub mod image;
-pub mod instruction;
 pub mod openai;
 pub mod prompts;
-pub mod rng;
-pub mod rule;
-pub mod scene;
+
 pub mod server;
 pub mod spec;
-mod vision;
 pub mod wire;
 
 pub use self::image::JudgeImage;
 pub use extract::Extraction;
 pub use openai::{Asked, OpenAiConfig, OpenAiJudge};
-pub use rule::RuleJudge;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};

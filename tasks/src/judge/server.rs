@@ -1,113 +1,70 @@
-//! `cocoflow judge serve`: the [`RuleJudge`] behind an OpenAI-compatible
-//! `/v1/chat/completions` endpoint, with fault injection, so the judge client is tested end to
-//! end over real HTTP.
+//! `cocoflow judge serve`: any [`Judge`] (by default the synthetic world's [`RuleJudge`])
+//! behind an OpenAI-compatible `/v1/chat/completions` endpoint, with fault injection, so the
+//! judge client is tested end to end over real HTTP.
 //!
 //! The server reads the chat request like a vision model would: the images from the
 //! `image_url` data URLs in the order received, the instruction from the user text (the line
 //! of the reward prompt's template), and the prompt from the system text (`reward`,
 //! `reward-single` and the curation prompts `curation-locate`, `curation-refine` and
 //! `curation-filter` (with the mask as third image) are answered; other prompts get HTTP
-//! 400). Curation answers are [`RuleJudge::answer`]'s text, their integer scores exact. It answers in the prompt's JSON
-//! format with integer scores (`round(5·score)`), and, when the request asks for `logprobs`,
-//! with `logprobs.content[*].top_logprobs` whose digit distribution at each score position
-//! has the rule judge's exact score as its expected value (mass split between the two
-//! neighbouring digits; the other digits get `exp(−30)`).
+//! 400). Curation answers are the judge's [`Judge::ask`] text, their integer scores exact.
+//! Reward prompts are answered in the prompt's JSON format with integer scores
+//! (`round(5·score)`) from [`Judge::judge`], and, when the request asks for `logprobs`, with
+//! `logprobs.content[*].top_logprobs` whose digit distribution at each score position has the
+//! judge's exact score as its expected value (mass split between the two neighbouring digits;
+//! the other digits get `exp(−30)`).
 //!
-//! Fault mode: each request is faulty with probability `rate` (or, with `first`, exactly
-//! its first N deliveries: deliveries are counted per distinct request body), the kind drawn
-//! uniformly from `kinds`: HTTP 429, HTTP 500, a malformed body, a reply held for `delay`
-//! (past a client's timeout) or a dropped connection; `400` can be forced for tests. The
-//! draws come from the seed, the body's digest and its delivery count, so they reproduce
-//! whatever the interleaving of concurrent requests.
+//! Fault mode ([`crate::net::faults`]): HTTP 429, HTTP 500, a malformed body, a reply held for
+//! `delay` (past a client's timeout) or a dropped connection; `400` can be forced for tests.
 
-use super::JudgeRequest;
 use super::image::JudgeImage;
 use super::prompts::{self, Prompt};
-use super::rng::{SplitMix64, combine};
-use super::rule::RuleJudge;
 use super::wire::{
     ChatRequest, ChatResponse, Choice, ChoiceLogprobs, ContentPart, MessageContent,
     ResponseMessage, TokenLogprob, TopLogprob,
 };
-use crate::serve::{DropConnection, InFlight, Reply, json_reply};
+use super::{Judge, JudgeRequest, Scores};
+use crate::net::faults::{Deliveries, FaultArgs};
+pub use crate::net::faults::{FaultKind, FaultPlan};
+use crate::net::serve::{DropConnection, InFlight, Reply, json_reply};
+use crate::synth::RuleJudge;
 use cocoflow_engine::cli::{EXIT_USAGE, Extension};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A fault the server can inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum FaultKind {
-    /// HTTP 429 Too Many Requests.
-    #[value(name = "429")]
-    TooManyRequests,
-    /// HTTP 500 Internal Server Error.
-    #[value(name = "500")]
-    ServerError,
-    /// HTTP 200 with a truncated JSON body.
-    #[value(name = "malformed")]
-    Malformed,
-    /// The normal answer, after `delay`.
-    #[value(name = "delay")]
-    Delay,
-    /// The connection is closed without an answer.
-    #[value(name = "drop")]
-    Drop,
-    /// HTTP 400 (never retried by the client); only when forced.
-    #[value(name = "400")]
-    BadRequest,
-}
-
-impl FaultKind {
-    /// The kinds drawn from by default (all but 400).
-    pub const DEFAULT: [FaultKind; 5] = [
-        FaultKind::TooManyRequests,
-        FaultKind::ServerError,
-        FaultKind::Malformed,
-        FaultKind::Delay,
-        FaultKind::Drop,
-    ];
-}
-
-/// When and how to misbehave.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FaultPlan {
-    /// Probability that a request is faulty (ignored when `first` is set).
-    pub rate: f64,
-    /// Exactly the first N deliveries of each distinct request body are faulty.
-    pub first: Option<u32>,
-    /// Kinds drawn from, uniformly.
-    pub kinds: Vec<FaultKind>,
-    /// How long a `delay` fault holds its answer.
-    pub delay: Duration,
-    pub seed: u64,
-}
-
-impl Default for FaultPlan {
-    /// No faults.
-    fn default() -> Self {
-        FaultPlan {
-            rate: 0.0,
-            first: None,
-            kinds: FaultKind::DEFAULT.to_vec(),
-            delay: Duration::from_secs(10),
-            seed: 0,
-        }
-    }
-}
-
 /// The server's settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct ServerConfig {
     pub faults: FaultPlan,
     /// Added to every answer (to simulate a slow model).
     pub latency: Duration,
-    pub judge: RuleJudge,
+    /// The judge behind the endpoint (default: the synthetic world's rule judge).
+    pub judge: Arc<dyn Judge>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            faults: FaultPlan::default(),
+            latency: Duration::ZERO,
+            judge: Arc::new(RuleJudge::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("faults", &self.faults)
+            .field("latency", &self.latency)
+            .field("judge", &self.judge.describe())
+            .finish()
+    }
 }
 
 /// What the server saw of one request (for tests: image order, instruction, headers).
@@ -130,7 +87,7 @@ pub struct Received {
 struct State {
     config: ServerConfig,
     received: Mutex<Vec<Received>>,
-    deliveries: Mutex<HashMap<[u8; 32], u32>>,
+    deliveries: Deliveries,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     requests: AtomicU64,
@@ -185,7 +142,8 @@ pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Se
         ..State::default()
     });
     let st = state.clone();
-    let (addr, task) = crate::serve::spawn_http(addr, move |req| handle(st.clone(), req)).await?;
+    let (addr, task) =
+        crate::net::serve::spawn_http(addr, move |req| handle(st.clone(), req)).await?;
     Ok(ServerHandle { addr, state, task })
 }
 
@@ -220,7 +178,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(DropConnection),
     };
-    let fault = draw_fault(&state, &body);
+    let fault = state.deliveries.draw(&state.config.faults, &body);
     let parsed: Result<ChatRequest, _> = serde_json::from_slice(&body);
     let seen = parsed.as_ref().ok().map(read_request);
     state.received.lock().unwrap().push(Received {
@@ -309,64 +267,66 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
     };
     let top_n = req.top_logprobs.unwrap_or(0).min(20) as usize;
     let judge = state.config.judge.clone();
-    let (content, tokens) = if prompt.id == prompts::REWARD.id
-        || prompt.id == prompts::REWARD_SINGLE.id
-    {
-        let (source, edited) = (seen.images[0].clone(), seen.images[1].clone());
-        let report = tokio::task::spawn_blocking(move || {
-            judge.evaluate(source.pixels(), edited.pixels(), &instruction)
-        })
-        .await
-        .expect("the rule judge does not panic");
-        let report = match report {
-            Ok(r) => r,
-            Err(e) => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the rule judge cannot judge this: {e}"),
-                );
-            }
-        };
-        let values: Vec<(&str, f64)> = if prompt.id == prompts::REWARD.id {
-            vec![
-                ("editing_effect", 5.0 * report.effect),
-                ("visual_quality", 5.0 * report.quality),
-            ]
+    let mut jr = JudgeRequest::new(seen.images[0].clone(), seen.images[1].clone(), instruction);
+    let (content, tokens) =
+        if prompt.id == prompts::REWARD.id || prompt.id == prompts::REWARD_SINGLE.id {
+            // the judge's exact scores, as the expectation of the score tokens' distribution
+            let verdict = run_judge(move || async move { judge.judge(&jr).await }).await;
+            let scores = match verdict {
+                Ok(j) => j.scores,
+                Err(e) => {
+                    return error_reply(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the judge cannot judge this: {}", e.error),
+                    );
+                }
+            };
+            let values: Vec<(&str, f64)> = match (prompt.id == prompts::REWARD.id, scores) {
+                (true, Scores::Mean { effect, quality }) => {
+                    vec![
+                        ("editing_effect", 5.0 * effect),
+                        ("visual_quality", 5.0 * quality),
+                    ]
+                }
+                (false, Scores::Mean { effect, quality }) => {
+                    vec![("score", 2.5 * (effect + quality))]
+                }
+                (false, Scores::Single { score }) => vec![("score", 5.0 * score)],
+                (true, Scores::Single { .. }) => {
+                    return error_reply(
+                        StatusCode::BAD_REQUEST,
+                        "this server's judge gives one score; ask the `reward-single` prompt",
+                    );
+                }
+            };
+            answer_tokens(&values, top_n)
         } else {
-            vec![("score", 2.5 * (report.effect + report.quality))]
+            // the curation prompts: the judge's answer text, integer scores exact
+            for (role, img) in prompt.images.iter().zip(&seen.images) {
+                if *role == prompts::ImageRole::Mask {
+                    jr = jr.with_mask(img.clone());
+                }
+            }
+            for name in prompt.placeholders() {
+                if !matches!(name, "instruction" | "format")
+                    && let Some(v) = seen
+                        .user_text
+                        .iter()
+                        .find_map(|t| prompt.extract_var(t, name))
+                {
+                    jr = jr.with_var(name, v);
+                }
+            }
+            match run_judge(move || async move { judge.ask(prompt, &jr).await }).await {
+                Ok(asked) => text_tokens(prompt, &asked.raw, top_n),
+                Err(e) => {
+                    return error_reply(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the judge cannot answer this: {}", e.error),
+                    );
+                }
+            }
         };
-        answer_tokens(&values, top_n)
-    } else {
-        // the curation prompts: the rule judge's answer text, integer scores exact
-        let mut jr = JudgeRequest::new(seen.images[0].clone(), seen.images[1].clone(), instruction);
-        for (role, img) in prompt.images.iter().zip(&seen.images) {
-            if *role == prompts::ImageRole::Mask {
-                jr = jr.with_mask(img.clone());
-            }
-        }
-        for name in prompt.placeholders() {
-            if !matches!(name, "instruction" | "format")
-                && let Some(v) = seen
-                    .user_text
-                    .iter()
-                    .find_map(|t| prompt.extract_var(t, name))
-            {
-                jr = jr.with_var(name, v);
-            }
-        }
-        let answer = tokio::task::spawn_blocking(move || judge.answer(prompt, &jr))
-            .await
-            .expect("the rule judge does not panic");
-        match answer {
-            Ok(text) => text_tokens(prompt, &text, top_n),
-            Err(e) => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the rule judge cannot answer this: {e}"),
-                );
-            }
-        }
-    };
     let resp = ChatResponse {
         id: format!("chatcmpl-{}", state.requests.load(Ordering::SeqCst)),
         object: "chat.completion".into(),
@@ -390,28 +350,6 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
     )
 }
 
-/// Whether this delivery of this body is faulty, and how (module docs).
-fn draw_fault(state: &State, body: &[u8]) -> Option<FaultKind> {
-    let plan = &state.config.faults;
-    if plan.kinds.is_empty() || (plan.first.is_none() && plan.rate <= 0.0) {
-        return None;
-    }
-    let digest = *blake3::hash(body).as_bytes();
-    let n = {
-        let mut d = state.deliveries.lock().unwrap();
-        let c = d.entry(digest).or_insert(0);
-        *c += 1;
-        *c - 1
-    };
-    let body_seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-    let mut rng = SplitMix64::new(combine(plan.seed, combine(body_seed, n as u64)));
-    let faulty = match plan.first {
-        Some(k) => n < k,
-        None => rng.next_f64() < plan.rate,
-    };
-    faulty.then(|| plan.kinds[rng.below(plan.kinds.len())])
-}
-
 /// The prompts this server answers.
 const ANSWERED: &[&str] = &[
     prompts::REWARD.id,
@@ -420,6 +358,20 @@ const ANSWERED: &[&str] = &[
     prompts::REFINE.id,
     prompts::FILTER.id,
 ];
+
+/// Runs a judge call on a blocking thread (a rule judge computes; it must not hold up the
+/// accept loop).
+async fn run_judge<F, Fut, T>(call: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || rt.block_on(call()))
+        .await
+        .expect("a judge does not panic")
+}
 
 struct Seen {
     prompt: Option<&'static Prompt>,
@@ -574,51 +526,17 @@ pub struct ServeArgs {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub addr: SocketAddr,
-    /// Probability that a request gets a fault.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
-    pub fault_rate: f64,
-    /// Fault kinds to draw from (repeatable); default: 429, 500, malformed, delay, drop.
-    #[arg(long = "fault", value_enum)]
-    pub faults: Vec<FaultKind>,
-    /// Make exactly the first N deliveries of each distinct request faulty (overrides the rate).
-    #[arg(long)]
-    pub fault_first: Option<u32>,
-    /// How long a `delay` fault holds its answer, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    pub delay_ms: u64,
-    /// Added to every answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Seed of the fault draws.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` is not in [0, 1]"))
-    }
+    #[command(flatten)]
+    pub faults: FaultArgs,
 }
 
 impl ServeArgs {
+    /// The rule judge with these faults.
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
-            faults: FaultPlan {
-                rate: self.fault_rate,
-                first: self.fault_first,
-                kinds: if self.faults.is_empty() {
-                    FaultKind::DEFAULT.to_vec()
-                } else {
-                    self.faults.clone()
-                },
-                delay: Duration::from_millis(self.delay_ms),
-                seed: self.seed,
-            },
-            latency: Duration::from_millis(self.latency_ms),
-            judge: RuleJudge::default(),
+            faults: self.faults.plan(),
+            latency: self.faults.latency(),
+            judge: Arc::new(RuleJudge::default()),
         }
     }
 }
@@ -656,7 +574,7 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
             return EXIT_USAGE;
         }
     };
-    crate::serve::serve_until_ctrl_c("judge", args.addr, || async {
+    crate::net::serve::serve_until_ctrl_c("judge", args.addr, || async {
         let server = start(args.addr, args.config()).await?;
         let url = server.base_url();
         Ok((server, url))
@@ -746,41 +664,5 @@ mod tests {
             .config();
         assert_eq!(c.faults.kinds, FaultKind::DEFAULT.to_vec());
         assert_eq!(c.faults.rate, 0.0);
-    }
-
-    #[test]
-    fn fault_draws_reproduce_per_body_and_delivery() {
-        let mk = |rate| State {
-            config: ServerConfig {
-                faults: FaultPlan {
-                    rate,
-                    seed: 3,
-                    ..FaultPlan::default()
-                },
-                ..ServerConfig::default()
-            },
-            ..State::default()
-        };
-        let (a, b) = (mk(0.5), mk(0.5));
-        let seq_a: Vec<_> = (0..40)
-            .map(|i| draw_fault(&a, format!("body {}", i % 4).as_bytes()))
-            .collect();
-        // another interleaving of the same deliveries
-        let mut seq_b = vec![None; 40];
-        for i in (0..40)
-            .rev()
-            .collect::<Vec<_>>()
-            .chunks(4)
-            .rev()
-            .flat_map(|c| c.iter().rev())
-        {
-            seq_b[*i] = draw_fault(&b, format!("body {}", i % 4).as_bytes());
-        }
-        assert_eq!(seq_a, seq_b);
-        let faults = seq_a.iter().flatten().count();
-        assert!((10..=30).contains(&faults), "{faults}");
-        let all = mk(1.0);
-        assert!((0..20).all(|i| draw_fault(&all, &[i]).is_some()));
-        assert!((0..20).all(|i| draw_fault(&mk(0.0), &[i]).is_none()));
     }
 }

@@ -4,9 +4,10 @@
 //! (every field of [`OpenAiConfig`]). The OpenAI-compatible judge caches its answers in the
 //! engine's store (namespace `judge`), so a re-run never pays twice.
 
-use super::cache::StoreCache;
-use super::rule::RuleJudgeConfig;
-use super::{Judge, OpenAiConfig, OpenAiJudge, RuleJudge, ScoreVariant};
+use super::{Judge, OpenAiConfig, OpenAiJudge, ScoreVariant};
+use crate::net::StoreCache;
+use crate::synth::RuleJudge;
+use crate::synth::RuleJudgeConfig;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

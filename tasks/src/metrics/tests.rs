@@ -6,23 +6,19 @@ use tch::{Device, Kind, Tensor};
 
 use super::*;
 
-/// A small deterministic generator (splitmix64), independent of libtorch's global RNG so
+/// Random test data from [`crate::rng::SplitMix64`], independent of libtorch's global RNG so
 /// that tests running in parallel stay reproducible.
-struct Rng(u64);
+struct Rng(crate::rng::SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        Rng(crate::rng::SplitMix64::new(seed))
     }
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below_mod(n)
     }
     fn uniform(&mut self, shape: &[i64]) -> Tensor {
         let n: i64 = shape.iter().product();
@@ -74,7 +70,7 @@ fn map_close(x: &Tensor, y: &Tensor) -> f64 {
 /// with a keep pixel, on every backend.
 #[test]
 fn identical_images_are_perfect() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for round in 0..6 {
         let (h, w) = (5 + rng.below(40) as i64, 5 + rng.below(40) as i64);
         let c = if round % 2 == 0 { 3 } else { 1 };
@@ -98,7 +94,7 @@ fn identical_images_are_perfect() {
 /// formulas are evaluated symmetrically operation by operation), maps included.
 #[test]
 fn metrics_are_symmetric() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for round in 0..6 {
         let (h, w) = (3 + rng.below(50) as i64, 3 + rng.below(50) as i64);
         let c = if round % 3 == 0 { 1 } else { 3 };
@@ -125,7 +121,7 @@ fn metrics_are_symmetric() {
 /// the sums only as `value·0`.)
 #[test]
 fn pixels_outside_the_keep_mask_never_matter() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for round in 0..6 {
         let (h, w) = (4 + rng.below(60) as i64, 4 + rng.below(60) as i64);
         let c = if round % 2 == 0 { 3 } else { 1 };
@@ -159,7 +155,7 @@ fn pixels_outside_the_keep_mask_never_matter() {
 /// The three backends agree: float64 ones to 1e-12, float32 to 2e-5 (SSIM) / 1e-4 dB.
 #[test]
 fn backends_agree() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for (h, w) in [(1, 1), (2, 13), (17, 5), (33, 47), (64, 64)] {
         for c in [1, 3] {
             let a = rng.image(3, c, h, w);
@@ -259,7 +255,7 @@ fn mse_divides_by_the_channel_count() {
 /// `defined = false` in the tensors, never 0.
 #[test]
 fn an_empty_keep_mask_is_undefined() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let a = rng.image(3, 3, 16, 16);
     let b = rng.distort(&a, 0.1);
     let keep = Tensor::ones([3, 1, 16, 16], (Kind::Double, Device::Cpu));
@@ -298,7 +294,7 @@ fn an_empty_keep_mask_is_undefined() {
 /// A sample's metrics do not depend on the batch it is in (chunking and indexing).
 #[test]
 fn batching_does_not_change_results() {
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let (h, w) = (37, 29); // not a multiple of the chunk height
     let a = rng.image(4, 3, h, w);
     let b = rng.distort(&a, 0.2);
@@ -321,7 +317,7 @@ fn batching_does_not_change_results() {
 /// Grey images score as one channel, and exactly like the same image repeated in RGB.
 #[test]
 fn grey_equals_repeated_rgb() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let a = rng.image(2, 1, 24, 40);
     let b = rng.distort(&a, 0.2);
     let keep = rng.blobs(2, 24, 40, 0.5);
@@ -343,7 +339,7 @@ fn grey_equals_repeated_rgb() {
 /// thresholded binary version; `strict` refuses it.
 #[test]
 fn soft_masks_are_thresholded_at_one_half() {
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let a = rng.image(2, 3, 30, 30);
     let b = rng.distort(&a, 0.2);
     let soft = torch_ops::blur(&rng.blobs(2, 30, 30, 0.5));
@@ -385,7 +381,7 @@ fn soft_masks_are_thresholded_at_one_half() {
 /// support of a one-pixel mask is the 11×11 square around it, clipped at the border.
 #[test]
 fn ssim_map_support_is_the_window_around_keep_pixels() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let a = rng.image(1, 3, 20, 20);
     let b = rng.distort(&a, 0.2);
     let keep = Tensor::zeros([1, 1, 20, 20], (Kind::Double, Device::Cpu));
@@ -426,7 +422,7 @@ fn ssim_map_support_is_the_window_around_keep_pixels() {
 /// results of the same values.
 #[test]
 fn float32_inputs_match_float64() {
-    let mut rng = Rng(10);
+    let mut rng = Rng::new(10);
     let a = rng.image(2, 3, 21, 34).to_kind(Kind::Float);
     let b = rng
         .distort(&a.to_kind(Kind::Double), 0.2)
@@ -449,7 +445,7 @@ fn float32_inputs_match_float64() {
 /// The native kernel gives the same bits with 1 thread and with many.
 #[test]
 fn native_kernel_is_deterministic_across_thread_counts() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let (b, c, h, w) = (2usize, 3usize, 70usize, 45usize);
     let a: Vec<f64> = (0..b * c * h * w).map(|_| rng.unit()).collect();
     let e: Vec<f64> = a
@@ -643,7 +639,7 @@ fn cuda_matches_cpu() {
         eprintln!("note: no CUDA device; cuda_matches_cpu checks nothing here");
         return;
     }
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let dev = Device::Cuda(0);
     for (h, w) in [(7, 9), (64, 80), (128, 128)] {
         let a = rng.image(3, 3, h, w);

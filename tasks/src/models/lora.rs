@@ -3,7 +3,8 @@
 //! leaves the layer's output bit-identical. Several named adapters share one base layer; the
 //! caller picks which one is active (or none) per forward.
 
-use super::rng::{StreamRng, uniform_tensor};
+use super::random::uniform_tensor;
+use crate::rng::StreamRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{Tensor, nn};

@@ -7,7 +7,7 @@
 //!   [`tokenizer`].
 //! - [`lora`]: LoRA layers and configs; [`peft`]: the PEFT file layout.
 //! - [`checkpoint`]: safetensors and JSON I/O with name/shape validation; [`flow`]: the
-//!   flow-matching interpolation and loss; [`rng`]: deterministic seeded streams.
+//!   flow-matching interpolation and loss; [`random`]: random tensors from [`crate::rng::StreamRng`].
 //!
 //! A model directory holds `config.json` (the config) and `model.safetensors` (base weights,
 //! keys = `nn::Path` names, diffusers-like: `x_embedder.weight`,
@@ -34,7 +34,7 @@ pub mod flow;
 pub mod lora;
 pub mod peft;
 pub mod policy;
-pub mod rng;
+pub mod random;
 pub mod text_encoder;
 pub mod tiny_kontext;
 pub mod tokenizer;

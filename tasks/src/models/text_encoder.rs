@@ -5,8 +5,9 @@
 //! output a masked mean over the real tokens.
 
 use super::lora::LoraLinear;
-use super::rng::{StreamRng, uniform_tensor};
+use super::random::uniform_tensor;
 use super::tokenizer::{PAD_ID, WordTokenizer};
+use crate::rng::StreamRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
@@ -28,7 +29,7 @@ pub struct TextEncoderConfig {
     pub intermediate_size: i64,
 }
 
-/// Words of the synthetic edit world's instructions (`data::synth`), refined variants included.
+/// Words of the synthetic edit world's instructions (`synth`), refined variants included.
 pub const DEFAULT_VOCAB: &str = "a about add an and apply are area as away background bigger \
     blocks blue bottom centre change changing circle coarse colour colours darken darker delete \
     down else empty enlarge erase evenly every everything exactly existing fill for from give \

@@ -22,11 +22,12 @@ use super::{
     bad, check_input_names, check_lora, check_threads, d_alpha, d_rank, d_threads, device_of, fail,
     lora_config, set_threads,
 };
-use crate::models::rng::{StreamRng, normal_tensor};
+use crate::models::random::normal_tensor;
 use crate::models::{ActiveAdapter, EditPolicy, THETA, Trainable};
 use crate::nft::{
     Anchor, Distance, MaskDown, NftBatch, NftConfig, TauMinus, downsample_mask, nft_loss,
 };
+use crate::rng::StreamRng;
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -22,8 +22,8 @@ use super::{bad, check_input_names, check_threads, d_threads, device_of, fail, s
 use crate::data::{Dataset, Record};
 use crate::judge::JudgeImage;
 use crate::models::checkpoint;
-use crate::models::rng::StreamRng;
 use crate::models::{ActiveAdapter, EditPolicy, THETA_OLD, TinyKontext, Trainable};
+use crate::rng::StreamRng;
 use crate::sampling::{SamplerConfig, SamplerKind, sample, stack_x0};
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use serde::{Deserialize, Serialize};

@@ -17,7 +17,7 @@
 //! θ = θ_old = θ_ref in outputs), θ_old a copy of θ, zero moments.
 //!
 //! Randomness: no kind uses libtorch's global generator. Every random draw comes from a
-//! [`StreamRng`](crate::models::rng::StreamRng) derived from `(seed param, tag)` where the
+//! [`StreamRng`](crate::rng::StreamRng) derived from `(seed param, tag)` where the
 //! tag names the purpose and the position (`rollout/<iteration>/...`,
 //! `nft/<step>/eps/<sample>/<slot>`), so the stream state is fully determined by the seeds and
 //! the counters `iteration`/`step` stored here.

@@ -1,7 +1,8 @@
 //! Per-sample initial noise: each sample's ε comes from its own seed alone, so a rollout is
 //! reproducible whatever batch it ran in and on whatever device.
 
-use crate::models::rng::{StreamRng, normal_tensor};
+use crate::models::random::normal_tensor;
+use crate::rng::StreamRng;
 use tch::{Device, Kind, Tensor};
 
 /// `N(0, I)` noise of `shape` (one sample, no batch dimension) for `seed`.

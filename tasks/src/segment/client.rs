@@ -2,15 +2,14 @@
 //!
 //! - Requests go to `{base_url}/v1/segment` (`base_url` without `/v1`, e.g.
 //!   `http://127.0.0.1:8090`).
-//! - Each HTTP attempt has its own timeout (`timeout_ms`) and holds one of `max_concurrency`
-//!   permits. Timeouts, connection errors, HTTP 429 and 5xx and malformed answers (a body
-//!   that is not the response JSON, a mask that does not decode, has the wrong size or is
-//!   white outside the box, a score outside [0, 1]) are retried up to `retry.max_attempts`
-//!   attempts in all, with exponential backoff and jitter ([`RetryPolicy`], shared with the
-//!   judge client; `Retry-After` is honoured up to `max_backoff_ms`). Other 4xx (a bad box,
-//!   no object in the box) are not retried. After the last attempt the call fails with
-//!   [`Failed`]: it never returns a made-up mask.
-//! - With a [`ResponseCache`] (the judge's trait; use a separate namespace or directory),
+//! - Transport, retries, timeouts, concurrency and the response cache are
+//!   [`JsonService`]'s (shared with the judge client): timeouts, connection errors, HTTP 429
+//!   and 5xx and malformed answers (a body that is not the response JSON, a mask that does
+//!   not decode, has the wrong size or is white outside the box, a score outside [0, 1]) are
+//!   retried up to `retry.max_attempts` attempts in all. Other 4xx (a bad box, no object in
+//!   the box) are not retried. After the last attempt the call fails with [`Failed`]: it
+//!   never returns a made-up mask.
+//! - With a [`ResponseCache`] (use a separate namespace or directory from the judge's),
 //!   validated response bodies are stored under [`cache_key`] (the image's pixel digest,
 //!   the box and the `model` name); a hit makes no request.
 //! - [`SegmentStats`] counts the HTTP attempts (`requests`), cache hits, retries, timeouts,
@@ -18,19 +17,15 @@
 
 use super::{BoxPx, SegmentRequest, SegmentResponse, decode_mask};
 use crate::judge::JudgeImage;
-use crate::judge::cache::ResponseCache;
-pub use crate::judge::openai::RetryPolicy;
-use crate::judge::openai::{Counters, bump};
-use crate::judge::rng::SplitMix64;
+pub use crate::net::RetryPolicy;
+use crate::net::{
+    ClientStats, JsonService, ResponseCache, ServiceError, SettingProblem, body_excerpt,
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use image::GrayImage;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::sync::Arc;
 
 /// How to reach the segmentation server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,7 +123,27 @@ pub struct Segmented {
 }
 
 /// Counters of one client.
-pub type SegmentStats = crate::judge::openai::ClientStats;
+pub type SegmentStats = ClientStats;
+
+impl ServiceError for CallError {
+    fn timeout(timeout_ms: u64) -> Self {
+        CallError::Timeout { timeout_ms }
+    }
+    fn connection(message: String) -> Self {
+        CallError::Connection(message)
+    }
+    /// The message of an `{"error": {"message": ...}}` body, else the body's text.
+    fn status(status: u16, body: &[u8]) -> Self {
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body_excerpt(body));
+        CallError::Status { status, message }
+    }
+    fn retryable(&self) -> bool {
+        CallError::retryable(self)
+    }
+}
 
 /// The cache key of a call: BLAKE3 (hex) over the model, the image's pixel digest and the box.
 pub fn cache_key(model: &str, image_digest: &str, bx: BoxPx) -> String {
@@ -142,55 +157,46 @@ pub fn cache_key(model: &str, image_digest: &str, bx: BoxPx) -> String {
 /// The segmentation client (module docs).
 pub struct SegmentClient {
     config: SegmentConfig,
-    endpoint: String,
-    http: reqwest::Client,
-    limit: Semaphore,
-    cache: Option<Arc<dyn ResponseCache>>,
-    counters: Counters,
-    jitter: Mutex<SplitMix64>,
+    service: JsonService,
 }
 
 impl std::fmt::Debug for SegmentClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SegmentClient")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.service.endpoint())
             .field("model", &self.config.model)
             .field("timeout_ms", &self.config.timeout_ms)
             .field("max_concurrency", &self.config.max_concurrency)
-            .field("cache", &self.cache.as_ref().map(|c| c.describe()))
+            .field("cache", &self.service.cache().map(|c| c.describe()))
             .finish_non_exhaustive()
     }
 }
 
 impl SegmentClient {
     pub fn new(config: SegmentConfig) -> Result<Self, ConfigError> {
-        use crate::judge::openai::{SettingProblem, check_http_settings};
-        check_http_settings(&config.base_url, config.max_concurrency, &config.retry).map_err(
-            |e| match e {
-                SettingProblem::BadBaseUrl(reason) => ConfigError::BadBaseUrl {
-                    url: config.base_url.clone(),
-                    reason,
-                },
-                SettingProblem::Zero(field) => ConfigError::Zero { field },
+        let endpoint = format!("{}/v1/segment", config.base_url.trim_end_matches('/'));
+        let service = JsonService::new(
+            "segmentation",
+            &config.base_url,
+            endpoint,
+            config.timeout_ms,
+            &config.retry,
+            config.max_concurrency,
+        )
+        .map_err(|e| match e {
+            SettingProblem::BadBaseUrl(reason) => ConfigError::BadBaseUrl {
+                url: config.base_url.clone(),
+                reason,
             },
-        )?;
-        let http =
-            crate::judge::openai::http_client(config.timeout_ms).map_err(ConfigError::Client)?;
-        let jitter = Mutex::new(config.retry.jitter_rng());
-        Ok(SegmentClient {
-            endpoint: format!("{}/v1/segment", config.base_url.trim_end_matches('/')),
-            limit: Semaphore::new(config.max_concurrency),
-            config,
-            http,
-            cache: None,
-            counters: Counters::default(),
-            jitter,
-        })
+            SettingProblem::Zero(field) => ConfigError::Zero { field },
+            SettingProblem::Client(e) => ConfigError::Client(e),
+        })?;
+        Ok(SegmentClient { config, service })
     }
 
     /// Uses this response cache.
     pub fn with_cache(mut self, cache: Arc<dyn ResponseCache>) -> Self {
-        self.cache = Some(cache);
+        self.service = self.service.with_cache(cache);
         self
     }
 
@@ -199,12 +205,12 @@ impl SegmentClient {
     }
 
     pub fn stats(&self) -> SegmentStats {
-        self.counters.snapshot()
+        self.service.stats()
     }
 
     /// HTTP attempts sent so far.
     pub fn calls(&self) -> u64 {
-        self.counters.requests.load(Ordering::Relaxed)
+        self.service.stats().requests
     }
 
     /// Validates a response body against the request.
@@ -243,145 +249,33 @@ impl SegmentClient {
         Ok((mask, resp.score))
     }
 
-    /// One HTTP attempt: the body of a 2xx answer, or the error and any `Retry-After`.
-    async fn attempt(&self, body: &Bytes) -> Result<Bytes, (CallError, Option<Duration>)> {
-        let _permit = self
-            .limit
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        bump(&self.counters.requests);
-        let resp = self
-            .http
-            .post(&self.endpoint)
-            .timeout(Duration::from_millis(self.config.timeout_ms))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .map_err(|e| (self.classify(e), None))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
-        let bytes = resp.bytes().await.map_err(|e| (self.classify(e), None))?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let text = text.trim();
-                    if text.len() > 300 {
-                        format!("{}…", &text[..text.floor_char_boundary(300)])
-                    } else {
-                        text.to_string()
-                    }
-                });
-            return Err((
-                CallError::Status {
-                    status: status.as_u16(),
-                    message,
-                },
-                retry_after,
-            ));
-        }
-        Ok(bytes)
-    }
-
-    fn classify(&self, e: reqwest::Error) -> CallError {
-        if e.is_timeout() {
-            bump(&self.counters.timeouts);
-            return CallError::Timeout {
-                timeout_ms: self.config.timeout_ms,
-            };
-        }
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        CallError::Connection(msg)
-    }
-
     /// The mask of the object in `bx`, from the cache or the server (module docs).
     pub async fn segment(&self, image: &JudgeImage, bx: BoxPx) -> Result<Segmented, Failed> {
         let key = cache_key(&self.config.model, image.digest(), bx);
-        if let Some(cache) = &self.cache {
-            match cache.get(&key).await {
-                Ok(Some(bytes)) => match self.read(image, bx, &bytes) {
-                    Ok((mask, score)) => {
-                        bump(&self.counters.cache_hits);
-                        return Ok(Segmented {
-                            mask,
-                            score,
-                            cached: true,
-                            attempts: 0,
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(key = %key, error = %e, "ignoring an unusable cached segmentation")
-                    }
-                },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "segmentation cache read failed"),
-            }
-        }
         let req = SegmentRequest {
             image: base64::engine::general_purpose::STANDARD.encode(image.png()),
             bbox: bx.to_array().iter().map(|&v| v.into()).collect(),
         };
         let body = Bytes::from(serde_json::to_vec(&req).expect("a segment request serialises"));
-        let max = self.config.retry.max_attempts;
-        for attempt in 1..=max {
-            let outcome = match self.attempt(&body).await {
-                Ok(bytes) => match self.read(image, bx, &bytes) {
-                    Ok((mask, score)) => {
-                        if let Some(cache) = &self.cache
-                            && let Err(e) = cache.put(&key, bytes).await
-                        {
-                            tracing::warn!(error = %e, "segmentation cache write failed");
-                        }
-                        bump(&self.counters.successes);
-                        return Ok(Segmented {
-                            mask,
-                            score,
-                            cached: false,
-                            attempts: attempt,
-                        });
-                    }
-                    Err(e) => (e, None),
-                },
-                Err(e) => e,
-            };
-            let (error, retry_after) = outcome;
-            if !error.retryable() || attempt == max {
-                bump(&self.counters.failures);
-                tracing::warn!(attempts = attempt, error = %error, "segmentation failed");
-                return Err(Failed {
-                    error,
-                    attempts: attempt,
-                });
+        match self
+            .service
+            .call(&key, &body, |bytes| self.read(image, bx, bytes))
+            .await
+        {
+            Ok(c) => {
+                let (mask, score) = c.value;
+                Ok(Segmented {
+                    mask,
+                    score,
+                    cached: c.cached,
+                    attempts: c.attempts,
+                })
             }
-            bump(&self.counters.retries);
-            let u = self.jitter.lock().unwrap().next_f64();
-            let delay = self.config.retry.backoff(attempt, u, retry_after);
-            tracing::debug!(
-                attempt,
-                max_attempts = max,
-                delay_ms = delay.as_millis() as u64,
-                error = %error,
-                "segmentation request failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
+            Err(f) => Err(Failed {
+                error: f.error,
+                attempts: f.attempts,
+            }),
         }
-        unreachable!("the loop returns on its last attempt")
     }
 }
 

@@ -1,7 +1,7 @@
 //! Box-prompted segmentation for data curation (issue 7): an image and a box in, the mask of
 //! the object in the box out.
 //!
-//! - [`Segmenter`]: the trait (image + box → [`Segmentation`]); [`color::ColorSegmenter`] is
+//! - [`Segmenter`]: the trait (image + box → [`Segmentation`]); [`crate::synth::ColorSegmenter`] is
 //!   the built-in one for the synthetic world (flat coloured shapes on textured backgrounds).
 //! - [`server`]: `cocoflow segment serve`, a segmenter behind HTTP with fault injection.
 //! - [`client`]: the HTTP client (timeouts, retries with backoff and jitter, a concurrency
@@ -30,7 +30,6 @@
 //! `GET /health` answers `200 {"status": "ok", "segmenter": "<describe()>"}`.
 
 pub mod client;
-pub mod color;
 pub mod server;
 
 use base64::Engine as _;

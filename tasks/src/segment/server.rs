@@ -2,26 +2,22 @@
 //! segmentation protocol of [`super`] (`POST /v1/segment`, `GET /health`), with fault
 //! injection, so the client is tested end to end over real HTTP.
 //!
-//! Fault mode works as in the judge server ([`crate::judge::server`], whose [`FaultKind`]
-//! and [`FaultPlan`] it uses): each `POST /v1/segment` is faulty with probability `rate` (or,
-//! with `first`, exactly its first N deliveries per distinct body), the kind drawn uniformly
-//! from `kinds`: HTTP 429, HTTP 500, a malformed (truncated) 200 body, an answer held for
-//! `delay` (past a client's timeout), a dropped connection; `400` only when forced. The draws
-//! come from the seed, the body's digest and its delivery count, so they reproduce whatever
-//! the interleaving. `GET /health` is never faulty.
+//! Fault mode ([`crate::net::faults`], as in the judge server): each `POST /v1/segment` may
+//! get HTTP 429, HTTP 500, a malformed (truncated) 200 body, an answer held for `delay` (past
+//! a client's timeout) or a dropped connection; `400` only when forced. `GET /health` is never
+//! faulty.
 
-use super::color::ColorSegmenter;
 use super::{
     BoxPx, SegmentError, SegmentRequest, SegmentResponse, Segmenter, decode_image, encode_mask,
 };
-use crate::judge::rng::{SplitMix64, combine};
-pub use crate::judge::server::{FaultKind, FaultPlan};
-use crate::serve::{DropConnection, InFlight, Reply, json_reply};
+use crate::net::faults::{Deliveries, FaultArgs};
+pub use crate::net::faults::{FaultKind, FaultPlan};
+use crate::net::serve::{DropConnection, InFlight, Reply, json_reply};
+use crate::synth::ColorSegmenter;
 use cocoflow_engine::cli::{EXIT_USAGE, Extension};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,7 +54,7 @@ impl std::fmt::Debug for ServerConfig {
 
 struct State {
     config: ServerConfig,
-    deliveries: Mutex<HashMap<[u8; 32], u32>>,
+    deliveries: Deliveries,
     faults: Mutex<Vec<Option<FaultKind>>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -117,14 +113,15 @@ impl Drop for ServerHandle {
 pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<ServerHandle> {
     let state = Arc::new(State {
         config,
-        deliveries: Mutex::default(),
+        deliveries: Deliveries::default(),
         faults: Mutex::default(),
         in_flight: AtomicUsize::new(0),
         max_in_flight: AtomicUsize::new(0),
         requests: AtomicU64::new(0),
     });
     let st = state.clone();
-    let (addr, task) = crate::serve::spawn_http(addr, move |req| handle(st.clone(), req)).await?;
+    let (addr, task) =
+        crate::net::serve::spawn_http(addr, move |req| handle(st.clone(), req)).await?;
     Ok(ServerHandle { addr, state, task })
 }
 
@@ -159,7 +156,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(DropConnection),
     };
-    let fault = draw_fault(&state, &body);
+    let fault = state.deliveries.draw(&state.config.faults, &body);
     state.faults.lock().unwrap().push(fault);
     if !state.config.latency.is_zero() {
         tokio::time::sleep(state.config.latency).await;
@@ -228,78 +225,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// Whether this delivery of this body is faulty, and how (module docs).
-fn draw_fault(state: &State, body: &[u8]) -> Option<FaultKind> {
-    let plan = &state.config.faults;
-    if plan.kinds.is_empty() || (plan.first.is_none() && plan.rate <= 0.0) {
-        return None;
-    }
-    let digest = *blake3::hash(body).as_bytes();
-    let n = {
-        let mut d = state.deliveries.lock().unwrap();
-        let c = d.entry(digest).or_insert(0);
-        *c += 1;
-        *c - 1
-    };
-    let body_seed = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-    let mut rng = SplitMix64::new(combine(plan.seed, combine(body_seed, n as u64)));
-    let faulty = match plan.first {
-        Some(k) => n < k,
-        None => rng.next_f64() < plan.rate,
-    };
-    faulty.then(|| plan.kinds[rng.below(plan.kinds.len())])
-}
-
 /// `cocoflow segment serve` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on (`127.0.0.1:0` picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub addr: SocketAddr,
-    /// Probability that a request gets a fault.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
-    pub fault_rate: f64,
-    /// Fault kinds to draw from (repeatable); default: 429, 500, malformed, delay, drop.
-    #[arg(long = "fault", value_enum)]
-    pub faults: Vec<FaultKind>,
-    /// Make exactly the first N deliveries of each distinct request faulty (overrides the rate).
-    #[arg(long)]
-    pub fault_first: Option<u32>,
-    /// How long a `delay` fault holds its answer, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    pub delay_ms: u64,
-    /// Added to every answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Seed of the fault draws.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` is not in [0, 1]"))
-    }
+    #[command(flatten)]
+    pub faults: FaultArgs,
 }
 
 impl ServeArgs {
+    /// The colour segmenter with these faults.
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
-            faults: FaultPlan {
-                rate: self.fault_rate,
-                first: self.fault_first,
-                kinds: if self.faults.is_empty() {
-                    FaultKind::DEFAULT.to_vec()
-                } else {
-                    self.faults.clone()
-                },
-                delay: Duration::from_millis(self.delay_ms),
-                seed: self.seed,
-            },
-            latency: Duration::from_millis(self.latency_ms),
+            faults: self.faults.plan(),
+            latency: self.faults.latency(),
             segmenter: Arc::new(ColorSegmenter::default()),
         }
     }
@@ -339,7 +280,7 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
             return EXIT_USAGE;
         }
     };
-    crate::serve::serve_until_ctrl_c("segment", args.addr, || async {
+    crate::net::serve::serve_until_ctrl_c("segment", args.addr, || async {
         let server = start(args.addr, args.config()).await?;
         let url = server.base_url();
         Ok((server, url))

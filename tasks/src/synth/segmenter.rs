@@ -1,5 +1,5 @@
 //! [`ColorSegmenter`]: the built-in segmenter for the synthetic world (flat coloured shapes
-//! on muted, textured backgrounds, `crate::data::synth`). No model, deterministic.
+//! on muted, textured backgrounds, `crate::synth`). No model, deterministic.
 //!
 //! 1. **Reference colours**: the pixels of a 2-pixel ring just outside the box (what the
 //!    object is not); when the box covers the whole image, the box's own 1-pixel border.
@@ -23,7 +23,7 @@
 //! The score is `min(1, contrast / 128) · (0.5 + 0.5 · core / mask)` (contrast: the object
 //! colour's distance to the references in 8-bit RGB): a heuristic confidence.
 
-use super::{BoxPx, SegmentError, Segmentation, Segmenter};
+use crate::segment::{BoxPx, SegmentError, Segmentation, Segmenter};
 use image::{GrayImage, RgbImage};
 use std::collections::{HashMap, VecDeque};
 

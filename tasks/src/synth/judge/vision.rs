@@ -9,7 +9,7 @@
 //! area, centre from the centroid) matches those coverages best (least `Σ|α − α̂|`).
 
 use super::instruction::{Colour, Tone};
-use crate::data::synth::Shape;
+use crate::synth::Shape;
 use image::RgbImage;
 use std::sync::OnceLock;
 
@@ -353,9 +353,9 @@ pub(crate) fn backdrop_of(img: &RgbImage, seg: &Segmentation) -> Option<(Tone, [
 
 #[cfg(test)]
 mod tests {
-    use super::super::scene::to_rgb;
     use super::*;
-    use crate::data::synth::{BACKGROUND_TONES, Background, Object, PALETTE, Scene};
+    use crate::synth::samples::to_rgb;
+    use crate::synth::{BACKGROUND_TONES, Background, Object, PALETTE, Scene};
 
     #[test]
     fn palette_and_tones_classify_as_themselves() {

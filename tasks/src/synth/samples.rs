@@ -1,12 +1,12 @@
-//! Test scenes for the rule judge, from the synthetic edit world (`crate::data::synth`).
+//! Test scenes for the rule judge, from the synthetic edit world (`crate::synth`).
 //!
 //! The plan was a stand-alone minimal scene generator here until the synthetic world
 //! existed; the world landed first, so the rule judge reads that world's images and
 //! instructions, and this module only adapts them: 8-bit images, a sample of a given edit
 //! type, and noise for degraded edits.
 
-use super::rng::SplitMix64;
-use crate::data::synth::{self, EditType, Rng};
+use crate::rng::SplitMix64;
+use crate::synth::{self, EditType};
 use image::{Rgb, RgbImage};
 
 /// A world image (`H × W × 3` floats in [0, 1]) as 8-bit RGB (rounded).
@@ -28,7 +28,7 @@ pub fn render(scene: &synth::Scene) -> RgbImage {
 /// from `seed` (the first of a few tries that the scene can take).
 pub fn sample(seed: u64, size: usize, t: EditType) -> Option<synth::Edit> {
     (0..20).find_map(|k| {
-        let mut rng = Rng::derive(seed, "judge-test", k);
+        let mut rng = synth::stream(seed, "judge-test", k);
         let scene = synth::random_scene(&mut rng, size, 4);
         synth::make_edit(&mut rng, &scene, t, 1)
     })

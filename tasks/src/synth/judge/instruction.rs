@@ -1,4 +1,4 @@
-//! How the rule judge reads instructions of the synthetic edit world (`crate::data::synth`):
+//! How the rule judge reads instructions of the synthetic edit world (`crate::synth`):
 //! the world's vocabulary (its palette, shapes and background tones, read from that module so
 //! the two never drift apart) and a parser for every phrasing the world writes, short and
 //! refined (paper A.3 style), into an [`Edit`].
@@ -22,7 +22,7 @@
 //! REGION: `top left`, `top right`, `bottom left`, `bottom right` (quadrants), `left`,
 //! `right`, `top`, `bottom` (halves), `center`/`middle` (the middle third).
 
-use crate::data::synth::{self, EditType, Shape};
+use crate::synth::{self, EditType, Shape};
 use serde::{Deserialize, Serialize};
 
 /// A palette colour of the synthetic world: an index into `synth::PALETTE`.
@@ -798,7 +798,7 @@ pub fn parse(text: &str) -> Result<Edit, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::synth::{Rng, make_edit, random_scene};
+    use crate::synth::{make_edit, random_scene, stream};
 
     fn c(name: &str) -> Colour {
         Colour::from_name(name).unwrap()
@@ -817,7 +817,7 @@ mod tests {
     fn every_synthetic_world_sentence_parses_into_its_edit() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..1200u64 {
-            let mut rng = Rng::derive(11, "parse", i);
+            let mut rng = stream(11, "parse", i);
             let scene = random_scene(&mut rng, 48, 4);
             let all = [EditType::LOCAL.as_slice(), EditType::GLOBAL.as_slice()].concat();
             let t = all[i as usize % all.len()];
