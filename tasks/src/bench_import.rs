@@ -31,6 +31,7 @@
 
 use crate::data::manifest::confined;
 use crate::data::{DatasetWriter, MaskPolarity, Record};
+use crate::imageio;
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
@@ -202,12 +203,10 @@ impl Writer<'_> {
             return Ok(true);
         }
         let decoded = match &item.image {
-            ImageSrc::Bytes(b) => image::load_from_memory(b).map_err(|e| e.to_string()),
-            ImageSrc::File(f) => image::ImageReader::open(f)
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.with_guessed_format().map_err(|e| e.to_string()))
-                .and_then(|r| r.decode().map_err(|e| e.to_string())),
-        };
+            ImageSrc::Bytes(b) => imageio::decode(b),
+            ImageSrc::File(f) => imageio::open(f),
+        }
+        .map_err(|e| e.reason());
         let img = match decoded {
             Ok(i) => i.to_rgb8(),
             Err(e) => {
@@ -226,8 +225,8 @@ impl Writer<'_> {
         };
         let name = self.unique_name(&item.key);
         let src_rel = format!("images/{name}.png");
-        img.save_with_format(self.out.join(&src_rel), image::ImageFormat::Png)
-            .map_err(|e| format!("writing `{src_rel}`: {e}"))?;
+        imageio::save_png(&self.out.join(&src_rel), &img)
+            .map_err(|e| format!("writing `{src_rel}`: {}", e.reason()))?;
         let mask_rel = self.mask(&item.key, &name, (w0, h0));
         let mut extra = item.extra;
         extra.insert("benchmark".into(), json!(self.p.format.name()));
@@ -260,11 +259,7 @@ impl Writer<'_> {
         if !file.is_file() {
             return None;
         }
-        let m = match image::ImageReader::open(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.with_guessed_format().map_err(|e| e.to_string()))
-            .and_then(|r| r.decode().map_err(|e| e.to_string()))
-        {
+        let m = match imageio::open(&file).map_err(|e| e.reason()) {
             Ok(m) => m.to_luma8(),
             Err(e) => {
                 self.mask_error(
@@ -290,8 +285,8 @@ impl Writer<'_> {
             None => m,
         };
         let rel = format!("images/{name}_mask.png");
-        if let Err(e) = m.save_with_format(self.out.join(&rel), image::ImageFormat::Png) {
-            self.mask_error(key, format!("writing `{rel}`: {e}"));
+        if let Err(e) = imageio::save_png(&self.out.join(&rel), &m) {
+            self.mask_error(key, format!("writing `{rel}`: {}", e.reason()));
             return None;
         }
         self.summary.masks += 1;

@@ -729,7 +729,7 @@ impl TaskKind for Eval {
                 {
                     let et = r.edit_type.clone().unwrap_or_else(|| "unknown".into());
                     let file = format!("images/{}.png", safe_name(&r.key));
-                    crate::data::image_io::save_rgb(&out.join(&file), &edited.get(i as i64))
+                    crate::imageio::tensor::save_rgb(&out.join(&file), &edited.get(i as i64))
                         .map_err(|e| fail(&r.key, &e))?;
                     // A benchmark's keep region is its mask: none, no pixel metrics.
                     let local = is_local_type(&et) && (p.protocol.is_synthetic() || has_mask[i]);

@@ -6,6 +6,7 @@ pub mod curate;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod imageio;
 pub mod judge;
 pub mod metrics;
 pub mod models;

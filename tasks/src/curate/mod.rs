@@ -48,12 +48,12 @@ pub mod source;
 pub mod stages;
 
 use crate::data::manifest::{Dataset, MANIFEST, Record};
+use crate::imageio;
 use crate::judge::prompts;
 use crate::judge::spec::JudgeParams;
 use crate::net::StoreCache;
 use crate::segment::client::{SegmentClient, SegmentConfig};
 use crate::synth::ColorSegmenter;
-use base64::Engine as _;
 use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use futures::StreamExt as _;
 use image::GrayImage;
@@ -764,13 +764,9 @@ impl Reference {
     fn mask(&self, key: &str) -> Option<GrayImage> {
         let r = self.records.get(key)?;
         let path = crate::data::manifest::confined(&self.root, r.edit_mask.as_ref()?).ok()?;
-        let mut g = image::open(path).ok()?.to_luma8();
+        let g = imageio::open(&path).ok()?.to_luma8();
         let keep = r.mask_polarity == crate::data::MaskPolarity::Keep;
-        for px in g.pixels_mut() {
-            let on = (px.0[0] >= 128) != keep;
-            px.0[0] = if on { 255 } else { 0 };
-        }
-        Some(g)
+        Some(imageio::binarize(g, keep))
     }
 }
 
@@ -798,19 +794,12 @@ struct TypeStats {
 }
 
 fn decode_mask(a: &Annotated) -> Result<GrayImage, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(&a.mask_png)
-        .map_err(|e| e.to_string())?;
-    Ok(image::load_from_memory(&bytes)
-        .map_err(|e| e.to_string())?
-        .to_luma8())
+    let bytes = imageio::from_base64(&a.mask_png).map_err(|e| e.to_string())?;
+    Ok(imageio::decode(&bytes).map_err(|e| e.reason())?.to_luma8())
 }
 
 fn ext_of(bytes: &[u8]) -> &'static str {
-    match image::guess_format(bytes) {
-        Ok(image::ImageFormat::Jpeg) => "jpg",
-        _ => "png",
-    }
+    imageio::extension_of(bytes)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -947,9 +936,7 @@ fn assemble(
             let mask = format!("images/{i:07}_mask.png");
             std::fs::write(data_dir.join(&src), &s.source).map_err(io(src.clone()))?;
             std::fs::write(data_dir.join(&tgt), &s.edited).map_err(io(tgt.clone()))?;
-            let png = base64::engine::general_purpose::STANDARD
-                .decode(&a.mask_png)
-                .map_err(fail)?;
+            let png = imageio::from_base64(&a.mask_png).map_err(fail)?;
             std::fs::write(data_dir.join(&mask), png).map_err(io(mask.clone()))?;
             let mut extra = serde_json::Map::new();
             extra.insert(

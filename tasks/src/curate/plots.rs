@@ -174,8 +174,7 @@ macro_rules! write_both {
         }
         let img = image::RgbImage::from_raw(w, h, buf).expect("buffer of w·h·3 bytes");
         let png = $dir.join(format!("{}.png", $stem));
-        img.save_with_format(&png, image::ImageFormat::Png)
-            .map_err(|e| format!("writing `{}`: {e}", png.display()))?;
+        crate::imageio::save_png(&png, &img).map_err(|e| e.to_string())?;
         let mut svg = String::new();
         {
             let $root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();

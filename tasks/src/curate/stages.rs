@@ -10,14 +10,14 @@
 //! [`StepError::Fatal`] (a configuration problem that no sample can get past).
 
 use super::source::{ReadError, Sample};
+use crate::imageio::{self, Png};
 use crate::judge::extract::AnswerError;
 use crate::judge::prompts::{self, Prompt};
 use crate::judge::{Asked, Invalid, Judge, JudgeError, JudgeImage, JudgeRequest};
 use crate::segment::client::{CallError, SegmentClient};
 use crate::segment::{BoxPx, SegmentError, Segmenter as _};
 use crate::synth::ColorSegmenter;
-use base64::Engine as _;
-use image::{GrayImage, ImageEncoder as _, RgbImage};
+use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -385,16 +385,7 @@ fn difference_mask(a: &RgbImage, b: &RgbImage, t: f64) -> GrayImage {
 }
 
 fn encode_png(m: &GrayImage) -> String {
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(
-            m.as_raw(),
-            m.width(),
-            m.height(),
-            image::ExtendedColorType::L8,
-        )
-        .expect("encoding an in-memory grey image cannot fail");
-    base64::engine::general_purpose::STANDARD.encode(png)
+    imageio::to_base64(&imageio::grey_png(m, Png::Default))
 }
 
 fn area(m: &GrayImage) -> usize {
@@ -404,9 +395,9 @@ fn area(m: &GrayImage) -> usize {
 async fn stages(env: &Env, s: &Sample) -> Result<Verdict, StepError> {
     // ---- read
     let decode = |what: &str, bytes: &[u8]| {
-        image::load_from_memory(bytes)
+        imageio::decode(bytes)
             .map(|i| i.to_rgb8())
-            .map_err(|e| format!("the {what} image does not decode: {e}"))
+            .map_err(|e| format!("the {what} image does not decode: {}", e.reason()))
     };
     let source = match decode("source", &s.source) {
         Ok(i) => i,

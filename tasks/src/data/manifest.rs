@@ -3,7 +3,8 @@
 //! relative path. Paths are confined to the dataset root; a bad line is reported with its
 //! number and skipped, never a crash.
 
-use super::image_io::{self, ImageError};
+use crate::imageio::ImageError;
+use crate::imageio::tensor;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write as _};
 use std::path::{Component, Path, PathBuf};
@@ -178,13 +179,13 @@ impl Dataset {
 
     /// Source image as a `(3, H, W)` float tensor in [0, 1].
     pub fn source(&self, r: &Record) -> Result<tch::Tensor, DataError> {
-        Ok(image_io::load_rgb(&self.path(&r.source))?)
+        Ok(tensor::load_rgb(&self.path(&r.source))?)
     }
 
     pub fn target(&self, r: &Record) -> Result<Option<tch::Tensor>, DataError> {
         r.target
             .as_ref()
-            .map(|t| image_io::load_rgb(&self.path(t)))
+            .map(|t| tensor::load_rgb(&self.path(t)))
             .transpose()
             .map_err(Into::into)
     }
@@ -193,7 +194,7 @@ impl Dataset {
     pub fn edit_mask(&self, r: &Record) -> Result<Option<tch::Tensor>, DataError> {
         r.edit_mask
             .as_ref()
-            .map(|m| image_io::load_mask(&self.path(m), r.mask_polarity))
+            .map(|m| tensor::load_mask(&self.path(m), r.mask_polarity))
             .transpose()
             .map_err(Into::into)
     }
@@ -234,14 +235,14 @@ impl DatasetWriter {
     /// Saves an RGB `(3, H, W)` tensor in [0, 1] as `images/<name>.png`; returns its relative path.
     pub fn image(&self, name: &str, img: &tch::Tensor) -> Result<String, DataError> {
         let rel = format!("images/{name}.png");
-        image_io::save_rgb(&self.root.join(&rel), img)?;
+        tensor::save_rgb(&self.root.join(&rel), img)?;
         Ok(rel)
     }
 
     /// Saves an `edit_mask` `(1, H, W)` in {0, 1} as `images/<name>.png` (white = edit).
     pub fn mask(&self, name: &str, mask: &tch::Tensor) -> Result<String, DataError> {
         let rel = format!("images/{name}.png");
-        image_io::save_mask(&self.root.join(&rel), mask)?;
+        tensor::save_mask(&self.root.join(&rel), mask)?;
         Ok(rel)
     }
 
@@ -346,8 +347,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keep = Tensor::ones([1, 4, 4], (Kind::Float, tch::Device::Cpu));
         let _ = keep.narrow(1, 0, 1).narrow(2, 0, 1).fill_(0.0);
-        image_io::save_mask(&dir.path().join("k.png"), &keep).unwrap();
-        let edit = image_io::load_mask(&dir.path().join("k.png"), MaskPolarity::Keep).unwrap();
+        tensor::save_mask(&dir.path().join("k.png"), &keep).unwrap();
+        let edit = tensor::load_mask(&dir.path().join("k.png"), MaskPolarity::Keep).unwrap();
         assert_eq!(edit.sum(Kind::Double).double_value(&[]), 1.0);
         assert_eq!(edit.double_value(&[0, 0, 0]), 1.0);
     }

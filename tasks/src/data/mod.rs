@@ -1,6 +1,5 @@
-//! Datasets: the manifest format (real and synthetic data alike) and image I/O.
+//! Datasets: the manifest format (real and synthetic data alike).
 
-pub mod image_io;
 pub mod manifest;
 
 pub use manifest::{Dataset, DatasetWriter, MaskPolarity, Record};

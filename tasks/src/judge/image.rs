@@ -1,29 +1,13 @@
 //! Images as a judge sees them: 8-bit RGB pixels, their PNG encoding (sent as a base64 data
-//! URL) and a digest of the pixels (BLAKE3 over size and raw RGB bytes, so it does not depend
-//! on the PNG encoder). Cheap to clone.
+//! URL) and a digest of the pixels ([`pixel_digest`]: BLAKE3 over size and raw RGB bytes, so it
+//! does not depend on the PNG encoder). Cheap to clone. Decoding and encoding are
+//! [`crate::imageio`]'s.
 
-use base64::Engine as _;
+use crate::imageio::{self, Png};
+pub use crate::imageio::{ImageError, pixel_digest};
 use bytes::Bytes;
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ImageEncoder, RgbImage};
+use image::RgbImage;
 use std::sync::Arc;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    /// The bytes are not a PNG or JPEG image.
-    #[error("cannot decode image: {0}")]
-    Decode(String),
-    /// A data URL that is not `data:image/...;base64,...`.
-    #[error("not a base64 image data URL: {0}")]
-    DataUrl(String),
-    /// A tensor of the wrong shape.
-    #[error("{what} must be {expected}, got shape {shape:?}")]
-    Shape {
-        what: &'static str,
-        expected: &'static str,
-        shape: Vec<i64>,
-    },
-}
 
 /// One image of a judge request.
 #[derive(Clone)]
@@ -46,15 +30,7 @@ impl std::fmt::Debug for JudgeImage {
 impl JudgeImage {
     /// Wraps RGB pixels (encodes the PNG once).
     pub fn from_rgb(pixels: RgbImage) -> JudgeImage {
-        let mut png = Vec::new();
-        PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::Adaptive)
-            .write_image(
-                pixels.as_raw(),
-                pixels.width(),
-                pixels.height(),
-                image::ExtendedColorType::Rgb8,
-            )
-            .expect("encoding an in-memory RGB image as PNG cannot fail");
+        let png = imageio::rgb_png(&pixels, Png::Fast);
         let digest = pixel_digest(&pixels);
         JudgeImage {
             pixels: Arc::new(pixels),
@@ -65,36 +41,22 @@ impl JudgeImage {
 
     /// Decodes PNG or JPEG bytes (grey becomes RGB, alpha is dropped).
     pub fn from_encoded(bytes: &[u8]) -> Result<JudgeImage, ImageError> {
-        let img = image::load_from_memory(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
-        Ok(JudgeImage::from_rgb(img.to_rgb8()))
+        Ok(JudgeImage::from_rgb(imageio::decode(bytes)?.to_rgb8()))
     }
 
     /// Decodes a `data:image/png;base64,...` (or jpeg) URL.
     pub fn from_data_url(url: &str) -> Result<JudgeImage, ImageError> {
-        let short = || url.chars().take(40).collect::<String>();
-        let rest = url
-            .strip_prefix("data:image/")
-            .ok_or_else(|| ImageError::DataUrl(short()))?;
-        let (_, b64) = rest
-            .split_once(";base64,")
-            .ok_or_else(|| ImageError::DataUrl(short()))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|e| ImageError::DataUrl(e.to_string()))?;
-        JudgeImage::from_encoded(&bytes)
+        JudgeImage::from_encoded(&imageio::data_url_bytes(url)?)
     }
 
     /// A `(3, H, W)` float tensor in [0, 1] (clamped, rounded to 8 bits).
     pub fn from_tensor(t: &tch::Tensor) -> Result<JudgeImage, ImageError> {
-        let (w, h, bytes) = tensor_bytes(t, "an RGB image", 3)?;
-        Ok(JudgeImage::from_rgb(
-            RgbImage::from_raw(w, h, bytes).expect("sizes match"),
-        ))
+        Ok(JudgeImage::from_rgb(imageio::tensor::to_rgb(t)?))
     }
 
     /// An `edit_mask` `(1, H, W)` tensor (1 = edit) as a white-on-black image.
     pub fn mask_from_tensor(t: &tch::Tensor) -> Result<JudgeImage, ImageError> {
-        let (w, h, grey) = tensor_bytes(t, "a mask", 1)?;
+        let (w, h, grey) = imageio::tensor::to_bytes(t, "a mask", 1)?;
         let rgb = grey
             .iter()
             .flat_map(|&v| {
@@ -130,54 +92,8 @@ impl JudgeImage {
 
     /// `data:image/png;base64,...`
     pub fn data_url(&self) -> String {
-        format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(&self.png)
-        )
+        imageio::png_data_url(&self.png)
     }
-}
-
-/// The digest [`JudgeImage::digest`] reports for these pixels.
-pub fn pixel_digest(img: &RgbImage) -> String {
-    let mut h = blake3::Hasher::new();
-    h.update(b"rgb8");
-    h.update(&img.width().to_le_bytes());
-    h.update(&img.height().to_le_bytes());
-    h.update(img.as_raw());
-    h.finalize().to_hex().to_string()
-}
-
-fn tensor_bytes(
-    t: &tch::Tensor,
-    what: &'static str,
-    channels: i64,
-) -> Result<(u32, u32, Vec<u8>), ImageError> {
-    use tch::Kind;
-    let size = t.size();
-    if size.len() != 3 || size[0] != channels {
-        return Err(ImageError::Shape {
-            what,
-            expected: if channels == 3 {
-                "(3, H, W)"
-            } else {
-                "(1, H, W)"
-            },
-            shape: size,
-        });
-    }
-    // (C, H, W) float in [0, 1] → (H, W, C) u8
-    let hwc = (t
-        .to_device(tch::Device::Cpu)
-        .to_kind(Kind::Float)
-        .clamp(0.0, 1.0)
-        * 255.0)
-        .round()
-        .to_kind(Kind::Uint8)
-        .permute([1, 2, 0])
-        .contiguous();
-    let bytes = Vec::<u8>::try_from(hwc.flatten(0, -1))
-        .expect("a contiguous uint8 CPU tensor converts to bytes");
-    Ok((size[2] as u32, size[1] as u32, bytes))
 }
 
 #[cfg(test)]

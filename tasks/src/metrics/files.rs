@@ -1,6 +1,6 @@
 //! Scoring image files on disk: the library side of `cocoflow score` (one triplet or a folder).
 //!
-//! Images are PNG or JPEG, read by [`crate::data::image_io`]: 8-bit values / 255, grey files
+//! Images are PNG or JPEG, read by [`crate::imageio`]: 8-bit values / 255, grey files
 //! repeated to RGB (which scores exactly like one grey channel), alpha dropped. A mask pixel is
 //! white when its grey level is ≥ 128; with `--mask-polarity edit` (the default, as in
 //! dataset manifests) white is the edited region and `keep_mask = 1 − white`; with `keep`
@@ -21,7 +21,8 @@ use super::config::MetricsConfig;
 use super::error::{MetricsError, Undefined};
 use super::pixel::{SampleResult, masked_metrics};
 use crate::data::MaskPolarity;
-use crate::data::image_io::{self, ImageError};
+use crate::imageio::ImageError;
+use crate::imageio::tensor;
 
 /// Why a triplet could not be scored. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +74,9 @@ pub fn score_files(
     polarity: MaskPolarity,
     cfg: &MetricsConfig,
 ) -> Result<FileScore, ScoreError> {
-    let a = image_io::load_rgb(source)?;
-    let b = image_io::load_rgb(edited)?;
-    let edit_mask = image_io::load_mask(mask, polarity)?;
+    let a = tensor::load_rgb(source)?;
+    let b = tensor::load_rgb(edited)?;
+    let edit_mask = tensor::load_mask(mask, polarity)?;
     let (h, w) = (a.size()[1], a.size()[2]);
     for (what, path, t) in [("edited image", edited, &b), ("mask", mask, &edit_mask)] {
         let (th, tw) = (t.size()[1], t.size()[2]);

@@ -78,12 +78,7 @@ pub fn choose_items(ds: &Dataset, n: usize) -> Vec<&Record> {
 }
 
 fn load(path: &Path) -> Result<image::DynamicImage, String> {
-    image::ImageReader::open(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
-        .decode()
-        .map_err(|e| format!("cannot decode `{}`: {e}", path.display()))
+    crate::imageio::open(path).map_err(|e| e.to_string())
 }
 
 /// A column name in at most two lines of `max` characters: broken at the last space that
@@ -197,8 +192,7 @@ pub fn write_grid(
         root.present().map_err(|e| e.to_string())?;
     }
     let img = RgbImage::from_raw(w, h, buf).expect("w·h·3 bytes");
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| format!("writing `{}`: {e}", path.display()))?;
+    crate::imageio::save_png(path, &img).map_err(|e| e.to_string())?;
     Ok(layout)
 }
 

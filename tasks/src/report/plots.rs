@@ -92,8 +92,7 @@ pub fn write_chart(dir: &Path, stem: &str, panels: &[Panel]) -> Result<(), Strin
     }
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer of w·h·3 bytes");
     let png = dir.join(format!("{stem}.png"));
-    img.save_with_format(&png, image::ImageFormat::Png)
-        .map_err(|e| format!("writing `{}`: {e}", png.display()))?;
+    crate::imageio::save_png(&png, &img).map_err(|e| e.to_string())?;
     // SVG.
     let mut svg = String::new();
     {

@@ -16,7 +16,7 @@
 use super::rollout::{RolloutManifest, RolloutTensors};
 use super::{bad, check_input_names, check_threads, d_threads, fail, set_threads};
 use crate::data::Dataset;
-use crate::data::image_io;
+use crate::imageio::tensor;
 use crate::judge::{Judge, JudgeImage, JudgeRequest, Scores};
 use crate::metrics::{MetricsConfig, masked_metrics};
 use crate::reward::{
@@ -271,7 +271,7 @@ impl TaskKind for RewardKind {
         let mut edited = Vec::new();
         for s in &m.samples {
             let path = crate::data::manifest::confined(&rdir, &s.image).map_err(fail)?;
-            edited.push(image_io::load_rgb(&path).map_err(fail)?);
+            edited.push(tensor::load_rgb(&path).map_err(fail)?);
         }
         let keep: Tensor = 1.0 - tensors.edit_masks.to_kind(Kind::Float);
 

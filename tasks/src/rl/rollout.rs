@@ -487,7 +487,7 @@ impl TaskKind for Rollout {
         for (i, &seed) in seeds.iter().enumerate() {
             let (g, k) = (i / p.k, i % p.k);
             let rel = format!("{IMAGES_DIR}/g{g:03}_k{k:02}.png");
-            crate::data::image_io::save_rgb(&out.join(&rel), &images.get(i as i64))
+            crate::imageio::tensor::save_rgb(&out.join(&rel), &images.get(i as i64))
                 .map_err(fail)?;
             samples.push(SampleEntry {
                 index: i,

@@ -32,8 +32,8 @@
 pub mod client;
 pub mod server;
 
-use base64::Engine as _;
-use image::{GrayImage, ImageEncoder, RgbImage};
+use crate::imageio::{self, Png};
+use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// A box in pixels: `x0`/`y0` inclusive, `x1`/`y1` exclusive.
@@ -198,37 +198,22 @@ pub struct SegmentResponse {
 
 /// Base64 (standard, padded) of an 8-bit greyscale PNG of `mask`.
 pub fn encode_mask(mask: &GrayImage) -> String {
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(
-            mask.as_raw(),
-            mask.width(),
-            mask.height(),
-            image::ExtendedColorType::L8,
-        )
-        .expect("encoding an in-memory grey image as PNG cannot fail");
-    base64::engine::general_purpose::STANDARD.encode(png)
+    imageio::to_base64(&imageio::grey_png(mask, Png::Default))
 }
 
 /// Decodes a base64 PNG (or JPEG) as a binary mask: a pixel is object when its luma ≥ 128.
 pub fn decode_mask(b64: &str) -> Result<GrayImage, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|e| format!("mask is not base64: {e}"))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| format!("mask does not decode: {e}"))?;
-    let mut g = img.to_luma8();
-    for p in g.pixels_mut() {
-        p.0[0] = if p.0[0] >= 128 { 255 } else { 0 };
-    }
-    Ok(g)
+    let bytes = imageio::from_base64(b64).map_err(|e| format!("mask is not base64: {e}"))?;
+    let img =
+        imageio::decode(&bytes).map_err(|e| format!("mask does not decode: {}", e.reason()))?;
+    Ok(imageio::binarize(img.to_luma8(), false))
 }
 
 /// Decodes a base64 PNG or JPEG image as RGB.
 pub fn decode_image(b64: &str) -> Result<RgbImage, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|e| format!("image is not base64: {e}"))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| format!("image does not decode: {e}"))?;
+    let bytes = imageio::from_base64(b64).map_err(|e| format!("image is not base64: {e}"))?;
+    let img =
+        imageio::decode(&bytes).map_err(|e| format!("image does not decode: {}", e.reason()))?;
     Ok(img.to_rgb8())
 }
 
