@@ -2,6 +2,10 @@
 //! runs in (inputs as local files, outputs into the store, progress, logs, checkpoints,
 //! cancellation, a shared model cache). Kinds never see the scheduler.
 
+pub mod typed;
+
+pub use typed::{Input, Kind, Typed};
+
 use crate::store::{Artifact, InputRef, ResultManifest, Store, StoreError};
 use bytes::Bytes;
 use serde::Serialize;
@@ -34,6 +38,11 @@ pub trait TaskKind: Send + Sync + 'static {
     /// Top-level param keys holding shell text: `${...}` substitutions in them are quoted.
     fn quoted_params(&self) -> &'static [&'static str] {
         &[]
+    }
+    /// Params (a JSON Schema), inputs and outputs, for `cocoflow kinds --json`; `null` fields
+    /// where the kind does not declare them.
+    fn declaration(&self) -> Value {
+        serde_json::json!({"params": null, "inputs": null, "outputs": null})
     }
     /// Does the work. Runs on a blocking thread (in-process) or in a child process.
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError>;

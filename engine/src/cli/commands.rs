@@ -101,9 +101,26 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
         Command::Report { run_id, to } => {
             cmd_export(&state, run_id, None, Some("report".into()), None, to, true).await
         }
-        Command::Kinds => {
-            for k in registry.iter() {
-                println!("{:<14} v{:<3} {}", k.name(), k.version(), k.describe());
+        Command::Kinds { json } => {
+            if json {
+                let all: Vec<serde_json::Value> = registry
+                    .iter()
+                    .map(|k| {
+                        let mut d = k.declaration();
+                        d["name"] = k.name().into();
+                        d["version"] = k.version().into();
+                        d["describe"] = k.describe().into();
+                        d
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&all).expect("declarations serialise")
+                );
+            } else {
+                for k in registry.iter() {
+                    println!("{:<14} v{:<3} {}", k.name(), k.version(), k.describe());
+                }
             }
             Ok(EXIT_OK)
         }

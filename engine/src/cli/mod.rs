@@ -172,7 +172,12 @@ pub enum Command {
         to: Option<PathBuf>,
     },
     /// List the task kinds this binary knows.
-    Kinds,
+    Kinds {
+        /// Every kind's params (a JSON Schema with types, defaults and descriptions), inputs
+        /// and outputs, as one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Engine benchmarks (print figures; not tests).
     Bench(bench::BenchArgs),
     /// Run one task attempt (used by the subprocess executor).
