@@ -165,7 +165,10 @@ pub(crate) fn overrides(wf: &WorkflowArgs) -> Result<Vec<String>, Fail> {
             };
             // Mappings and lists (e.g. `judge: {kind: openai, ...}`) travel as JSON, which is
             // YAML flow syntax: `--set` parses it back to the same value.
-            let text = if matches!(
+            // Strings travel as they are (`--set` takes a string param's text verbatim).
+            let text = if let serde_yaml::Value::String(s) = &v {
+                s.clone()
+            } else if matches!(
                 v,
                 serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_)
             ) {
@@ -174,7 +177,14 @@ pub(crate) fn overrides(wf: &WorkflowArgs) -> Result<Vec<String>, Fail> {
             } else {
                 serde_yaml::to_string(&v).unwrap_or_default()
             };
-            out.push(format!("{key}={}", text.trim_end()));
+            out.push(format!(
+                "{key}={}",
+                if v.is_string() {
+                    &text
+                } else {
+                    text.trim_end()
+                }
+            ));
         }
     }
     out.extend(wf.set.iter().cloned());

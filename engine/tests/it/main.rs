@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod errors;
+mod injection;
 mod library;
 mod runs;
 mod s3;
