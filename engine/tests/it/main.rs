@@ -6,5 +6,6 @@ mod crash;
 mod errors;
 mod injection;
 mod library;
+mod maintenance;
 mod runs;
 mod s3;
