@@ -811,6 +811,20 @@ fn instance_of(name: &str, task: &str) -> bool {
     name == task || base == task || last == task
 }
 
+/// A name (an instance name holds arm names, which may hold anything) as one path
+/// component: `/` and NUL become `_`, and `.`/`..` get a `_` in front.
+fn path_component(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    if s.is_empty() || s == "." || s == ".." {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
 fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<u64> {
     let mut n = 0;
     if src.is_dir() {
@@ -885,7 +899,9 @@ async fn cmd_export(
                 continue;
             }
             let src = store.artifact_file(artifact).await?;
-            let dst = dest.join(&r.name).join(name);
+            let dst = dest
+                .join(path_component(&r.name))
+                .join(path_component(name));
             let n = copy_tree(&src, &dst)
                 .map_err(|e| Fail::env(format!("cannot write `{}`: {e}", dst.display())))?;
             println!("{} {} → {} ({n} file(s))", r.name, name, dst.display());

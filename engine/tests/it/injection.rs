@@ -342,3 +342,30 @@ fn template_in_double_quotes_from_set_runs_nothing() {
         format!("said: {value}\n")
     );
 }
+
+/// Arm names end up in instance names, which `export` uses as folder names: one that looks
+/// like a path stays one folder inside the destination.
+#[test]
+fn an_arm_name_never_leads_export_out_of_its_folder() {
+    let p = Project::new();
+    p.write(
+        "w.yaml",
+        "name: x\nsweep: {arms: [{name: ../../../../escaped}, {name: ..}]}\ntasks:\n  a: {kind: noop, params: {payload: '${arm}'}}\n",
+    );
+    assert_eq!(p.run(&["run", "w.yaml", "-q"]).0, 0);
+    let (code, _, err) = p.run(&["export", "--to", "out/x"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        p.read("out/x/a[.._.._.._.._escaped]/out"),
+        "../../../../escaped"
+    );
+    assert_eq!(p.read("out/x/a[..]/out"), "..");
+    let mut files = Vec::new();
+    walk(p.path(), &mut files);
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with("escaped]") && !f.starts_with(p.path().join("out/x"))),
+        "{files:?}"
+    );
+}
