@@ -249,7 +249,7 @@ async fn cmd_run(
             state.display()
         ))
     })?;
-    let mut journal = RedbJournal::open(&journal_path(state))?;
+    let mut journal = RedbJournal::open_waiting(&journal_path(state), Duration::from_secs(2))?;
     let run_id = resume_id.unwrap_or_else(crate::util::new_run_id);
     let worker_exe = std::env::current_exe()
         .map_err(|e| Fail::env(format!("cannot find this program's path: {e}")))?;
