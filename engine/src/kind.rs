@@ -6,7 +6,7 @@ pub mod typed;
 
 pub use typed::{Input, Kind, Typed};
 
-use crate::store::{Artifact, InputRef, ResultManifest, Store, StoreError};
+use crate::store::{Artifact, InputRef, KvLog, ResultManifest, Store, StoreError};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,7 +35,11 @@ pub trait TaskKind: Send + Sync + 'static {
     fn check_inputs(&self, _params: &Value, _inputs: &[&str]) -> Result<(), String> {
         Ok(())
     }
-    /// Top-level param keys holding shell text: `${...}` substitutions in them are quoted.
+    /// Top-level param keys holding shell text. Templating never puts a value into them:
+    /// each `${name}` becomes a quoted reference to an environment variable
+    /// (`"${COCOFLOW_P_name}"`), and the rendered params carry the values under `vars`
+    /// (variable → text). A kind that declares such keys accepts `vars` and exports each
+    /// entry to the environment of the shell that runs the text.
     fn quoted_params(&self) -> &'static [&'static str] {
         &[]
     }
@@ -225,7 +229,9 @@ pub struct TaskCtx {
     /// CUDA device ordinals as this process sees them (differs from `gpus` in a worker
     /// process started with `CUDA_VISIBLE_DEVICES`).
     pub cuda_ordinals: Vec<u32>,
+    /// The run's store, recording the key-value records this task uses into `kv_log`.
     store: Store,
+    kv_log: KvLog,
     rt: tokio::runtime::Handle,
     outputs: BTreeMap<String, Artifact>,
     metrics: serde_json::Map<String, Value>,
@@ -259,6 +265,7 @@ pub struct CtxParts {
 
 impl TaskCtx {
     pub fn new(p: CtxParts) -> TaskCtx {
+        let kv_log = KvLog::default();
         TaskCtx {
             name: p.name,
             key: p.key,
@@ -274,7 +281,8 @@ impl TaskCtx {
             workdir_made: std::sync::atomic::AtomicBool::new(false),
             log_path: p.log_path,
             cuda_ordinals: p.cuda_ordinals,
-            store: p.store,
+            store: p.store.with_kv_log(kv_log.clone()),
+            kv_log,
             rt: p.rt,
             outputs: BTreeMap::new(),
             metrics: serde_json::Map::new(),
@@ -431,6 +439,9 @@ impl TaskCtx {
         &self.models
     }
 
+    /// The run's store. Key-value records read or written through it (and through clones
+    /// of it, e.g. a response cache) are listed in this task's result, which keeps them
+    /// through `gc`.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -455,6 +466,13 @@ impl TaskCtx {
             Ok(b) if !b.is_empty() => Some(self.block(self.store.put_output(Bytes::from(b)))?),
             _ => None,
         };
+        let kv_locations = self.kv_log.locations();
+        let kv = if kv_locations.is_empty() {
+            None
+        } else {
+            let listing = serde_json::to_vec(&kv_locations).expect("strings serialise");
+            Some(self.block(self.store.put_output(Bytes::from(listing)))?)
+        };
         let m = ResultManifest {
             key: self.key.clone(),
             kind: self.kind.clone(),
@@ -465,6 +483,7 @@ impl TaskCtx {
             outputs: self.outputs.clone(),
             metrics: self.metrics.clone(),
             log,
+            kv,
             run_id: self.run_id.clone(),
             attempt: self.attempt,
             started_ms: self.started_ms,

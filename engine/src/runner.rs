@@ -157,8 +157,10 @@ pub fn resources(
     Ok((pools, reqs))
 }
 
-/// Which instances are cache hits. A cached instance whose outputs a re-running dependent
-/// needs is checked blob by blob; a missing blob makes it run again.
+/// Which instances are cache hits. The cached results a re-running instance reads, and
+/// those the run ends with (no dependents in the plan), are checked cheaply: every blob
+/// present with its size (see [`Store::artifact_present`]); a failed check makes the
+/// instance run again. `cocoflow verify` hashes every blob instead.
 pub async fn cache_hits(
     plan: &Plan,
     store: &Store,
@@ -168,52 +170,52 @@ pub async fn cache_hits(
     let dependents = plan.dependents();
     let mut manifests = HashMap::new();
     let mut checked = HashSet::new();
+    let mut to_check: Vec<InstanceId> = plan
+        .instances
+        .iter()
+        .filter(|i| cached[i.id] && dependents[i.id].is_empty())
+        .map(|i| i.id)
+        .collect();
     loop {
-        let mut changed = false;
         for inst in &plan.instances {
-            if cached[inst.id] || inst.deps.is_empty() {
-                continue;
-            }
-            for &d in &inst.deps {
-                if !cached[d] || !checked.insert(d) {
-                    continue;
-                }
-                let ok = match store.get_result(&plan.instances[d].key).await? {
-                    Some(m) => {
-                        let mut ok = true;
-                        for a in m.outputs.values() {
-                            let blobs = match store.artifact_blobs(a).await {
-                                Ok(b) => b,
-                                Err(_) => {
-                                    ok = false;
-                                    break;
-                                }
-                            };
-                            for b in blobs {
-                                if !store.has_blob(&b).await? {
-                                    ok = false;
-                                    break;
-                                }
-                            }
-                        }
-                        if ok {
-                            manifests.insert(m.key.clone(), m);
-                        }
-                        ok
-                    }
-                    None => false,
-                };
-                if !ok {
-                    cached[d] = false;
-                    changed = true;
-                }
+            if !cached[inst.id] {
+                to_check.extend(
+                    inst.deps
+                        .iter()
+                        .copied()
+                        .filter(|&d| cached[d] && !checked.contains(&d)),
+                );
             }
         }
-        if !changed {
+        if to_check.is_empty() {
             break;
         }
+        for d in std::mem::take(&mut to_check) {
+            if !checked.insert(d) {
+                continue;
+            }
+            let ok = match store.get_result(&plan.instances[d].key).await? {
+                Some(m) => {
+                    let mut ok = true;
+                    for a in m.outputs.values() {
+                        if !store.artifact_present(a).await? {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if ok {
+                        manifests.insert(m.key.clone(), m);
+                    }
+                    ok
+                }
+                None => false,
+            };
+            if !ok {
+                tracing::info!(instance = %plan.instances[d].name, "cached result has a missing or truncated output; it runs again");
+                cached[d] = false;
+            }
+        }
     }
-    let _ = dependents;
     Ok((cached, manifests))
 }
 

@@ -20,13 +20,13 @@ pub struct Fail {
 }
 
 impl Fail {
-    fn env(text: impl Into<String>) -> Fail {
+    pub(crate) fn env(text: impl Into<String>) -> Fail {
         Fail {
             code: EXIT_ENVIRONMENT,
             text: format!("error: {}", text.into()),
         }
     }
-    fn usage(text: impl Into<String>) -> Fail {
+    pub(crate) fn usage(text: impl Into<String>) -> Fail {
         Fail {
             code: EXIT_USAGE,
             text: format!("error: {}", text.into()),
@@ -88,7 +88,19 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
             grace,
             force,
             store,
-        } => cmd_gc(&state, dry_run, &grace, force, store.as_deref()).await,
+            keep_caches,
+        } => {
+            cmd_gc(
+                &state,
+                dry_run,
+                &grace,
+                force,
+                store.as_deref(),
+                keep_caches,
+            )
+            .await
+        }
+        Command::Verify(args) => super::verify::cmd_verify(&state, args).await,
         Command::Pin { run_id, name } => cmd_pin(&state, &run_id, name).await,
         Command::Unpin { name } => cmd_unpin(&state, &name).await,
         Command::Export {
@@ -182,7 +194,10 @@ pub(crate) fn overrides(wf: &WorkflowArgs) -> Result<Vec<String>, Fail> {
             };
             // Mappings and lists (e.g. `judge: {kind: openai, ...}`) travel as JSON, which is
             // YAML flow syntax: `--set` parses it back to the same value.
-            let text = if matches!(
+            // Strings travel as they are (`--set` takes a string param's text verbatim).
+            let text = if let serde_yaml::Value::String(s) = &v {
+                s.clone()
+            } else if matches!(
                 v,
                 serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_)
             ) {
@@ -191,7 +206,14 @@ pub(crate) fn overrides(wf: &WorkflowArgs) -> Result<Vec<String>, Fail> {
             } else {
                 serde_yaml::to_string(&v).unwrap_or_default()
             };
-            out.push(format!("{key}={}", text.trim_end()));
+            out.push(format!(
+                "{key}={}",
+                if v.is_string() {
+                    &text
+                } else {
+                    text.trim_end()
+                }
+            ));
         }
     }
     out.extend(wf.set.iter().cloned());
@@ -203,13 +225,13 @@ fn load_plan(registry: &Registry, wf: &WorkflowArgs) -> Result<Plan, Fail> {
     Ok(crate::plan::build(&w, registry, &wf.targets)?)
 }
 
-fn open_store(state: &Path, url: &str) -> Result<Store, Fail> {
+pub(crate) fn open_store(state: &Path, url: &str) -> Result<Store, Fail> {
     let base = std::env::current_dir()
         .map_err(|e| Fail::env(format!("cannot read the current directory: {e}")))?;
     Ok(Store::open(url, &base, &state.join("cache"))?)
 }
 
-fn journal_path(state: &Path) -> std::path::PathBuf {
+pub(crate) fn journal_path(state: &Path) -> std::path::PathBuf {
     state.join("journal.redb")
 }
 
@@ -244,7 +266,7 @@ async fn cmd_run(
             state.display()
         ))
     })?;
-    let mut journal = RedbJournal::open(&journal_path(state))?;
+    let mut journal = RedbJournal::open_waiting(&journal_path(state), Duration::from_secs(2))?;
     let run_id = resume_id.unwrap_or_else(crate::util::new_run_id);
     let worker_exe = std::env::current_exe()
         .map_err(|e| Fail::env(format!("cannot find this program's path: {e}")))?;
@@ -582,12 +604,33 @@ async fn store_of_latest(state: &Path, explicit: Option<&str>) -> Result<Store, 
     open_store(state, &url)
 }
 
+/// Refuses (exit 5) while a run holds a fresh lease on the store, unless `force`.
+pub(crate) async fn refuse_if_live(store: &Store, force: bool, what: &str) -> Result<(), Fail> {
+    let now = now_ms();
+    let live_window = 120_000;
+    for (loc, _) in store.list("leases").await? {
+        if let Some(l) = store
+            .read_json_at::<crate::store::Lease>(&loc, "lease")
+            .await?
+            && now.saturating_sub(l.heartbeat_ms) < live_window
+            && !force
+        {
+            return Err(Fail::env(format!(
+                "run `{}` on `{}` (pid {}) is live on this store; {what} could delete what it reads (`--force` to go ahead)",
+                l.run_id, l.host, l.pid
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn cmd_gc(
     state: &Path,
     dry_run: bool,
     grace: &str,
     force: bool,
     store_url: Option<&str>,
+    keep_caches: bool,
 ) -> Result<i32, Fail> {
     let grace = parse_duration(grace)
         .ok_or_else(|| Fail::usage(format!("`--grace {grace}` is not a duration")))?;
@@ -612,20 +655,7 @@ async fn cmd_gc(
         None
     };
     let now = now_ms();
-    let live_window = 120_000;
-    for (loc, _) in store.list("leases").await? {
-        if let Some(l) = store
-            .read_json_at::<crate::store::Lease>(&loc, "lease")
-            .await?
-            && now.saturating_sub(l.heartbeat_ms) < live_window
-            && !force
-        {
-            return Err(Fail::env(format!(
-                "run `{}` on `{}` (pid {}) is live on this store; `gc` could delete what it reads (`--force` to go ahead)",
-                l.run_id, l.host, l.pid
-            )));
-        }
-    }
+    refuse_if_live(&store, force, "`gc`").await?;
     // Roots: every result a run summary or pin names.
     let mut roots: HashSet<String> = HashSet::new();
     for (loc, _) in store.list("runs").await? {
@@ -643,6 +673,9 @@ async fn cmd_gc(
     }
     let young = |mtime: u64| now.saturating_sub(mtime) < grace.as_millis() as u64;
     let mut live_blobs: HashSet<String> = HashSet::new();
+    // Key-value records the kept results list; `None` once one listing cannot be read
+    // (then no record is collected).
+    let mut live_kv: Option<HashSet<String>> = Some(HashSet::new());
     let mut drop_results = Vec::new();
     let mut kept_results = 0;
     for (loc, mtime) in store.list("results").await? {
@@ -657,7 +690,7 @@ async fn cmd_gc(
                 .ok()
                 .flatten()
             {
-                for a in m.outputs.values().chain(m.log.iter()) {
+                for a in m.outputs.values().chain(m.log.iter()).chain(m.kv.iter()) {
                     for d in store
                         .artifact_blobs(a)
                         .await
@@ -666,10 +699,38 @@ async fn cmd_gc(
                         live_blobs.insert(d);
                     }
                 }
+                if let Some(a) = &m.kv {
+                    let listing = store
+                        .read_artifact(a)
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok());
+                    match (listing, live_kv.as_mut()) {
+                        (Some(l), Some(live)) => live.extend(l),
+                        (None, Some(_)) => {
+                            eprintln!(
+                                "warning: the key-value listing of result `{key}` cannot be read; keeping every key-value record"
+                            );
+                            live_kv = None;
+                        }
+                        _ => {}
+                    }
+                }
             }
             kept_results += 1;
         } else {
             drop_results.push(loc);
+        }
+    }
+    let mut drop_kv = Vec::new();
+    let mut kept_kv = 0;
+    for (loc, mtime) in store.list("kv").await? {
+        let live =
+            keep_caches || young(mtime) || live_kv.as_ref().is_none_or(|live| live.contains(&loc));
+        if live {
+            kept_kv += 1;
+        } else {
+            drop_kv.push(loc);
         }
     }
     let mut drop_blobs = Vec::new();
@@ -698,14 +759,19 @@ async fn cmd_gc(
     let verb = if dry_run { "would remove" } else { "removed" };
     if !dry_run {
         // Results first: a result must never name a deleted blob.
-        for loc in drop_results.iter().chain(&drop_blobs).chain(&drop_ckpt) {
+        for loc in drop_results
+            .iter()
+            .chain(&drop_blobs)
+            .chain(&drop_ckpt)
+            .chain(&drop_kv)
+        {
             store.delete_at(loc).await?;
         }
         let _ = std::fs::remove_dir_all(state.join("cache").join("trees"));
         let _ = std::fs::remove_dir_all(state.join("work"));
     }
     println!(
-        "gc {}: {verb} {} result(s), {} blob(s){}, {} checkpoint(s); kept {} result(s), {} blob(s) ({} root result(s) from runs and pins)",
+        "gc {}: {verb} {} result(s), {} blob(s){}, {} checkpoint(s), {} kv record(s); kept {} result(s), {} blob(s), {} kv record(s) ({} root result(s) from runs and pins)",
         store.url(),
         drop_results.len(),
         drop_blobs.len(),
@@ -715,8 +781,10 @@ async fn cmd_gc(
             String::new()
         },
         drop_ckpt.len(),
+        drop_kv.len(),
         kept_results,
         kept_blobs,
+        kept_kv,
         roots.len()
     );
     Ok(EXIT_OK)
@@ -758,6 +826,20 @@ fn instance_of(name: &str, task: &str) -> bool {
     let last = name.rsplit('.').next().unwrap_or(name);
     let last = last.split('[').next().unwrap_or(last);
     name == task || base == task || last == task
+}
+
+/// A name (an instance name holds arm names, which may hold anything) as one path
+/// component: `/` and NUL become `_`, and `.`/`..` get a `_` in front.
+fn path_component(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    if s.is_empty() || s == "." || s == ".." {
+        format!("_{s}")
+    } else {
+        s
+    }
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<u64> {
@@ -834,7 +916,9 @@ async fn cmd_export(
                 continue;
             }
             let src = store.artifact_file(artifact).await?;
-            let dst = dest.join(&r.name).join(name);
+            let dst = dest
+                .join(path_component(&r.name))
+                .join(path_component(name));
             let n = copy_tree(&src, &dst)
                 .map_err(|e| Fail::env(format!("cannot write `{}`: {e}", dst.display())))?;
             println!("{} {} → {} ({n} file(s))", r.name, name, dst.display());

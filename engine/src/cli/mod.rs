@@ -1,17 +1,20 @@
 //! The `cocoflow` command line. Binaries call [`main_with`] with their task kinds.
 //!
-//! Exit codes: 0 success · 2 bad command line · 3 invalid workflow · 4 a task failed ·
-//! 5 environment problem (store unreachable, state directory busy) · 70 internal error ·
-//! 130 interrupted.
+//! Exit codes: 0 success · 1 `verify` found broken results (and did not repair them) ·
+//! 2 bad command line · 3 invalid workflow · 4 a task failed · 5 environment problem (store
+//! unreachable, state directory busy, a live run) · 70 internal error · 130 interrupted.
 
 pub mod bench;
 pub mod commands;
+pub mod verify;
 
 use crate::kind::Registry;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub const EXIT_OK: i32 = 0;
+/// `verify` found broken results and was not asked to repair them.
+pub const EXIT_BROKEN: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_INVALID: i32 = 3;
 pub const EXIT_TASK_FAILED: i32 = 4;
@@ -123,7 +126,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove blobs and results that no run record or pin references.
+    /// Remove results, blobs and key-value records that no run record or pin references.
     Gc {
         /// Only report what would be removed.
         #[arg(long)]
@@ -137,7 +140,12 @@ pub enum Command {
         /// The store to collect (default: the store of the latest run).
         #[arg(long)]
         store: Option<String>,
+        /// Keep every key-value record (curation shards, response caches), referenced or not.
+        #[arg(long)]
+        keep_caches: bool,
     },
+    /// Check every result and blob a run references; `--repair` removes what is broken.
+    Verify(verify::VerifyArgs),
     /// Keep a run's results through `gc`.
     Pin {
         run_id: String,

@@ -1,9 +1,11 @@
 //! `shell`: runs a command under `sh -c` in a fresh working directory and stores the
 //! files it declares as outputs.
 //!
-//! Params: `cmd` (shell text; `${param}` substitutions in it are shell-quoted), `args`
-//! (passed as `$1`, `$2`, ...), `env` (extra environment variables), `outputs` (name →
-//! relative path; a trailing `/` or a directory makes a tree output), `timeout`.
+//! Params: `cmd` (shell text; templating turns each `${param}` in it into a quoted reference
+//! to a `COCOFLOW_P_<param>` variable and fills `vars`), `args` (passed as `$1`, `$2`, ...),
+//! `env` (extra environment variables), `outputs` (name → relative path; a trailing `/` or a
+//! directory makes a tree output), `timeout`; `vars` (set by templating, never written by
+//! hand: the values of the templates in `cmd`, exported as environment variables).
 //! Inputs: any; each reaches the command as `COCOFLOW_INPUT_<NAME>` (a path; list inputs as
 //! `COCOFLOW_INPUT_<NAME>_<i>` plus `_COUNT`). Outputs: as declared, also given to the
 //! command as `COCOFLOW_OUTPUT_<NAME>`. GPUs granted arrive as `CUDA_VISIBLE_DEVICES`.
@@ -30,6 +32,9 @@ pub struct ShellParams {
     pub outputs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Values of the `${...}` templates in `cmd`, by variable name (`COCOFLOW_P_msg`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 pub struct Shell;
@@ -67,6 +72,25 @@ fn check(p: &ShellParams) -> Result<(), ParamError> {
             return Err(ParamError {
                 path: format!("env.{k}"),
                 message: format!("`{k}` is not an environment variable a task may set"),
+            });
+        }
+    }
+    for (k, v) in &p.vars {
+        let name_ok = k
+            .strip_prefix(crate::spec::template::VAR_PREFIX)
+            .is_some_and(|n| {
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !name_ok {
+            return Err(ParamError {
+                path: format!("vars.{k}"),
+                message: format!("`{k}` is not a template variable"),
+            });
+        }
+        if v.contains('\0') {
+            return Err(ParamError {
+                path: format!("vars.{k}"),
+                message: "a value passed to a command cannot hold a NUL character".into(),
             });
         }
     }
@@ -129,6 +153,9 @@ impl TaskKind for Shell {
         cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log2));
         for (k, v) in &p.env {
             cmd.env(k, scalar_text(v));
+        }
+        for (k, v) in &p.vars {
+            cmd.env(k, v);
         }
         let names: Vec<String> = ctx.inputs.keys().cloned().collect();
         for name in names {

@@ -297,7 +297,43 @@ impl<'w, 'c> Builder<'w, 'c> {
             })
     }
 
-    fn unresolved(&self, task: &str, u: &template::Unresolved, scope: &Scope) -> SpecError {
+    fn unresolved(&self, task: &str, e: &template::TemplateError, scope: &Scope) -> SpecError {
+        let (var, path) = match e {
+            template::TemplateError::Unresolved { var, path } => (var, path),
+            template::TemplateError::Unsafe {
+                var,
+                path,
+                nth,
+                refusal,
+            } => {
+                let key = path.rsplit('.').next().unwrap_or(path);
+                let env = crate::kinds::shell::env_name(var);
+                return self
+                    .ctx
+                    .err_in_string(
+                        path,
+                        *nth,
+                        format!(
+                            "`${{{var}}}` in `{key}` of task `{task}` is {}, where cocoflow cannot pass a value as data",
+                            refusal.describe()
+                        ),
+                    )
+                    .with_help(format!(
+                        "pass the value with `env: {{{env}: \"${{{var}}}\"}}` and use \"${env}\", or with `args: [\"${{{var}}}\"]` and use \"$1\""
+                    ));
+            }
+            template::TemplateError::Reserved { path } => {
+                return self
+                    .ctx
+                    .err(
+                        path,
+                        format!(
+                            "task `{task}` sets `vars`, which cocoflow fills itself from the `${{...}}` templates in its shell text"
+                        ),
+                    )
+                    .with_help("pass values to the command with `env` or `args`");
+            }
+        };
         let known = scope
             .names()
             .iter()
@@ -305,14 +341,11 @@ impl<'w, 'c> Builder<'w, 'c> {
             .collect::<Vec<_>>()
             .join(", ");
         let mut e = self.ctx.err_value(
-            &u.path,
-            format!(
-                "unresolved `${{{}}}` in task `{task}`; known params: {known}",
-                u.var
-            ),
+            path,
+            format!("unresolved `${{{var}}}` in task `{task}`; known params: {known}"),
         );
         let names = scope.names();
-        if let Some(h) = suggest(&u.var, names.iter().map(String::as_str)) {
+        if let Some(h) = suggest(var, names.iter().map(String::as_str)) {
             e = e.with_help(h);
         }
         e

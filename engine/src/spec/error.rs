@@ -111,7 +111,7 @@ impl miette::Diagnostic for SpecError {
     }
 }
 
-fn byte_offset(text: &str, loc: &Location) -> Option<usize> {
+pub(crate) fn byte_offset(text: &str, loc: &Location) -> Option<usize> {
     let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         if i + 1 == loc.line {

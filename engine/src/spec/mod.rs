@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod raw;
+pub mod shell;
 pub mod span;
 pub mod template;
 
@@ -219,6 +220,24 @@ impl<'a> Ctx<'a> {
     pub fn err_value(&self, path: &str, msg: impl Into<String>) -> SpecError {
         SpecError::new(msg).in_file(self.file, self.index().locate_value(path))
     }
+
+    /// An error pointing at the `nth` (0-based) `${` inside the string value at `path`
+    /// (at the value itself if the text cannot be found, e.g. behind YAML escapes).
+    pub fn err_in_string(&self, path: &str, nth: usize, msg: impl Into<String>) -> SpecError {
+        let start = self.index().locate_value(path);
+        let text = &self.file.text;
+        let found = start.as_ref().and_then(|l| {
+            let from = error::byte_offset(text, l)?;
+            let (i, _) = text[from..].match_indices("${").nth(nth)?;
+            let at = from + i;
+            let line_start = text[..at].rfind('\n').map_or(0, |p| p + 1);
+            Some(Location {
+                line: text[..at].matches('\n').count() + 1,
+                col: text[line_start..at].chars().count() + 1,
+            })
+        });
+        SpecError::new(msg).in_file(self.file, found.or(start))
+    }
 }
 
 /// YAML value → JSON value (the engine's parameter type).
@@ -367,8 +386,14 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
                 "remove the key from the sweep, or run one arm's value with `--set` and no sweep",
             ));
         }
-        let parsed: Yaml = serde_yaml::from_str(text).unwrap_or(Yaml::String(text.to_string()));
-        let parsed = to_json(&ctx, &format!("params.{key}"), &parsed)?;
+        // A string param takes the text as it is (no YAML quoting or comments), so a value
+        // reaches tasks byte for byte; other types parse as YAML.
+        let parsed = if default.is_string() {
+            Value::String(text.to_string())
+        } else {
+            let y: Yaml = serde_yaml::from_str(text).unwrap_or(Yaml::String(text.to_string()));
+            to_json(&ctx, &format!("params.{key}"), &y)?
+        };
         let got_type = type_name(&parsed);
         let value = coerce_like(default, parsed).ok_or_else(|| {
             SpecError::new(format!(

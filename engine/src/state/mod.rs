@@ -124,6 +124,21 @@ pub struct RedbJournal {
 }
 
 impl RedbJournal {
+    /// Opens the journal, waiting up to `wait` while it is locked. A process killed a moment
+    /// ago can hold the lock a little longer through a child it forked that has not reached
+    /// `exec` yet (which closes the descriptor); a live run holds it for good.
+    pub fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<RedbJournal> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::open(path) {
+                Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn open(path: &Path) -> Result<RedbJournal> {
         let p = path.display().to_string();
         if let Some(parent) = path.parent() {

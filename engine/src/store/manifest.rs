@@ -62,6 +62,10 @@ pub struct ResultManifest {
     /// The task's captured log.
     #[serde(default)]
     pub log: Option<Artifact>,
+    /// The key-value records the task read or wrote: a JSON list of their store locations
+    /// (`kv/<namespace>/<key>`). `gc` keeps the records a kept result lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv: Option<Artifact>,
     pub run_id: String,
     pub attempt: u32,
     pub started_ms: u64,

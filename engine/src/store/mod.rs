@@ -3,7 +3,7 @@
 //! Layout under the store root:
 //! `blobs/ab/<blake3>` immutable bytes · `results/<key>.json` result manifests ·
 //! `checkpoints/<key>/<name>` partial state of long tasks · `runs/<id>.json` run summaries ·
-//! `pins/<name>.json` · `leases/<run>.json`.
+//! `pins/<name>.json` · `leases/<run>.json` · `kv/<namespace>/<key>` key-value records.
 //!
 //! Blobs are written before the manifest that names them, and a manifest is one atomic
 //! put, so a crash never leaves a half-visible result. Every blob read verifies its digest.
@@ -55,6 +55,37 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Where this handle records the key-value records it reads or writes (a task's).
+    kv_log: Option<KvLog>,
+}
+
+/// Locations of the key-value records (`kv/<namespace>/<key>`) a task read (found) or
+/// wrote, collected into its result manifest so `gc` knows which records results use.
+#[derive(Clone, Default, Debug)]
+pub struct KvLog(Arc<Mutex<std::collections::BTreeSet<String>>>);
+
+impl KvLog {
+    pub fn locations(&self) -> Vec<String> {
+        self.0.lock().unwrap().iter().cloned().collect()
+    }
+
+    fn record(&self, location: String) {
+        self.0.lock().unwrap().insert(location);
+    }
+}
+
+/// What [`Store::check_blob`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobCheck {
+    Intact {
+        size: u64,
+    },
+    Missing,
+    /// The bytes hash to `actual`; `size` is how many there are.
+    Corrupt {
+        actual: String,
+        size: u64,
+    },
 }
 
 struct Inner {
@@ -188,7 +219,16 @@ impl Store {
                 verified: Mutex::new(HashSet::new()),
                 tree_locks: Mutex::new(Default::default()),
             }),
+            kv_log: None,
         })
+    }
+
+    /// The same store, recording the key-value records read or written through it.
+    pub fn with_kv_log(&self, log: KvLog) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            kv_log: Some(log),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -227,12 +267,23 @@ impl Store {
         let digest = digest_of(&bytes);
         let size = bytes.len() as u64;
         let path = blob_path(&digest);
-        let exists = match &self.inner.local_root {
-            Some(root) => root.join(path.as_ref()).exists(),
-            None => false,
-        };
-        if !exists {
-            self.put_if_absent(&path, bytes).await?;
+        let on_disk = self
+            .inner
+            .local_root
+            .as_ref()
+            .and_then(|root| std::fs::metadata(root.join(path.as_ref())).ok())
+            .map(|m| m.len());
+        match on_disk {
+            Some(n) if n == size => {}
+            // A local blob of the wrong size is corrupt: replace it.
+            Some(_) => {
+                self.inner
+                    .os
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map_err(self.backend())?;
+            }
+            None => self.put_if_absent(&path, bytes).await?,
         }
         self.inner.verified.lock().unwrap().insert(digest.clone());
         Ok(Artifact {
@@ -313,6 +364,79 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.backend()(e)),
         }
+    }
+
+    /// A blob's size in bytes, or `None` when it is missing (no verification).
+    pub async fn blob_size(&self, digest: &str) -> Result<Option<u64>> {
+        if let Some(root) = &self.inner.local_root {
+            return Ok(std::fs::metadata(root.join(blob_path(digest).as_ref()))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()));
+        }
+        match self.inner.os.head(&blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
+    /// Reads a whole blob and hashes it (streamed, without keeping it in memory).
+    pub async fn check_blob(&self, digest: &str) -> Result<BlobCheck> {
+        let r = match self.inner.os.get(&blob_path(digest)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(BlobCheck::Missing),
+            Err(e) => return Err(self.backend()(e)),
+        };
+        let mut stream = r.into_stream();
+        let mut h = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(self.backend())?;
+            size += chunk.len() as u64;
+            h.update(&chunk);
+        }
+        let actual = h.finalize().to_hex().to_string();
+        Ok(if actual == digest {
+            BlobCheck::Intact { size }
+        } else {
+            BlobCheck::Corrupt { actual, size }
+        })
+    }
+
+    /// A cheap check that an artifact's blobs are all there with their sizes (no hashing of
+    /// file blobs; a tree's listing is read and verified). `false` also for a corrupt inline
+    /// output or an unreadable tree listing. A blob of the wrong size is corrupt for every
+    /// result that names it, so it is deleted (its producer then writes it again).
+    pub async fn artifact_present(&self, a: &Artifact) -> Result<bool> {
+        if a.inline.is_some() {
+            return Ok(self.read_artifact(a).await.is_ok());
+        }
+        let sized: Vec<(String, u64)> = if a.tree {
+            match self.read_tree(&a.digest).await {
+                Ok(t) => t.entries.into_iter().map(|e| (e.digest, e.size)).collect(),
+                Err(e @ StoreError::Backend { .. }) => return Err(e),
+                Err(StoreError::Corrupt { .. }) => {
+                    self.delete_blob(&a.digest).await?;
+                    return Ok(false);
+                }
+                Err(_) => return Ok(false),
+            }
+        } else {
+            vec![(a.digest.clone(), a.size)]
+        };
+        let mut ok = true;
+        for (digest, size) in sized {
+            match self.blob_size(&digest).await? {
+                Some(n) if n == size => {}
+                Some(_) => {
+                    self.delete_blob(&digest).await?;
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        Ok(ok)
     }
 
     /// Removes a blob (after corruption was detected, or by `gc`).
@@ -633,7 +757,8 @@ impl Store {
     }
 
     /// A small key-value cache shared by every run on this store (e.g. judge responses,
-    /// keyed by request content). `gc` leaves it alone.
+    /// keyed by request content). A task's handle ([`Store::with_kv_log`]) records the
+    /// records it reads or writes; `gc` keeps those of kept results.
     pub async fn put_kv(&self, namespace: &str, key: &str, bytes: Bytes) -> Result<()> {
         let path = OPath::from(format!("kv/{namespace}/{key}"));
         self.inner
@@ -641,13 +766,22 @@ impl Store {
             .put(&path, PutPayload::from(bytes))
             .await
             .map_err(self.backend())?;
+        if let Some(log) = &self.kv_log {
+            log.record(path.to_string());
+        }
         Ok(())
     }
 
     pub async fn get_kv(&self, namespace: &str, key: &str) -> Result<Option<Bytes>> {
         let path = OPath::from(format!("kv/{namespace}/{key}"));
         match self.inner.os.get(&path).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(self.backend())?)),
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(self.backend())?;
+                if let Some(log) = &self.kv_log {
+                    log.record(path.to_string());
+                }
+                Ok(Some(bytes))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.backend()(e)),
         }

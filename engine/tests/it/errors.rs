@@ -288,3 +288,87 @@ fn params_file_overrides_and_names_itself_on_bad_keys() {
         "{err}"
     );
 }
+
+/// Runs `plan`; returns (exit code, the whole of stderr).
+fn plan_err_full(text: &str) -> (i32, String) {
+    let p = Project::new();
+    p.write("w.yaml", text);
+    let (code, _, err) = p.run(&["plan", "w.yaml"]);
+    (code, err)
+}
+
+#[test]
+fn template_where_no_quoting_is_safe_is_refused_at_its_position() {
+    let (code, err) = plan_err_full(
+        "name: x\nparams: {msg: hi}\ntasks:\n  a:\n    kind: shell\n    params: {cmd: 'echo \"$${HOME}\" `echo ${msg}`'}\n",
+    );
+    assert_eq!(code, INVALID);
+    assert_eq!(
+        err,
+        concat!(
+            "error: `${msg}` in `cmd` of task `a` is inside backticks, where cocoflow cannot pass a value as data\n",
+            " --> w.yaml:6:42\n",
+            "  |\n",
+            "6 |     params: {cmd: 'echo \"$${HOME}\" `echo ${msg}`'}\n",
+            "  |                                          ^\n",
+            "help: pass the value with `env: {MSG: \"${msg}\"}` and use \"$MSG\", or with `args: [\"${msg}\"]` and use \"$1\"\n",
+        )
+    );
+    // `cmd` is the text between the double quotes of the YAML line, which starts at col 20.
+    for (cmd, what) in [
+        (
+            "cat <<'EOF'\\n${msg}\\nEOF",
+            "inside a here-document with a quoted delimiter (`<<'EOF'`), which expands nothing",
+        ),
+        (
+            "sh <<EOF\\necho ${msg}\\nEOF",
+            "inside a here-document that `sh` reads as a script",
+        ),
+        (
+            "eval \\\"x=${msg}\\\"",
+            "in a command with `eval`, which evaluates its arguments as code",
+        ),
+        (
+            "bash -c \\\"echo ${msg}\\\"",
+            "in the script of `bash -c`, which runs it as code",
+        ),
+        (
+            "echo $((${msg} + 1))",
+            "inside an arithmetic expression (`$((...))` or `((...))`)",
+        ),
+        (
+            "echo $${X:-${msg}}",
+            "inside a shell parameter expansion (`$${...}`)",
+        ),
+        ("echo \\\"${msg}", "in a command with an unterminated `\"`"),
+    ] {
+        let col = 20 + cmd.find("${msg}").unwrap();
+        let (code, err) = plan_err(
+            &format!(
+                "name: x\nparams: {{msg: hi}}\ntasks:\n  a:\n    kind: shell\n    params: {{cmd: \"{cmd}\"}}\n"
+            ),
+            &[],
+        );
+        assert_eq!(code, INVALID, "{cmd}");
+        assert_eq!(
+            err,
+            format!(
+                "error: `${{msg}}` in `cmd` of task `a` is {what}, where cocoflow cannot pass a value as data\n --> w.yaml:6:{col}"
+            ),
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn vars_of_a_shell_task_are_reserved() {
+    let (code, err) = plan_err(
+        "name: x\ntasks:\n  a:\n    kind: shell\n    params: {cmd: 'true', vars: {COCOFLOW_P_x: 1}}\n",
+        &[],
+    );
+    assert_eq!(code, INVALID);
+    assert_eq!(
+        err,
+        "error: task `a` sets `vars`, which cocoflow fills itself from the `${...}` templates in its shell text\n --> w.yaml:5:27"
+    );
+}

@@ -4,6 +4,8 @@
 mod common;
 mod crash;
 mod errors;
+mod injection;
 mod library;
+mod maintenance;
 mod runs;
 mod s3;

@@ -199,12 +199,38 @@ tasks:
         .join(".cocoflow/store/blobs")
         .join(&digest[..2])
         .join(&digest);
-    std::fs::write(&blob, b"garbage").unwrap();
+    // Same size, other bytes: only reading (and hashing) it finds out.
+    std::fs::write(&blob, vec![b'y'; 2000]).unwrap();
     let (code, _, err) = p.run(&["run", "w.yaml", "--set", "suffix=b"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("is corrupt"), "{err}");
     assert_eq!(p.lines("exec.log").len(), 2, "producer ran again");
     assert_eq!(std::fs::read(&blob).unwrap(), payload, "blob restored");
+    // Truncated: the size check before launching finds it, and the blob is replaced.
+    std::fs::write(&blob, b"garbage").unwrap();
+    let (code, _, err) = p.run(&["run", "w.yaml", "--set", "suffix=c"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 ran, 0 cached"), "{err}");
+    assert_eq!(p.lines("exec.log").len(), 3, "producer ran again");
+    assert_eq!(std::fs::read(&blob).unwrap(), payload, "blob restored");
+    // A fully cached run checks the sizes of the outputs it ends with.
+    let mut out = payload.clone();
+    out.extend_from_slice(b"c\n");
+    let digest = blake3::hash(&out).to_hex().to_string();
+    let final_blob = p
+        .path()
+        .join(".cocoflow/store/blobs")
+        .join(&digest[..2])
+        .join(&digest);
+    std::fs::write(&final_blob, &out[..100]).unwrap();
+    let (code, _, err) = p.run(&["run", "w.yaml", "--set", "suffix=c"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 ran, 1 cached"), "{err}");
+    assert_eq!(
+        std::fs::read(&final_blob).unwrap(),
+        out,
+        "final output restored"
+    );
 }
 
 #[test]

@@ -9,9 +9,26 @@ use super::common::Project;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 
-struct Moto {
+pub struct Moto {
     child: Child,
-    port: u16,
+    pub port: u16,
+}
+
+impl Moto {
+    /// Creates a bucket (object_store cannot: a plain PUT does); returns the endpoint URL.
+    pub fn bucket(&self, name: &str) -> String {
+        let endpoint = format!("http://127.0.0.1:{}", self.port);
+        let resp = reqwest::blocking::Client::new()
+            .put(format!("{endpoint}/{name}"))
+            .send()
+            .expect("create bucket");
+        assert!(
+            resp.status().is_success(),
+            "bucket creation: {}",
+            resp.status()
+        );
+        endpoint
+    }
 }
 
 impl Drop for Moto {
@@ -42,7 +59,9 @@ fn moto_binary() -> Option<std::path::PathBuf> {
         .map(|_| "moto_server".into())
 }
 
-fn start_moto() -> Option<Moto> {
+/// A moto server on a free port; `None` (the test then passes) when there is no
+/// `moto_server` and `COCOFLOW_REQUIRE_S3` is not `1`.
+pub fn start_moto() -> Option<Moto> {
     let Some(bin) = moto_binary() else {
         assert!(
             std::env::var("COCOFLOW_REQUIRE_S3").as_deref() != Ok("1"),
@@ -91,18 +110,7 @@ fn start_moto() -> Option<Moto> {
 #[test]
 fn workflow_on_s3_then_from_an_empty_state_dir_is_all_cached() {
     let Some(moto) = start_moto() else { return };
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
-    // object_store cannot create buckets: a plain PUT does.
-    let client = reqwest::blocking::Client::new();
-    let resp = client
-        .put(format!("{endpoint}/cocoflow-test"))
-        .send()
-        .expect("create bucket");
-    assert!(
-        resp.status().is_success(),
-        "bucket creation: {}",
-        resp.status()
-    );
+    let endpoint = moto.bucket("cocoflow-test");
 
     let p = Project::new();
     p.write(

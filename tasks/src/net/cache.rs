@@ -28,7 +28,8 @@ pub trait ResponseCache: Send + Sync {
 }
 
 /// The artifact store's key-value cache (`kv/<namespace>/<key>`), shared by every run on the
-/// store and left alone by `gc`.
+/// store. Built on a task's `ctx.store()`, the entries it reads or writes are listed in the
+/// task's result, and `gc` keeps them while that result is kept.
 #[derive(Clone)]
 pub struct StoreCache {
     store: Store,
