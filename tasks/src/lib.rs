@@ -5,9 +5,11 @@ pub mod correlate;
 pub mod curate;
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod eval;
 pub mod imageio;
 pub mod judge;
+pub mod kinds;
 pub mod metrics;
 pub mod models;
 pub mod net;
@@ -21,13 +23,11 @@ pub mod sampling;
 pub mod score;
 pub mod segment;
 pub mod synth;
-pub mod synth_data;
-pub mod torch_info;
 
 /// Registers every task kind of this crate.
 pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
-    registry.register(torch_info::TorchInfoKind);
-    registry.register(synth_data::SynthData);
+    registry.register_kind(kinds::torch_info::TorchInfoKind);
+    registry.register_kind(kinds::synth_data::SynthData);
     registry.register(rl::Rollout);
     registry.register(rl::RewardKind);
     registry.register(rl::NftTrain);

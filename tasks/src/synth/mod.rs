@@ -9,6 +9,7 @@
 //!   box-prompted segmentation by colour (it implements [`crate::segment::Segmenter`]).
 //! - [`samples`]: reproducible world samples and perturbations for tests of the oracles.
 
+pub mod dataset;
 pub mod edit;
 pub mod judge;
 pub mod samples;
