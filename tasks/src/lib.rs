@@ -1,5 +1,6 @@
 //! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
 
+pub mod artifacts;
 pub mod bench_import;
 pub mod correlate;
 pub mod curate;
@@ -28,7 +29,7 @@ pub mod synth;
 pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::torch_info::TorchInfoKind);
     registry.register_kind(kinds::synth_data::SynthData);
-    registry.register(rl::Rollout);
+    registry.register_kind(kinds::rollout::Rollout);
     registry.register(rl::RewardKind);
     registry.register(rl::NftTrain);
     registry.register(rl::EmaKind);

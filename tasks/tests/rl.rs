@@ -4,6 +4,8 @@
 //! invariants (fresh state = base model, EMA extremes) and parameter errors.
 
 use cocoflow_engine::kind::TaskKind;
+use cocoflow_engine::kind::Typed;
+use cocoflow_tasks::kinds::rollout::Rollout;
 use cocoflow_tasks::models::checkpoint::read_safetensors;
 use cocoflow_tasks::models::peft::ADAPTER_WEIGHTS;
 use cocoflow_tasks::models::{
@@ -11,7 +13,7 @@ use cocoflow_tasks::models::{
 };
 use cocoflow_tasks::nft::ema::EmaSchedule;
 use cocoflow_tasks::rl::state::{self, StateInfo};
-use cocoflow_tasks::rl::{self, EmaKind, NftTrain, RewardKind, Rollout};
+use cocoflow_tasks::rl::{self, EmaKind, NftTrain, RewardKind};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,7 +166,7 @@ fn loop_runs_is_deterministic_and_resumes_bit_identically() {
     // Rollouts and rewards of each iteration exist and match up.
     for it in 1..=3u64 {
         let r = a.output(&format!("rl[{it}].rollout"), "rollouts");
-        let m = rl::rollout::RolloutManifest::read(&r).unwrap();
+        let m = cocoflow_tasks::artifacts::rollouts::RolloutManifest::read(&r).unwrap();
         assert_eq!(m.iteration, it - 1);
         assert_eq!(m.samples.len(), 9);
         assert!(r.join(&m.samples[8].image).is_file());
@@ -181,8 +183,14 @@ fn loop_runs_is_deterministic_and_resumes_bit_identically() {
         assert!(rm.contains_key("r_sim_mean") && rm.contains_key("banned_groups"));
     }
     // Different iterations pick different prompts or seeds.
-    let m1 = rl::rollout::RolloutManifest::read(&a.output("rl[1].rollout", "rollouts")).unwrap();
-    let m2 = rl::rollout::RolloutManifest::read(&a.output("rl[2].rollout", "rollouts")).unwrap();
+    let m1 = cocoflow_tasks::artifacts::rollouts::RolloutManifest::read(
+        &a.output("rl[1].rollout", "rollouts"),
+    )
+    .unwrap();
+    let m2 = cocoflow_tasks::artifacts::rollouts::RolloutManifest::read(
+        &a.output("rl[2].rollout", "rollouts"),
+    )
+    .unwrap();
     assert_ne!(m1.samples[0].seed, m2.samples[0].seed);
     assert_eq!(m1.theta_old, "fresh");
     assert_ne!(m2.theta_old, "fresh");
@@ -315,10 +323,14 @@ fn ema_extremes() {
 #[test]
 fn bad_params_name_the_key() {
     let cases: Vec<(Box<dyn TaskKind>, serde_json::Value, &str)> = vec![
-        (Box::new(Rollout), json!({"groups": 0}), "groups"),
-        (Box::new(Rollout), json!({"steps": 0}), "steps"),
-        (Box::new(Rollout), json!({"sampler": "heun"}), "sampler"),
-        (Box::new(Rollout), json!({"groupz": 3}), "groupz"),
+        (Box::new(Typed(Rollout)), json!({"groups": 0}), "groups"),
+        (Box::new(Typed(Rollout)), json!({"steps": 0}), "steps"),
+        (
+            Box::new(Typed(Rollout)),
+            json!({"sampler": "heun"}),
+            "sampler",
+        ),
+        (Box::new(Typed(Rollout)), json!({"groupz": 3}), "groupz"),
         (Box::new(RewardKind), json!({"w_s": 2.0}), "w_s"),
         (
             Box::new(RewardKind),
@@ -364,7 +376,7 @@ fn bad_params_name_the_key() {
     }
     // Defaults are accepted and canonical.
     for kind in [
-        Box::new(Rollout) as Box<dyn TaskKind>,
+        Box::new(Typed(Rollout)) as Box<dyn TaskKind>,
         Box::new(RewardKind),
         Box::new(NftTrain),
         Box::new(EmaKind),
@@ -376,7 +388,7 @@ fn bad_params_name_the_key() {
     assert_eq!(v["lora_rank"], 8);
     assert_eq!(v["lr"], 3e-4);
     // Inputs are checked by name.
-    let e = Rollout
+    let e = Typed(Rollout)
         .check_inputs(&json!({}), &["model", "data"])
         .unwrap_err();
     assert!(e.contains("missing input(s) `state`"), "{e}");

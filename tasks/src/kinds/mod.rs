@@ -2,6 +2,7 @@
 //! `Default`), inputs, outputs and the steps it calls; the work itself lives in the topic
 //! modules (`rl`, `models`, `metrics`, `curate`, `report`, ...).
 
+pub mod rollout;
 pub mod synth_data;
 pub mod torch_info;
 
@@ -13,4 +14,23 @@ pub(crate) fn bad<T>(path: &str, message: impl Into<String>) -> Result<T, ParamE
         path: path.into(),
         message: message.into(),
     })
+}
+
+/// libtorch's intra-op threads in 1..=256 (CPU results depend on the count).
+pub(crate) fn check_threads(threads: usize) -> Result<(), ParamError> {
+    if !(1..=256).contains(&threads) {
+        return bad("threads", format!("must be in 1..=256, got {threads}"));
+    }
+    Ok(())
+}
+
+/// Sets libtorch's intra-op threads for this task (results on the CPU depend on it).
+pub(crate) fn set_threads(n: usize) {
+    tch::set_num_threads(n.max(1) as i32);
+}
+
+/// The device a task runs on: the first granted GPU, else the CPU.
+pub(crate) fn device_of(ordinals: &[u32]) -> tch::Device {
+    let ids: Vec<usize> = ordinals.iter().map(|&i| i as usize).collect();
+    crate::device::select_device(&ids)
 }

@@ -28,7 +28,6 @@ pub mod state;
 pub use ema::EmaKind;
 pub use nft_train::NftTrain;
 pub use reward::RewardKind;
-pub use rollout::Rollout;
 
 use crate::models::LoraConfig;
 use cocoflow_engine::kind::{ParamError, TaskError};

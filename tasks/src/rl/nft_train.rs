@@ -16,12 +16,12 @@
 
 use super::adamw::{AdamWConfig, clip_grad_norm};
 use super::reward::RewardsFile;
-use super::rollout::{RolloutManifest, RolloutTensors};
 use super::state::{self, BannedGroup, NormRecord};
 use super::{
     bad, check_input_names, check_lora, check_threads, d_alpha, d_rank, d_threads, device_of, fail,
     lora_config, set_threads,
 };
+use crate::artifacts::rollouts::{RolloutManifest, RolloutTensors};
 use crate::models::random::normal_tensor;
 use crate::models::{ActiveAdapter, EditPolicy, THETA, Trainable};
 use crate::nft::{

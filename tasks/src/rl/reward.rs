@@ -13,8 +13,8 @@
 //!   `max_invalid_fraction` fail the task.
 //! - groups keyed by (instruction, source digest); [`crate::reward::mix`] does the rest.
 
-use super::rollout::{RolloutManifest, RolloutTensors};
 use super::{bad, check_input_names, check_threads, d_threads, fail, set_threads};
+use crate::artifacts::rollouts::{RolloutManifest, RolloutTensors};
 use crate::data::Dataset;
 use crate::imageio::tensor;
 use crate::judge::{Judge, JudgeImage, JudgeRequest, Scores};
