@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Which benchmark's published layout `path` holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BenchFormat {
     Gedit,
@@ -57,7 +57,7 @@ impl BenchFormat {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BenchImportParams {
     pub format: BenchFormat,
@@ -84,7 +84,7 @@ fn d_language() -> String {
 }
 
 /// A row left out, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RowError {
     /// `key `k`` or `row N of `file``.
     pub row: String,
@@ -92,7 +92,7 @@ pub struct RowError {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImportSummary {
     pub format: String,
     /// The files read.

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalParams {
     #[serde(default)]
@@ -102,7 +102,9 @@ pub struct EvalParams {
 }
 
 /// A benchmark's judging protocol (method-spec §8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// The judge's reward prompt: effect, quality, overall in [0, 1].
@@ -128,7 +130,9 @@ impl Protocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EvalImages {
     #[default]
@@ -208,7 +212,7 @@ pub fn is_local_type(t: &str) -> bool {
 }
 
 /// One evaluated sample.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EvalRecord {
     pub key: String,
     pub edit_type: String,
@@ -230,7 +234,7 @@ pub struct EvalRecord {
 }
 
 /// One sample's scores under a benchmark protocol, on the benchmark's own scale.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BenchScores {
     /// The judge's scores by answer field (GEdit 0–10, ImgEdit 1–5).
     pub scores: BTreeMap<String, f64>,
@@ -333,7 +337,7 @@ async fn ask_bench(
 }
 
 /// Means of one edit type (or of everything).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TypeRow {
     pub edit_type: String,
     pub n: usize,

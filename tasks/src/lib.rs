@@ -17,7 +17,7 @@ pub mod net;
 pub mod nft;
 pub mod pretrain;
 pub mod report;
-pub mod reward;
+
 pub mod rl;
 pub mod rng;
 pub mod sampling;
@@ -30,9 +30,9 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::torch_info::TorchInfoKind);
     registry.register_kind(kinds::synth_data::SynthData);
     registry.register_kind(kinds::rollout::Rollout);
-    registry.register(rl::RewardKind);
-    registry.register(rl::NftTrain);
-    registry.register(rl::EmaKind);
+    registry.register_kind(kinds::reward::RewardKind);
+    registry.register_kind(kinds::nft_train::NftTrain);
+    registry.register_kind(kinds::ema::EmaKind);
     registry.register(pretrain::Pretrain);
     registry.register(eval::Eval);
     registry.register(bench_import::BenchImport);

@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TSampling {
     /// `t = sigmoid(n)`, `n ~ N(0, 1)` (SD3's logit-normal; default).
@@ -38,7 +40,7 @@ pub enum TSampling {
     Uniform,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainParams {
     #[serde(default)]

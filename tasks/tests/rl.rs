@@ -6,14 +6,15 @@
 use cocoflow_engine::kind::TaskKind;
 use cocoflow_engine::kind::Typed;
 use cocoflow_tasks::kinds::rollout::Rollout;
+use cocoflow_tasks::kinds::{ema::EmaKind, nft_train::NftTrain, reward::RewardKind};
 use cocoflow_tasks::models::checkpoint::read_safetensors;
 use cocoflow_tasks::models::peft::ADAPTER_WEIGHTS;
 use cocoflow_tasks::models::{
     ActiveAdapter, EditPolicy, THETA, THETA_OLD, TextEncoderConfig, TinyKontext, TinyKontextConfig,
 };
 use cocoflow_tasks::nft::ema::EmaSchedule;
+use cocoflow_tasks::rl;
 use cocoflow_tasks::rl::state::{self, StateInfo};
-use cocoflow_tasks::rl::{self, EmaKind, NftTrain, RewardKind};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -303,17 +304,18 @@ fn ema_extremes() {
 
     let keep = tmp.path().join("keep");
     state::copy_tree(&dir, &keep).unwrap();
-    let eta = rl::ema::apply(&keep, &EmaSchedule::Constant { eta: 1.0 }, json!({})).unwrap();
+    let eta = rl::state::apply_ema(&keep, &EmaSchedule::Constant { eta: 1.0 }, json!({})).unwrap();
     assert_eq!(eta, 1.0);
     let old1 = adapter(&keep, state::THETA_OLD_DIR);
     assert!(old1.iter().all(|(k, v)| v.equal(&old0[k])));
     // A second EMA after the same step is refused.
-    let err = rl::ema::apply(&keep, &EmaSchedule::Constant { eta: 1.0 }, json!({})).unwrap_err();
+    let err =
+        rl::state::apply_ema(&keep, &EmaSchedule::Constant { eta: 1.0 }, json!({})).unwrap_err();
     assert!(err.contains("already applied"), "{err}");
 
     let copy = tmp.path().join("copy");
     state::copy_tree(&dir, &copy).unwrap();
-    rl::ema::apply(&copy, &EmaSchedule::Constant { eta: 0.0 }, json!({})).unwrap();
+    rl::state::apply_ema(&copy, &EmaSchedule::Constant { eta: 0.0 }, json!({})).unwrap();
     let old2 = adapter(&copy, state::THETA_OLD_DIR);
     assert!(old2.iter().all(|(k, v)| v.equal(&theta[k])));
     assert_eq!(info(&copy).ema.last_eta, Some(0.0));
@@ -331,38 +333,50 @@ fn bad_params_name_the_key() {
             "sampler",
         ),
         (Box::new(Typed(Rollout)), json!({"groupz": 3}), "groupz"),
-        (Box::new(RewardKind), json!({"w_s": 2.0}), "w_s"),
+        (Box::new(Typed(RewardKind)), json!({"w_s": 2.0}), "w_s"),
         (
-            Box::new(RewardKind),
+            Box::new(Typed(RewardKind)),
             json!({"max_invalid_fraction": -0.1}),
             "max_invalid_fraction",
         ),
         (
-            Box::new(RewardKind),
+            Box::new(Typed(RewardKind)),
             json!({"normaliser": {"mode": "constant", "value": 0.0}}),
             "normalizer.value",
         ),
         (
-            Box::new(RewardKind),
+            Box::new(Typed(RewardKind)),
             json!({"judge": {"kind": "openai", "base_url": "", "model": "m"}}),
             "judge.base_url",
         ),
-        (Box::new(NftTrain), json!({"lr": -1.0}), "lr"),
-        (Box::new(NftTrain), json!({"micro_batch": 0}), "micro_batch"),
-        (Box::new(NftTrain), json!({"lora_rank": 0}), "lora_rank"),
+        (Box::new(Typed(NftTrain)), json!({"lr": -1.0}), "lr"),
         (
-            Box::new(NftTrain),
+            Box::new(Typed(NftTrain)),
+            json!({"micro_batch": 0}),
+            "micro_batch",
+        ),
+        (
+            Box::new(Typed(NftTrain)),
+            json!({"lora_rank": 0}),
+            "lora_rank",
+        ),
+        (
+            Box::new(Typed(NftTrain)),
             json!({"timestep_fraction": 1.5}),
             "timestep_fraction",
         ),
-        (Box::new(NftTrain), json!({"mask_down": "avg"}), "mask_down"),
         (
-            Box::new(EmaKind),
+            Box::new(Typed(NftTrain)),
+            json!({"mask_down": "avg"}),
+            "mask_down",
+        ),
+        (
+            Box::new(Typed(EmaKind)),
             json!({"decay": {"schedule": "constant", "eta": 2.0}}),
             "decay.eta",
         ),
         (
-            Box::new(EmaKind),
+            Box::new(Typed(EmaKind)),
             json!({"decay": {"schedule": "linear-capped", "cap": 1.5}}),
             "decay.cap",
         ),
@@ -377,14 +391,14 @@ fn bad_params_name_the_key() {
     // Defaults are accepted and canonical.
     for kind in [
         Box::new(Typed(Rollout)) as Box<dyn TaskKind>,
-        Box::new(RewardKind),
-        Box::new(NftTrain),
-        Box::new(EmaKind),
+        Box::new(Typed(RewardKind)),
+        Box::new(Typed(NftTrain)),
+        Box::new(Typed(EmaKind)),
     ] {
         let v = kind.check_params(&json!({})).unwrap();
         assert_eq!(kind.check_params(&v).unwrap(), v, "{}", kind.name());
     }
-    let v = NftTrain.check_params(&json!({})).unwrap();
+    let v = Typed(NftTrain).check_params(&json!({})).unwrap();
     assert_eq!(v["lora_rank"], 8);
     assert_eq!(v["lr"], 3e-4);
     // Inputs are checked by name.

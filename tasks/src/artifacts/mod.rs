@@ -2,4 +2,5 @@
 //! version checked on read: [`rollouts`] (`rollout` → `reward`, `nft-train`), [`rewards`]
 //! (`reward` → `nft-train`, `report`), [`eval_report`] (`eval` → `report`, `correlate`).
 
+pub mod rewards;
 pub mod rollouts;

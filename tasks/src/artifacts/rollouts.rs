@@ -22,7 +22,7 @@ pub const IMAGES_DIR: &str = "images";
 pub const FORMAT: &str = "cocoflow-rollouts";
 pub const VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupEntry {
     pub index: usize,
@@ -35,7 +35,7 @@ pub struct GroupEntry {
     pub edit_type: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SampleEntry {
     pub index: usize,
@@ -47,7 +47,7 @@ pub struct SampleEntry {
 }
 
 /// `rollouts.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutManifest {
     pub format: String,

@@ -72,7 +72,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// What the `data` output is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputMode {
     /// The curated dataset.
@@ -85,7 +87,9 @@ pub enum OutputMode {
 }
 
 /// How `dataset` is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// A directory with `manifest.jsonl` is a manifest dataset; anything else parquet.
@@ -96,7 +100,7 @@ pub enum Format {
 }
 
 /// Which segmenter turns boxes into masks.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SegmenterParams {
     /// The built-in colour segmenter, in-process.
@@ -108,7 +112,7 @@ pub enum SegmenterParams {
     Box,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CurateParams {
     #[serde(default)]
@@ -409,7 +413,7 @@ fn settings_digest(p: &CurateParams, env: &Env) -> String {
 }
 
 /// A committed shard as stored.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct ShardRecord {
     range: [usize; 2],
     outcomes: Vec<Outcome>,

@@ -98,7 +98,9 @@ pub enum Segmenter {
 
 /// How the mask of a background edit is made: its "object" is the whole backdrop, whose box
 /// is the whole image, so a box-prompted segmenter has nothing to go on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackgroundMask {
     /// Pixels whose colour differs between source and edited image by more than
@@ -110,7 +112,7 @@ pub enum BackgroundMask {
 }
 
 /// Stage settings that change what a sample's annotation is (so they enter shard keys).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct StageConfig {
     pub box_fallback: bool,
     pub background_mask: BackgroundMask,
@@ -156,7 +158,9 @@ impl Counters {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct CallCounts {
     pub judge: u64,
     pub judge_cached: u64,
@@ -173,7 +177,7 @@ pub struct Env {
 }
 
 /// The three scores of prompt A.4, on its 1–10 scale.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Scores {
     pub instruction_clarity: f64,
     pub mask_accuracy: f64,
@@ -187,7 +191,7 @@ impl Scores {
 }
 
 /// A sample that went through all three stages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Annotated {
     /// One of [`LOCAL_TYPES`].
     pub edit_type: String,
@@ -211,7 +215,7 @@ pub struct Annotated {
 }
 
 /// Why a sample is out, for good.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Rejected {
     /// `read`, `annotate`, `refine` or `score`.
     pub stage: String,
@@ -221,7 +225,7 @@ pub struct Rejected {
 }
 
 /// The stored outcome of one sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     /// Position in the dataset.
     pub index: usize,
@@ -233,7 +237,7 @@ pub struct Outcome {
     pub result: Verdict,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Verdict {
     Annotated(Box<Annotated>),

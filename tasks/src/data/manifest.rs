@@ -14,7 +14,9 @@ pub const MANIFEST: &str = "manifest.jsonl";
 
 /// How a mask file on disk is to be read (method-spec §0): white = the region that
 /// changes (`edit`), or white = the region that must stay (`keep`, CoCoEdit's published masks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MaskPolarity {
     #[default]
@@ -23,7 +25,7 @@ pub enum MaskPolarity {
 }
 
 /// One sample. Image fields are paths relative to the dataset root.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     /// Unique within the dataset.
@@ -68,7 +70,7 @@ pub enum DataError {
 }
 
 /// A line of the manifest that was left out, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LineError {
     pub line: usize,
     pub reason: String,

@@ -27,7 +27,9 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// How scores are read from an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Extraction {
     /// Expected value over the digit tokens' probabilities (needs `top_logprobs`).
@@ -99,7 +101,7 @@ pub enum BoxError {
 
 /// A box in pixel coordinates: `(x1, y1)` the top-left corner, `(x2, y2)` the bottom-right
 /// one (exclusive: a one-pixel box at (3, 4) is `[3, 4, 4, 5]`); `x1 < x2`, `y1 < y2`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BBox {
     pub x1: f64,
     pub y1: f64,

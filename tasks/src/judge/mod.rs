@@ -80,7 +80,9 @@ impl JudgeRequest {
 }
 
 /// Which reward form the judge gives (method-spec §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScoreVariant {
     /// Editing effect and visual quality, each normalised; `r_mllm` = their mean.

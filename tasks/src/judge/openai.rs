@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// How to reach and ask the judge. Holds the key's variable name, never the key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAiConfig {
     /// The API root as OpenAI SDKs take it, e.g. `http://127.0.0.1:8000/v1`; requests go
@@ -86,7 +86,7 @@ impl OpenAiConfig {
 }
 
 /// Decoding parameters (all part of the cache key).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Decoding {
     /// Default 0 (greedy).

@@ -2,6 +2,9 @@
 //! `Default`), inputs, outputs and the steps it calls; the work itself lives in the topic
 //! modules (`rl`, `models`, `metrics`, `curate`, `report`, ...).
 
+pub mod ema;
+pub mod nft_train;
+pub mod reward;
 pub mod rollout;
 pub mod synth_data;
 pub mod torch_info;
@@ -33,4 +36,24 @@ pub(crate) fn set_threads(n: usize) {
 pub(crate) fn device_of(ordinals: &[u32]) -> tch::Device {
     let ids: Vec<usize> = ordinals.iter().map(|&i| i as usize).collect();
     crate::device::select_device(&ids)
+}
+
+/// The LoRA config of fresh adapters from a kind's `lora_rank`/`lora_alpha`/`lora_init_seed`.
+pub(crate) fn lora_config(rank: i64, alpha: f64, init_seed: u64) -> crate::models::LoraConfig {
+    crate::models::LoraConfig {
+        r: rank,
+        lora_alpha: alpha,
+        init_seed,
+        ..crate::models::LoraConfig::default()
+    }
+}
+
+pub(crate) fn check_lora(rank: i64, alpha: f64) -> Result<(), ParamError> {
+    if rank <= 0 {
+        return bad("lora_rank", format!("must be positive, got {rank}"));
+    }
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return bad("lora_alpha", format!("must be positive, got {alpha}"));
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Settings of the masked pixel metrics (method-spec §1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Weight of SSIM in `r_sim = w_s·SSIM_K + (1 − w_s)·PSNR̄`, in [0, 1] (default 0.5, the
@@ -41,7 +41,9 @@ impl Default for MetricsConfig {
 }
 
 /// How a `keep_mask` is made binary. Values must lie in [0, 1] under either rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MaskRule {
     /// A value ≥ 0.5 keeps the pixel, a value < 0.5 does not (anti-aliased or resampled masks;
@@ -53,7 +55,9 @@ pub enum MaskRule {
 }
 
 /// Which implementation computes the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// `native` for CPU tensors, `torch-f64` for any other device.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Architecture of tiny-kontext. The default trains a step on 32 images of 32×32 in well
 /// under a second on 2 CPU cores (the `models` module docs have the measurement).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TinyKontextConfig {
     /// Latent channels; the tiny model's latent is the RGB image scaled to [−1, 1], so 3.

@@ -28,7 +28,7 @@ pub const DEFAULT_TARGETS: [&str; 8] = [
 ];
 
 /// One adapter's settings (PEFT `LoraConfig` subset; dropout is always 0).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoraConfig {
     /// Rank r of `A (r × in)` and `B (out × r)`.

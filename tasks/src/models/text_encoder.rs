@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 /// Settings of the instruction encoder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextEncoderConfig {
     /// Words of the vocabulary (lowercase); `<pad>`, `<unk>`, `<bos>` are added in front.

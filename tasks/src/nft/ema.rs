@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use tch::Tensor;
 
 /// How η depends on the global step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "schedule", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum EmaSchedule {
     /// η = min(rate·step, cap); default rate 0.001, cap 0.5.

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// How the pixel `edit_mask` becomes a mask on the latent grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MaskDown {
     /// A latent cell touching the edit region counts as edit (default).
@@ -17,7 +19,9 @@ pub enum MaskDown {
     ErodeRing,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Distance {
     /// `Σ W·(a−b)² / (channels·Σ W)` (default).
@@ -27,7 +31,9 @@ pub enum Distance {
     L2,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Anchor {
     /// `z_src`, the source latent (paper; default).
@@ -37,7 +43,7 @@ pub enum Anchor {
     X0,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "mode", content = "value")]
 pub enum TauMinus {
     /// `τ⁻ = d(x0, z_src; Ẽ)` per sample (paper §B.3.2; default).
@@ -48,7 +54,7 @@ pub enum TauMinus {
 }
 
 /// Settings of the loss; defaults are method-spec §4's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NftConfig {
     #[serde(default = "one")]

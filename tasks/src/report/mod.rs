@@ -37,7 +37,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
     /// Title of the table and the index.
@@ -83,7 +83,7 @@ pub struct EvalReport {
     pub dir: PathBuf,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct TableJson {
     #[serde(default)]
     label: Option<String>,
@@ -166,7 +166,7 @@ pub fn read_rewards(path: &Path, item_label: &str) -> Result<RewardPoint, String
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| format!("`{}` is not JSON: {e}", path.display()))?;
-    if v.get("format").and_then(Value::as_str) != Some(crate::rl::reward::FORMAT) {
+    if v.get("format").and_then(Value::as_str) != Some(crate::artifacts::rewards::FORMAT) {
         return Err(format!("`{}` is not a rewards file", path.display()));
     }
     let (l_arm, l_iter) = parse_label(item_label);
@@ -286,7 +286,7 @@ impl TaskKind for Report {
         for item in optional_items(ctx, "rewards") {
             let path = ctx.item_path("rewards", &item)?;
             let path = if path.is_dir() {
-                path.join(crate::rl::reward::REWARDS_FILE)
+                path.join(crate::artifacts::rewards::REWARDS_FILE)
             } else {
                 path
             };

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 /// Method-spec §4: lr 3e−4, betas (0.9, 0.999), weight decay 1e−4, eps 1e−8.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdamWConfig {
     pub lr: f64,

@@ -1,414 +1,405 @@
-//! `reward`: scores rollouts and turns them into optimality probabilities (method-spec §1–§3).
+//! Reward mixing and optimality probability (method-spec §3; paper eq. 2/20, Alg. 1 l. 8–10).
 //!
-//! Inputs: `rollouts` (from `rollout`), `data` (the dataset the rollouts came from: sources
-//! and edit masks, checked against the rollouts' source digests). Output `rewards`, one JSON
-//! file ([`RewardsFile`]): per sample the raw scores (r_mllm with the judge's two scores or
-//! its error, r_sim with masked PSNR/SSIM or "undefined"), r_raw, the advantage, r and why it
-//! is excluded; the banned groups; the iteration's statistics (also reported as metrics).
-//!
-//! - r_sim on the keep mask `1 − edit_mask`, between the source and the decoded (8-bit PNG)
-//!   sample; an empty keep mask leaves r_sim undefined (never 0).
-//! - r_mllm from the judge: `rule` (the synthetic world's [`RuleJudge`], default) or `openai`
-//!   (any OpenAI-compatible server; responses cached in the store). More invalid answers than
-//!   `max_invalid_fraction` fail the task.
-//! - groups keyed by (instruction, source digest); [`crate::reward::mix`] does the rest.
+//! `r_raw = λ_mllm·r_mllm + λ_sim·r_sim`; the advantage `A = r_raw − mean_group(r_raw)` over the
+//! group's valid samples; `r = 0.5 + 0.5·clip(A / Z, −1, 1)` with `Z = adv_clip·(std_all + 1e−4)`
+//! (default, as DiffusionNFT's code) or a constant. Groups are keyed by (instruction, source
+//! image digest). Degenerate groups (std ≤ `ban_std` or mean ≥ `ban_mean`) are left out of the
+//! loss and counted. Standard deviations are population (ddof = 0), as `numpy.std`.
 
-use super::{bad, check_input_names, check_threads, d_threads, fail, set_threads};
-use crate::artifacts::rollouts::{RolloutManifest, RolloutTensors};
-use crate::data::Dataset;
-use crate::imageio::tensor;
-use crate::judge::{Judge, JudgeImage, JudgeRequest, Scores};
-use crate::metrics::{MetricsConfig, masked_metrics};
-use crate::reward::{
-    GroupKey, MixedRewards, Normalizer, RewardConfig, RewardStats, SampleRewards, mix,
-};
-use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use tch::{Kind, Tensor};
 
-pub const REWARDS_FILE: &str = "rewards.json";
-pub const FORMAT: &str = "cocoflow-rewards";
-
-pub use crate::judge::spec::JudgeParams;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RewardParams {
-    #[serde(default = "d_lambda_mllm")]
-    pub lambda_mllm: f64,
-    #[serde(default = "d_lambda_sim")]
-    pub lambda_sim: f64,
-    /// SSIM weight in r_sim (method-spec §1: 0.5).
-    #[serde(default = "d_w_s")]
-    pub w_s: f64,
-    /// PSNR normaliser in dB (40).
-    #[serde(default = "d_tau_db")]
-    pub tau_db: f64,
-    /// `{mode: global-std, adv_clip: 5}` (default) or `{mode: constant, value: Z}`.
-    #[serde(default, alias = "normaliser")]
-    pub normalizer: Normalizer,
-    #[serde(default = "d_ban_std")]
-    pub ban_std: f64,
-    #[serde(default = "d_ban_mean")]
-    pub ban_mean: f64,
-    #[serde(default)]
-    pub judge: JudgeParams,
-    /// The task fails when more than this fraction of judge answers is invalid.
-    #[serde(default = "d_max_invalid")]
-    pub max_invalid_fraction: f64,
-    #[serde(default = "d_threads")]
-    pub threads: usize,
+/// How `Z` in `r = 0.5 + 0.5·clip(A/Z, −1, 1)` is chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Normalizer {
+    /// `Z = adv_clip · (std of every valid r_raw of the iteration + 1e−4)`.
+    GlobalStd { adv_clip: f64 },
+    /// `Z = value`.
+    Constant { value: f64 },
 }
 
-fn d_lambda_mllm() -> f64 {
+impl Default for Normalizer {
+    fn default() -> Self {
+        Normalizer::GlobalStd { adv_clip: 5.0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardConfig {
+    /// Weight of the MLLM judge reward (default 0.8).
+    #[serde(default = "default_lambda_mllm")]
+    pub lambda_mllm: f64,
+    /// Weight of the pixel similarity reward r_sim (default 0.2).
+    #[serde(default = "default_lambda_sim")]
+    pub lambda_sim: f64,
+    #[serde(default)]
+    pub normalizer: Normalizer,
+    /// Groups whose r_raw std is at most this are degenerate (default 0.02).
+    #[serde(default = "default_ban_std")]
+    pub ban_std: f64,
+    /// Groups whose r_raw mean is at least this are degenerate (default 0.9).
+    #[serde(default = "default_ban_mean")]
+    pub ban_mean: f64,
+}
+
+fn default_lambda_mllm() -> f64 {
     0.8
 }
-fn d_lambda_sim() -> f64 {
+fn default_lambda_sim() -> f64 {
     0.2
 }
-fn d_w_s() -> f64 {
-    0.5
-}
-fn d_tau_db() -> f64 {
-    40.0
-}
-fn d_ban_std() -> f64 {
+fn default_ban_std() -> f64 {
     0.02
 }
-fn d_ban_mean() -> f64 {
+fn default_ban_mean() -> f64 {
     0.9
 }
-fn d_max_invalid() -> f64 {
-    0.1
-}
 
-fn check(p: &RewardParams) -> Result<(), ParamError> {
-    let finite_nonneg = |path: &str, v: f64| {
-        if !(v.is_finite() && v >= 0.0) {
-            bad(path, format!("must be a finite number ≥ 0, got {v}"))
-        } else {
-            Ok(())
-        }
-    };
-    finite_nonneg("lambda_mllm", p.lambda_mllm)?;
-    finite_nonneg("lambda_sim", p.lambda_sim)?;
-    if p.lambda_mllm + p.lambda_sim <= 0.0 {
-        return bad(
-            "lambda_mllm",
-            "`lambda_mllm` and `lambda_sim` cannot both be 0",
-        );
-    }
-    if !(0.0..=1.0).contains(&p.w_s) {
-        return bad("w_s", format!("must be in [0, 1], got {}", p.w_s));
-    }
-    if !(p.tau_db.is_finite() && p.tau_db > 0.0) {
-        return bad("tau_db", format!("must be positive, got {}", p.tau_db));
-    }
-    match p.normalizer {
-        Normalizer::GlobalStd { adv_clip } if !(adv_clip.is_finite() && adv_clip > 0.0) => {
-            return bad(
-                "normalizer.adv_clip",
-                format!("must be positive, got {adv_clip}"),
-            );
-        }
-        Normalizer::Constant { value } if !(value.is_finite() && value > 0.0) => {
-            return bad("normalizer.value", format!("must be positive, got {value}"));
-        }
-        _ => {}
-    }
-    if p.ban_std.is_nan() {
-        return bad("ban_std", "must be a number");
-    }
-    if p.ban_mean.is_nan() {
-        return bad("ban_mean", "must be a number");
-    }
-    if !(0.0..=1.0).contains(&p.max_invalid_fraction) {
-        return bad(
-            "max_invalid_fraction",
-            format!("must be in [0, 1], got {}", p.max_invalid_fraction),
-        );
-    }
-    if let JudgeParams::Rule {
-        min_area_fraction, ..
-    } = p.judge
-        && !(0.0..1.0).contains(&min_area_fraction)
-    {
-        return bad(
-            "judge.min_area_fraction",
-            format!("must be in [0, 1), got {min_area_fraction}"),
-        );
-    }
-    if let JudgeParams::Openai(cfg) = &p.judge {
-        if cfg.base_url.trim().is_empty() {
-            return bad("judge.base_url", "must not be empty");
-        }
-        if cfg.model.trim().is_empty() {
-            return bad("judge.model", "must not be empty");
-        }
-    }
-    check_threads(p.threads)
-}
-
-impl RewardParams {
-    pub fn reward_config(&self) -> RewardConfig {
+impl Default for RewardConfig {
+    fn default() -> Self {
         RewardConfig {
-            lambda_mllm: self.lambda_mllm,
-            lambda_sim: self.lambda_sim,
-            normalizer: self.normalizer.clone(),
-            ban_std: self.ban_std,
-            ban_mean: self.ban_mean,
+            lambda_mllm: default_lambda_mllm(),
+            lambda_sim: default_lambda_sim(),
+            normalizer: Normalizer::default(),
+            ban_std: default_ban_std(),
+            ban_mean: default_ban_mean(),
         }
     }
 }
 
-/// One sample's scores and mixed reward.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SampleReward {
-    pub index: usize,
-    pub group: usize,
-    pub seed: u64,
+/// The group of a sample: the same instruction on the same source image.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct GroupKey {
+    pub instruction: String,
+    /// BLAKE3 (or any stable digest) of the source image.
+    pub source_digest: String,
+}
+
+/// One rollout sample's raw rewards. `None` = invalid (judge failed after retries) or
+/// undefined (empty keep mask).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SampleRewards {
+    pub group: GroupKey,
     pub r_mllm: Option<f64>,
-    /// The judge's normalised scores (`{variant: mean, effect, quality}` or `{variant: single, score}`).
-    pub judge_scores: Option<Value>,
-    /// Why the judge gave no score.
-    pub judge_error: Option<String>,
     pub r_sim: Option<f64>,
-    /// Masked PSNR in dB (`null` when infinite or undefined).
-    pub psnr_db: Option<f64>,
-    pub ssim: Option<f64>,
+}
+
+/// Why a sample is out of the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exclusion {
+    /// The judge gave no score.
+    InvalidJudge,
+    /// r_sim is undefined (empty keep mask) while λ_sim > 0.
+    UndefinedSim,
+    /// Its group is degenerate (std ≤ ban_std or mean ≥ ban_mean).
+    BannedGroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MixedSample {
     pub r_raw: Option<f64>,
     pub advantage: Option<f64>,
-    /// Optimality probability in [0, 1]; `None`: out of the loss.
+    /// Optimality probability in [0, 1]; `None` when excluded.
     pub r: Option<f64>,
-    pub excluded: Option<crate::reward::Exclusion>,
+    pub excluded: Option<Exclusion>,
 }
 
-/// `rewards.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RewardsFile {
-    pub format: String,
-    pub version: u32,
-    pub iteration: u64,
-    /// The rollouts' θ_old digest (ties the rewards to their rollouts).
-    pub theta_old: String,
-    pub judge: String,
-    pub config: RewardConfig,
-    pub samples: Vec<SampleReward>,
+/// Mean and population std of the defined values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Moments {
+    pub n: usize,
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Moments {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Moments {
+        let v: Vec<f64> = values.into_iter().collect();
+        if v.is_empty() {
+            return Moments::default();
+        }
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+        Moments {
+            n: v.len(),
+            mean,
+            std: var.sqrt(),
+        }
+    }
+}
+
+/// Per-iteration statistics the `reward` task records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RewardStats {
+    pub samples: usize,
+    pub groups: usize,
+    pub r_mllm: Moments,
+    pub r_sim: Moments,
+    pub r_raw: Moments,
+    pub invalid_judge: usize,
+    pub undefined_sim: usize,
+    pub banned_groups: usize,
+    pub banned_samples: usize,
+    /// Samples that enter the loss.
+    pub used: usize,
+    /// The `Z` used.
+    pub z: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MixedRewards {
+    pub samples: Vec<MixedSample>,
     pub banned: Vec<GroupKey>,
     pub stats: RewardStats,
 }
 
-impl RewardsFile {
-    pub fn read(path: &std::path::Path) -> Result<RewardsFile, String> {
-        let r: RewardsFile =
-            crate::models::checkpoint::read_json(path).map_err(|e| e.to_string())?;
-        if r.format != FORMAT {
-            return Err(format!("`{}` is not a rewards file", path.display()));
+/// Mixes rewards, groups samples, computes optimality probabilities and bans degenerate groups.
+pub fn mix(samples: &[SampleRewards], cfg: &RewardConfig) -> MixedRewards {
+    let needs_sim = cfg.lambda_sim != 0.0;
+    let mut out: Vec<MixedSample> = samples
+        .iter()
+        .map(|s| {
+            let excluded = match (s.r_mllm, s.r_sim) {
+                (None, _) if cfg.lambda_mllm != 0.0 => Some(Exclusion::InvalidJudge),
+                (_, None) if needs_sim => Some(Exclusion::UndefinedSim),
+                _ => None,
+            };
+            // eq. 2: r_raw = λ_mllm·r_mllm + λ_sim·r_sim (a zero weight ignores its term).
+            let r_raw = excluded.is_none().then(|| {
+                let m = if cfg.lambda_mllm != 0.0 {
+                    cfg.lambda_mllm * s.r_mllm.unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                let d = if needs_sim {
+                    cfg.lambda_sim * s.r_sim.unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                m + d
+            });
+            MixedSample {
+                r_raw,
+                advantage: None,
+                r: None,
+                excluded,
+            }
+        })
+        .collect();
+
+    let mut groups: BTreeMap<&GroupKey, Vec<usize>> = BTreeMap::new();
+    for (i, s) in samples.iter().enumerate() {
+        groups.entry(&s.group).or_default().push(i);
+    }
+    let all = Moments::of(out.iter().filter_map(|m| m.r_raw));
+    let z = match cfg.normalizer {
+        Normalizer::GlobalStd { adv_clip } => adv_clip * (all.std + 1e-4),
+        Normalizer::Constant { value } => value,
+    };
+    let mut banned = Vec::new();
+    let mut banned_samples = 0;
+    for (key, idx) in &groups {
+        let g = Moments::of(idx.iter().filter_map(|&i| out[i].r_raw));
+        if g.n == 0 {
+            continue;
         }
-        Ok(r)
+        let degenerate = g.std <= cfg.ban_std || g.mean >= cfg.ban_mean;
+        for &i in idx {
+            let Some(raw) = out[i].r_raw else { continue };
+            let a = raw - g.mean;
+            out[i].advantage = Some(a);
+            if degenerate {
+                out[i].excluded = Some(Exclusion::BannedGroup);
+                banned_samples += 1;
+            } else {
+                // r = 0.5 + 0.5·clip(A/Z, −1, 1)
+                out[i].r = Some(0.5 + 0.5 * (a / z).clamp(-1.0, 1.0));
+            }
+        }
+        if degenerate {
+            banned.push((*key).clone());
+        }
+    }
+    let stats = RewardStats {
+        samples: samples.len(),
+        groups: groups.len(),
+        r_mllm: Moments::of(samples.iter().filter_map(|s| s.r_mllm)),
+        r_sim: Moments::of(samples.iter().filter_map(|s| s.r_sim)),
+        r_raw: all,
+        invalid_judge: out
+            .iter()
+            .filter(|m| m.excluded == Some(Exclusion::InvalidJudge))
+            .count(),
+        undefined_sim: out
+            .iter()
+            .filter(|m| m.excluded == Some(Exclusion::UndefinedSim))
+            .count(),
+        banned_groups: banned.len(),
+        banned_samples,
+        used: out.iter().filter(|m| m.r.is_some()).count(),
+        z,
+    };
+    MixedRewards {
+        samples: out,
+        banned,
+        stats,
     }
 }
 
-pub struct RewardKind;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl TaskKind for RewardKind {
-    fn name(&self) -> &'static str {
-        "reward"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "RL rewards: r_sim (masked PSNR/SSIM) + r_mllm (judge), group advantages, optimality probabilities"
-    }
-    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
-        let (p, v) = typed_params::<RewardParams>(params)?;
-        check(&p)?;
-        Ok(v)
-    }
-    fn check_inputs(&self, _params: &Value, inputs: &[&str]) -> Result<(), String> {
-        check_input_names("reward", inputs, &["rollouts", "data"])
-    }
-    fn outputs(&self, _params: &Value) -> Vec<String> {
-        vec!["rewards".into()]
-    }
-    fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
-        let p: RewardParams = ctx.params()?;
-        set_threads(p.threads);
-        let rdir = ctx.input_path("rollouts")?;
-        let ddir = ctx.input_path("data")?;
-        let m = RolloutManifest::read(&rdir).map_err(fail)?;
-        let tensors = RolloutTensors::read(&rdir, &m).map_err(fail)?;
-        let ds = Dataset::open(&ddir).map_err(fail)?;
-        let by_key: BTreeMap<&str, &crate::data::Record> =
-            ds.records.iter().map(|r| (r.key.as_str(), r)).collect();
-
-        // Sources from the dataset, checked against the rollouts' digests.
-        let mut sources = Vec::new();
-        for g in &m.groups {
-            let r = by_key.get(g.record.as_str()).ok_or_else(|| {
-                fail(format!(
-                    "the `data` input has no record `{}` that the rollouts used",
-                    g.record
-                ))
-            })?;
-            let src = ds.source(r).map_err(fail)?;
-            let img = JudgeImage::from_tensor(&src).map_err(fail)?;
-            if img.digest() != g.source_digest {
-                return Err(fail(format!(
-                    "record `{}` of the `data` input is not the source image the rollouts used (digest differs): is `data` the rollouts' dataset?",
-                    g.record
-                )));
-            }
-            sources.push((src, img));
+    fn key(i: &str) -> GroupKey {
+        GroupKey {
+            instruction: i.into(),
+            source_digest: "d".into(),
         }
-        // Edited images as stored (8-bit PNG), the keep masks.
-        let mut edited = Vec::new();
-        for s in &m.samples {
-            let path = crate::data::manifest::confined(&rdir, &s.image).map_err(fail)?;
-            edited.push(tensor::load_rgb(&path).map_err(fail)?);
-        }
-        let keep: Tensor = 1.0 - tensors.edit_masks.to_kind(Kind::Float);
+    }
 
-        // r_sim, batched per group.
-        let mcfg = MetricsConfig {
-            w_s: p.w_s,
-            tau_db: p.tau_db,
-            ..MetricsConfig::default()
+    fn s(g: &str, m: Option<f64>, sim: Option<f64>) -> SampleRewards {
+        SampleRewards {
+            group: key(g),
+            r_mllm: m,
+            r_sim: sim,
+        }
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+
+    #[test]
+    fn hand_computed_mixing_and_optimality_probability() {
+        // λ = 0.8 : 0.2. Group a: r_raw = 0.8·0.5+0.2·0.5 = 0.5 and 0.8·0.7+0.2·0.9 = 0.74.
+        // Group b: 0.8·0.2+0.2·0.4 = 0.24 and 0.8·0.4+0.2·0.4 = 0.40.
+        let samples = vec![
+            s("a", Some(0.5), Some(0.5)),
+            s("a", Some(0.7), Some(0.9)),
+            s("b", Some(0.2), Some(0.4)),
+            s("b", Some(0.4), Some(0.4)),
+        ];
+        let m = mix(&samples, &RewardConfig::default());
+        let raw: Vec<f64> = m.samples.iter().map(|x| x.r_raw.unwrap()).collect();
+        for (a, b) in raw.iter().zip([0.5, 0.74, 0.24, 0.40]) {
+            close(*a, b);
+        }
+        // all = {0.5, 0.74, 0.24, 0.40}: mean 0.47, population std = sqrt(0.0331) (hand).
+        let std =
+            ((0.03f64.powi(2) + 0.27f64.powi(2) + 0.23f64.powi(2) + 0.07f64.powi(2)) / 4.0).sqrt();
+        close(m.stats.r_raw.std, std);
+        let z = 5.0 * (std + 1e-4);
+        close(m.stats.z, z);
+        // Group a mean 0.62: A = −0.12, +0.12. Group b mean 0.32: A = −0.08, +0.08.
+        close(m.samples[0].advantage.unwrap(), -0.12);
+        close(m.samples[0].r.unwrap(), 0.5 + 0.5 * (-0.12 / z));
+        close(m.samples[1].r.unwrap(), 0.5 + 0.5 * (0.12 / z));
+        close(m.samples[3].r.unwrap(), 0.5 + 0.5 * (0.08 / z));
+        assert_eq!(m.stats.used, 4);
+        assert_eq!(m.stats.groups, 2);
+    }
+
+    #[test]
+    fn constant_normalizer_clips() {
+        let cfg = RewardConfig {
+            normalizer: Normalizer::Constant { value: 0.1 },
+            lambda_mllm: 1.0,
+            lambda_sim: 0.0,
+            ..Default::default()
         };
-        let mut sim = vec![None; m.samples.len()];
-        for (g, (src, _)) in sources.iter().enumerate() {
-            let idx: Vec<usize> = m
-                .samples
-                .iter()
-                .filter(|s| s.group == g)
-                .map(|s| s.index)
-                .collect();
-            if idx.is_empty() {
-                continue;
-            }
-            let n = idx.len() as i64;
-            let a = src.unsqueeze(0).expand([n, -1, -1, -1], false).contiguous();
-            let b = Tensor::stack(
-                &idx.iter()
-                    .map(|&i| edited[i].shallow_clone())
-                    .collect::<Vec<_>>(),
-                0,
-            );
-            let kk = keep
-                .get(g as i64)
-                .unsqueeze(0)
-                .expand([n, -1, -1, -1], false)
-                .contiguous();
-            let res = masked_metrics(&a, &b, &kk, &mcfg).map_err(fail)?;
-            for (&i, r) in idx.iter().zip(res) {
-                sim[i] = r.ok();
-            }
-        }
-        ctx.check_cancelled()?;
-
-        // r_mllm from the judge.
-        let judge: Arc<dyn Judge> = p.judge.build(ctx.store()).map_err(TaskError::Params)?;
-        let requests: Vec<JudgeRequest> = m
-            .samples
-            .iter()
-            .zip(&edited)
-            .map(|(s, e)| {
-                let g = &m.groups[s.group];
-                Ok(JudgeRequest::new(
-                    sources[s.group].1.clone(),
-                    JudgeImage::from_tensor(e).map_err(|e| e.to_string())?,
-                    g.instruction.clone(),
-                ))
-            })
-            .collect::<Result<_, String>>()
-            .map_err(fail)?;
-        let conc = crate::judge::pool_concurrency(&ctx.pools).unwrap_or(1);
-        let batch = ctx.runtime().block_on(judge.judge_batch(&requests, conc));
-        batch.check(p.max_invalid_fraction).map_err(fail)?;
-
-        let inputs: Vec<SampleRewards> = m
-            .samples
-            .iter()
-            .zip(&batch.verdicts)
-            .map(|(s, v)| {
-                let g = &m.groups[s.group];
-                SampleRewards {
-                    group: GroupKey {
-                        instruction: g.instruction.clone(),
-                        source_digest: g.source_digest.clone(),
-                    },
-                    r_mllm: v.as_ref().ok().map(|j| j.r_mllm()),
-                    r_sim: sim[s.index].map(|x| x.r_sim),
-                }
-            })
-            .collect();
-        let cfg = p.reward_config();
-        let mixed: MixedRewards = mix(&inputs, &cfg);
-        let samples: Vec<SampleReward> = m
-            .samples
-            .iter()
-            .zip(&batch.verdicts)
-            .zip(&mixed.samples)
-            .map(|((s, v), x)| {
-                let metrics = sim[s.index];
-                SampleReward {
-                    index: s.index,
-                    group: s.group,
-                    seed: s.seed,
-                    r_mllm: v.as_ref().ok().map(|j| j.r_mllm()),
-                    judge_scores: v.as_ref().ok().map(|j| scores_json(&j.scores)),
-                    judge_error: v.as_ref().err().map(|e| e.to_string()),
-                    r_sim: metrics.map(|x| x.r_sim),
-                    psnr_db: metrics.map(|x| x.psnr_db).filter(|x| x.is_finite()),
-                    ssim: metrics.map(|x| x.ssim),
-                    r_raw: x.r_raw,
-                    advantage: x.advantage,
-                    r: x.r,
-                    excluded: x.excluded,
-                }
-            })
-            .collect();
-        let st = &mixed.stats;
-        ctx.metric("iteration", m.iteration);
-        ctx.metric("r_mllm_mean", st.r_mllm.mean);
-        ctx.metric("r_mllm_std", st.r_mllm.std);
-        ctx.metric("r_sim_mean", st.r_sim.mean);
-        ctx.metric("r_sim_std", st.r_sim.std);
-        ctx.metric("r_raw_mean", st.r_raw.mean);
-        ctx.metric("r_raw_std", st.r_raw.std);
-        ctx.metric("z", st.z);
-        ctx.metric("invalid_judge", st.invalid_judge as u64);
-        ctx.metric("undefined_sim", st.undefined_sim as u64);
-        ctx.metric("banned_groups", st.banned_groups as u64);
-        ctx.metric("banned_samples", st.banned_samples as u64);
-        ctx.metric("used", st.used as u64);
-        ctx.log(format!(
-            "iteration {}: r_mllm {:.4}±{:.4} r_sim {:.4}±{:.4} r_raw {:.4}±{:.4}; {} invalid, {} undefined r_sim, {} banned groups, {} of {} samples used",
-            m.iteration, st.r_mllm.mean, st.r_mllm.std, st.r_sim.mean, st.r_sim.std, st.r_raw.mean,
-            st.r_raw.std, st.invalid_judge, st.undefined_sim, st.banned_groups, st.used, st.samples
-        ));
-        let file = RewardsFile {
-            format: FORMAT.into(),
-            version: 1,
-            iteration: m.iteration,
-            theta_old: m.theta_old.clone(),
-            judge: judge.describe(),
-            config: cfg,
-            samples,
-            banned: mixed.banned,
-            stats: mixed.stats,
-        };
-        let text = serde_json::to_string_pretty(&file).map_err(fail)? + "\n";
-        ctx.output_bytes("rewards", text.into_bytes())
+        let m = mix(&[s("a", Some(0.0), None), s("a", Some(0.5), None)], &cfg);
+        // mean 0.25, A = ∓0.25, A/Z = ∓2.5 → clipped to ∓1 → r = 0, 1.
+        close(m.samples[0].r.unwrap(), 0.0);
+        close(m.samples[1].r.unwrap(), 1.0);
     }
-}
 
-fn scores_json(s: &Scores) -> Value {
-    serde_json::to_value(s).unwrap_or(Value::Null)
+    #[test]
+    fn degenerate_groups_are_banned_and_counted() {
+        let cfg = RewardConfig::default();
+        let samples = vec![
+            // std 0 → banned
+            s("flat", Some(0.5), Some(0.5)),
+            s("flat", Some(0.5), Some(0.5)),
+            // mean ≥ 0.9 → banned
+            s("easy", Some(0.95), Some(0.95)),
+            s("easy", Some(1.0), Some(0.9)),
+            // fine
+            s("ok", Some(0.1), Some(0.5)),
+            s("ok", Some(0.9), Some(0.5)),
+        ];
+        let m = mix(&samples, &cfg);
+        assert_eq!(m.stats.banned_groups, 2);
+        assert_eq!(m.stats.banned_samples, 4);
+        assert_eq!(m.stats.used, 2);
+        assert_eq!(m.samples[0].excluded, Some(Exclusion::BannedGroup));
+        assert_eq!(m.samples[2].excluded, Some(Exclusion::BannedGroup));
+        assert!(m.samples[4].r.unwrap() < 0.5 && m.samples[5].r.unwrap() > 0.5);
+    }
+
+    #[test]
+    fn invalid_and_undefined_samples_never_get_a_score() {
+        let m = mix(
+            &[
+                s("a", None, Some(0.5)),
+                s("a", Some(0.4), None),
+                s("a", Some(0.2), Some(0.1)),
+                s("a", Some(0.6), Some(0.3)),
+            ],
+            &RewardConfig::default(),
+        );
+        assert_eq!(m.samples[0].excluded, Some(Exclusion::InvalidJudge));
+        assert_eq!(m.samples[1].excluded, Some(Exclusion::UndefinedSim));
+        assert!(
+            m.samples[0].r.is_none() && m.samples[1].r.is_none() && m.samples[0].r_raw.is_none()
+        );
+        assert_eq!(m.stats.invalid_judge, 1);
+        assert_eq!(m.stats.undefined_sim, 1);
+        // The group mean uses only the two valid samples: 0.18 and 0.54 → mean 0.36.
+        close(m.samples[2].advantage.unwrap(), 0.18 - 0.36);
+        // With λ_sim = 0, an undefined r_sim does not matter.
+        let cfg = RewardConfig {
+            lambda_mllm: 1.0,
+            lambda_sim: 0.0,
+            ..Default::default()
+        };
+        let m = mix(&[s("a", Some(0.4), None), s("a", Some(0.2), None)], &cfg);
+        assert!(m.samples.iter().all(|x| x.r.is_some()));
+    }
+
+    #[test]
+    fn groups_are_keyed_by_instruction_and_source() {
+        let a = SampleRewards {
+            group: GroupKey {
+                instruction: "x".into(),
+                source_digest: "1".into(),
+            },
+            r_mllm: Some(0.1),
+            r_sim: Some(0.0),
+        };
+        let b = SampleRewards {
+            group: GroupKey {
+                instruction: "x".into(),
+                source_digest: "2".into(),
+            },
+            r_mllm: Some(0.5),
+            r_sim: Some(0.0),
+        };
+        let m = mix(
+            &[a.clone(), a, b.clone(), b],
+            &RewardConfig {
+                ban_std: -1.0,
+                ..Default::default()
+            },
+        );
+        assert_eq!(m.stats.groups, 2);
+        // Same instruction text, different source: separate groups (the reference code merges them).
+        close(m.samples[0].advantage.unwrap(), 0.0);
+        close(m.samples[2].advantage.unwrap(), 0.0);
+    }
 }

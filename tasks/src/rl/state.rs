@@ -25,7 +25,7 @@
 use super::adamw::{AdamW, AdamWConfig};
 use crate::models::checkpoint::{self, CONFIG_FILE, WEIGHTS_FILE};
 use crate::models::{EditPolicy, LoraConfig, THETA, THETA_OLD, TinyKontext, Trainable};
-use crate::reward::GroupKey;
+use crate::rl::reward::GroupKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,7 +41,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const RNG_SCHEME: &str = "StreamRng::derive(seed, tag): SplitMix64 seeded by BLAKE3(\"{seed}/{tag}\"); tags rollout/select/<iteration>, rollout/<iteration>/<group>/<k>, nft/<step>/perm/<sample>, nft/<step>/eps/<sample>/<slot>";
 
 /// `state.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateInfo {
     pub format: String,
@@ -67,7 +67,7 @@ pub struct StateInfo {
     pub history: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerInfo {
     pub config: AdamWConfig,
@@ -75,7 +75,7 @@ pub struct OptimizerInfo {
     pub t: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmaInfo {
     /// The `step` the last EMA update followed (None: never applied).
@@ -83,7 +83,7 @@ pub struct EmaInfo {
     pub last_eta: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RngInfo {
     pub scheme: String,
@@ -91,7 +91,7 @@ pub struct RngInfo {
     pub nft_seed: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NormRecord {
     pub iteration: u64,
@@ -100,7 +100,7 @@ pub struct NormRecord {
     pub r_raw_std: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BannedGroup {
     pub iteration: u64,
@@ -338,4 +338,35 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Applies the EMA to a state directory in place: θ_old's adapter file and `state.json`.
+pub fn apply_ema(
+    dir: &Path,
+    schedule: &crate::nft::ema::EmaSchedule,
+    params_json: serde_json::Value,
+) -> Result<f64, String> {
+    let mut info = read_info(dir)?.ok_or("not an RL state")?;
+    if info.ema.last_step == Some(info.step) {
+        return Err(format!(
+            "the EMA was already applied after step {} (is the `state` input an `ema` output?)",
+            info.step
+        ));
+    }
+    let eta = schedule.eta(info.step);
+    let new_path = dir
+        .join(THETA_DIR)
+        .join(crate::models::peft::ADAPTER_WEIGHTS);
+    let old_path = dir
+        .join(THETA_OLD_DIR)
+        .join(crate::models::peft::ADAPTER_WEIGHTS);
+    let new = crate::models::checkpoint::read_safetensors(&new_path).map_err(|e| e.to_string())?;
+    let old = crate::models::checkpoint::read_safetensors(&old_path).map_err(|e| e.to_string())?;
+    crate::nft::ema::ema_update(&old, &new, eta).map_err(|e| e.to_string())?;
+    crate::models::checkpoint::write_safetensors(&old_path, &old).map_err(|e| e.to_string())?;
+    info.ema.last_step = Some(info.step);
+    info.ema.last_eta = Some(eta);
+    info.configs.insert("ema".into(), params_json);
+    write_info(dir, &info)?;
+    Ok(eta)
 }

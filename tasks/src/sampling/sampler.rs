@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 /// Sampler settings of a rollout or evaluation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamplerConfig {
     /// `dpm2` (default) or `euler`.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The time-shift part of a model's scheduler config. Field names are those of diffusers'
 /// `FlowMatchEulerDiscreteScheduler` `scheduler_config.json`; defaults are FLUX.1's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulerConfig {
     /// Image token count at which μ = `base_shift`.

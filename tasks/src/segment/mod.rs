@@ -37,7 +37,7 @@ use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// A box in pixels: `x0`/`y0` inclusive, `x1`/`y1` exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BoxPx {
     pub x0: u32,
     pub y0: u32,
@@ -179,7 +179,7 @@ pub trait Segmenter: Send + Sync {
 }
 
 /// The request body of `POST /v1/segment`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SegmentRequest {
     /// Base64 PNG or JPEG (standard alphabet, padded).
     pub image: String,
@@ -189,7 +189,7 @@ pub struct SegmentRequest {
 }
 
 /// The `200` body of `POST /v1/segment`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SegmentResponse {
     /// Base64 greyscale PNG of the image's size (255 = object).
     pub mask: String,

@@ -6,18 +6,16 @@
 //! Applying it twice after the same step is an error (the input would be an `ema` output).
 //! Works on the adapter files alone (no model is loaded for a saved state), on the CPU.
 
-use super::state::{self, LoadedState, STATE_FILE, THETA_DIR, THETA_OLD_DIR};
-use super::{bad, check_input_names, check_lora, d_alpha, d_rank, fail, lora_config};
-use crate::models::checkpoint;
-use crate::models::peft::ADAPTER_WEIGHTS;
-use crate::nft::ema::{EmaSchedule, ema_update};
-use cocoflow_engine::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
+use super::{bad, check_lora, lora_config, set_threads};
+use crate::error::fail;
+use crate::nft::ema::EmaSchedule;
+use crate::rl::state::{self, LoadedState, STATE_FILE};
+use crate::rl::{DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK};
+use cocoflow_engine::kind::{Input, Kind, ParamError, TaskCtx, TaskError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::path::Path;
 
 /// How η depends on the step; every field has the spec's default.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "schedule", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DecayParams {
     /// η = min(rate·step, cap): default rate 0.001, cap 0.5.
@@ -76,19 +74,26 @@ impl DecayParams {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct EmaParams {
     /// `{schedule: linear-capped}` (default), `{schedule: delayed}`, `{schedule: constant, eta}`.
-    #[serde(default)]
     pub decay: DecayParams,
     /// Adapters of a fresh state (when `state` is the base model dir).
-    #[serde(default = "d_rank")]
     pub lora_rank: i64,
-    #[serde(default = "d_alpha")]
     pub lora_alpha: f64,
-    #[serde(default)]
     pub lora_init_seed: u64,
+}
+
+impl Default for EmaParams {
+    fn default() -> Self {
+        EmaParams {
+            decay: DecayParams::default(),
+            lora_rank: DEFAULT_LORA_RANK,
+            lora_alpha: DEFAULT_LORA_ALPHA,
+            lora_init_seed: 0,
+        }
+    }
 }
 
 fn check(p: &EmaParams) -> Result<(), ParamError> {
@@ -114,55 +119,25 @@ fn check(p: &EmaParams) -> Result<(), ParamError> {
     check_lora(p.lora_rank, p.lora_alpha)
 }
 
-/// Applies the EMA to a state directory in place: θ_old's adapter file and `state.json`.
-pub fn apply(dir: &Path, schedule: &EmaSchedule, params_json: Value) -> Result<f64, String> {
-    let mut info = state::read_info(dir)?.ok_or("not an RL state")?;
-    if info.ema.last_step == Some(info.step) {
-        return Err(format!(
-            "the EMA was already applied after step {} (is the `state` input an `ema` output?)",
-            info.step
-        ));
-    }
-    let eta = schedule.eta(info.step);
-    let new_path = dir.join(THETA_DIR).join(ADAPTER_WEIGHTS);
-    let old_path = dir.join(THETA_OLD_DIR).join(ADAPTER_WEIGHTS);
-    let new = checkpoint::read_safetensors(&new_path).map_err(|e| e.to_string())?;
-    let old = checkpoint::read_safetensors(&old_path).map_err(|e| e.to_string())?;
-    ema_update(&old, &new, eta).map_err(|e| e.to_string())?;
-    checkpoint::write_safetensors(&old_path, &old).map_err(|e| e.to_string())?;
-    info.ema.last_step = Some(info.step);
-    info.ema.last_eta = Some(eta);
-    info.configs.insert("ema".into(), params_json);
-    state::write_info(dir, &info)?;
-    Ok(eta)
-}
-
 pub struct EmaKind;
 
-impl TaskKind for EmaKind {
-    fn name(&self) -> &'static str {
-        "ema"
+impl Kind for EmaKind {
+    type Params = EmaParams;
+    const NAME: &'static str = "ema";
+    const VERSION: u32 = 1;
+    const DESCRIBE: &'static str = "RL old policy: θ_old ← η·θ_old + (1−η)·θ (state → state)";
+    const INPUTS: Option<&'static [Input]> = Some(&[Input::required(
+        "state",
+        "the RL state after `nft-train` (or the base model directory)",
+    )]);
+    const OUTPUTS: &'static [&'static str] = &["state"];
+
+    fn validate(&self, p: &EmaParams) -> Result<(), ParamError> {
+        check(p)
     }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "RL old policy: θ_old ← η·θ_old + (1−η)·θ (state → state)"
-    }
-    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
-        let (p, v) = typed_params::<EmaParams>(params)?;
-        check(&p)?;
-        Ok(v)
-    }
-    fn check_inputs(&self, _params: &Value, inputs: &[&str]) -> Result<(), String> {
-        check_input_names("ema", inputs, &["state"])
-    }
-    fn outputs(&self, _params: &Value) -> Vec<String> {
-        vec!["state".into()]
-    }
-    fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
-        let p: EmaParams = ctx.params()?;
-        super::set_threads(1);
+
+    fn run(&self, p: EmaParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+        set_threads(1);
         let input = ctx.input_path("state")?;
         let out = ctx.workdir()?.join("state");
         if state::is_state(&input) {
@@ -176,7 +151,7 @@ impl TaskKind for EmaKind {
             st.save(&out).map_err(fail)?;
         }
         debug_assert!(out.join(STATE_FILE).is_file());
-        let eta = apply(
+        let eta = state::apply_ema(
             &out,
             &p.decay.schedule(),
             serde_json::to_value(&p).map_err(fail)?,
