@@ -33,7 +33,7 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::reward::RewardKind);
     registry.register_kind(kinds::nft_train::NftTrain);
     registry.register_kind(kinds::ema::EmaKind);
-    registry.register(pretrain::Pretrain);
+    registry.register_kind(kinds::pretrain::Pretrain);
     registry.register(eval::Eval);
     registry.register(bench_import::BenchImport);
     registry.register(report::Report);

@@ -4,6 +4,7 @@
 
 pub mod ema;
 pub mod nft_train;
+pub mod pretrain;
 pub mod reward;
 pub mod rollout;
 pub mod synth_data;
