@@ -34,7 +34,7 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::nft_train::NftTrain);
     registry.register_kind(kinds::ema::EmaKind);
     registry.register_kind(kinds::pretrain::Pretrain);
-    registry.register(eval::Eval);
+    registry.register_kind(kinds::eval::Eval);
     registry.register(bench_import::BenchImport);
     registry.register(report::Report);
     registry.register(correlate::Correlate);

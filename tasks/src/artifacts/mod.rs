@@ -2,5 +2,6 @@
 //! version checked on read: [`rollouts`] (`rollout` → `reward`, `nft-train`), [`rewards`]
 //! (`reward` → `nft-train`, `report`), [`eval_report`] (`eval` → `report`, `correlate`).
 
+pub mod eval_report;
 pub mod rewards;
 pub mod rollouts;

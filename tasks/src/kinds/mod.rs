@@ -3,6 +3,7 @@
 //! modules (`rl`, `models`, `metrics`, `curate`, `report`, ...).
 
 pub mod ema;
+pub mod eval;
 pub mod nft_train;
 pub mod pretrain;
 pub mod reward;

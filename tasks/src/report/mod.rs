@@ -29,7 +29,7 @@ pub mod grid;
 pub mod plots;
 pub mod table;
 
-use crate::eval::TypeRow;
+use crate::artifacts::eval_report::TypeRow;
 use cocoflow_engine::kind::{InputItem, ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use plots::{Panel, PanelKind, Series};
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,7 @@
 //! value of each column is marked (bold in Markdown, `best` lists in JSON and CSV), ties all
 //! marked, missing values never.
 
-use crate::eval::TypeRow;
+use crate::artifacts::eval_report::TypeRow;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
