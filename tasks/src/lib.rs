@@ -1,7 +1,8 @@
 //! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
 
 pub mod artifacts;
-pub mod bench_import;
+pub mod benchmarks;
+
 pub mod correlate;
 pub mod curate;
 pub mod data;
@@ -35,7 +36,7 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::ema::EmaKind);
     registry.register_kind(kinds::pretrain::Pretrain);
     registry.register_kind(kinds::eval::Eval);
-    registry.register(bench_import::BenchImport);
+    registry.register_kind(kinds::bench_import::BenchImport);
     registry.register(report::Report);
     registry.register(correlate::Correlate);
     registry.register(curate::Curate);

@@ -3,7 +3,7 @@
 //! through the engine against a stub OpenAI-compatible judge with fixed answers, checked
 //! against hand-computed per-type and overall scores.
 
-use cocoflow_tasks::bench_import::{BenchFormat, BenchImportParams, ImportSummary, import};
+use cocoflow_tasks::benchmarks::{BenchFormat, BenchImportParams, ImportSummary, import};
 use cocoflow_tasks::data::{Dataset, MaskPolarity};
 use cocoflow_tasks::judge::JudgeImage;
 use cocoflow_tasks::judge::prompts::{self, ImageRole};
@@ -50,7 +50,7 @@ fn near(a: [u8; 3], b: [u8; 3]) -> bool {
         .all(|(x, y)| (*x as i32 - y as i32).abs() <= 3)
 }
 
-fn errors(s: &[cocoflow_tasks::bench_import::RowError]) -> Vec<(String, String)> {
+fn errors(s: &[cocoflow_tasks::benchmarks::RowError]) -> Vec<(String, String)> {
     s.iter()
         .map(|e| (e.row.clone(), e.reason.clone()))
         .collect()

@@ -2,6 +2,7 @@
 //! `Default`), inputs, outputs and the steps it calls; the work itself lives in the topic
 //! modules (`rl`, `models`, `metrics`, `curate`, `report`, ...).
 
+pub mod bench_import;
 pub mod ema;
 pub mod eval;
 pub mod nft_train;
