@@ -3,7 +3,6 @@
 pub mod artifacts;
 pub mod benchmarks;
 
-pub mod correlate;
 pub mod curate;
 pub mod data;
 pub mod device;
@@ -37,8 +36,8 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::pretrain::Pretrain);
     registry.register_kind(kinds::eval::Eval);
     registry.register_kind(kinds::bench_import::BenchImport);
-    registry.register(report::Report);
-    registry.register(correlate::Correlate);
+    registry.register_kind(kinds::report::Report);
+    registry.register_kind(kinds::correlate::Correlate);
     registry.register(curate::Curate);
 }
 

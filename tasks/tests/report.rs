@@ -568,7 +568,7 @@ fn report_and_correlate_through_the_engine() {
 #[test]
 fn bad_params_and_inputs_are_refused() {
     use cocoflow_engine::kind::TaskKind;
-    let k = cocoflow_tasks::report::Report;
+    let k = cocoflow_engine::kind::Typed(cocoflow_tasks::kinds::report::Report);
     assert!(k.check_params(&json!({"grid_scale": 0})).is_err());
     assert!(k.check_params(&json!({"grid_itmes": 3})).is_err());
     let p = k.check_params(&json!({})).unwrap();
@@ -582,7 +582,7 @@ fn bad_params_and_inputs_are_refused() {
         k.check_inputs(&p, &["evals", "base", "rewards", "data"])
             .is_ok()
     );
-    let c = cocoflow_tasks::correlate::Correlate;
+    let c = cocoflow_engine::kind::Typed(cocoflow_tasks::kinds::correlate::Correlate);
     assert!(c.check_params(&json!({"x": "psnr_db"})).is_err());
     assert_eq!(
         c.check_params(&json!({})).unwrap(),
@@ -592,7 +592,7 @@ fn bad_params_and_inputs_are_refused() {
 
 #[test]
 fn pearson_against_hand_computed_values() {
-    use cocoflow_tasks::correlate::pearson;
+    use cocoflow_tasks::report::correlation::pearson;
     // x = 1..5, y = 2 4 5 4 5: Sxy = 6, Sxx = 10, Syy = 6 → r = 6/√60 ≈ 0.774597.
     let c = pearson(&[1.0, 2.0, 3.0, 4.0, 5.0], &[2.0, 4.0, 5.0, 4.0, 5.0]);
     assert!((c.r.unwrap() - 0.7745966692414834).abs() < 1e-12);

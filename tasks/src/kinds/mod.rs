@@ -3,10 +3,12 @@
 //! modules (`rl`, `models`, `metrics`, `curate`, `report`, ...).
 
 pub mod bench_import;
+pub mod correlate;
 pub mod ema;
 pub mod eval;
 pub mod nft_train;
 pub mod pretrain;
+pub mod report;
 pub mod reward;
 pub mod rollout;
 pub mod synth_data;

@@ -1,5 +1,6 @@
-//! `report`: gathers a sweep's evaluations and training rewards into tables, curves and sample
-//! grids (paper Tables 1/2/6, Figs. 6/7/14). Meant as a `scope: global` task:
+//! Reports of a sweep (what the `report` kind writes, [`crate::kinds::report`]): its
+//! evaluations and training rewards as tables, curves and sample grids (paper Tables 1/2/6,
+//! Figs. 6/7/14). The kind is meant as a `scope: global` task:
 //!
 //! ```yaml
 //! report:
@@ -25,52 +26,17 @@
 //! `psnr_vs_iteration`, `ssim_vs_iteration`, `reward_curves` (each `.png` and `.svg`; see
 //! [`plots`]), `samples.png` (see [`grid`]; only with `data`) and `index.md` linking them.
 
+pub mod correlation;
 pub mod grid;
 pub mod plots;
 pub mod table;
 
 use crate::artifacts::eval_report::TypeRow;
-use cocoflow_engine::kind::{InputItem, ParamError, TaskCtx, TaskError, TaskKind, typed_params};
 use plots::{Panel, PanelKind, Series};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReportParams {
-    /// Title of the table and the index.
-    #[serde(default = "d_title")]
-    pub title: String,
-    /// Benchmark items (rows) in `samples.png`; 0: no grid.
-    #[serde(default = "d_grid_items")]
-    pub grid_items: usize,
-    /// Integer up-scaling of the grid's images (nearest neighbour).
-    #[serde(default = "d_grid_scale")]
-    pub grid_scale: u32,
-}
-
-fn d_title() -> String {
-    "ablation".into()
-}
-fn d_grid_items() -> usize {
-    6
-}
-fn d_grid_scale() -> u32 {
-    4
-}
-
-fn bad(path: &str, message: impl Into<String>) -> ParamError {
-    ParamError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
-fn fail(e: impl std::fmt::Display) -> TaskError {
-    TaskError::Failed(e.to_string())
-}
 
 /// One `eval` report as the report sees it.
 #[derive(Debug, Clone)]
@@ -186,354 +152,267 @@ pub fn read_rewards(path: &Path, item_label: &str) -> Result<RewardPoint, String
     })
 }
 
-/// The distinct items of an input (by producer), in order.
-fn distinct(items: &[InputItem]) -> Vec<InputItem> {
-    let mut seen = std::collections::BTreeSet::new();
-    items
-        .iter()
-        .filter(|i| seen.insert((i.producer.clone(), i.output.clone())))
-        .cloned()
-        .collect()
-}
-
-fn optional_items(ctx: &TaskCtx, name: &str) -> Vec<InputItem> {
-    ctx.input_items(name)
-        .map(|s| s.to_vec())
-        .unwrap_or_default()
-}
-
 /// Picks a value out of an evaluation's overall row.
 type Metric = dyn Fn(&TypeRow) -> Option<f64>;
 
-pub struct Report;
+/// A sweep's evaluations (by arm index in order of first appearance, and iteration), the
+/// base's evaluation and the training rewards.
+pub struct Sweep {
+    pub arms: Vec<String>,
+    pub evals: BTreeMap<(usize, u64), EvalReport>,
+    pub base: Option<EvalReport>,
+    pub rewards: Vec<RewardPoint>,
+}
 
-impl TaskKind for Report {
-    fn name(&self) -> &'static str {
-        "report"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "a sweep's ablation table (Markdown/CSV/JSON), judge/PSNR/SSIM and reward curves (PNG/SVG), sample grids"
-    }
-    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
-        let (p, v) = typed_params::<ReportParams>(params)?;
-        if p.grid_items > 64 {
-            return Err(bad(
-                "grid_items",
-                format!("must be ≤ 64, got {}", p.grid_items),
-            ));
-        }
-        if !(1..=16).contains(&p.grid_scale) {
-            return Err(bad(
-                "grid_scale",
-                format!("must be in 1..=16, got {}", p.grid_scale),
-            ));
-        }
-        Ok(v)
-    }
-    fn check_inputs(&self, _params: &Value, inputs: &[&str]) -> Result<(), String> {
-        if !inputs.contains(&"evals") {
-            return Err("`report` needs the input `evals` (eval reports)".into());
-        }
-        let known = ["evals", "base", "rewards", "data"];
-        if let Some(u) = inputs.iter().find(|i| !known.contains(i)) {
-            return Err(format!(
-                "`report` takes inputs `evals`, `base`, `rewards`, `data`; unknown input `{u}`"
-            ));
-        }
-        Ok(())
-    }
-    fn outputs(&self, _params: &Value) -> Vec<String> {
-        vec!["report".into()]
-    }
-    fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
-        let p: ReportParams = ctx.params()?;
-        // Evaluations, by arm (in order of first appearance) and iteration.
-        let mut arms: Vec<String> = Vec::new();
-        let mut evals: BTreeMap<(usize, u64), EvalReport> = BTreeMap::new();
-        for item in distinct(ctx.input_items("evals")?) {
-            let dir = ctx.item_path("evals", &item)?;
-            let e = read_eval(&dir, &item.label).map_err(fail)?;
-            let ai = match arms.iter().position(|a| *a == e.arm) {
-                Some(i) => i,
-                None => {
-                    arms.push(e.arm.clone());
-                    arms.len() - 1
-                }
-            };
-            if evals.contains_key(&(ai, e.iteration)) {
-                ctx.log(format!(
-                    "note: two evaluations of arm `{}` at iteration {}; the first is used",
-                    e.arm, e.iteration
-                ));
-                continue;
-            }
-            evals.insert((ai, e.iteration), e);
-        }
-        if evals.is_empty() {
-            return Err(fail("input `evals` holds no evaluation"));
-        }
-        let base = match distinct(&optional_items(ctx, "base")).first() {
-            Some(item) => {
-                let dir = ctx.item_path("base", item)?;
-                Some(read_eval(&dir, "").map_err(fail)?)
-            }
-            None => None,
-        };
-        let mut rewards: Vec<RewardPoint> = Vec::new();
-        for item in optional_items(ctx, "rewards") {
-            let path = ctx.item_path("rewards", &item)?;
-            let path = if path.is_dir() {
-                path.join(crate::artifacts::rewards::REWARDS_FILE)
-            } else {
-                path
-            };
-            let r = read_rewards(&path, &item.label).map_err(fail)?;
-            if !rewards
-                .iter()
-                .any(|x| x.arm == r.arm && x.iteration == r.iteration)
-            {
-                rewards.push(r);
-            }
-        }
-        for r in &rewards {
-            if !arms.contains(&r.arm) {
-                arms.push(r.arm.clone());
-            }
-        }
+/// What [`write`] wrote that the kind reports.
+pub struct Written {
+    pub markdown: String,
+    /// The best value of each column.
+    pub best: Value,
+}
 
-        let out = ctx.workdir()?.join("report");
-        std::fs::create_dir_all(&out).map_err(fail)?;
-        let write = |name: &str, text: &str| {
-            std::fs::write(out.join(name), text).map_err(|e| format!("writing `{name}`: {e}"))
-        };
+/// How a report looks.
+pub struct Layout<'a> {
+    pub title: &'a str,
+    pub grid_items: usize,
+    pub grid_scale: u32,
+}
 
-        // The table: base + each arm's last evaluation.
-        let last: Vec<&EvalReport> = (0..arms.len())
-            .filter_map(|ai| evals.range((ai, 0)..=(ai, u64::MAX)).last().map(|(_, e)| e))
-            .collect();
-        let mut inputs = Vec::new();
-        if let Some(b) = &base {
-            inputs.push(table::RowInput {
-                name: "base".into(),
-                arm: None,
-                iteration: 0,
-                label: b.label.clone(),
-                rows: &b.rows,
-                overall: &b.overall,
-            });
-        }
-        for e in &last {
-            inputs.push(table::RowInput {
-                name: e.arm.clone(),
-                arm: Some(e.arm.clone()),
-                iteration: e.iteration,
-                label: e.label.clone(),
-                rows: &e.rows,
-                overall: &e.overall,
-            });
-        }
-        let t = table::build(&p.title, &inputs);
-        let md = table::markdown(&t);
-        write("table.md", &md).map_err(fail)?;
-        write("table.csv", &table::csv(&t)).map_err(fail)?;
-        write(
-            "table.json",
-            &(serde_json::to_string_pretty(&t).map_err(fail)? + "\n"),
-        )
-        .map_err(fail)?;
-        ctx.log(&md);
+/// Writes the report's files into `out` (module docs); `data` is the benchmark dataset for
+/// the sample grid.
+pub fn write(
+    out: &Path,
+    p: &Layout,
+    sweep: &Sweep,
+    data: Option<&Path>,
+) -> Result<Written, String> {
+    let Sweep {
+        arms,
+        evals,
+        base,
+        rewards,
+    } = sweep;
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(out.join(name), text).map_err(|e| format!("writing `{name}`: {e}"))
+    };
 
-        // Curves over iterations: one line per arm, starting at the base (iteration 0).
-        let curve = |f: &Metric| -> Vec<Series> {
-            arms.iter()
-                .enumerate()
-                .map(|(ai, arm)| {
-                    let mut pts = Vec::new();
-                    if let Some(b) = &base
-                        && let Some(y) = f(&b.overall)
-                    {
-                        pts.push((0.0, y));
-                    }
-                    for ((_, it), e) in evals.range((ai, 0)..=(ai, u64::MAX)) {
-                        if let Some(y) = f(&e.overall) {
-                            pts.push((*it as f64, y));
-                        }
-                    }
-                    Series {
-                        name: arm.clone(),
-                        points: pts,
-                        color: None,
-                    }
-                })
-                .collect()
-        };
-        let charts: [(&str, &str, &str, &Metric); 3] = [
-            (
-                "judge_vs_iteration",
-                "judge overall score vs RL iteration",
-                "judge overall (0–1)",
-                &|r| r.judge_overall,
-            ),
-            (
-                "psnr_vs_iteration",
-                "masked PSNR vs RL iteration",
-                "masked PSNR (dB)",
-                &|r| r.psnr_db,
-            ),
-            (
-                "ssim_vs_iteration",
-                "masked SSIM vs RL iteration",
-                "masked SSIM",
-                &|r| r.ssim,
-            ),
-        ];
-        for (stem, title, y, f) in charts {
-            let panel = Panel {
-                title: title.into(),
-                x_label: "iteration (0 = base)".into(),
-                y_label: y.into(),
-                series: curve(f),
-                kind: PanelKind::Lines,
-                integer_x: true,
-            };
-            plots::write_chart(&out, stem, &[panel]).map_err(fail)?;
-        }
-        let reward_panels: Vec<Panel> = [
-            ("r_mllm", "mean r_mllm (judge) per iteration"),
-            ("r_sim", "mean r_sim (masked PSNR/SSIM) per iteration"),
-            ("r_raw", "mean r_raw (mixed reward) per iteration"),
-        ]
-        .into_iter()
-        .map(|(key, title)| {
-            let series = arms
-                .iter()
-                .map(|arm| {
-                    let mut pts: Vec<(f64, f64)> = rewards
-                        .iter()
-                        .filter(|r| &r.arm == arm)
-                        .filter_map(|r| r.means.get(key).map(|m| (r.iteration as f64, *m)))
-                        .collect();
-                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series {
-                        name: arm.clone(),
-                        points: pts,
-                        color: None,
-                    }
-                })
-                .collect();
-            Panel {
-                title: title.into(),
-                x_label: "iteration".into(),
-                y_label: key.into(),
-                series,
-                kind: PanelKind::Lines,
-                integer_x: true,
-            }
-        })
+    // The table: base + each arm's last evaluation.
+    let last: Vec<&EvalReport> = (0..arms.len())
+        .filter_map(|ai| evals.range((ai, 0)..=(ai, u64::MAX)).last().map(|(_, e)| e))
         .collect();
-        plots::write_chart(&out, "reward_curves", &reward_panels).map_err(fail)?;
+    let mut inputs = Vec::new();
+    if let Some(b) = &base {
+        inputs.push(table::RowInput {
+            name: "base".into(),
+            arm: None,
+            iteration: 0,
+            label: b.label.clone(),
+            rows: &b.rows,
+            overall: &b.overall,
+        });
+    }
+    for e in &last {
+        inputs.push(table::RowInput {
+            name: e.arm.clone(),
+            arm: Some(e.arm.clone()),
+            iteration: e.iteration,
+            label: e.label.clone(),
+            rows: &e.rows,
+            overall: &e.overall,
+        });
+    }
+    let t = table::build(p.title, &inputs);
+    let md = table::markdown(&t);
+    write("table.md", &md)?;
+    write("table.csv", &table::csv(&t))?;
+    write(
+        "table.json",
+        &(serde_json::to_string_pretty(&t).map_err(|e| e.to_string())? + "\n"),
+    )?;
 
-        // The sample grid.
-        let mut grid_note = String::new();
-        let data_item = distinct(&optional_items(ctx, "data")).into_iter().next();
-        if let Some(item) = data_item
-            && p.grid_items > 0
-        {
-            let root = ctx.item_path("data", &item)?;
-            let ds = crate::data::Dataset::open(&root)
-                .map_err(|e| fail(format!("input `data`: {e}")))?;
-            let items = grid::choose_items(&ds, p.grid_items);
-            if items.is_empty() {
-                grid_note = "No sample grid: the benchmark has no local-type items.\n".into();
-            } else {
-                let mut cols = Vec::new();
-                if let Some(b) = &base {
-                    cols.push(grid::OutputColumn {
-                        name: "base".into(),
-                        images: report_images(&b.dir).map_err(fail)?,
-                    });
+    // Curves over iterations: one line per arm, starting at the base (iteration 0).
+    let curve = |f: &Metric| -> Vec<Series> {
+        arms.iter()
+            .enumerate()
+            .map(|(ai, arm)| {
+                let mut pts = Vec::new();
+                if let Some(b) = &base
+                    && let Some(y) = f(&b.overall)
+                {
+                    pts.push((0.0, y));
                 }
-                for e in &last {
-                    cols.push(grid::OutputColumn {
-                        name: format!("{} (it {})", e.arm, e.iteration),
-                        images: report_images(&e.dir).map_err(fail)?,
-                    });
+                for ((_, it), e) in evals.range((ai, 0)..=(ai, u64::MAX)) {
+                    if let Some(y) = f(&e.overall) {
+                        pts.push((*it as f64, y));
+                    }
                 }
-                let layout =
-                    grid::write_grid(&out.join("samples.png"), &ds, &items, &cols, p.grid_scale)
-                        .map_err(fail)?;
-                grid_note = format!(
-                    "![sample grid](samples.png)\n\nColumns: source | edit mask (white = edited region) | {}; images ×{} (nearest), {}×{} px.\n\nRows:\n\n",
-                    cols.iter()
-                        .map(|c| c.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(" | "),
-                    p.grid_scale,
-                    layout.width,
-                    layout.height
-                );
-                for (i, r) in items.iter().enumerate() {
-                    grid_note.push_str(&format!(
-                        "{}. `{}` ({}): {}\n",
-                        i + 1,
-                        r.key,
-                        r.edit_type.as_deref().unwrap_or("unknown"),
-                        r.instruction
-                    ));
+                Series {
+                    name: arm.clone(),
+                    points: pts,
+                    color: None,
                 }
+            })
+            .collect()
+    };
+    let charts: [(&str, &str, &str, &Metric); 3] = [
+        (
+            "judge_vs_iteration",
+            "judge overall score vs RL iteration",
+            "judge overall (0–1)",
+            &|r| r.judge_overall,
+        ),
+        (
+            "psnr_vs_iteration",
+            "masked PSNR vs RL iteration",
+            "masked PSNR (dB)",
+            &|r| r.psnr_db,
+        ),
+        (
+            "ssim_vs_iteration",
+            "masked SSIM vs RL iteration",
+            "masked SSIM",
+            &|r| r.ssim,
+        ),
+    ];
+    for (stem, title, y, f) in charts {
+        let panel = Panel {
+            title: title.into(),
+            x_label: "iteration (0 = base)".into(),
+            y_label: y.into(),
+            series: curve(f),
+            kind: PanelKind::Lines,
+            integer_x: true,
+        };
+        plots::write_chart(&out, stem, &[panel])?;
+    }
+    let reward_panels: Vec<Panel> = [
+        ("r_mllm", "mean r_mllm (judge) per iteration"),
+        ("r_sim", "mean r_sim (masked PSNR/SSIM) per iteration"),
+        ("r_raw", "mean r_raw (mixed reward) per iteration"),
+    ]
+    .into_iter()
+    .map(|(key, title)| {
+        let series = arms
+            .iter()
+            .map(|arm| {
+                let mut pts: Vec<(f64, f64)> = rewards
+                    .iter()
+                    .filter(|r| &r.arm == arm)
+                    .filter_map(|r| r.means.get(key).map(|m| (r.iteration as f64, *m)))
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series {
+                    name: arm.clone(),
+                    points: pts,
+                    color: None,
+                }
+            })
+            .collect();
+        Panel {
+            title: title.into(),
+            x_label: "iteration".into(),
+            y_label: key.into(),
+            series,
+            kind: PanelKind::Lines,
+            integer_x: true,
+        }
+    })
+    .collect();
+    plots::write_chart(&out, "reward_curves", &reward_panels)?;
+
+    // The sample grid.
+    let mut grid_note = String::new();
+    if let Some(root) = data
+        && p.grid_items > 0
+    {
+        let ds = crate::data::Dataset::open(root).map_err(|e| format!("input `data`: {e}"))?;
+        let items = grid::choose_items(&ds, p.grid_items);
+        if items.is_empty() {
+            grid_note = "No sample grid: the benchmark has no local-type items.\n".into();
+        } else {
+            let mut cols = Vec::new();
+            if let Some(b) = &base {
+                cols.push(grid::OutputColumn {
+                    name: "base".into(),
+                    images: report_images(&b.dir)?,
+                });
+            }
+            for e in &last {
+                cols.push(grid::OutputColumn {
+                    name: format!("{} (it {})", e.arm, e.iteration),
+                    images: report_images(&e.dir)?,
+                });
+            }
+            let layout =
+                grid::write_grid(&out.join("samples.png"), &ds, &items, &cols, p.grid_scale)?;
+            grid_note = format!(
+                "![sample grid](samples.png)\n\nColumns: source | edit mask (white = edited region) | {}; images ×{} (nearest), {}×{} px.\n\nRows:\n\n",
+                cols.iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                p.grid_scale,
+                layout.width,
+                layout.height
+            );
+            for (i, r) in items.iter().enumerate() {
+                grid_note.push_str(&format!(
+                    "{}. `{}` ({}): {}\n",
+                    i + 1,
+                    r.key,
+                    r.edit_type.as_deref().unwrap_or("unknown"),
+                    r.instruction
+                ));
             }
         }
-
-        // The index.
-        let mut idx = format!("# {}\n\n{md}\n", p.title);
-        idx.push_str("Rows: the base model (iteration 0) and every arm at its last evaluated iteration; bold: the best value of the column (all higher-is-better). Also as [CSV](table.csv) and [JSON](table.json).\n\n");
-        idx.push_str("## Curves\n\n");
-        for (stem, what) in [
-            ("judge_vs_iteration", "judge overall vs iteration"),
-            ("psnr_vs_iteration", "masked PSNR vs iteration"),
-            ("ssim_vs_iteration", "masked SSIM vs iteration"),
-            ("reward_curves", "training rewards per iteration"),
-        ] {
-            idx.push_str(&format!(
-                "![{what}]({stem}.png)\n\n[{stem}.svg]({stem}.svg)\n\n"
-            ));
-        }
-        if !grid_note.is_empty() {
-            idx.push_str("## Samples\n\n");
-            idx.push_str(&grid_note);
-            idx.push('\n');
-        }
-        idx.push_str(
-            "## Inputs\n\n| arm | evaluated iterations | reward iterations |\n|---|---|---|\n",
-        );
-        for (ai, arm) in arms.iter().enumerate() {
-            let ev: Vec<String> = evals
-                .range((ai, 0)..=(ai, u64::MAX))
-                .map(|((_, it), _)| it.to_string())
-                .collect();
-            let mut rw: Vec<u64> = rewards
-                .iter()
-                .filter(|r| &r.arm == arm)
-                .map(|r| r.iteration)
-                .collect();
-            rw.sort();
-            idx.push_str(&format!(
-                "| {arm} | {} | {} |\n",
-                ev.join(", "),
-                rw.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
-            ));
-        }
-        write("index.md", &idx).map_err(fail)?;
-
-        ctx.metric("arms", arms.len() as u64);
-        ctx.metric("evaluations", evals.len() as u64);
-        ctx.metric("reward_files", rewards.len() as u64);
-        ctx.metric("best", json!(t.best));
-        ctx.output_dir("report", &out)
     }
+
+    // The index.
+    let mut idx = format!("# {}\n\n{md}\n", p.title);
+    idx.push_str("Rows: the base model (iteration 0) and every arm at its last evaluated iteration; bold: the best value of the column (all higher-is-better). Also as [CSV](table.csv) and [JSON](table.json).\n\n");
+    idx.push_str("## Curves\n\n");
+    for (stem, what) in [
+        ("judge_vs_iteration", "judge overall vs iteration"),
+        ("psnr_vs_iteration", "masked PSNR vs iteration"),
+        ("ssim_vs_iteration", "masked SSIM vs iteration"),
+        ("reward_curves", "training rewards per iteration"),
+    ] {
+        idx.push_str(&format!(
+            "![{what}]({stem}.png)\n\n[{stem}.svg]({stem}.svg)\n\n"
+        ));
+    }
+    if !grid_note.is_empty() {
+        idx.push_str("## Samples\n\n");
+        idx.push_str(&grid_note);
+        idx.push('\n');
+    }
+    idx.push_str(
+        "## Inputs\n\n| arm | evaluated iterations | reward iterations |\n|---|---|---|\n",
+    );
+    for (ai, arm) in arms.iter().enumerate() {
+        let ev: Vec<String> = evals
+            .range((ai, 0)..=(ai, u64::MAX))
+            .map(|((_, it), _)| it.to_string())
+            .collect();
+        let mut rw: Vec<u64> = rewards
+            .iter()
+            .filter(|r| &r.arm == arm)
+            .map(|r| r.iteration)
+            .collect();
+        rw.sort();
+        idx.push_str(&format!(
+            "| {arm} | {} | {} |\n",
+            ev.join(", "),
+            rw.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    write("index.md", &idx)?;
+
+    Ok(Written {
+        markdown: md,
+        best: json!(t.best),
+    })
 }
 
 #[cfg(test)]
