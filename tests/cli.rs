@@ -356,6 +356,28 @@ fn stats_of(exported: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(exported.join("stats/stats.json")).unwrap()).unwrap()
 }
 
+/// The metrics of instance `task` in the store of `dir` (its result manifest), for the
+/// workflow as `plan_args` (`plan` and its overrides) describe it.
+fn metrics_of(dir: &Path, plan_args: &[&str], task: &str) -> serde_json::Value {
+    let (code, out, err) = cocoflow(dir, plan_args);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == task)
+        .unwrap_or_else(|| panic!("no instance `{task}`"))["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join(format!(".cocoflow/store/results/{key}.json"))).unwrap(),
+    )
+    .unwrap();
+    m["metrics"].clone()
+}
+
 /// Issue 7's acceptance, as a new user: `workflows/curate.yaml` produces the curated dataset,
 /// its statistics and both plots; another threshold makes no judge or segmentation calls;
 /// a run killed with SIGKILL mid-way continues without redoing its committed shards and
@@ -377,6 +399,14 @@ fn curate_workflow_runs_refilters_without_calls_and_resumes_after_kill() {
         let (code, _, err) = cocoflow(d, &a);
         assert_eq!(code, 0, "{err}");
     };
+    // shard and call counts are the task's metrics (they depend on what earlier runs cached)
+    let metrics = |d: &Path, extra: &[&str]| {
+        let mut a = args(extra);
+        a[0] = "plan".into();
+        a.push("--json".into());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        metrics_of(d, &a, "curate")
+    };
     let a = tempfile::tempdir().unwrap();
     run(a.path(), &[]);
     let first = export_curate(a.path(), "first");
@@ -384,9 +414,10 @@ fn curate_workflow_runs_refilters_without_calls_and_resumes_after_kill() {
     assert_eq!(s["samples"], 256, "{s}");
     let kept = s["kept"].as_u64().unwrap();
     assert!(kept > 50 && kept < 256, "{s}");
-    assert!(s["calls"]["judge"].as_u64().unwrap() >= 3 * s["annotated"].as_u64().unwrap());
-    assert!(s["calls"]["segment"].as_u64().unwrap() > 0, "{s}");
-    assert_eq!(s["shards"]["computed"], 16, "{s}");
+    let m = metrics(a.path(), &[]);
+    assert!(m["calls"]["judge"].as_u64().unwrap() >= 3 * s["annotated"].as_u64().unwrap());
+    assert!(m["calls"]["segment"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["shards"]["computed"], 16, "{m}");
     for f in [
         "types.png",
         "types.svg",
@@ -438,12 +469,13 @@ fn curate_workflow_runs_refilters_without_calls_and_resumes_after_kill() {
     run(a.path(), &["--set", "threshold=9.0"]);
     let lower = export_curate(a.path(), "lower");
     let s2 = stats_of(&lower);
+    let m2 = metrics(a.path(), &["--set", "threshold=9.0"]);
     assert_eq!(
-        s2["calls"],
+        m2["calls"],
         serde_json::json!({"judge": 0, "judge_cached": 0, "segment": 0, "segment_cached": 0}),
-        "{s2}"
+        "{m2}"
     );
-    assert_eq!(s2["shards"]["committed_before"], 16, "{s2}");
+    assert_eq!(m2["shards"]["committed_before"], 16, "{m2}");
     assert!(s2["kept"].as_u64().unwrap() > kept, "{s2}");
     // ... and its decisions are the first run's scores filtered at 9.0
     let expected = std::fs::read_to_string(first.join("stats/samples.jsonl"))
@@ -494,13 +526,16 @@ fn curate_workflow_runs_refilters_without_calls_and_resumes_after_kill() {
     run(b.path(), &[]);
     let resumed = export_curate(b.path(), "resumed");
     let s3 = stats_of(&resumed);
-    let before = s3["shards"]["committed_before"].as_u64().unwrap();
-    assert!((3..16).contains(&before), "{s3}");
+    let m3 = metrics(b.path(), &[]);
+    let before = m3["shards"]["committed_before"].as_u64().unwrap();
+    assert!((3..16).contains(&before), "{m3}");
     assert_eq!(
-        s3["shards"]["computed"].as_u64().unwrap(),
+        m3["shards"]["computed"].as_u64().unwrap(),
         16 - before,
-        "{s3}"
+        "{m3}"
     );
+    // the statistics hold no run history: equal to the uninterrupted run's
+    assert_eq!(s3, s, "the resumed run's stats.json differs");
     assert_eq!(
         std::fs::read(resumed.join("data/manifest.jsonl")).unwrap(),
         manifest.as_bytes(),

@@ -38,7 +38,7 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::bench_import::BenchImport);
     registry.register_kind(kinds::report::Report);
     registry.register_kind(kinds::correlate::Correlate);
-    registry.register(curate::Curate);
+    registry.register_kind(kinds::curate::Curate);
 }
 
 #[cfg(test)]

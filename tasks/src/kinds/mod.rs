@@ -4,6 +4,7 @@
 
 pub mod bench_import;
 pub mod correlate;
+pub mod curate;
 pub mod ema;
 pub mod eval;
 pub mod nft_train;
