@@ -1,8 +1,24 @@
 //! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
+//!
+//! Where things live:
+//! - [`kinds`]: one thin file per task kind (params, inputs, outputs, the steps it calls);
+//!   [`register`] lists them. The work lives in topic modules:
+//! - [`synth`] (the synthetic world, its rule judge and colour segmenter), [`data`]
+//!   (manifest datasets), [`imageio`] (every image decode/encode), [`benchmarks`] (published
+//!   benchmarks as datasets), [`curate`] (data curation);
+//! - [`models`] (the `EditPolicy` backends, LoRA, checkpoints), [`sampling`], [`pretrain`],
+//!   [`rl`] (rollouts, reward mixing, NFT gradient, the RL state), [`nft`] (the loss and EMA
+//!   maths), [`metrics`] (masked PSNR/SSIM), [`eval`] (evaluation and benchmark protocols);
+//! - [`judge`] (the MLLM judge), [`segment`] (box-prompted segmentation), [`net`] (their
+//!   shared HTTP client with the one retry loop, response caches, test servers);
+//! - [`artifacts`] (formats one kind writes and another reads), [`report`] (tables, plots,
+//!   sample grids, the correlation study), [`cli`] (`cocoflow score`, `judge serve`, ...);
+//! - [`rng`] (the one random generator), [`error`] (library errors as task errors),
+//!   [`device`] (what libtorch sees).
 
 pub mod artifacts;
 pub mod benchmarks;
-
+pub mod cli;
 pub mod curate;
 pub mod data;
 pub mod device;
@@ -17,11 +33,9 @@ pub mod net;
 pub mod nft;
 pub mod pretrain;
 pub mod report;
-
 pub mod rl;
 pub mod rng;
 pub mod sampling;
-pub mod score;
 pub mod segment;
 pub mod synth;
 
@@ -42,4 +56,4 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
 }
 
 #[cfg(test)]
-mod tests;
+mod device_tests;

@@ -282,3 +282,90 @@ pub fn write(out: &Path, records: &[EvalRecord], mut table: Value, md: &str) -> 
     .map_err(|x| e(TABLE_FILE, x))?;
     std::fs::write(out.join("table.md"), md).map_err(|x| e("table.md", x))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::prompts;
+
+    fn rec(t: &str, j: Option<f64>, psnr: Option<f64>) -> EvalRecord {
+        EvalRecord {
+            key: "k".into(),
+            edit_type: t.into(),
+            instruction: String::new(),
+            seed: 0,
+            image: String::new(),
+            judge_effect: j,
+            judge_quality: j,
+            judge_overall: j,
+            judge_error: None,
+            psnr_db: psnr,
+            ssim: psnr.map(|_| 0.5),
+            r_sim: None,
+            bench: None,
+        }
+    }
+
+    #[test]
+    fn overall_judge_is_the_unweighted_mean_over_types_and_psnr_is_capped() {
+        let rs = vec![
+            rec("add", Some(1.0), Some(f64::INFINITY)),
+            rec("add", Some(1.0), Some(20.0)),
+            rec("add", None, Some(30.0)),
+            rec("tone", Some(0.0), None),
+        ];
+        let (rows, all) = summarize(&rs, 100.0);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].judge_overall, Some(1.0));
+        assert_eq!(rows[0].judge_invalid, 1);
+        assert_eq!(rows[0].psnr_db, Some(50.0));
+        // Types weigh equally: (1 + 0) / 2, not 2/3.
+        assert_eq!(all.judge_overall, Some(0.5));
+        assert_eq!(all.psnr_db, Some(50.0));
+        assert_eq!(all.n, 4);
+    }
+
+    fn answer(prompt: &prompts::Prompt, text: &str) -> Answer {
+        crate::judge::extract::extract(prompt, text, None, crate::judge::Extraction::Generate)
+            .unwrap()
+    }
+
+    #[test]
+    fn benchmark_scores_per_sample_type_and_overall() {
+        let g = BenchScores::gedit(
+            &answer(
+                &prompts::GEDIT_SC,
+                r#"{"editing_success": 8, "overediting": 6}"#,
+            ),
+            &answer(&prompts::GEDIT_PQ, r#"{"naturalness": 9, "artifacts": 4}"#),
+        );
+        assert_eq!((g.sc, g.pq), (Some(6.0), Some(4.0)));
+        assert_eq!(g.score, 24f64.sqrt());
+        assert_eq!(
+            g.normalized(Protocol::Gedit),
+            (0.6, 0.4, 24f64.sqrt() / 10.0)
+        );
+        let i = BenchScores::imgedit(&answer(
+            &prompts::IMGEDIT,
+            r#"{"prompt_compliance": 5, "visual_naturalness": 4, "physical_integrity": 3}"#,
+        ));
+        assert_eq!(i.score, 4.0);
+        assert_eq!(i.normalized(Protocol::Imgedit), (1.0, 0.625, 0.75));
+        let with = |t: &str, score: f64| {
+            let mut r = rec(t, Some(0.0), None);
+            r.bench = Some(BenchScores {
+                scores: BTreeMap::new(),
+                sc: Some(score),
+                pq: None,
+                score,
+            });
+            r
+        };
+        let (rows, all) = summarize(&[with("a", 1.0), with("a", 2.0), with("b", 6.0)], 100.0);
+        assert_eq!(rows[0].bench_score, Some(1.5));
+        assert_eq!(rows[0].bench_pq, None);
+        // Types weigh equally: (1.5 + 6) / 2.
+        assert_eq!(all.bench_score, Some(3.75));
+        assert_eq!(all.bench_sc, Some(3.75));
+    }
+}

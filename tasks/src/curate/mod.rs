@@ -48,6 +48,8 @@
 //! [`shards`] (commit and resume), [`assemble`] (dataset and statistics), [`plots`].
 
 pub mod assemble;
+pub mod masks;
+pub mod outcome;
 pub mod params;
 pub mod plots;
 pub mod shards;

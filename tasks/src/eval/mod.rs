@@ -4,14 +4,20 @@
 //! types have a keep region to score. The report format is [`crate::artifacts::eval_report`].
 
 use crate::artifacts::eval_report::BenchScores;
+use crate::data::{Dataset, Record};
 use crate::judge::spec::JudgeParams;
 use crate::judge::{Invalid, JudgeRequest, OpenAiJudge, prompts};
+use crate::judge::{Judge, Scores};
 use crate::models::{ActiveAdapter, EditPolicy, THETA, TinyKontext};
 use crate::net::StoreCache;
+use crate::sampling::{SamplerConfig, sample, stack_x0};
+use cocoflow_engine::kind::TaskCtx;
 use cocoflow_engine::kind::TaskError;
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tch::Tensor;
 
 /// A benchmark's judging protocol (method-spec §8).
 #[derive(
@@ -134,4 +140,115 @@ pub fn safe_name(key: &str) -> String {
             }
         })
         .collect()
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+/// What `eval` scores: the policy's edits, or as reference rows the benchmark's targets or
+/// the unedited sources.
+pub enum EvalImages {
+    #[default]
+    Policy,
+    Target,
+    Source,
+}
+
+/// The edited images of one chunk of records `(B, 3, H, W)` on the CPU, as saved (8 bits
+/// per channel): the policy's samples, or the references (`images: target | source`).
+pub fn edit_chunk(
+    sampler: &SamplerConfig,
+    images: EvalImages,
+    policy: Option<&(TinyKontext, ActiveAdapter)>,
+    ds: &Dataset,
+    chunk: &[Record],
+    sources: &Tensor,
+    seeds: &[u64],
+    device: tch::Device,
+) -> Result<Tensor, TaskError> {
+    let fail = |k: &str, e: &dyn std::fmt::Display| {
+        TaskError::Failed(format!("input `data`, record `{k}`: {e}"))
+    };
+    let ins: Vec<&str> = chunk.iter().map(|r| r.instruction.as_str()).collect();
+    tch::no_grad(|| -> Result<Tensor, TaskError> {
+        let e = |e: &dyn std::fmt::Display| TaskError::Failed(format!("policy: {e}"));
+        let Some((policy, active)) = policy else {
+            if images == EvalImages::Source {
+                return Ok(sources.shallow_clone());
+            }
+            let mut ts = Vec::new();
+            for r in chunk {
+                ts.push(ds.target(r).map_err(|x| fail(&r.key, &x))?.ok_or_else(|| {
+                    fail(&r.key, &"no `target` image (needed by `images: target`)")
+                })?);
+            }
+            return Ok(Tensor::stack(&ts, 0));
+        };
+        let src_lat = policy
+            .encode(&sources.to_device(device))
+            .map_err(|x| e(&x))?;
+        let cond = policy.condition(&src_lat, &ins).map_err(|x| e(&x))?;
+        let samples = sample(policy, &cond, seeds, sampler, active).map_err(|x| e(&x))?;
+        let img = policy.decode(&stack_x0(&samples)).map_err(|x| e(&x))?;
+        // As saved: 8 bits per channel.
+        Ok((img.to_device(tch::Device::Cpu).clamp(0.0, 1.0) * 255.0).round() / 255.0)
+    })
+}
+
+/// (effect, quality, overall, error, bench scores) of each sample.
+pub type Judged = (
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<String>,
+    Option<BenchScores>,
+);
+
+/// The judge's verdicts on one chunk (the synthetic protocol's judge, or a benchmark's).
+pub fn judge_chunk(
+    ctx: &TaskCtx,
+    protocol: Protocol,
+    judge: Option<&dyn Judge>,
+    bench: Option<&OpenAiJudge>,
+    reqs: &[JudgeRequest],
+    concurrency: usize,
+) -> Vec<Judged> {
+    match (judge, bench) {
+        (Some(judge), _) => {
+            let batch = ctx.runtime().block_on(judge.judge_batch(reqs, concurrency));
+            batch
+                .verdicts
+                .iter()
+                .map(|v| match v {
+                    Ok(j) => {
+                        let (e, q) = match j.scores {
+                            Scores::Mean { effect, quality } => (Some(effect), Some(quality)),
+                            Scores::Single { .. } => (None, None),
+                        };
+                        (e, q, Some(j.r_mllm()), None, None)
+                    }
+                    Err(inv) => (None, None, None, Some(inv.to_string()), None),
+                })
+                .collect()
+        }
+        (None, Some(bj)) => {
+            let verdicts: Vec<Result<BenchScores, Invalid>> = ctx.runtime().block_on(
+                futures::stream::iter(reqs.iter().map(|r| ask_bench(bj, protocol, r)))
+                    .buffered(concurrency.max(1))
+                    .collect(),
+            );
+            verdicts
+                .into_iter()
+                .map(|v| match v {
+                    Ok(b) => {
+                        let (e, q, o) = b.normalized(protocol);
+                        (Some(e), Some(q), Some(o), None, Some(b))
+                    }
+                    Err(inv) => (None, None, None, Some(inv.to_string()), None),
+                })
+                .collect()
+        }
+        (None, None) => unreachable!("one judge is built"),
+    }
 }

@@ -35,23 +35,21 @@
 //! synthetic world.
 
 use crate::artifacts::eval_report::{
-    self, BenchScores, EvalRecord, TypeRow, summarize, table_markdown, table_markdown_bench,
+    self, EvalRecord, TypeRow, summarize, table_markdown, table_markdown_bench,
 };
-use crate::data::{Dataset, Record};
+use crate::data::Dataset;
 use crate::device::select_device;
 use crate::error::fail;
+pub use crate::eval::EvalImages;
 use crate::eval::{
-    Protocol, ask_bench, bench_judge, is_local_type, load_policy, safe_name, sample_seed,
+    Protocol, bench_judge, edit_chunk, is_local_type, judge_chunk, load_policy, safe_name,
+    sample_seed,
 };
 use crate::judge::spec::JudgeParams;
-use crate::judge::{
-    Invalid, Judge, JudgeImage, JudgeRequest, OpenAiJudge, Scores, pool_concurrency,
-};
+use crate::judge::{Judge, JudgeImage, JudgeRequest, pool_concurrency};
 use crate::metrics::{MetricsConfig, masked_metrics};
-use crate::models::{ActiveAdapter, EditPolicy, TinyKontext};
-use crate::sampling::{SamplerConfig, sample, stack_x0};
+use crate::sampling::SamplerConfig;
 use cocoflow_engine::kind::{Input, Kind, ParamError, TaskCtx, TaskError};
-use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
@@ -110,17 +108,6 @@ impl Default for EvalParams {
             protocol: Protocol::default(),
         }
     }
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum EvalImages {
-    #[default]
-    Policy,
-    Target,
-    Source,
 }
 
 fn bad(path: &str, message: impl Into<String>) -> ParamError {
@@ -283,7 +270,16 @@ impl Kind for Eval {
                 let edit_masks = Tensor::stack(&all_masks[start..end], 0);
                 start = end;
                 let seeds: Vec<u64> = chunk.iter().map(|r| sample_seed(p.seed, &r.key)).collect();
-                let edited = edit_chunk(&p, policy.as_ref(), &ds, chunk, &sources, &seeds, device)?;
+                let edited = edit_chunk(
+                    &p.sampler,
+                    p.images,
+                    policy.as_ref(),
+                    &ds,
+                    chunk,
+                    &sources,
+                    &seeds,
+                    device,
+                )?;
                 // Judge.
                 let mut reqs = Vec::new();
                 for (i, r) in chunk.iter().enumerate() {
@@ -296,7 +292,7 @@ impl Kind for Eval {
                 }
                 let judged = judge_chunk(
                     ctx,
-                    &p,
+                    p.protocol,
                     judge.as_deref(),
                     bench.as_ref(),
                     &reqs,
@@ -374,103 +370,6 @@ impl Kind for Eval {
     }
 }
 
-/// The edited images of one chunk of records `(B, 3, H, W)` on the CPU, as saved (8 bits
-/// per channel): the policy's samples, or the references (`images: target | source`).
-fn edit_chunk(
-    p: &EvalParams,
-    policy: Option<&(TinyKontext, ActiveAdapter)>,
-    ds: &Dataset,
-    chunk: &[Record],
-    sources: &Tensor,
-    seeds: &[u64],
-    device: tch::Device,
-) -> Result<Tensor, TaskError> {
-    let fail = |k: &str, e: &dyn std::fmt::Display| {
-        TaskError::Failed(format!("input `data`, record `{k}`: {e}"))
-    };
-    let ins: Vec<&str> = chunk.iter().map(|r| r.instruction.as_str()).collect();
-    tch::no_grad(|| -> Result<Tensor, TaskError> {
-        let e = |e: &dyn std::fmt::Display| TaskError::Failed(format!("policy: {e}"));
-        let Some((policy, active)) = policy else {
-            if p.images == EvalImages::Source {
-                return Ok(sources.shallow_clone());
-            }
-            let mut ts = Vec::new();
-            for r in chunk {
-                ts.push(ds.target(r).map_err(|x| fail(&r.key, &x))?.ok_or_else(|| {
-                    fail(&r.key, &"no `target` image (needed by `images: target`)")
-                })?);
-            }
-            return Ok(Tensor::stack(&ts, 0));
-        };
-        let src_lat = policy
-            .encode(&sources.to_device(device))
-            .map_err(|x| e(&x))?;
-        let cond = policy.condition(&src_lat, &ins).map_err(|x| e(&x))?;
-        let samples = sample(policy, &cond, seeds, &p.sampler, active).map_err(|x| e(&x))?;
-        let img = policy.decode(&stack_x0(&samples)).map_err(|x| e(&x))?;
-        // As saved: 8 bits per channel.
-        Ok((img.to_device(tch::Device::Cpu).clamp(0.0, 1.0) * 255.0).round() / 255.0)
-    })
-}
-
-/// (effect, quality, overall, error, bench scores) of each sample.
-type Judged = (
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<String>,
-    Option<BenchScores>,
-);
-
-/// The judge's verdicts on one chunk (the synthetic protocol's judge, or a benchmark's).
-fn judge_chunk(
-    ctx: &TaskCtx,
-    p: &EvalParams,
-    judge: Option<&dyn Judge>,
-    bench: Option<&OpenAiJudge>,
-    reqs: &[JudgeRequest],
-    concurrency: usize,
-) -> Vec<Judged> {
-    match (judge, bench) {
-        (Some(judge), _) => {
-            let batch = ctx.runtime().block_on(judge.judge_batch(reqs, concurrency));
-            batch
-                .verdicts
-                .iter()
-                .map(|v| match v {
-                    Ok(j) => {
-                        let (e, q) = match j.scores {
-                            Scores::Mean { effect, quality } => (Some(effect), Some(quality)),
-                            Scores::Single { .. } => (None, None),
-                        };
-                        (e, q, Some(j.r_mllm()), None, None)
-                    }
-                    Err(inv) => (None, None, None, Some(inv.to_string()), None),
-                })
-                .collect()
-        }
-        (None, Some(bj)) => {
-            let verdicts: Vec<Result<BenchScores, Invalid>> = ctx.runtime().block_on(
-                futures::stream::iter(reqs.iter().map(|r| ask_bench(bj, p.protocol, r)))
-                    .buffered(concurrency.max(1))
-                    .collect(),
-            );
-            verdicts
-                .into_iter()
-                .map(|v| match v {
-                    Ok(b) => {
-                        let (e, q, o) = b.normalized(p.protocol);
-                        (Some(e), Some(q), Some(o), None, Some(b))
-                    }
-                    Err(inv) => (None, None, None, Some(inv.to_string()), None),
-                })
-                .collect()
-        }
-        (None, None) => unreachable!("one judge is built"),
-    }
-}
-
 fn write_report(
     out: &Path,
     label: &str,
@@ -512,10 +411,9 @@ fn write_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::extract::Answer;
-    use crate::judge::prompts;
+    use crate::artifacts::eval_report::EvalRecord;
     use cocoflow_engine::kind::typed_params;
-    use std::collections::BTreeMap;
+    use serde_json::json;
 
     fn rec(t: &str, j: Option<f64>, psnr: Option<f64>) -> EvalRecord {
         EvalRecord {
@@ -533,25 +431,6 @@ mod tests {
             r_sim: None,
             bench: None,
         }
-    }
-
-    #[test]
-    fn overall_judge_is_the_unweighted_mean_over_types_and_psnr_is_capped() {
-        let rs = vec![
-            rec("add", Some(1.0), Some(f64::INFINITY)),
-            rec("add", Some(1.0), Some(20.0)),
-            rec("add", None, Some(30.0)),
-            rec("tone", Some(0.0), None),
-        ];
-        let (rows, all) = summarize(&rs, 100.0);
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].judge_overall, Some(1.0));
-        assert_eq!(rows[0].judge_invalid, 1);
-        assert_eq!(rows[0].psnr_db, Some(50.0));
-        // Types weigh equally: (1 + 0) / 2, not 2/3.
-        assert_eq!(all.judge_overall, Some(0.5));
-        assert_eq!(all.psnr_db, Some(50.0));
-        assert_eq!(all.n, 4);
     }
 
     #[test]
@@ -579,49 +458,5 @@ mod tests {
             "protocol `gedit` asks the benchmark's rubric prompts, which the rule judge cannot answer; \
              set `judge: {kind: openai, base_url: ..., model: ...}`"
         );
-    }
-
-    fn answer(prompt: &prompts::Prompt, text: &str) -> Answer {
-        crate::judge::extract::extract(prompt, text, None, crate::judge::Extraction::Generate)
-            .unwrap()
-    }
-
-    #[test]
-    fn benchmark_scores_per_sample_type_and_overall() {
-        let g = BenchScores::gedit(
-            &answer(
-                &prompts::GEDIT_SC,
-                r#"{"editing_success": 8, "overediting": 6}"#,
-            ),
-            &answer(&prompts::GEDIT_PQ, r#"{"naturalness": 9, "artifacts": 4}"#),
-        );
-        assert_eq!((g.sc, g.pq), (Some(6.0), Some(4.0)));
-        assert_eq!(g.score, 24f64.sqrt());
-        assert_eq!(
-            g.normalized(Protocol::Gedit),
-            (0.6, 0.4, 24f64.sqrt() / 10.0)
-        );
-        let i = BenchScores::imgedit(&answer(
-            &prompts::IMGEDIT,
-            r#"{"prompt_compliance": 5, "visual_naturalness": 4, "physical_integrity": 3}"#,
-        ));
-        assert_eq!(i.score, 4.0);
-        assert_eq!(i.normalized(Protocol::Imgedit), (1.0, 0.625, 0.75));
-        let with = |t: &str, score: f64| {
-            let mut r = rec(t, Some(0.0), None);
-            r.bench = Some(BenchScores {
-                scores: BTreeMap::new(),
-                sc: Some(score),
-                pq: None,
-                score,
-            });
-            r
-        };
-        let (rows, all) = summarize(&[with("a", 1.0), with("a", 2.0), with("b", 6.0)], 100.0);
-        assert_eq!(rows[0].bench_score, Some(1.5));
-        assert_eq!(rows[0].bench_pq, None);
-        // Types weigh equally: (1.5 + 6) / 2.
-        assert_eq!(all.bench_score, Some(3.75));
-        assert_eq!(all.bench_sc, Some(3.75));
     }
 }
