@@ -471,7 +471,7 @@ async fn the_api_key_is_sent_but_never_shown() {
     );
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
-        logs.contains("retrying") && logs.contains("judge sample invalid"),
+        logs.contains("retrying") && logs.contains("no valid answer"),
         "{logs}"
     );
     assert!(

@@ -247,7 +247,10 @@ mod tests {
         let e = k.check_params(&json!({"stepz": 3})).unwrap_err();
         assert!(e.message.contains("unknown field `stepz`"), "{e:?}");
         let e = k.check_params(&json!({"steps": 0})).unwrap_err();
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("steps", "must be at least 1"));
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("steps", "must be at least 1")
+        );
     }
 
     #[test]

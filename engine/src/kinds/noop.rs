@@ -1,11 +1,10 @@
 //! `noop`: does nothing (or sleeps, or echoes a payload). Inputs: any. Outputs: `out` when
 //! `payload` is set. Params: `payload` (string), `sleep_ms`. Resources: whatever the task says.
 
-use crate::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
+use crate::kind::{Kind, TaskCtx, TaskError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoopParams {
     /// Written as output `out`.
@@ -22,28 +21,21 @@ fn is_zero(v: &u64) -> bool {
 
 pub struct Noop;
 
-impl TaskKind for Noop {
-    fn name(&self) -> &'static str {
-        "noop"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "does nothing; optional `payload` becomes output `out`, optional `sleep_ms`"
-    }
-    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
-        typed_params::<NoopParams>(params).map(|(_, v)| v)
-    }
-    fn outputs(&self, params: &Value) -> Vec<String> {
-        if params.get("payload").is_some() {
+impl Kind for Noop {
+    type Params = NoopParams;
+    const NAME: &'static str = "noop";
+    const VERSION: u32 = 1;
+    const DESCRIBE: &'static str =
+        "does nothing; optional `payload` becomes output `out`, optional `sleep_ms`";
+
+    fn outputs(&self, p: &NoopParams) -> Vec<String> {
+        if p.payload.is_some() {
             vec!["out".into()]
         } else {
             vec![]
         }
     }
-    fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
-        let p: NoopParams = ctx.params()?;
+    fn run(&self, p: NoopParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let mut left = p.sleep_ms;
         while left > 0 {
             ctx.check_cancelled()?;

@@ -10,7 +10,7 @@
 //! `COCOFLOW_INPUT_<NAME>_<i>` plus `_COUNT`). Outputs: as declared, also given to the
 //! command as `COCOFLOW_OUTPUT_<NAME>`. GPUs granted arrive as `CUDA_VISIBLE_DEVICES`.
 
-use crate::kind::{ParamError, TaskCtx, TaskError, TaskKind, typed_params};
+use crate::kind::{Kind, ParamError, TaskCtx, TaskError};
 use crate::spec::template::scalar_text;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,16 +20,22 @@ use std::path::{Component, Path};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellParams {
+    /// The command, run under `sh -c` in a fresh working directory; `${param}` templates in it
+    /// reach it as environment variables (never as shell text).
     pub cmd: String,
+    /// Positional arguments (`$1`, `$2`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Value>,
+    /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, Value>,
+    /// Output name → path relative to the working directory (a trailing `/`: a directory).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// Kill the command after this long (`30s`, `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Values of the `${...}` templates in `cmd`, by variable name (`COCOFLOW_P_msg`).
@@ -105,33 +111,22 @@ fn check(p: &ShellParams) -> Result<(), ParamError> {
     Ok(())
 }
 
-impl TaskKind for Shell {
-    fn name(&self) -> &'static str {
-        "shell"
+impl Kind for Shell {
+    type Params = ShellParams;
+    const NAME: &'static str = "shell";
+    const VERSION: u32 = 1;
+    const DESCRIBE: &'static str = "runs a shell command; declared files become outputs";
+
+    fn validate(&self, p: &ShellParams) -> Result<(), ParamError> {
+        check(p)
     }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "runs a shell command; declared files become outputs"
-    }
-    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
-        let (p, v) = typed_params::<ShellParams>(params)?;
-        check(&p)?;
-        Ok(v)
-    }
-    fn outputs(&self, params: &Value) -> Vec<String> {
-        params
-            .get("outputs")
-            .and_then(Value::as_object)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+    fn outputs(&self, p: &ShellParams) -> Vec<String> {
+        p.outputs.keys().cloned().collect()
     }
     fn quoted_params(&self) -> &'static [&'static str] {
         &["cmd"]
     }
-    fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
-        let p: ShellParams = ctx.params()?;
+    fn run(&self, p: ShellParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let workdir = ctx.workdir()?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(&p.cmd).arg("cocoflow-shell");

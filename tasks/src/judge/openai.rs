@@ -165,6 +165,10 @@ impl std::fmt::Debug for OpenAiJudge {
             .field("endpoint", &self.service.endpoint())
             .field("model", &self.config.model)
             .field("api_key_env", &self.config.api_key_env)
+            .field(
+                "api_key",
+                &self.config.api_key_env.as_ref().map(|_| "<redacted>"),
+            )
             .field("variant", &self.config.variant)
             .field("extraction", &self.config.extraction)
             .field("timeout_ms", &self.config.timeout_ms)
