@@ -1,0 +1,32 @@
+//! FLUX.1 Kontext on libtorch: the components of a diffusers `FluxKontextPipeline`
+//! repository, numerically matching diffusers 0.42 / transformers 5 (golden tests in
+//! `tasks/tests/flux.rs`, references from `tasks/tests/golden/flux/gen.py`).
+//!
+//! One file per diffusers / transformers module:
+//! - [`transformer`]: `FluxTransformer2DModel` (with [`transformer_blocks`], [`attention`],
+//!   [`normalization`], [`embeddings`], [`rope`]); [`checkpointing`]: its block-wise
+//!   gradient checkpointing.
+//! - [`vae`] (+ [`vae_blocks`]): `AutoencoderKL`, FLUX's latent normalisation and packing.
+//! - [`clip`]: `CLIPTextModel`; [`t5`]: `T5EncoderModel`; [`tokenizers`]: both tokenizers.
+//! - [`scheduler`]: the pipeline's shifted σ schedule; [`pipeline`]: a whole edit and its
+//!   pieces (`encode_prompt`, `prepare_source`, `velocity`, `decode`).
+//! - [`config`]: every `config.json` as a struct; [`weights`]: sharded safetensors loading
+//!   with per-file, per-key errors; [`layers`]: the plain layers.
+//!
+//! A repository directory is what `FluxKontextPipeline.save_pretrained` writes:
+//! `model_index.json`, `transformer/` (`config.json`, `diffusion_pytorch_model.safetensors`
+//! or shards + `diffusion_pytorch_model.safetensors.index.json`), `vae/`, `text_encoder/`
+//! (`model.safetensors`), `text_encoder_2/`, `tokenizer/` (`vocab.json`, `merges.txt`,
+//! `tokenizer_config.json`), `tokenizer_2/` (`tokenizer.json`), `scheduler/`.
+//!
+//! Every linear layer is a [`super::lora::LoraLinear`], so LoRA adapters (PEFT targets
+//! `attn.to_q`, ..., `attn.to_add_out`) can be added to the transformer later.
+
+pub mod config;
+pub mod layers;
+pub mod weights;
+
+pub use config::{
+    AutoencoderKLConfig, ClipTextConfig, FlowMatchEulerDiscreteSchedulerConfig,
+    FluxTransformer2DModelConfig, T5Config,
+};
