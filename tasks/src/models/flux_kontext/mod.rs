@@ -22,11 +22,20 @@
 //! Every linear layer is a [`super::lora::LoraLinear`], so LoRA adapters (PEFT targets
 //! `attn.to_q`, ..., `attn.to_add_out`) can be added to the transformer later.
 
+pub mod attention;
+pub mod checkpointing;
 pub mod config;
+pub mod embeddings;
 pub mod layers;
+pub mod normalization;
+pub mod rope;
+pub mod transformer;
+pub mod transformer_blocks;
 pub mod weights;
 
+pub use checkpointing::Checkpointed;
 pub use config::{
     AutoencoderKLConfig, ClipTextConfig, FlowMatchEulerDiscreteSchedulerConfig,
     FluxTransformer2DModelConfig, T5Config,
 };
+pub use transformer::{FluxInputs, FluxTransformer2DModel};
