@@ -31,6 +31,8 @@ pub mod normalization;
 pub mod rope;
 pub mod transformer;
 pub mod transformer_blocks;
+pub mod vae;
+pub mod vae_blocks;
 pub mod weights;
 
 pub use checkpointing::Checkpointed;
@@ -39,3 +41,4 @@ pub use config::{
     FluxTransformer2DModelConfig, T5Config,
 };
 pub use transformer::{FluxInputs, FluxTransformer2DModel};
+pub use vae::{AutoencoderKL, pack_latents, unpack_latents};
