@@ -24,11 +24,14 @@
 
 pub mod attention;
 pub mod checkpointing;
+pub mod clip;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
 pub mod normalization;
 pub mod rope;
+pub mod t5;
+pub mod tokenizers;
 pub mod transformer;
 pub mod transformer_blocks;
 pub mod vae;
@@ -36,9 +39,12 @@ pub mod vae_blocks;
 pub mod weights;
 
 pub use checkpointing::Checkpointed;
+pub use clip::{ClipTextModel, ClipTextOutput};
 pub use config::{
     AutoencoderKLConfig, ClipTextConfig, FlowMatchEulerDiscreteSchedulerConfig,
     FluxTransformer2DModelConfig, T5Config,
 };
+pub use t5::T5EncoderModel;
+pub use tokenizers::{ClipTokenizer, T5Tokenizer};
 pub use transformer::{FluxInputs, FluxTransformer2DModel};
 pub use vae::{AutoencoderKL, pack_latents, unpack_latents};
