@@ -29,7 +29,9 @@ pub mod config;
 pub mod embeddings;
 pub mod layers;
 pub mod normalization;
+pub mod pipeline;
 pub mod rope;
+pub mod scheduler;
 pub mod t5;
 pub mod tokenizers;
 pub mod transformer;
@@ -44,6 +46,8 @@ pub use config::{
     AutoencoderKLConfig, ClipTextConfig, FlowMatchEulerDiscreteSchedulerConfig,
     FluxTransformer2DModelConfig, T5Config,
 };
+pub use pipeline::{EditRequest, FluxKontextPipeline, PromptEmbeds, SourceLatents};
+pub use scheduler::{FlowMatchSchedule, flux_schedule};
 pub use t5::T5EncoderModel;
 pub use tokenizers::{ClipTokenizer, T5Tokenizer};
 pub use transformer::{FluxInputs, FluxTransformer2DModel};
