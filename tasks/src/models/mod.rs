@@ -31,6 +31,7 @@ pub mod config;
 pub mod embeddings;
 pub mod error;
 pub mod flow;
+pub mod flux_kontext;
 pub mod lora;
 pub mod peft;
 pub mod policy;
