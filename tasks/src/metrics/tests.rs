@@ -1,6 +1,6 @@
 //! Unit and property tests of the pixel metrics: invariants over random images and masks,
 //! hand-computed values, backend agreement, and the exact text of every input error.
-//! (Golden values against scikit-image and a NumPy implementation: `tests/metrics_golden.rs`.)
+//! (Golden values against scikit-image and a NumPy implementation: `tasks/tests/it/metrics_golden.rs`.)
 
 use tch::{Device, Kind, Tensor};
 

@@ -34,7 +34,7 @@ mod tests {
         for i in 0..TAPS {
             assert_eq!(g[i], g[TAPS - 1 - i]);
         }
-        // The value scipy/NumPy give for the same window (tests/golden/metrics/reference.py).
+        // The value scipy/NumPy give for the same window (tasks/tests/golden/metrics/reference.py).
         assert!(
             (g[RADIUS] - 0.266_011_724_861_794_4).abs() < 1e-15,
             "{}",

@@ -21,7 +21,7 @@
 //! CPU-seconds), 0.36 s with one thread, when little else ran. When the cores are shared
 //! (load ≈ 7), 2 intra-op threads collapse to 3–5 s a step while `tch::set_num_threads(1)`
 //! keeps 0.7–0.9 s. Reproduce with
-//! `cargo test -p cocoflow-tasks --release --test models -- --ignored --nocapture step_time`
+//! `cargo test -p cocoflow-tasks --release --test it -- --ignored --nocapture step_time`
 //! (`STEP_TIME_THREADS=1` for one thread).
 
 pub mod attention;

@@ -1,6 +1,6 @@
 //! FLUX.1 Kontext on libtorch: the components of a diffusers `FluxKontextPipeline`
 //! repository, numerically matching diffusers 0.42 / transformers 5 (golden tests in
-//! `tasks/tests/flux.rs`, references from `tasks/tests/golden/flux/gen.py`).
+//! `tasks/tests/it/flux.rs`, references from `tasks/tests/golden/flux/gen.py`).
 //!
 //! One file per diffusers / transformers module:
 //! - [`transformer`]: `FluxTransformer2DModel` (with [`transformer_blocks`], [`attention`],

@@ -485,17 +485,17 @@ fn checkpointing_gradient_error(device: Device) -> (usize, f64) {
     (lora.len(), worst)
 }
 
-/// On a CUDA machine (`cargo test -p cocoflow-tasks --test flux -- --ignored cuda`): the
+/// On a CUDA machine (`cargo test -p cocoflow-tasks --test it -- --ignored cuda`): the
 /// goldens on `Cuda(0)`, which checks that every tensor the components create lands on the
 /// device. GPU kernels differ from the CPU's (cuDNN may run float32 convolutions in TF32), so
 /// the tolerances are looser; the measured errors are printed.
 #[test]
 #[ignore = "needs a CUDA device"]
 fn cuda_matches_the_goldens() {
-    if !tch::Cuda::is_available() {
-        eprintln!("no CUDA device: nothing checked");
-        return;
-    }
+    assert!(
+        tch::Cuda::is_available(),
+        "no CUDA device: run this test on a GPU machine"
+    );
     let dev = Device::Cuda(0);
     let g = golden();
     let m = &meta()["edit"];

@@ -20,8 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-mod common;
-use common::{files, run};
+use crate::common::{files, run};
 
 fn small_config() -> TinyKontextConfig {
     TinyKontextConfig {

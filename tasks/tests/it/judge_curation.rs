@@ -14,7 +14,7 @@ use cocoflow_tasks::synth::{self, EditType};
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 
 /// The true box of the edited object (exclusive corners): the footprint of the object in
 /// the source (the target, for `add`) that the edit changed.

@@ -5,7 +5,7 @@ parquet reader).
 
 Run from the repository root (needs pyarrow, not in scripts/requirements.txt; any venv:
 `python3 -m venv /tmp/pa && /tmp/pa/bin/pip install pyarrow==22.0.0`):
-    /tmp/pa/bin/python tests/golden/curation/gen.py
+    /tmp/pa/bin/python tasks/tests/golden/curation/gen.py
 The output is checked in, so the tests need neither. Rerunning leaves `git status` clean.
 
 `parquet/train-00000-of-00001.parquet`, snappy, columns:
@@ -26,7 +26,7 @@ import pathlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-root = pathlib.Path("tests/golden/curation")
+root = pathlib.Path(__file__).resolve().parent
 raw = root / "raw"
 rows = [json.loads(l) for l in (raw / "manifest.jsonl").read_text().splitlines() if l.strip()]
 

@@ -1,6 +1,6 @@
 """Reference values for the NFT loss (method-spec §4), written from the spec with PyTorch,
 independently of the Rust code. Writes inputs (.npy, float32) and expected terms and
-gradients into this directory. Run: .venv/bin/python tests/golden/nft/gen.py
+gradients into this directory. Run: .venv/bin/python tasks/tests/golden/nft/gen.py
 """
 import json
 import os

@@ -2,7 +2,7 @@
 `tasks/tests/benchmarks.rs` (the `bench-import` kind and the `eval` protocols).
 
 Run from the repository root (needs pyarrow and pillow, not in scripts/requirements.txt:
-`.venv/bin/pip install pyarrow`):  .venv/bin/python tests/golden/benchmarks/gen.py
+`.venv/bin/pip install pyarrow`):  .venv/bin/python tasks/tests/golden/benchmarks/gen.py
 
 The fixtures are checked in, so the tests need neither. Rerunning must leave `git status` clean
 (fixed colours, fixed PNG/JPEG encoder settings, one pinned writer configuration).

@@ -712,7 +712,7 @@ fn cpu_seconds() -> f64 {
 
 /// Prints the time of one training step (forward + backward + AdamW) of the default config on
 /// a batch of 32 images of 32×32. Not asserted (tests never assert on wall-clock time):
-/// `cargo test -p cocoflow-tasks --release --test models -- --ignored --nocapture step_time`
+/// `cargo test -p cocoflow-tasks --release --test it -- --ignored --nocapture step_time`
 #[test]
 #[ignore]
 fn step_time() {

@@ -9,11 +9,11 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 
 /// The fixture: 12 raw synthetic triplets (and their parquet form).
 fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/curation")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/curation")
 }
 
 struct Ran {

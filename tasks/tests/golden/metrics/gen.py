@@ -1,6 +1,6 @@
 """Generates the golden data for the masked pixel metrics (method-spec §1).
 
-Run from the repository root:  .venv/bin/python tests/golden/metrics/gen.py
+Run from the repository root:  .venv/bin/python tasks/tests/golden/metrics/gen.py
 
 Writes next to this file:
   images/*.png         fixture images from skimage.data (real photographs), downscaled, with

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
 fn golden() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/nft")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/nft")
 }
 
 fn load(name: &str) -> Tensor {

@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-mod common;
-use common::run;
+use crate::common::run;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/benchmarks")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/benchmarks")
 }
 
 fn params(format: BenchFormat, path: &Path) -> BenchImportParams {

@@ -9,8 +9,7 @@
 use serde_json::{Value, json};
 use std::path::Path;
 
-mod common;
-use common::{files, run};
+use crate::common::{files, run};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -334,7 +333,7 @@ fn report_and_correlate_through_the_engine() {
     assert_eq!(labels("base"), ["a", "b"]);
 
     let out = r.output("report", "report");
-    // To look at the outputs: COCOFLOW_KEEP_REPORT=DIR cargo test -p cocoflow-tasks --test report
+    // To look at the outputs: COCOFLOW_KEEP_REPORT=DIR cargo test -p cocoflow-tasks --test it report::
     if let Ok(keep) = std::env::var("COCOFLOW_KEEP_REPORT") {
         for (dir, sub) in [
             (out.clone(), "report"),

@@ -1,0 +1,5 @@
+//! Integration tests of the full `cocoflow` binary (every kind, a fresh state directory per
+//! test), one test binary with a module per area.
+
+mod cli;
+mod rl_resume;
