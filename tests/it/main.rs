@@ -2,4 +2,5 @@
 //! test), one test binary with a module per area.
 
 mod cli;
+mod resume;
 mod rl_resume;
