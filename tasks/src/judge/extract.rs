@@ -350,8 +350,7 @@ pub fn extract(
     tokens: Option<&[TokenLogprob]>,
     mode: Extraction,
 ) -> Result<Answer, AnswerError> {
-    let obj = parse_json_object(content)?;
-    let mut scores = BTreeMap::new();
+    // a server without logprobs is named first, whatever the answer: it is not the answer's fault
     let tokens = match mode {
         Extraction::Generate => None,
         Extraction::Logprobs => match tokens {
@@ -362,6 +361,8 @@ pub fn extract(
             _ => None,
         },
     };
+    let obj = parse_json_object(content)?;
+    let mut scores = BTreeMap::new();
     for f in prompt.fields {
         let v = obj.get(f.name).ok_or_else(|| AnswerError::MissingField {
             field: f.name.to_string(),
@@ -863,6 +864,11 @@ mod tests {
         let err = extract(&REWARD, content, None, Extraction::Logprobs).unwrap_err();
         assert_eq!(err, AnswerError::NoLogprobs);
         assert!(!err.retryable());
+        // named before the answer is read: a server without logprobs is a setting to fix
+        assert_eq!(
+            extract(&REWARD, "zq<|im_end|>", None, Extraction::Logprobs).unwrap_err(),
+            AnswerError::NoLogprobs
+        );
         let mut toks = reward_tokens();
         toks[4].top_logprobs.clear();
         let content: String = toks.iter().map(|t| t.token.as_str()).collect();

@@ -75,6 +75,17 @@ pub struct ChatResponse {
     #[serde(default)]
     pub model: String,
     pub choices: Vec<Choice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Token counts of a request (`judge check` compares prompts with and without images).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
