@@ -35,7 +35,9 @@
 //!   pixels: `[motion]`, since a moved object leaves its box), `threshold` (9.4),
 //!   `min_keep_fraction` (0.05), `types` (the six local types), `shard_size` (64), `limit`,
 //!   `concurrency` (samples in flight, split over two shards; default the `judge` pool's
-//!   units, else 8), `output` (`curated`, default; `input` or its synonym `exact`: no
+//!   units, else 8), `max_invalid_fraction` (0.5: the task fails when more of the judged
+//!   samples got an unusable judge answer, reason `judge-answer`; the statistics count them
+//!   under `judge`), `output` (`curated`, default; `input` or its synonym `exact`: no
 //!   curation, the `data` input is passed through, for workflows that switch between curated
 //!   and ground-truth masks).
 //! - outputs `data` (the curated dataset: `manifest.jsonl` with `instruction_refined`,
@@ -150,6 +152,14 @@ pub struct CurateParams {
     pub types: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// Fraction of the judged samples whose judge answer may be unusable (reason
+    /// `judge-answer`) before the task fails.
+    #[serde(default = "d_invalid")]
+    pub max_invalid_fraction: f64,
+}
+
+fn d_invalid() -> f64 {
+    0.5
 }
 
 fn d_shard() -> usize {
@@ -239,6 +249,12 @@ fn check(p: &CurateParams) -> Result<(), ParamError> {
     }
     if p.concurrency == Some(0) {
         return Err(bad("concurrency", "must be at least 1"));
+    }
+    if !(0.0..=1.0).contains(&p.max_invalid_fraction) {
+        return Err(bad(
+            "max_invalid_fraction",
+            format!("must be in [0, 1], got {}", p.max_invalid_fraction),
+        ));
     }
     if p.limit == Some(0) {
         return Err(bad("limit", "must be at least 1"));
@@ -722,10 +738,29 @@ fn run(ctx: &mut TaskCtx, p: &CurateParams) -> Result<(), TaskError> {
     ctx.metric("kept", summary.kept as u64);
     ctx.metric("judge_calls", calls.judge);
     ctx.metric("segment_calls", calls.segment);
+    ctx.metric("judge_invalid", summary.judge_invalid as u64);
     ctx.log(format!(
-        "kept {} of {} samples ({} annotated); {} judge and {} segmentation calls",
-        summary.kept, summary.samples, summary.annotated, calls.judge, calls.segment
+        "kept {} of {} samples ({} annotated); {} judge and {} segmentation calls; \
+         {} of {} judged samples got an unusable judge answer",
+        summary.kept,
+        summary.samples,
+        summary.annotated,
+        calls.judge,
+        calls.segment,
+        summary.judge_invalid,
+        summary.judged
     ));
+    if summary.judge_invalid as f64 > p.max_invalid_fraction * summary.judged as f64 {
+        return Err(TaskError::Failed(format!(
+            "{} of {} judge answers are invalid, more than `max_invalid_fraction` {} allows \
+             (statistics in {}); first: {}",
+            summary.judge_invalid,
+            summary.judged,
+            p.max_invalid_fraction,
+            stats_dir.join("stats.json").display(),
+            summary.first_invalid.as_deref().unwrap_or("")
+        )));
+    }
     ctx.output_dir("data", &data_dir)?;
     let _ = std::fs::remove_dir(stats_dir.join("images"));
     ctx.output_dir("stats", &stats_dir)?;
@@ -780,6 +815,11 @@ struct Summary {
     samples: usize,
     annotated: usize,
     kept: usize,
+    /// Samples that reached the judge, and those of them whose answer was unusable.
+    judged: usize,
+    judge_invalid: usize,
+    /// The first unusable answer's message.
+    first_invalid: Option<String>,
 }
 
 #[derive(Default, Serialize)]
@@ -834,6 +874,8 @@ fn assemble(
     );
     let mut line = |v: Value| writeln!(lines, "{v}").map_err(io("samples.jsonl".into()));
     let mut annotated = 0usize;
+    let (mut judged, mut judge_invalid) = (0usize, 0usize);
+    let mut first_invalid: Option<String> = None;
     let mut mask_from: BTreeMap<String, u64> = BTreeMap::new();
     for e in &source.rejected {
         *reasons.entry(e.reason.clone()).or_default() += 1;
@@ -867,6 +909,13 @@ fn assemble(
             match &o.result {
                 Verdict::Rejected(r) => {
                     *reasons.entry(r.reason.clone()).or_default() += 1;
+                    if r.stage != "read" {
+                        judged += 1;
+                    }
+                    if r.reason == "judge-answer" {
+                        judge_invalid += 1;
+                        first_invalid.get_or_insert_with(|| r.message.clone());
+                    }
                     let v = json!({"key": o.key, "origin": o.origin, "status": "rejected", "stage": r.stage, "reason": r.reason, "message": r.message});
                     if r.stage == "read" && errors.len() < 100 {
                         errors.push(v.clone());
@@ -875,6 +924,7 @@ fn assemble(
                 }
                 Verdict::Annotated(a) => {
                     annotated += 1;
+                    judged += 1;
                     means.push(a.scores.mean());
                     *mask_from.entry(a.mask_from.clone()).or_default() += 1;
                     let decision = filter(a, p);
@@ -999,6 +1049,13 @@ fn assemble(
         "per_type": types_json,
         "dataset_types": hints,
         "rejections": reasons,
+        "judge": {
+            "judged": judged,
+            "invalid": judge_invalid,
+            "invalid_fraction": if judged > 0 { judge_invalid as f64 / judged as f64 } else { 0.0 },
+            "max_invalid_fraction": p.max_invalid_fraction,
+            "first_invalid": first_invalid,
+        },
         "mask_from": mask_from,
         "mask_iou": {
             "reference": reference.as_ref().map(|r| r.root.display().to_string()),
@@ -1026,6 +1083,9 @@ fn assemble(
         samples,
         annotated,
         kept,
+        judged,
+        judge_invalid,
+        first_invalid,
     })
 }
 
@@ -1065,9 +1125,17 @@ fn markdown(s: &Value) -> String {
             out.push_str(&format!("| {k} | {v} |\n"));
         }
     }
+    let j = &s["judge"];
+    out.push_str(&format!(
+        "\nJudge: {} of {} judged samples got an unusable answer ({:.1} %; `max_invalid_fraction` {}).\n",
+        j["invalid"],
+        j["judged"],
+        100.0 * j["invalid_fraction"].as_f64().unwrap_or(0.0),
+        j["max_invalid_fraction"],
+    ));
     let c = &s["calls"];
     out.push_str(&format!(
-        "\nShards: {} ({} committed before this run, {} computed). Calls: judge {} ({} from its cache), segmenter {} ({} from its cache).\n",
+        "Shards: {} ({} committed before this run, {} computed). Calls: judge {} ({} from its cache), segmenter {} ({} from its cache).\n",
         s["shards"]["total"],
         s["shards"]["committed_before"],
         s["shards"]["computed"],
