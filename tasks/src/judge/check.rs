@@ -498,17 +498,23 @@ impl CheckReport {
             line(&mut out, "generate", describe(p));
         }
         if let Some(p) = &self.logprobs {
-            let lp = match &p.reply {
+            let ms = p.latency.as_secs_f64() * 1e3;
+            let text = match &p.reply {
                 Reply::Answer(a) => match a.logprobs {
-                    Some((n, top)) if top > 0 => {
-                        format!("returned: {n} tokens, up to {top} alternatives each; ")
+                    Some((n, top)) if top > 0 => format!(
+                        "returned, up to {top} alternatives for each of {n} tokens: {}",
+                        describe(p)
+                    ),
+                    Some((n, _)) => {
+                        format!("{n} tokens without `top_logprobs`: HTTP 200 in {ms:.0} ms")
                     }
-                    Some((n, _)) => format!("{n} tokens without `top_logprobs`; "),
-                    None => "not returned (the server ignores `logprobs`); ".to_string(),
+                    None => format!(
+                        "not returned (the server ignores `logprobs`): HTTP 200 in {ms:.0} ms"
+                    ),
                 },
-                _ => String::new(),
+                _ => describe(p),
             };
-            line(&mut out, "logprobs", format!("{lp}{}", describe(p)));
+            line(&mut out, "logprobs", text);
         }
         if let (Some(g), Some(t)) = (&self.generate, &self.text_only) {
             let text = match (&g.reply, &t.reply) {

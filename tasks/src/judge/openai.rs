@@ -380,7 +380,8 @@ impl OpenAiJudge {
                 })
             }
             Err(f) => {
-                tracing::warn!(
+                // the service's own line (warn) has the error; this one names the prompt
+                tracing::debug!(
                     prompt = %prompt.key(),
                     attempts = f.attempts,
                     error = %f.error,
