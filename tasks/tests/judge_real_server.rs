@@ -483,6 +483,15 @@ fn logprobs_extraction_is_refused_without_retries(rt: &tokio::runtime::Runtime, 
     let e = v.unwrap_err();
     assert_eq!(e.error, JudgeError::Answer(AnswerError::NoLogprobs));
     assert_eq!(e.attempts, 1);
+    // the optional parameters the client can send are accepted (transformers serve answers
+    // 422 to fields it does not know; it ignores `response_format`)
+    let mut c = s.config(Extraction::Generate);
+    c.decoding.seed = Some(7);
+    c.decoding.json_mode = true;
+    c.decoding.temperature = 0.5;
+    let judge = OpenAiJudge::new(c).unwrap();
+    let e = rt.block_on(judge.judge(&sample(1))).unwrap_err();
+    assert!(matches!(e.error, JudgeError::Answer(_)), "{e}");
 }
 
 fn a_batch_of_invalid_answers_is_counted_not_scored(rt: &tokio::runtime::Runtime, s: &TinyServer) {
