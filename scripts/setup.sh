@@ -2,7 +2,9 @@
 # Sets up the project-local Python environment ./.venv that cocoflow builds and tests against:
 #   - torch 2.11.0 (its libtorch is what tch/torch-sys link against, see .cargo/config.toml),
 #   - numpy, scipy, scikit-image, pillow (reference values in tests), moto[server] (S3 test server),
-#   - sam2 1.1.0 + torchvision 0.26.0 (tools/sam2_server.py, the reference segmentation server).
+#   - sam2 1.1.0 + torchvision 0.26.0 (tools/sam2_server.py, the reference segmentation server),
+#   - transformers 5.25.0 with fastapi, uvicorn and openai for `transformers serve` (the judge
+#     server of tasks/tests/it/judge_real_server.rs, tools/tiny_qwen_vl.py).
 # Pinned in scripts/requirements.txt + scripts/requirements-sam2.txt (+ scripts/constraints.txt for
 # transitive deps). sam2 is a source package: it is installed in a second pip run, without build
 # isolation (its build imports torch: the venv's 2.11.0, not the newest) and without its CUDA
@@ -77,6 +79,10 @@ assert v.split("+")[0] == "2.11.0", f"tch 0.24.0 needs torch 2.11.0, got {v}"
 print(f"[setup] torch {v} at {torch.__path__[0]}")
 import torchvision, sam2.build_sam, sam2.sam2_image_predictor
 print(f"[setup] torchvision {torchvision.__version__}, sam2 at {sam2.__path__[0]}")
+import transformers
+from transformers.utils.import_utils import is_serve_available
+assert is_serve_available(), "transformers serve needs fastapi, uvicorn and openai"
+print(f"[setup] transformers {transformers.__version__} (`transformers serve` available)")
 EOF
 
 rm -f "$venv"/.cocoflow-setup-*

@@ -75,6 +75,11 @@ pub struct Summary {
     pub samples: usize,
     pub annotated: usize,
     pub kept: usize,
+    /// Samples that reached the judge, and those of them whose answer was unusable.
+    pub judged: usize,
+    pub judge_invalid: usize,
+    /// The first unusable answer's message.
+    pub first_invalid: Option<String>,
 }
 
 #[derive(Default, Serialize)]
@@ -127,6 +132,8 @@ pub fn assemble(
     );
     let mut line = |v: Value| writeln!(lines, "{v}").map_err(io("samples.jsonl".into()));
     let mut annotated = 0usize;
+    let (mut judged, mut judge_invalid) = (0usize, 0usize);
+    let mut first_invalid: Option<String> = None;
     let mut mask_from: BTreeMap<String, u64> = BTreeMap::new();
     for e in &source.rejected {
         *reasons.entry(e.reason.clone()).or_default() += 1;
@@ -160,6 +167,13 @@ pub fn assemble(
             match &o.result {
                 Verdict::Rejected(r) => {
                     *reasons.entry(r.reason.clone()).or_default() += 1;
+                    if r.stage != "read" {
+                        judged += 1;
+                    }
+                    if r.reason == "judge-answer" {
+                        judge_invalid += 1;
+                        first_invalid.get_or_insert_with(|| r.message.clone());
+                    }
                     let v = json!({"key": o.key, "origin": o.origin, "status": "rejected", "stage": r.stage, "reason": r.reason, "message": r.message});
                     if r.stage == "read" && errors.len() < 100 {
                         errors.push(v.clone());
@@ -168,6 +182,7 @@ pub fn assemble(
                 }
                 Verdict::Annotated(a) => {
                     annotated += 1;
+                    judged += 1;
                     means.push(a.scores.mean());
                     *mask_from.entry(a.mask_from.clone()).or_default() += 1;
                     let decision = filter(a, p);
@@ -292,6 +307,13 @@ pub fn assemble(
         "per_type": types_json,
         "dataset_types": hints,
         "rejections": reasons,
+        "judge": {
+            "judged": judged,
+            "invalid": judge_invalid,
+            "invalid_fraction": if judged > 0 { judge_invalid as f64 / judged as f64 } else { 0.0 },
+            "max_invalid_fraction": p.max_invalid_fraction,
+            "first_invalid": first_invalid,
+        },
         "mask_from": mask_from,
         "mask_iou": {
             "reference": reference.as_ref().map(|r| r.what.clone()),
@@ -317,6 +339,9 @@ pub fn assemble(
         samples,
         annotated,
         kept,
+        judged,
+        judge_invalid,
+        first_invalid,
     })
 }
 
@@ -356,5 +381,13 @@ fn markdown(s: &Value) -> String {
             out.push_str(&format!("| {k} | {v} |\n"));
         }
     }
+    let j = &s["judge"];
+    out.push_str(&format!(
+        "\nJudge: {} of {} judged samples got an unusable answer ({:.1} %; `max_invalid_fraction` {}).\n",
+        j["invalid"],
+        j["judged"],
+        100.0 * j["invalid_fraction"].as_f64().unwrap_or(0.0),
+        j["max_invalid_fraction"],
+    ));
     out
 }

@@ -35,7 +35,9 @@
 //!   pixels: `[motion]`, since a moved object leaves its box), `threshold` (9.4),
 //!   `min_keep_fraction` (0.05), `types` (the six local types), `shard_size` (64), `limit`,
 //!   `concurrency` (samples in flight, split over two shards; default the `judge` pool's
-//!   units, else 8), `output` (`curated`, default; `input` or its synonym `exact`: no
+//!   units, else 8), `max_invalid_fraction` (0.5: the task fails when more of the judged
+//!   samples got an unusable judge answer, reason `judge-answer`; the statistics count them
+//!   under `judge`), `output` (`curated`, default; `input` or its synonym `exact`: no
 //!   curation, the `data` input is passed through, for workflows that switch between curated
 //!   and ground-truth masks).
 //! - outputs `data` (the curated dataset: `manifest.jsonl` with `instruction_refined`,

@@ -74,6 +74,9 @@ pub struct CurateParams {
     pub types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// Fraction of the judged samples whose judge answer may be unusable (reason
+    /// `judge-answer`) before the task fails.
+    pub max_invalid_fraction: f64,
 }
 
 impl Default for CurateParams {
@@ -98,6 +101,7 @@ impl Default for CurateParams {
             min_keep_fraction: 0.05,
             types: LOCAL_TYPES.iter().map(|s| s.to_string()).collect(),
             concurrency: None,
+            max_invalid_fraction: 0.5,
         }
     }
 }
@@ -162,6 +166,12 @@ pub fn check(p: &CurateParams) -> Result<(), ParamError> {
     }
     if p.concurrency == Some(0) {
         return Err(bad("concurrency", "must be at least 1"));
+    }
+    if !(0.0..=1.0).contains(&p.max_invalid_fraction) {
+        return Err(bad(
+            "max_invalid_fraction",
+            format!("must be in [0, 1], got {}", p.max_invalid_fraction),
+        ));
     }
     if p.limit == Some(0) {
         return Err(bad("limit", "must be at least 1"));

@@ -11,14 +11,25 @@
 //! 3. take the token whose span holds the score position; the text of that token before the
 //!    position is its *prefix* (e.g. the space of `" 4"`);
 //! 4. candidates are its `top_logprobs` entries that, after removing that prefix (or leading
-//!    whitespace), start with an integer `v` in the field's range (not followed by `.`);
-//! 5. the score is `E = Σ p·v / Σ p` with `p = exp(logprob)` over the candidates, i.e. the
-//!    expectation renormalised over the valid digit tokens.
+//!    whitespace), start with an integer `v` (not followed by `.`);
+//! 5. on a scale with two-digit values (0–10, 1–10) a candidate `"1"` that the token does not
+//!    end (no `,` or `}` after it in the same token) is the start of 10 or is 1 (method-spec
+//!    §2). Its probability is split between the two readings:
+//!    - the emitted token: by the next position's distribution (its `top_logprobs` and the
+//!      emitted token, renormalised over what gives an in-range value): a digit extends the
+//!      number (`"0"` → 10), anything else ends it (→ 1);
+//!    - a tokenizer with multi-digit tokens (the emitted number or a candidate has two digits
+//!      in one token: `"10"`): it is 1;
+//!    - otherwise (a digit-split tokenizer, another digit emitted) its continuation is unknown:
+//!      the readings share it in proportion to the probability of their neighbouring values
+//!      among the other candidates (`p(9)` for 10, `p(0) + p(2)` for 1), and with no
+//!      neighbour it is left out;
+//! 6. the score is `E = Σ p·v / Σ p` over the in-range values, i.e. the expectation
+//!    renormalised over the valid digit tokens.
 //!
-//! When the emitted number spans several tokens (`"1","0"` for 10 in digit-split
-//! vocabularies) the first token cannot tell 1 from 10, so that field falls back to the
-//! parsed value (and says so in [`FieldScore::method`]). A response without logprobs is an
-//! error in `logprobs` mode, not a silent switch to `generate`.
+//! An emitted number spanning more than two tokens falls back to the parsed value (and says
+//! so in [`FieldScore::method`]). A response without logprobs is an error in `logprobs` mode,
+//! not a silent switch to `generate`.
 
 use super::prompts::{FieldKind, Prompt};
 use super::wire::TokenLogprob;
@@ -73,6 +84,15 @@ pub enum AnswerError {
     NoDigitCandidates { field: String, min: u32, max: u32 },
     #[error("field `{field}` is not a usable box: {error}")]
     BadBox { field: String, error: BoxError },
+    #[error(
+        "the answer was cut off at `max_tokens` ({max_tokens}, finish reason `length`): {error}"
+    )]
+    Truncated {
+        max_tokens: u32,
+        /// Decoded greedily (temperature 0): asking again gives the same cut.
+        greedy: bool,
+        error: Box<AnswerError>,
+    },
 }
 
 /// Why a `[x1, y1, x2, y2]` box is rejected.
@@ -211,9 +231,14 @@ pub fn check_boxes(
 }
 
 impl AnswerError {
-    /// Whether asking again could help (a server that sends no logprobs never will).
+    /// Whether asking again could help (a server that sends no logprobs never will, nor a
+    /// greedy answer cut at `max_tokens`).
     pub fn retryable(&self) -> bool {
-        !matches!(self, AnswerError::NoLogprobs)
+        match self {
+            AnswerError::NoLogprobs => false,
+            AnswerError::Truncated { greedy, error, .. } => !greedy && error.retryable(),
+            _ => true,
+        }
     }
 }
 
@@ -327,8 +352,7 @@ pub fn extract(
     tokens: Option<&[TokenLogprob]>,
     mode: Extraction,
 ) -> Result<Answer, AnswerError> {
-    let obj = parse_json_object(content)?;
-    let mut scores = BTreeMap::new();
+    // a server without logprobs is named first, whatever the answer: it is not the answer's fault
     let tokens = match mode {
         Extraction::Generate => None,
         Extraction::Logprobs => match tokens {
@@ -339,6 +363,8 @@ pub fn extract(
             _ => None,
         },
     };
+    let obj = parse_json_object(content)?;
+    let mut scores = BTreeMap::new();
     for f in prompt.fields {
         let v = obj.get(f.name).ok_or_else(|| AnswerError::MissingField {
             field: f.name.to_string(),
@@ -403,8 +429,8 @@ pub fn extract(
     })
 }
 
-/// The expected score at `field`'s score position (module docs, steps 1–5); `None` when the
-/// emitted number spans more than one token.
+/// The expected score at `field`'s score position (module docs, steps 1–6); `None` when the
+/// emitted number spans more than two tokens.
 pub fn expected_digit(
     tokens: &[TokenLogprob],
     field: &str,
@@ -432,33 +458,66 @@ pub fn expected_digit(
             .bytes()
             .take_while(|b| b.is_ascii_digit())
             .count();
-    if number_end > tok_end {
+    // the emitted number may continue into the next token ("1", "0"), not further
+    let next = tokens.get(i + 1);
+    if number_end > tok_end + next.map_or(0, |t| t.token.len()) {
         return Ok(None);
     }
     if tok.top_logprobs.is_empty() {
         return Err(AnswerError::NoLogprobs);
     }
     let prefix = &text[tok_start..pos];
-    let (mut num, mut den) = (0.0, 0.0);
-    for cand in &tok.top_logprobs {
-        let body = match cand.token.strip_prefix(prefix) {
-            Some(b) if !prefix.is_empty() => b,
-            _ => cand.token.trim_start(),
-        };
-        let digits: &str = &body[..body.bytes().take_while(u8::is_ascii_digit).count()];
-        if digits.is_empty() || body[digits.len()..].starts_with('.') {
-            continue;
+    let cands: Vec<Candidate> = tok
+        .top_logprobs
+        .iter()
+        .filter_map(|c| Candidate::read(&c.token, c.logprob, prefix))
+        .collect();
+    // A tokenizer that has multi-digit tokens writes 10 as "10": its "1" is 1.
+    let merges_digits =
+        text[pos..number_end.min(tok_end)].len() > 1 || cands.iter().any(|c| c.digits.len() > 1);
+    let scale = Scale { min, max };
+    let mut mass: BTreeMap<u32, f64> = BTreeMap::new();
+    let mut unresolved: Vec<&Candidate> = Vec::new();
+    for c in &cands {
+        let longer = !c.ends && scale.has_longer(&c.digits);
+        if !longer {
+            if let Some(v) = scale.value(&c.digits) {
+                *mass.entry(v).or_default() += c.p;
+            }
+        } else if c.token == tok.token {
+            // the emitted token: the next position tells how the number went on
+            for (v, q) in continuation(&c.digits, next, scale) {
+                *mass.entry(v).or_default() += c.p * q;
+            }
+        } else if merges_digits {
+            if let Some(v) = scale.value(&c.digits) {
+                *mass.entry(v).or_default() += c.p;
+            }
+        } else {
+            unresolved.push(c);
         }
-        let Ok(v) = digits.parse::<u32>() else {
-            continue;
-        };
-        if v < min || v > max || !cand.logprob.is_finite() {
-            continue;
-        }
-        let p = cand.logprob.exp();
-        num += p * v as f64;
-        den += p;
     }
+    // A digit that may begin a longer number but was not emitted: its continuation is unknown.
+    // Its mass goes to its readings (1 or 10) in proportion to the resolved mass next to each
+    // (the score distribution is taken as unimodal); with none next to any, it is left out.
+    let resolved = mass.clone();
+    let near = |v: u32| {
+        v.checked_sub(1)
+            .and_then(|u| resolved.get(&u))
+            .unwrap_or(&0.0)
+            + resolved.get(&(v + 1)).unwrap_or(&0.0)
+    };
+    for c in unresolved {
+        let readings = scale.readings(&c.digits);
+        let weights: Vec<f64> = readings.iter().map(|&v| near(v)).collect();
+        let total: f64 = weights.iter().sum();
+        if total > 0.0 {
+            for (v, w) in readings.into_iter().zip(weights) {
+                *mass.entry(v).or_default() += c.p * w / total;
+            }
+        }
+    }
+    let den: f64 = mass.values().sum();
     if den <= 0.0 {
         return Err(AnswerError::NoDigitCandidates {
             field: field.to_string(),
@@ -466,7 +525,119 @@ pub fn expected_digit(
             max,
         });
     }
+    let num: f64 = mass.iter().map(|(&v, &p)| v as f64 * p).sum();
     Ok(Some(num / den))
+}
+
+/// A `top_logprobs` entry at the score position that starts with digits.
+#[derive(Debug)]
+struct Candidate {
+    token: String,
+    /// The leading digits after the position's prefix.
+    digits: String,
+    /// Whether the token goes on past its digits (`"4,"`), so the number ends inside it.
+    ends: bool,
+    /// `exp(logprob)`.
+    p: f64,
+}
+
+impl Candidate {
+    /// `None` for tokens that do not start with a digit (after `prefix`, or leading
+    /// whitespace), decimals (`"4."`) and non-finite logprobs.
+    fn read(token: &str, logprob: f64, prefix: &str) -> Option<Candidate> {
+        let body = match token.strip_prefix(prefix) {
+            Some(b) if !prefix.is_empty() => b,
+            _ => token.trim_start(),
+        };
+        let n = body.bytes().take_while(u8::is_ascii_digit).count();
+        let rest = &body[n..];
+        if n == 0 || rest.starts_with('.') || !logprob.is_finite() {
+            return None;
+        }
+        Some(Candidate {
+            token: token.to_string(),
+            digits: body[..n].to_string(),
+            ends: !rest.is_empty(),
+            p: logprob.exp(),
+        })
+    }
+}
+
+/// A score field's range.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    min: u32,
+    max: u32,
+}
+
+impl Scale {
+    /// The value these digits write, if in range.
+    fn value(self, digits: &str) -> Option<u32> {
+        digits
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (self.min..=self.max).contains(v))
+    }
+
+    /// Whether an in-range value is written with more digits starting with these (`"1"` on a
+    /// 0–10 scale: 10).
+    fn has_longer(self, digits: &str) -> bool {
+        !self.longer(digits).is_empty()
+    }
+
+    fn longer(self, digits: &str) -> Vec<u32> {
+        (self.min..=self.max)
+            .filter(|v| {
+                let s = v.to_string();
+                s.len() > digits.len() && s.starts_with(digits)
+            })
+            .collect()
+    }
+
+    /// Every in-range value the digits may begin: itself and the longer ones.
+    fn readings(self, digits: &str) -> Vec<u32> {
+        self.value(digits)
+            .into_iter()
+            .chain(self.longer(digits))
+            .collect()
+    }
+}
+
+/// How the emitted number went on after `digits`: the next position's distribution (its
+/// `top_logprobs` and the emitted token), renormalised over what gives an in-range value: a
+/// token starting with digits extends the number, any other token (or none: the answer ended)
+/// ends it.
+fn continuation(digits: &str, next: Option<&TokenLogprob>, scale: Scale) -> Vec<(u32, f64)> {
+    let Some(next) = next else {
+        return scale.value(digits).map(|v| (v, 1.0)).into_iter().collect();
+    };
+    let mut options: Vec<(&str, f64)> = next
+        .top_logprobs
+        .iter()
+        .map(|t| (t.token.as_str(), t.logprob))
+        .collect();
+    if !options.iter().any(|(t, _)| *t == next.token) {
+        options.push((next.token.as_str(), next.logprob));
+    }
+    let mut out: BTreeMap<u32, f64> = BTreeMap::new();
+    for (token, logprob) in options {
+        if !logprob.is_finite() {
+            continue;
+        }
+        let n = token.bytes().take_while(u8::is_ascii_digit).count();
+        if token[n..].starts_with('.') {
+            continue;
+        }
+        let value = scale.value(&format!("{digits}{}", &token[..n]));
+        if let Some(v) = value {
+            *out.entry(v).or_default() += logprob.exp();
+        }
+    }
+    let total: f64 = out.values().sum();
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    out.into_iter().map(|(v, p)| (v, p / total)).collect()
 }
 
 /// Byte offset of the first digit of `"field": <digits>` in `text`.
@@ -495,7 +666,7 @@ pub(crate) fn score_position(text: &str, field: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::prompts::{CONSISTENCY, LOCATE, REWARD};
+    use super::super::prompts::{FILTER, GEDIT_SC, IMGEDIT, LOCATE, REWARD};
     use super::super::wire::TopLogprob;
     use super::*;
 
@@ -549,19 +720,144 @@ mod tests {
         assert_eq!(g.scores["visual_quality"].normalized, 1.0);
     }
 
+    /// `{"<field>": <score tokens>}` after a JSON lead-in, as one answer.
+    fn answer(lead: &str, score: Vec<TokenLogprob>, tail: &str) -> (String, Vec<TokenLogprob>) {
+        let mut toks = vec![tok(lead, &[])];
+        toks.extend(score);
+        toks.push(tok(tail, &[]));
+        (toks.iter().map(|t| t.token.as_str()).collect(), toks)
+    }
+
+    /// The expected value of one score field (the other fields' tokens carry no logprobs).
+    fn score_of(p: &Prompt, field: &str, ans: &(String, Vec<TokenLogprob>)) -> f64 {
+        parse_json_object(&ans.0).unwrap();
+        let (min, max) = p
+            .score_fields()
+            .find_map(|(n, lo, hi)| (n == field).then_some((lo, hi)))
+            .unwrap();
+        expected_digit(&ans.1, field, min, max).unwrap().unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    /// Digit-split tokenizers (Qwen2.5-VL) write 10 as "1", "0": the emitted "1" is split
+    /// between 1 and 10 by the next position's distribution (GEdit's 0–10 scale).
     #[test]
-    fn multi_token_numbers_fall_back_to_the_parsed_value() {
-        let toks = vec![
-            tok("{\"reasoning\": \"ok\", \"consistency_score\": ", &[]),
-            tok("1", &[("1", 0.7), ("9", 0.3)]),
-            tok("0", &[("0", 1.0)]),
-            tok("}", &[]),
-        ];
-        let content: String = toks.iter().map(|t| t.token.as_str()).collect();
-        let a = extract(&CONSISTENCY, &content, Some(&toks), Extraction::Logprobs).unwrap();
-        let s = &a.scores["consistency_score"];
-        assert_eq!((s.value, s.method), (10.0, Extraction::Generate));
-        assert_eq!(s.normalized, 1.0);
+    fn ten_over_two_tokens_weighs_the_next_position() {
+        let lead = r#"{"editing_success": "#;
+        let ans = answer(
+            lead,
+            vec![
+                tok("1", &[("1", 0.7), ("9", 0.2), ("8", 0.1)]),
+                // after "1": "0" (→ 10) or the end of the number (→ 1)
+                tok("0", &[("0", 0.9), (",", 0.1)]),
+                tok(r#", "overediting": "#, &[]),
+                tok("3", &[("3", 1.0)]),
+            ],
+            "}",
+        );
+        let a = extract(&GEDIT_SC, &ans.0, Some(&ans.1), Extraction::Logprobs).unwrap();
+        let s = a.scores["editing_success"];
+        // 0.7·(0.9·10 + 0.1·1) + 0.2·9 + 0.1·8
+        assert!(close(s.value, 8.97), "{}", s.value);
+        assert_eq!(s.method, Extraction::Logprobs);
+        assert!(close(s.normalized, 0.897));
+        assert_eq!(a.scores["overediting"].value, 3.0);
+        // an emitted 1 ("1" then ","), with a little mass on "0" after it (curation's 1–10)
+        let ans = answer(
+            r#"{"instruction_clarity": "#,
+            vec![
+                tok("1", &[("1", 0.8), ("2", 0.2)]),
+                tok(", \"", &[(", \"", 0.75), ("0", 0.25)]),
+            ],
+            r#"mask_accuracy": 5, "target_prominence": 5}"#,
+        );
+        let s = score_of(&FILTER, "instruction_clarity", &ans);
+        // 0.8·(0.75·1 + 0.25·10) + 0.2·2
+        assert!(close(s, 3.0), "{s}");
+        // a continuation that leaves the scale ("15") is dropped, and the rest renormalised
+        let ans = answer(
+            lead,
+            vec![
+                tok("1", &[("1", 1.0)]),
+                tok("0", &[("0", 0.5), ("5", 0.25), ("}", 0.25)]),
+            ],
+            r#", "overediting": 3}"#,
+        );
+        let s = score_of(&GEDIT_SC, "editing_success", &ans);
+        assert!(close(s, (2.0 * 10.0 + 1.0) / 3.0), "{s}");
+    }
+
+    /// The issue-15 case: "9" emitted, a "1" candidate (the start of 10 for this tokenizer)
+    /// next to it: .6 "9", .3 "1", .1 "8" reads 9.2, not 6.5.
+    #[test]
+    fn a_one_candidate_beside_an_emitted_nine_is_read_as_ten() {
+        let ans = answer(
+            r#"{"instruction_clarity": "#,
+            vec![tok("9", &[("9", 0.6), ("1", 0.3), ("8", 0.1)])],
+            r#", "mask_accuracy": 5, "target_prominence": 5}"#,
+        );
+        let s = score_of(&FILTER, "instruction_clarity", &ans);
+        assert!(close(s, 9.2), "{s}");
+        // with leading-space tokens (the prefix of the emitted " 9")
+        let ans = answer(
+            r#"{"editing_success":"#,
+            vec![tok(" 9", &[(" 9", 0.6), (" 1", 0.3), (" 8", 0.1)])],
+            r#", "overediting": 3}"#,
+        );
+        assert!(close(score_of(&GEDIT_SC, "editing_success", &ans), 9.2));
+        // low scores: the "1" beside "2" and "0" is 1 (GEdit's 0–10)
+        let ans = answer(
+            r#"{"editing_success": "#,
+            vec![tok("2", &[("2", 0.5), ("1", 0.3), ("0", 0.2)])],
+            r#", "overediting": 3}"#,
+        );
+        assert!(close(score_of(&GEDIT_SC, "editing_success", &ans), 1.3));
+        // mass beside both readings is shared: near 10 p(9) = .4, near 1 p(2) = .4
+        let ans = answer(
+            r#"{"instruction_clarity": "#,
+            vec![tok("9", &[("9", 0.4), ("2", 0.4), ("1", 0.2)])],
+            r#", "mask_accuracy": 5, "target_prominence": 5}"#,
+        );
+        let s = score_of(&FILTER, "instruction_clarity", &ans);
+        assert!(close(s, 3.6 + 0.8 + 0.1 * 10.0 + 0.1), "{s}");
+        // a "1" with no neighbouring mass is left out, never counted as 1
+        let ans = answer(
+            r#"{"instruction_clarity": "#,
+            vec![tok("5", &[("5", 0.7), ("1", 0.2), ("6", 0.1)])],
+            r#", "mask_accuracy": 5, "target_prominence": 5}"#,
+        );
+        let s = score_of(&FILTER, "instruction_clarity", &ans);
+        assert!(close(s, (3.5 + 0.6) / 0.8), "{s}");
+    }
+
+    /// Tokenizers with multi-digit tokens write 10 as one token; their "1" is 1.
+    #[test]
+    fn ten_as_one_token() {
+        let lead = r#"{"editing_success": "#;
+        let tail = r#", "overediting": 3}"#;
+        let ans = answer(
+            lead,
+            vec![tok("9", &[("9", 0.6), ("10", 0.3), ("8", 0.1)])],
+            tail,
+        );
+        assert!(close(score_of(&GEDIT_SC, "editing_success", &ans), 9.2));
+        let ans = answer(
+            lead,
+            vec![tok("10", &[("10", 0.5), ("9", 0.3), ("1", 0.2)])],
+            tail,
+        );
+        // 0.5·10 + 0.3·9 + 0.2·1
+        assert!(close(score_of(&GEDIT_SC, "editing_success", &ans), 7.9));
+        // a one-digit scale never reads "1" as the start of anything
+        let ans = answer(
+            r#"{"prompt_compliance": "#,
+            vec![tok("4", &[("4", 0.6), ("1", 0.4)])],
+            r#", "visual_naturalness": 3, "physical_integrity": 3}"#,
+        );
+        assert!(close(score_of(&IMGEDIT, "prompt_compliance", &ans), 2.8));
     }
 
     #[test]
@@ -570,6 +866,11 @@ mod tests {
         let err = extract(&REWARD, content, None, Extraction::Logprobs).unwrap_err();
         assert_eq!(err, AnswerError::NoLogprobs);
         assert!(!err.retryable());
+        // named before the answer is read: a server without logprobs is a setting to fix
+        assert_eq!(
+            extract(&REWARD, "zq<|im_end|>", None, Extraction::Logprobs).unwrap_err(),
+            AnswerError::NoLogprobs
+        );
         let mut toks = reward_tokens();
         toks[4].top_logprobs.clear();
         let content: String = toks.iter().map(|t| t.token.as_str()).collect();

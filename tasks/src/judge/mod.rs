@@ -13,12 +13,17 @@
 //!   [`crate::synth::RuleJudge`].
 //! - [`server`]: `cocoflow judge serve`, any judge (default: the rule judge) behind the OpenAI
 //!   endpoint, with fault injection, for end-to-end tests of the client.
+//! - [`check`]: `cocoflow judge check`, what a server can do for the configured judge (model,
+//!   images, logprobs, latency); [`bench`]: `cocoflow judge bench`, requests/s and latency
+//!   per concurrency, to size the `judge` pool.
 //!
 //! In a task kind: `let n = judge::pool_concurrency(&ctx.pools).unwrap_or(1);` then
 //! `ctx.runtime().block_on(judge.judge_batch(&requests, n))` and
 //! `batch.check(max_invalid_fraction)?`.
 
+pub mod bench;
 pub mod cache;
+pub mod check;
 pub mod extract;
 pub mod image;
 pub mod openai;

@@ -9,12 +9,14 @@
 //! - Transport, retries, timeouts, concurrency and the response cache are
 //!   [`JsonService`]'s: timeouts, connection errors, HTTP 429 and 5xx, malformed bodies and
 //!   unusable answers are retried up to `retry.max_attempts` attempts in all; other 4xx are
-//!   not. After the last attempt the sample is [`Invalid`]: it never gets a made-up score.
+//!   not, nor an answer cut at `max_tokens` (`finish_reason: length`) under greedy decoding
+//!   (it would be cut again). After the last attempt the sample is [`Invalid`]: it never gets
+//!   a made-up score.
 //! - With a [`ResponseCache`], validated responses are stored under the key of
 //!   [`CacheKeyParts`]; a hit makes no request.
 
 use super::cache::CacheKeyParts;
-use super::extract::{self, Answer, Extraction};
+use super::extract::{self, Answer, AnswerError, Extraction};
 use super::prompts::{ImageRole, Prompt};
 use super::wire::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent};
 use super::{Invalid, Judge, JudgeError, JudgeRequest, Judgement, ScoreVariant, Verdict};
@@ -224,8 +226,30 @@ impl OpenAiJudge {
         self.service.stats()
     }
 
+    /// The chat request this judge sends for `prompt` about `req`: the system text, then each
+    /// image of [`Prompt::images`] after its label line (base64 PNG data URLs, in that order),
+    /// then the user text; decoding as configured (`logprobs`/`top_logprobs` only under
+    /// `logprobs` extraction).
+    pub fn chat_request(
+        &self,
+        prompt: &Prompt,
+        req: &JudgeRequest,
+    ) -> Result<ChatRequest, JudgeError> {
+        Ok(self.request_and_key(prompt, req)?.0)
+    }
+
     /// The request body and its cache key.
     fn build(&self, prompt: &Prompt, req: &JudgeRequest) -> Result<(Bytes, String), JudgeError> {
+        let (body, key) = self.request_and_key(prompt, req)?;
+        let body = serde_json::to_vec(&body).expect("a chat request serialises");
+        Ok((Bytes::from(body), key))
+    }
+
+    fn request_and_key(
+        &self,
+        prompt: &Prompt,
+        req: &JudgeRequest,
+    ) -> Result<(ChatRequest, String), JudgeError> {
         let user = prompt.render_user(|n| req.var(n))?;
         let mut key = CacheKeyParts::new(&self.config.model, prompt);
         let mut parts = Vec::with_capacity(2 * prompt.images.len() + 1);
@@ -283,9 +307,7 @@ impl OpenAiJudge {
             "seed": d.seed,
             "json_mode": d.json_mode,
         });
-        let key = key.key();
-        let body = serde_json::to_vec(&body).expect("a chat request serialises");
-        Ok((Bytes::from(body), key))
+        Ok((body, key.key()))
     }
 
     /// Validates a response body; on failure also returns the answer text, if any.
@@ -305,7 +327,17 @@ impl OpenAiJudge {
         let content = choice.message.content.unwrap_or_default();
         let tokens = choice.logprobs.and_then(|l| l.content);
         let answer = extract::extract(prompt, &content, tokens.as_deref(), self.config.extraction)
-            .and_then(|a| extract::check_boxes(prompt, &a, size.0, size.1).map(|()| a));
+            .and_then(|a| extract::check_boxes(prompt, &a, size.0, size.1).map(|()| a))
+            .map_err(|e| match (choice.finish_reason.as_deref(), &e) {
+                (_, AnswerError::NoLogprobs | AnswerError::BadBox { .. }) => e,
+                // every server names a cut at `max_tokens` "length"; greedy decoding cuts again
+                (Some("length"), _) => AnswerError::Truncated {
+                    max_tokens: self.config.decoding.max_tokens,
+                    greedy: self.config.decoding.temperature == 0.0,
+                    error: Box::new(e),
+                },
+                _ => e,
+            });
         match answer {
             Ok(a) => Ok((a, content)),
             Err(e) => Err((JudgeError::Answer(e), Some(content))),
@@ -347,11 +379,20 @@ impl OpenAiJudge {
                     attempts: c.attempts,
                 })
             }
-            Err(f) => Err(Invalid {
-                error: f.error,
-                attempts: f.attempts,
-                raw: last_raw,
-            }),
+            Err(f) => {
+                // the service's own line (warn) has the error; this one names the prompt
+                tracing::debug!(
+                    prompt = %prompt.key(),
+                    attempts = f.attempts,
+                    error = %f.error,
+                    "judge sample invalid"
+                );
+                Err(Invalid {
+                    error: f.error,
+                    attempts: f.attempts,
+                    raw: last_raw,
+                })
+            }
         }
     }
 }

@@ -343,6 +343,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
             }),
             finish_reason: Some("stop".into()),
         }],
+        usage: None,
     };
     json_reply(
         StatusCode::OK,
@@ -545,12 +546,22 @@ impl ServeArgs {
 pub fn command() -> clap::Command {
     use clap::Args as _;
     clap::Command::new("judge")
-        .about("The MLLM judge: serve the rule judge over the OpenAI chat API")
+        .about("The MLLM judge: serve the rule judge, check and benchmark a judge server")
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(ServeArgs::augment_args(clap::Command::new("serve")).about(
             "Serve the deterministic rule judge at /v1/chat/completions (optional fault injection)",
         ))
+        .subcommand(
+            super::check::CheckArgs::augment_args(clap::Command::new("check")).about(
+                "Check that a server can serve the judge: model listed, images read, logprobs \
+                 returned, latency (exit 0: yes, 5: no)",
+            ),
+        )
+        .subcommand(
+            super::bench::BenchArgs::augment_args(clap::Command::new("bench"))
+                .about("Benchmark a judge server: requests/s and p50/p99 latency per concurrency"),
+        )
 }
 
 /// `cocoflow judge ...` for the CLI: register with `main_with_extensions`.
@@ -563,9 +574,24 @@ pub fn extension() -> Extension {
 
 fn run_cli(m: &clap::ArgMatches) -> i32 {
     use clap::FromArgMatches as _;
-    let Some(("serve", sub)) = m.subcommand() else {
-        eprintln!("error: `cocoflow judge` needs a subcommand: `serve`");
-        return EXIT_USAGE;
+    fn parse<A: clap::FromArgMatches>(m: &clap::ArgMatches) -> Result<A, i32> {
+        A::from_arg_matches(m).map_err(|e| {
+            let _ = e.print();
+            EXIT_USAGE
+        })
+    }
+    let sub = match m.subcommand() {
+        Some(("serve", sub)) => sub,
+        Some(("check", sub)) => {
+            return parse(sub).map_or_else(|c| c, |a| super::check::run(&a));
+        }
+        Some(("bench", sub)) => {
+            return parse(sub).map_or_else(|c| c, |a| super::bench::run(&a));
+        }
+        _ => {
+            eprintln!("error: `cocoflow judge` needs a subcommand: `serve`, `check` or `bench`");
+            return EXIT_USAGE;
+        }
     };
     let args = match ServeArgs::from_arg_matches(sub) {
         Ok(a) => a,

@@ -109,10 +109,28 @@ impl Kind for Curate {
             json!({"total": committed.total, "committed_before": committed.from_cache, "computed": committed.computed}),
         );
         ctx.metric("segment_calls", calls.segment);
+        ctx.metric("judge_invalid", summary.judge_invalid as u64);
         ctx.log(format!(
-            "kept {} of {} samples ({} annotated); {} judge and {} segmentation calls",
-            summary.kept, summary.samples, summary.annotated, calls.judge, calls.segment
+            "kept {} of {} samples ({} annotated); {} judge and {} segmentation calls; \
+             {} of {} judged samples got an unusable judge answer",
+            summary.kept,
+            summary.samples,
+            summary.annotated,
+            calls.judge,
+            calls.segment,
+            summary.judge_invalid,
+            summary.judged
         ));
+        if summary.judge_invalid as f64 > p.max_invalid_fraction * summary.judged as f64 {
+            return Err(TaskError::Failed(format!(
+                "{} of {} judge answers are invalid, more than `max_invalid_fraction` {} allows \
+                 (the statistics count them under `judge`); first: {}",
+                summary.judge_invalid,
+                summary.judged,
+                p.max_invalid_fraction,
+                summary.first_invalid.as_deref().unwrap_or("")
+            )));
+        }
         ctx.output_dir("data", &data_dir)?;
         let _ = std::fs::remove_dir(stats_dir.join("images"));
         ctx.output_dir("stats", &stats_dir)?;

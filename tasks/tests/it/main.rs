@@ -12,6 +12,7 @@ mod curate;
 mod flux;
 mod judge_curation;
 mod judge_http;
+mod judge_real_server;
 mod metrics_golden;
 mod models;
 mod nft_parity;
