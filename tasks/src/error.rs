@@ -27,6 +27,7 @@ task_errors!(
     crate::judge::JudgeError,
     crate::segment::SegmentError,
     crate::synth::judge::RuleError,
+    crate::rl::RlError,
 );
 
 /// A task failure with this message (for errors that are only text).

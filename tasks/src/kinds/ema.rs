@@ -141,14 +141,13 @@ impl Kind for EmaKind {
         let input = ctx.input_path("state")?;
         let out = ctx.workdir()?.join("state");
         if state::is_state(&input) {
-            state::copy_tree(&input, &out).map_err(fail)?;
+            state::copy_tree(&input, &out)?;
         } else {
             // The base model directory: a fresh state (θ_old = θ) from the model in it.
-            state::read_info(&input).map_err(fail)?;
+            state::read_info(&input)?;
             let lora = lora_config(p.lora_rank, p.lora_alpha, p.lora_init_seed);
-            let st: LoadedState =
-                state::load(&input, &input, tch::Device::Cpu, &lora).map_err(fail)?;
-            st.save(&out).map_err(fail)?;
+            let st: LoadedState = state::load(&input, &input, tch::Device::Cpu, &lora)?;
+            st.save(&out)?;
         }
         debug_assert!(out.join(STATE_FILE).is_file());
         let eta = state::apply_ema(

@@ -200,7 +200,7 @@ impl Kind for NftTrain {
         let rdir = ctx.input_path("rollouts")?;
         let rewards_path = ctx.input_path("rewards")?;
         let lora = lora_config(p.lora_rank, p.lora_alpha, p.lora_init_seed);
-        let mut st = state::load(&model_dir, &state_dir, device, &lora).map_err(fail)?;
+        let mut st = state::load(&model_dir, &state_dir, device, &lora)?;
         let m = RolloutManifest::read(&rdir).map_err(fail)?;
         let rw = RewardsFile::read(&rewards_path).map_err(fail)?;
 
@@ -211,7 +211,7 @@ impl Kind for NftTrain {
                 m.iteration, st.info.iteration
             )));
         }
-        let theta_old = state::theta_old_digest(&state_dir).map_err(fail)?;
+        let theta_old = state::theta_old_digest(&state_dir)?;
         if m.theta_old != theta_old {
             return Err(fail(
                 "the rollouts were not sampled from this state's θ_old (digest differs)",
@@ -348,7 +348,7 @@ impl Kind for NftTrain {
         info.step = step + 1;
         info.iteration = m.iteration + 1;
         let out = ctx.workdir()?.join("state");
-        st.save(&out).map_err(fail)?;
+        st.save(&out)?;
         ctx.output_dir("state", &out)
     }
 }

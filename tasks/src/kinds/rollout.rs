@@ -116,10 +116,10 @@ impl Kind for Rollout {
         let model_dir = ctx.input_path("model")?;
         let state_dir = ctx.input_path("state")?;
         let data_dir = ctx.input_path("data")?;
-        let info: Option<StateInfo> = state::read_info(&state_dir).map_err(fail)?;
-        let base_digest = state::check_base(&state_dir, info.as_ref(), &model_dir).map_err(fail)?;
+        let info: Option<StateInfo> = state::read_info(&state_dir)?;
+        let base_digest = state::check_base(&state_dir, info.as_ref(), &model_dir)?;
         let iteration = info.as_ref().map_or(0, |i| i.iteration);
-        let theta_old = state::theta_old_digest(&state_dir).map_err(fail)?;
+        let theta_old = state::theta_old_digest(&state_dir)?;
 
         let ds = Dataset::open(&data_dir)?;
         let prompts = gather_prompts(&ds, &p, iteration)?;

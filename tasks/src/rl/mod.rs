@@ -30,3 +30,23 @@ pub mod state;
 pub const DEFAULT_LORA_RANK: i64 = 8;
 /// Default LoRA alpha for the tiny model (the paper uses 64): scaling α/r = 2 as in the paper.
 pub const DEFAULT_LORA_ALPHA: f64 = 16.0;
+
+/// Why an RL state or one of the loop's artifacts cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RlError {
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error(transparent)]
+    Ema(#[from] crate::nft::ema::EmaError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A state or artifact that does not fit (the message says what and where).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for RlError {
+    fn from(message: String) -> Self {
+        RlError::Invalid(message)
+    }
+}

@@ -22,6 +22,7 @@
 //! `nft/<step>/eps/<sample>/<slot>`), so the stream state is fully determined by the seeds and
 //! the counters `iteration`/`step` stored here.
 
+use super::RlError;
 use super::adamw::{AdamW, AdamWConfig};
 use crate::models::checkpoint::{self, CONFIG_FILE, WEIGHTS_FILE};
 use crate::models::{EditPolicy, LoraConfig, THETA, THETA_OLD, TinyKontext, Trainable};
@@ -135,14 +136,14 @@ impl StateInfo {
 }
 
 /// BLAKE3 (hex) of a file's bytes.
-pub fn file_digest(path: &Path) -> Result<String, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+pub fn file_digest(path: &Path) -> Result<String, RlError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| RlError::Invalid(format!("cannot read `{}`: {e}", path.display())))?;
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
 /// The digest of a base model directory's weights.
-pub fn base_digest(model_dir: &Path) -> Result<String, String> {
+pub fn base_digest(model_dir: &Path) -> Result<String, RlError> {
     file_digest(&model_dir.join(WEIGHTS_FILE))
 }
 
@@ -152,25 +153,24 @@ pub fn is_state(dir: &Path) -> bool {
 }
 
 /// Reads `state.json` of a state directory, or `None` for a base model directory.
-pub fn read_info(dir: &Path) -> Result<Option<StateInfo>, String> {
+pub fn read_info(dir: &Path) -> Result<Option<StateInfo>, RlError> {
     if !is_state(dir) {
         if dir.join(CONFIG_FILE).is_file() && dir.join(WEIGHTS_FILE).is_file() {
             return Ok(None);
         }
-        return Err(format!(
+        return Err(RlError::Invalid(format!(
             "`{}` is neither an RL state (no `{STATE_FILE}`) nor a base model directory (`{CONFIG_FILE}` + `{WEIGHTS_FILE}`)",
             dir.display()
-        ));
+        )));
     }
-    let info: StateInfo =
-        checkpoint::read_json(&dir.join(STATE_FILE)).map_err(|e| e.to_string())?;
+    let info: StateInfo = checkpoint::read_json(&dir.join(STATE_FILE))?;
     if info.format != FORMAT || info.version != FORMAT_VERSION {
-        return Err(format!(
+        return Err(RlError::Invalid(format!(
             "`{}` has format {} v{}, expected {FORMAT} v{FORMAT_VERSION}",
             dir.join(STATE_FILE).display(),
             info.format,
             info.version
-        ));
+        )));
     }
     Ok(Some(info))
 }
@@ -181,18 +181,18 @@ pub fn check_base(
     state_dir: &Path,
     info: Option<&StateInfo>,
     model_dir: &Path,
-) -> Result<String, String> {
+) -> Result<String, RlError> {
     let digest = base_digest(model_dir)?;
     let theirs = match info {
         Some(i) => i.base_model_digest.clone(),
         None => base_digest(state_dir)?,
     };
     if theirs != digest {
-        return Err(format!(
+        return Err(RlError::Invalid(format!(
             "the `state` input belongs to base model {} but the `model` input is {}",
             &theirs[..12.min(theirs.len())],
             &digest[..12.min(digest.len())]
-        ));
+        )));
     }
     Ok(digest)
 }
@@ -215,20 +215,17 @@ pub fn load(
     state_dir: &Path,
     device: Device,
     lora: &LoraConfig,
-) -> Result<LoadedState, String> {
+) -> Result<LoadedState, RlError> {
     let info = read_info(state_dir)?;
     let digest = check_base(state_dir, info.as_ref(), model_dir)?;
-    let mut model = TinyKontext::load(model_dir, device).map_err(|e| e.to_string())?;
-    model
-        .set_trainable(Trainable::Nothing)
-        .map_err(|e| e.to_string())?;
-    let e = |e: crate::models::ModelError| e.to_string();
+    let mut model = TinyKontext::load(model_dir, device)?;
+    model.set_trainable(Trainable::Nothing)?;
     match info {
         None => {
-            model.add_adapter(THETA, lora).map_err(e)?;
-            model.add_adapter(THETA_OLD, lora).map_err(e)?;
-            model.copy_adapter(THETA, THETA_OLD).map_err(e)?;
-            let params = model.adapter_variables(THETA).map_err(e)?;
+            model.add_adapter(THETA, lora)?;
+            model.add_adapter(THETA_OLD, lora)?;
+            model.copy_adapter(THETA, THETA_OLD)?;
+            let params = model.adapter_variables(THETA)?;
             let optimizer = AdamW::fresh(AdamWConfig::default(), &params);
             Ok(LoadedState {
                 model,
@@ -239,25 +236,21 @@ pub fn load(
         }
         Some(info) => {
             if info.lora.r != lora.r {
-                return Err(format!(
+                return Err(RlError::Invalid(format!(
                     "`lora_rank` is {} but the state's adapters have rank {}",
                     lora.r, info.lora.r
-                ));
+                )));
             }
             if info.lora.lora_alpha != lora.lora_alpha {
-                return Err(format!(
+                return Err(RlError::Invalid(format!(
                     "`lora_alpha` is {} but the state's adapters have alpha {}",
                     lora.lora_alpha, info.lora.lora_alpha
-                ));
+                )));
             }
-            model
-                .load_adapter(&state_dir.join(THETA_DIR), THETA)
-                .map_err(e)?;
-            model
-                .load_adapter(&state_dir.join(THETA_OLD_DIR), THETA_OLD)
-                .map_err(e)?;
-            let params = model.adapter_variables(THETA).map_err(e)?;
-            let saved = checkpoint::read_safetensors(&state_dir.join(OPTIMIZER_FILE)).map_err(e)?;
+            model.load_adapter(&state_dir.join(THETA_DIR), THETA)?;
+            model.load_adapter(&state_dir.join(THETA_OLD_DIR), THETA_OLD)?;
+            let params = model.adapter_variables(THETA)?;
+            let saved = checkpoint::read_safetensors(&state_dir.join(OPTIMIZER_FILE))?;
             let optimizer = AdamW::from_tensors(
                 info.optimizer.config.clone(),
                 info.optimizer.t,
@@ -277,17 +270,12 @@ pub fn load(
 
 impl LoadedState {
     /// Writes the state to `dir` (created). Output is byte-identical for identical state.
-    pub fn save(&self, dir: &Path) -> Result<(), String> {
-        let e = |e: crate::models::ModelError| e.to_string();
-        checkpoint::create_dir(dir).map_err(e)?;
+    pub fn save(&self, dir: &Path) -> Result<(), RlError> {
+        checkpoint::create_dir(dir)?;
+        self.model.save_adapter(THETA, &dir.join(THETA_DIR))?;
         self.model
-            .save_adapter(THETA, &dir.join(THETA_DIR))
-            .map_err(e)?;
-        self.model
-            .save_adapter(THETA_OLD, &dir.join(THETA_OLD_DIR))
-            .map_err(e)?;
-        checkpoint::write_safetensors(&dir.join(OPTIMIZER_FILE), &self.optimizer.tensors())
-            .map_err(e)?;
+            .save_adapter(THETA_OLD, &dir.join(THETA_OLD_DIR))?;
+        checkpoint::write_safetensors(&dir.join(OPTIMIZER_FILE), &self.optimizer.tensors())?;
         let mut info = self.info.clone();
         info.optimizer = OptimizerInfo {
             config: self.optimizer.cfg.clone(),
@@ -297,13 +285,13 @@ impl LoadedState {
     }
 }
 
-pub fn write_info(dir: &Path, info: &StateInfo) -> Result<(), String> {
-    checkpoint::write_json(&dir.join(STATE_FILE), info).map_err(|e| e.to_string())
+pub fn write_info(dir: &Path, info: &StateInfo) -> Result<(), RlError> {
+    checkpoint::write_json(&dir.join(STATE_FILE), info).map_err(RlError::from)
 }
 
 /// A digest naming θ_old of a state (`fresh` for a base directory): rollouts record it and
 /// `nft-train` checks it, so rollouts cannot be paired with the wrong state.
-pub fn theta_old_digest(state_dir: &Path) -> Result<String, String> {
+pub fn theta_old_digest(state_dir: &Path) -> Result<String, RlError> {
     if !is_state(state_dir) {
         return Ok("fresh".into());
     }
@@ -315,13 +303,13 @@ pub fn theta_old_digest(state_dir: &Path) -> Result<String, String> {
 }
 
 /// Copies every regular file of `from` (recursively) to `to`.
-pub fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), RlError> {
     std::fs::create_dir_all(to).map_err(|e| format!("cannot create `{}`: {e}", to.display()))?;
     let entries =
         std::fs::read_dir(from).map_err(|e| format!("cannot read `{}`: {e}", from.display()))?;
     for entry in entries {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let ty = entry.file_type().map_err(|e| e.to_string())?;
+        let entry = entry?;
+        let ty = entry.file_type()?;
         let target = to.join(entry.file_name());
         if ty.is_dir() {
             copy_tree(&entry.path(), &target)?;
@@ -329,12 +317,10 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
             std::fs::copy(entry.path(), &target)
                 .map_err(|e| format!("cannot copy `{}`: {e}", entry.path().display()))?;
             // Store files are read-only; the copy is edited in place.
-            let mut perm = std::fs::metadata(&target)
-                .map_err(|e| e.to_string())?
-                .permissions();
+            let mut perm = std::fs::metadata(&target)?.permissions();
             #[allow(clippy::permissions_set_readonly_false)]
             perm.set_readonly(false);
-            std::fs::set_permissions(&target, perm).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&target, perm)?;
         }
     }
     Ok(())
@@ -345,13 +331,13 @@ pub fn apply_ema(
     dir: &Path,
     schedule: &crate::nft::ema::EmaSchedule,
     params_json: serde_json::Value,
-) -> Result<f64, String> {
-    let mut info = read_info(dir)?.ok_or("not an RL state")?;
+) -> Result<f64, RlError> {
+    let mut info = read_info(dir)?.ok_or_else(|| RlError::Invalid("not an RL state".into()))?;
     if info.ema.last_step == Some(info.step) {
-        return Err(format!(
+        return Err(RlError::Invalid(format!(
             "the EMA was already applied after step {} (is the `state` input an `ema` output?)",
             info.step
-        ));
+        )));
     }
     let eta = schedule.eta(info.step);
     let new_path = dir
@@ -360,10 +346,10 @@ pub fn apply_ema(
     let old_path = dir
         .join(THETA_OLD_DIR)
         .join(crate::models::peft::ADAPTER_WEIGHTS);
-    let new = crate::models::checkpoint::read_safetensors(&new_path).map_err(|e| e.to_string())?;
-    let old = crate::models::checkpoint::read_safetensors(&old_path).map_err(|e| e.to_string())?;
-    crate::nft::ema::ema_update(&old, &new, eta).map_err(|e| e.to_string())?;
-    crate::models::checkpoint::write_safetensors(&old_path, &old).map_err(|e| e.to_string())?;
+    let new = crate::models::checkpoint::read_safetensors(&new_path)?;
+    let old = crate::models::checkpoint::read_safetensors(&old_path)?;
+    crate::nft::ema::ema_update(&old, &new, eta)?;
+    crate::models::checkpoint::write_safetensors(&old_path, &old)?;
     info.ema.last_step = Some(info.step);
     info.ema.last_eta = Some(eta);
     info.configs.insert("ema".into(), params_json);

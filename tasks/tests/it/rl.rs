@@ -275,7 +275,7 @@ fn fresh_state_equals_the_base_model() {
     )
     .err()
     .unwrap();
-    assert!(err.contains("`lora_rank`"), "{err}");
+    assert!(err.to_string().contains("`lora_rank`"), "{err}");
 }
 
 /// (4) EMA with η = 0 copies θ into θ_old; with η = 1 keeps θ_old.
@@ -310,7 +310,7 @@ fn ema_extremes() {
     // A second EMA after the same step is refused.
     let err =
         rl::state::apply_ema(&keep, &EmaSchedule::Constant { eta: 1.0 }, json!({})).unwrap_err();
-    assert!(err.contains("already applied"), "{err}");
+    assert!(err.to_string().contains("already applied"), "{err}");
 
     let copy = tmp.path().join("copy");
     state::copy_tree(&dir, &copy).unwrap();
