@@ -21,8 +21,7 @@ use super::prompts::{ImageRole, Prompt};
 use super::wire::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent};
 use super::{Invalid, Judge, JudgeError, JudgeRequest, Judgement, ScoreVariant, Verdict};
 use crate::net::{
-    ClientStats, JsonService, ResponseCache, RetryPolicy, ServiceError, SettingProblem,
-    body_excerpt,
+    ClientStats, JsonService, ResponseCache, RetryPolicy, ServiceError, body_excerpt,
 };
 use bytes::Bytes;
 use futures::FutureExt as _;
@@ -134,12 +133,9 @@ pub enum ConfigError {
     MissingApiKey { var: String },
     #[error("the judge's API key in `{var}` is not a valid header value")]
     BadApiKey { var: String },
-    #[error("judge `base_url` `{url}`: {reason}")]
-    BadBaseUrl { url: String, reason: String },
-    #[error("judge `{field}` must be at least 1")]
-    Zero { field: &'static str },
-    #[error("cannot build the judge's HTTP client: {0}")]
-    Client(String),
+    /// The base URL, limits or HTTP client.
+    #[error(transparent)]
+    Http(#[from] crate::net::ConfigError),
 }
 
 /// Counters of the judge's HTTP client.
@@ -191,15 +187,7 @@ impl OpenAiJudge {
             config.timeout_ms,
             &config.retry,
             config.max_concurrency,
-        )
-        .map_err(|e| match e {
-            SettingProblem::BadBaseUrl(reason) => ConfigError::BadBaseUrl {
-                url: config.base_url.clone(),
-                reason,
-            },
-            SettingProblem::Zero(field) => ConfigError::Zero { field },
-            SettingProblem::Client(e) => ConfigError::Client(e),
-        })?;
+        )?;
         if let Some(var) = &config.api_key_env {
             let key = std::env::var(var)
                 .ok()

@@ -24,16 +24,15 @@ use super::wire::{
     ResponseMessage, TokenLogprob, TopLogprob,
 };
 use super::{Judge, JudgeRequest, Scores};
-use crate::net::faults::{Deliveries, FaultArgs};
+use crate::net::faults::{Deliveries, FaultArgs, inject};
 pub use crate::net::faults::{FaultKind, FaultPlan};
-use crate::net::serve::{DropConnection, InFlight, Reply, json_reply};
+use crate::net::serve::{Counters, DropConnection, Listener, Reply, json_reply, parse_args};
 use crate::synth::RuleJudge;
 use cocoflow_engine::cli::{EXIT_USAGE, Extension};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,26 +87,23 @@ struct State {
     config: ServerConfig,
     received: Mutex<Vec<Received>>,
     deliveries: Deliveries,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    requests: AtomicU64,
+    counters: Counters,
 }
 
 /// A running server; stops when dropped.
 pub struct ServerHandle {
-    addr: SocketAddr,
+    listener: Listener,
     state: Arc<State>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
     }
 
     /// `http://ADDR/v1`, the judge client's `base_url`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.addr())
     }
 
     /// Every request so far, in arrival order.
@@ -117,21 +113,17 @@ impl ServerHandle {
 
     /// Requests to the completions endpoint so far.
     pub fn request_count(&self) -> u64 {
-        self.state.requests.load(Ordering::SeqCst)
+        self.state.counters.requests()
     }
 
     /// The most requests handled at once so far.
     pub fn max_in_flight(&self) -> usize {
-        self.state.max_in_flight.load(Ordering::SeqCst)
+        self.state.counters.max_in_flight()
     }
 
-    /// Stops accepting connections.
-    pub fn shutdown(self) {}
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.task.abort();
+    /// Stops the server and waits until its port is released.
+    pub async fn shutdown(self) {
+        self.listener.shutdown().await
     }
 }
 
@@ -142,9 +134,8 @@ pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Se
         ..State::default()
     });
     let st = state.clone();
-    let (addr, task) =
-        crate::net::serve::spawn_http(addr, move |req| handle(st.clone(), req)).await?;
-    Ok(ServerHandle { addr, state, task })
+    let listener = Listener::bind(addr, move |req| handle(st.clone(), req)).await?;
+    Ok(ServerHandle { listener, state })
 }
 
 /// Starts the server on `127.0.0.1:0`.
@@ -167,8 +158,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
             &format!("no route for {} {path}", req.method()),
         );
     }
-    state.requests.fetch_add(1, Ordering::SeqCst);
-    let _guard = InFlight::enter(&state.in_flight, &state.max_in_flight);
+    let _guard = state.counters.enter();
     let authorization = req
         .headers()
         .get("authorization")
@@ -201,32 +191,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
     if !state.config.latency.is_zero() {
         tokio::time::sleep(state.config.latency).await;
     }
-    match fault {
-        Some(FaultKind::TooManyRequests) => {
-            tracing::debug!("fault injection: 429");
-            return error_reply(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limited (fault injection)",
-            );
-        }
-        Some(FaultKind::ServerError) => {
-            return error_reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error (fault injection)",
-            );
-        }
-        Some(FaultKind::BadRequest) => {
-            return error_reply(StatusCode::BAD_REQUEST, "bad request (fault injection)");
-        }
-        Some(FaultKind::Malformed) => {
-            return json_reply(
-                StatusCode::OK,
-                r#"{"id":"chatcmpl-fault","choices":[{"index":0,"message":{"#,
-            );
-        }
-        Some(FaultKind::Drop) => return Err(DropConnection),
-        Some(FaultKind::Delay) => tokio::time::sleep(state.config.faults.delay).await,
-        None => {}
+    if let Some(reply) = inject(
+        fault,
+        &state.config.faults,
+        r#"{"id":"chatcmpl-fault","choices":[{"index":0,"message":{"#,
+        error_reply,
+    )
+    .await
+    {
+        return reply;
     }
     let req = match parsed {
         Ok(r) => r,
@@ -328,7 +301,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
             }
         };
     let resp = ChatResponse {
-        id: format!("chatcmpl-{}", state.requests.load(Ordering::SeqCst)),
+        id: format!("chatcmpl-{}", state.counters.requests()),
         object: "chat.completion".into(),
         created: 0,
         model: req.model.clone(),
@@ -573,30 +546,19 @@ pub fn extension() -> Extension {
 }
 
 fn run_cli(m: &clap::ArgMatches) -> i32 {
-    use clap::FromArgMatches as _;
-    fn parse<A: clap::FromArgMatches>(m: &clap::ArgMatches) -> Result<A, i32> {
-        A::from_arg_matches(m).map_err(|e| {
-            let _ = e.print();
-            EXIT_USAGE
-        })
-    }
-    let sub = match m.subcommand() {
-        Some(("serve", sub)) => sub,
+    let args: ServeArgs = match m.subcommand() {
+        Some(("serve", sub)) => match parse_args(sub) {
+            Ok(a) => a,
+            Err(code) => return code,
+        },
         Some(("check", sub)) => {
-            return parse(sub).map_or_else(|c| c, |a| super::check::run(&a));
+            return parse_args(sub).map_or_else(|c| c, |a| super::check::run(&a));
         }
         Some(("bench", sub)) => {
-            return parse(sub).map_or_else(|c| c, |a| super::bench::run(&a));
+            return parse_args(sub).map_or_else(|c| c, |a| super::bench::run(&a));
         }
         _ => {
             eprintln!("error: `cocoflow judge` needs a subcommand: `serve`, `check` or `bench`");
-            return EXIT_USAGE;
-        }
-    };
-    let args = match ServeArgs::from_arg_matches(sub) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
             return EXIT_USAGE;
         }
     };

@@ -71,13 +71,25 @@ impl Counters {
     }
 }
 
-/// What is wrong with a client's settings (each client maps it into its own error, which
-/// names the service).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SettingProblem {
-    BadBaseUrl(String),
-    Zero(&'static str),
-    Client(String),
+/// Why a client cannot be built; the message names the service (`judge`, `segmentation`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{service} `base_url` `{url}`: {reason}")]
+    BadBaseUrl {
+        service: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("{service} `{field}` must be at least 1")]
+    Zero {
+        service: &'static str,
+        field: &'static str,
+    },
+    #[error("cannot build the {service} HTTP client: {reason}")]
+    Client {
+        service: &'static str,
+        reason: String,
+    },
 }
 
 /// The errors a client reports for one attempt; [`JsonService::call`] builds the transport
@@ -159,24 +171,33 @@ impl JsonService {
         timeout_ms: u64,
         retry: &RetryPolicy,
         max_concurrency: usize,
-    ) -> Result<Self, SettingProblem> {
-        let url =
-            reqwest::Url::parse(base_url).map_err(|e| SettingProblem::BadBaseUrl(e.to_string()))?;
+    ) -> Result<Self, ConfigError> {
+        let bad_url = |reason: String| ConfigError::BadBaseUrl {
+            service: what,
+            url: base_url.to_string(),
+            reason,
+        };
+        let url = reqwest::Url::parse(base_url).map_err(|e| bad_url(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(SettingProblem::BadBaseUrl(
-                "expected an `http://` or `https://` URL".into(),
-            ));
+            return Err(bad_url("expected an `http://` or `https://` URL".into()));
         }
+        let zero = |field| ConfigError::Zero {
+            service: what,
+            field,
+        };
         if max_concurrency == 0 {
-            return Err(SettingProblem::Zero("max_concurrency"));
+            return Err(zero("max_concurrency"));
         }
         if retry.max_attempts == 0 {
-            return Err(SettingProblem::Zero("retry.max_attempts"));
+            return Err(zero("retry.max_attempts"));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(timeout_ms.min(10_000)))
             .build()
-            .map_err(|e| SettingProblem::Client(e.to_string()))?;
+            .map_err(|e| ConfigError::Client {
+                service: what,
+                reason: e.to_string(),
+            })?;
         Ok(JsonService {
             what,
             endpoint,

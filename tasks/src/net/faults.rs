@@ -7,7 +7,9 @@
 //! from `kinds`. The draws come from the seed, the body's digest and its delivery count, so
 //! they reproduce whatever the interleaving of concurrent requests.
 
+use super::serve::{DropConnection, Reply, json_reply};
 use crate::rng::{SplitMix64, combine};
+use hyper::StatusCode;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -97,6 +99,37 @@ impl Deliveries {
             None => rng.next_f64() < plan.rate,
         };
         faulty.then(|| plan.kinds[rng.below(plan.kinds.len())])
+    }
+}
+
+/// The reply a drawn fault gives instead of the normal answer, if any (`delay` waits and
+/// returns `None`): 429, 500 and 400 through `error` (each server words its error body), a
+/// truncated 200 body `malformed`, or a dropped connection.
+pub async fn inject(
+    fault: Option<FaultKind>,
+    plan: &FaultPlan,
+    malformed: &'static str,
+    error: fn(StatusCode, &str) -> Reply,
+) -> Option<Reply> {
+    match fault? {
+        FaultKind::TooManyRequests => Some(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limited (fault injection)",
+        )),
+        FaultKind::ServerError => Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (fault injection)",
+        )),
+        FaultKind::BadRequest => Some(error(
+            StatusCode::BAD_REQUEST,
+            "bad request (fault injection)",
+        )),
+        FaultKind::Malformed => Some(json_reply(StatusCode::OK, malformed)),
+        FaultKind::Drop => Some(Err(DropConnection)),
+        FaultKind::Delay => {
+            tokio::time::sleep(plan.delay).await;
+            None
+        }
     }
 }
 

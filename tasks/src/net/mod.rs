@@ -15,7 +15,7 @@ pub mod serve;
 
 pub use cache::{CacheError, DirCache, MemoryCache, ResponseCache, StoreCache};
 pub use client::{
-    CallFailed, Called, ClientStats, JsonService, ServiceError, SettingProblem, body_excerpt,
+    CallFailed, Called, ClientStats, ConfigError, JsonService, ServiceError, body_excerpt,
 };
 pub use faults::{Deliveries, FaultArgs, FaultKind, FaultPlan};
 pub use retry::RetryPolicy;

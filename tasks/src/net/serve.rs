@@ -1,6 +1,6 @@
 //! What the test servers (`cocoflow judge serve`, `cocoflow segment serve`) share: the HTTP/1
-//! accept loop, JSON replies, the dropped-connection fault, the in-flight counter and the CLI
-//! runner that serves until Ctrl-C.
+//! accept loop and the handle that stops it ([`Listener`]), request counters ([`Counters`]),
+//! JSON replies, the dropped-connection fault, and the CLI runner that serves until Ctrl-C.
 
 use bytes::Bytes;
 use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK};
@@ -10,7 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The error that makes hyper close a connection without answering (fault injection).
 #[derive(Debug)]
@@ -113,5 +113,73 @@ where
         let _ = std::io::stdout().flush();
         let _ = tokio::signal::ctrl_c().await;
         EXIT_OK
+    })
+}
+
+/// Requests a server handled, and how many at once.
+#[derive(Debug, Default)]
+pub struct Counters {
+    requests: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Counters {
+    /// Counts a request; it is in flight while the guard lives.
+    pub fn enter(&self) -> InFlight<'_> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        InFlight::enter(&self.in_flight, &self.max_in_flight)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most requests handled at once so far.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// A running accept loop; stops when dropped.
+pub struct Listener {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Binds `addr` (port 0: an ephemeral port) and serves every connection with `handle`.
+    pub async fn bind<H, F>(addr: SocketAddr, handle: H) -> std::io::Result<Listener>
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Reply> + Send + 'static,
+    {
+        let (addr, task) = spawn_http(addr, handle).await?;
+        Ok(Listener { addr, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the accept loop and waits until the port is released (dropping only asks it to
+    /// stop).
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A subcommand's arguments, or the usage exit code after clap's message.
+pub fn parse_args<A: clap::FromArgMatches>(m: &clap::ArgMatches) -> Result<A, i32> {
+    A::from_arg_matches(m).map_err(|e| {
+        let _ = e.print();
+        cocoflow_engine::cli::EXIT_USAGE
     })
 }

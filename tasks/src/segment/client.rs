@@ -18,9 +18,7 @@
 use super::{BoxPx, SegmentRequest, SegmentResponse, decode_mask};
 use crate::judge::JudgeImage;
 pub use crate::net::RetryPolicy;
-use crate::net::{
-    ClientStats, JsonService, ResponseCache, ServiceError, SettingProblem, body_excerpt,
-};
+use crate::net::{ClientStats, JsonService, ResponseCache, ServiceError, body_excerpt};
 use base64::Engine as _;
 use bytes::Bytes;
 use image::GrayImage;
@@ -70,15 +68,7 @@ impl SegmentConfig {
 }
 
 /// Why a client cannot be built.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("segmentation `base_url` `{url}`: {reason}")]
-    BadBaseUrl { url: String, reason: String },
-    #[error("segmentation `{field}` must be at least 1")]
-    Zero { field: &'static str },
-    #[error("cannot build the segmentation HTTP client: {0}")]
-    Client(String),
-}
+pub use crate::net::ConfigError;
 
 /// Why one attempt gave no mask.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -182,15 +172,7 @@ impl SegmentClient {
             config.timeout_ms,
             &config.retry,
             config.max_concurrency,
-        )
-        .map_err(|e| match e {
-            SettingProblem::BadBaseUrl(reason) => ConfigError::BadBaseUrl {
-                url: config.base_url.clone(),
-                reason,
-            },
-            SettingProblem::Zero(field) => ConfigError::Zero { field },
-            SettingProblem::Client(e) => ConfigError::Client(e),
-        })?;
+        )?;
         Ok(SegmentClient { config, service })
     }
 

@@ -10,16 +10,15 @@
 use super::{
     BoxPx, SegmentError, SegmentRequest, SegmentResponse, Segmenter, decode_image, encode_mask,
 };
-use crate::net::faults::{Deliveries, FaultArgs};
+use crate::net::faults::{Deliveries, FaultArgs, inject};
 pub use crate::net::faults::{FaultKind, FaultPlan};
-use crate::net::serve::{DropConnection, InFlight, Reply, json_reply};
+use crate::net::serve::{Counters, DropConnection, Listener, Reply, json_reply, parse_args};
 use crate::synth::ColorSegmenter;
 use cocoflow_engine::cli::{EXIT_USAGE, Extension};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,31 +55,28 @@ struct State {
     config: ServerConfig,
     deliveries: Deliveries,
     faults: Mutex<Vec<Option<FaultKind>>>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    requests: AtomicU64,
+    counters: Counters,
 }
 
 /// A running server; stops when dropped.
 pub struct ServerHandle {
-    addr: SocketAddr,
+    listener: Listener,
     state: Arc<State>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
     }
 
     /// `http://ADDR`, the client's `base_url`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// `POST /v1/segment` requests so far.
     pub fn request_count(&self) -> u64 {
-        self.state.requests.load(Ordering::SeqCst)
+        self.state.counters.requests()
     }
 
     /// The fault drawn for each segment request so far, in arrival order.
@@ -90,22 +86,13 @@ impl ServerHandle {
 
     /// The most segment requests handled at once so far.
     pub fn max_in_flight(&self) -> usize {
-        self.state.max_in_flight.load(Ordering::SeqCst)
+        self.state.counters.max_in_flight()
     }
-}
 
-impl ServerHandle {
     /// Stops the server and waits until its port is released (dropping the handle only asks
     /// the accept loop to stop).
-    pub async fn shutdown(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.task.abort();
+    pub async fn shutdown(self) {
+        self.listener.shutdown().await
     }
 }
 
@@ -115,14 +102,11 @@ pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Se
         config,
         deliveries: Deliveries::default(),
         faults: Mutex::default(),
-        in_flight: AtomicUsize::new(0),
-        max_in_flight: AtomicUsize::new(0),
-        requests: AtomicU64::new(0),
+        counters: Counters::default(),
     });
     let st = state.clone();
-    let (addr, task) =
-        crate::net::serve::spawn_http(addr, move |req| handle(st.clone(), req)).await?;
-    Ok(ServerHandle { addr, state, task })
+    let listener = Listener::bind(addr, move |req| handle(st.clone(), req)).await?;
+    Ok(ServerHandle { listener, state })
 }
 
 /// Starts the server on `127.0.0.1:0`.
@@ -150,8 +134,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
             return error_reply(StatusCode::NOT_FOUND, &format!("no route for {m} {path}"));
         }
     }
-    state.requests.fetch_add(1, Ordering::SeqCst);
-    let _guard = InFlight::enter(&state.in_flight, &state.max_in_flight);
+    let _guard = state.counters.enter();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(DropConnection),
@@ -161,28 +144,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
     if !state.config.latency.is_zero() {
         tokio::time::sleep(state.config.latency).await;
     }
-    match fault {
-        Some(FaultKind::TooManyRequests) => {
-            return error_reply(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limited (fault injection)",
-            );
-        }
-        Some(FaultKind::ServerError) => {
-            return error_reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error (fault injection)",
-            );
-        }
-        Some(FaultKind::BadRequest) => {
-            return error_reply(StatusCode::BAD_REQUEST, "bad request (fault injection)");
-        }
-        Some(FaultKind::Malformed) => {
-            return json_reply(StatusCode::OK, r#"{"mask":"iVBORw0KGgo"#);
-        }
-        Some(FaultKind::Drop) => return Err(DropConnection),
-        Some(FaultKind::Delay) => tokio::time::sleep(state.config.faults.delay).await,
-        None => {}
+    if let Some(reply) = inject(
+        fault,
+        &state.config.faults,
+        r#"{"mask":"iVBORw0KGgo"#,
+        error_reply,
+    )
+    .await
+    {
+        return reply;
     }
     let req: SegmentRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -268,17 +238,13 @@ pub fn extension() -> Extension {
 }
 
 fn run_cli(m: &clap::ArgMatches) -> i32 {
-    use clap::FromArgMatches as _;
     let Some(("serve", sub)) = m.subcommand() else {
         eprintln!("error: `cocoflow segment` needs a subcommand: `serve`");
         return EXIT_USAGE;
     };
-    let args = match ServeArgs::from_arg_matches(sub) {
+    let args: ServeArgs = match parse_args(sub) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return EXIT_USAGE;
-        }
+        Err(code) => return code,
     };
     crate::net::serve::serve_until_ctrl_c("segment", args.addr, || async {
         let server = start(args.addr, args.config()).await?;
