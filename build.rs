@@ -1,4 +1,5 @@
-//! Keeps `libtorch_cuda.so` in the `cocoflow` binary so CUDA is available where there is a GPU.
+//! Keeps `libtorch_cuda.so` in the `cocoflow-worker` binary (the only one that links libtorch) so
+//! CUDA is available where there is a GPU.
 //!
 //! Nothing in the binary uses a symbol of libtorch_cuda directly, so rustc's default
 //! `--as-needed` drops it and libtorch never registers its CUDA backend (tch-rs issue #980).
@@ -28,10 +29,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", lib.display());
     let dir = lib.to_string_lossy();
     if !dir.contains(',') {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        println!("cargo:rustc-link-arg-bin=cocoflow-worker=-Wl,-rpath,{dir}");
     }
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={dir}");
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        println!(
+            "cargo:rustc-link-arg-bin=cocoflow-worker=-Wl,--no-as-needed,-ltorch_cuda,--as-needed"
+        );
     }
 }

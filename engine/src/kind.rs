@@ -4,7 +4,7 @@
 
 pub mod typed;
 
-pub use typed::{Input, Kind, Typed};
+pub use typed::{Declared, Input, Kind, Typed};
 
 use crate::store::{Artifact, InputRef, KvLog, ResultManifest, Store, StoreError};
 use bytes::Bytes;
@@ -43,6 +43,10 @@ pub trait TaskKind: Send + Sync + 'static {
     fn quoted_params(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Where the kind can run: anywhere, or only in a worker (it needs libtorch).
+    fn placement(&self) -> Placement {
+        Placement::Any
+    }
     /// Params (a JSON Schema), inputs and outputs, for `cocoflow kinds --json`; `null` fields
     /// where the kind does not declare them.
     fn declaration(&self) -> Value {
@@ -50,6 +54,17 @@ pub trait TaskKind: Send + Sync + 'static {
     }
     /// Does the work. Runs on a blocking thread (in-process) or in a child process.
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError>;
+}
+
+/// Where a kind's tasks can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// In this process or any other.
+    Any,
+    /// Only in the worker binary (`cocoflow-worker`: the kind needs libtorch); the front end
+    /// knows the kind's params, inputs and outputs but cannot run it.
+    Worker,
 }
 
 /// A param that does not fit the kind's schema: its key path and what is wrong.
@@ -161,10 +176,12 @@ pub struct InputItem {
     pub artifact: Artifact,
 }
 
-/// Loaded models (or anything costly) shared by tasks of one in-process executor.
+/// Loaded models (or anything costly) shared by the tasks of one process: the in-process
+/// executor's, or one worker's across every task it runs. Counts what it had to build.
 #[derive(Default)]
 pub struct ModelCache {
     items: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    loads: std::sync::atomic::AtomicU64,
 }
 
 impl ModelCache {
@@ -180,6 +197,7 @@ impl ModelCache {
             return Ok(t);
         }
         let v = Arc::new(build()?);
+        self.loads.fetch_add(1, Ordering::Relaxed);
         self.items
             .lock()
             .unwrap()
@@ -189,6 +207,11 @@ impl ModelCache {
 
     pub fn len(&self) -> usize {
         self.items.lock().unwrap().len()
+    }
+
+    /// Values built (loaded) so far; every other request was served from the cache.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -4,10 +4,9 @@
 
 use crate::core::resources::{Pools, Request};
 use crate::core::{Action, Core, Event, Options, Outcome, State, TaskInfo};
-use crate::exec::{Job, JobInput, JobOutcome, WORKER_PREFIX, WorkerLine, run_job};
-use crate::kind::{ModelCache, Progress, ProgressSink, Registry};
+use crate::exec::{ExecEnv, ExecEvent, Executors, Job, JobInput, JobOutcome, Launch, Running};
+use crate::kind::{Placement, Registry};
 use crate::plan::{InstanceId, Plan};
-use crate::spec::ExecutorKind;
 use crate::state::{InstanceRecord, Journal, JournalEvent, RunRecord, RunStatus};
 use crate::store::{Lease, ResultManifest, RunSummary, Store};
 use crate::ui::Ui;
@@ -15,7 +14,7 @@ use crate::util::{human_duration, now_ms};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -32,10 +31,15 @@ pub struct RunOptions {
     pub gpus: Option<Vec<u32>>,
     pub cpus: Option<u32>,
     pub fail_fast: bool,
-    pub executor: ExecutorKind,
+    /// The default executor's name (`in-process`, `subprocess`, `workers`, ...); kinds that
+    /// need libtorch default to `workers` when it is `in-process`.
+    pub executor: String,
     /// How long running tasks may finish after Ctrl-C before they are cancelled.
     pub grace: Duration,
-    /// The program started as `PROGRAM worker --job FILE` by the subprocess executor.
+    /// This program (started as `PROGRAM worker --job FILE` by the subprocess executor for
+    /// kinds this binary can run).
+    pub self_exe: PathBuf,
+    /// The worker binary (`cocoflow-worker`): kinds that need libtorch run there.
     pub worker_exe: PathBuf,
     pub options_json: serde_json::Value,
 }
@@ -61,18 +65,8 @@ pub struct RunReport {
     pub blocked: usize,
     pub interrupted: usize,
     pub elapsed: Duration,
-}
-
-enum Msg {
-    Done {
-        id: InstanceId,
-        attempt: u32,
-        outcome: JobOutcome,
-    },
-    Progress {
-        id: InstanceId,
-        progress: Progress,
-    },
+    /// Base models loaded from disk by this run's attempts (the rest came from a cache).
+    pub model_loads: u64,
 }
 
 pub fn hostname() -> String {
@@ -221,8 +215,7 @@ pub async fn cache_hits(
 
 struct Launched {
     started: Instant,
-    cancel: Arc<AtomicBool>,
-    pgid: Arc<std::sync::Mutex<Option<i32>>>,
+    running: Running,
     log: PathBuf,
 }
 
@@ -329,10 +322,17 @@ pub async fn run(
         .collect();
     journal.record(&opts.run_id, &[], &records)?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let models = Arc::new(ModelCache::default());
+    let (tx, mut rx) = mpsc::unbounded_channel::<ExecEvent>();
     let registry = Arc::new(registry);
-    let pool = ThreadPool::new(in_process_threads());
+    let executors = Executors::builtin(&ExecEnv {
+        registry: registry.clone(),
+        store: store.clone(),
+        rt: tokio::runtime::Handle::current(),
+        state_dir: opts.state_dir.clone(),
+        self_exe: opts.self_exe.clone(),
+        worker_exe: opts.worker_exe.clone(),
+    });
+    let mut model_loads = 0u64;
     let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
     let mut interrupted = false;
     let mut grace_deadline: Option<tokio::time::Instant> = None;
@@ -462,17 +462,17 @@ pub async fn run(
                     producer_key: plan.instances[p].key.clone(),
                     message: "its result disappeared from the store".into(),
                 };
-                let _ = tx.send(Msg::Done {
+                let _ = tx.send(ExecEvent::Done {
                     id,
                     attempt,
                     outcome,
+                    model_loads: 0,
                 });
                 launched.insert(
                     id,
                     Launched {
                         started: Instant::now(),
-                        cancel: Arc::new(AtomicBool::new(false)),
-                        pgid: Default::default(),
+                        running: Running::new(),
                         log,
                     },
                 );
@@ -501,60 +501,43 @@ pub async fn run(
                 cache_dir: opts.state_dir.join("cache"),
                 host: host.clone(),
             };
-            let cancel = Arc::new(AtomicBool::new(false));
-            let pgid = Arc::new(std::sync::Mutex::new(None));
-            tracing::debug!(instance = %inst.name, key = %&inst.key[..12], attempt, ?gpus, executor = ?inst.executor.unwrap_or(opts.executor), "launch");
+            let needs_worker = registry
+                .get(&inst.kind)
+                .is_some_and(|k| k.placement() == Placement::Worker);
+            let name = match inst.executor.as_deref() {
+                Some(e) => e,
+                None if needs_worker && opts.executor == "in-process" => "workers",
+                None => opts.executor.as_str(),
+            };
+            tracing::debug!(instance = %inst.name, key = %&inst.key[..12], attempt, ?gpus, executor = name, "launch");
             ui.launched(id, &inst.name, attempt, &gpus);
-            match inst.executor.unwrap_or(opts.executor) {
-                ExecutorKind::InProcess => {
-                    let (tx, registry, store, models, cancel) = (
-                        tx.clone(),
-                        registry.clone(),
-                        store.clone(),
-                        models.clone(),
-                        cancel.clone(),
-                    );
-                    let handle = tokio::runtime::Handle::current();
-                    let ptx = tx.clone();
-                    let progress: ProgressSink = Arc::new(move |p| {
-                        let _ = ptx.send(Msg::Progress { id, progress: p });
+            let running = match executors.get(name) {
+                Some(x) => x.launch(Launch {
+                    id,
+                    attempt,
+                    job,
+                    needs_worker,
+                    timeout: inst.timeout,
+                    events: tx.clone(),
+                }),
+                None => {
+                    let _ = tx.send(ExecEvent::Done {
+                        id,
+                        attempt,
+                        outcome: JobOutcome::Failed {
+                            message: format!("no executor `{name}` in this run"),
+                            retryable: false,
+                        },
+                        model_loads: 0,
                     });
-                    pool.submit(Box::new(move || {
-                        let ordinals = job.gpus.clone();
-                        let outcome = run_job(
-                            &job, &registry, &store, handle, progress, cancel, models, ordinals,
-                        );
-                        let _ = tx.send(Msg::Done {
-                            id,
-                            attempt,
-                            outcome,
-                        });
-                    }));
+                    Running::new()
                 }
-                ExecutorKind::Subprocess => {
-                    let (tx, exe, pgid) = (tx.clone(), opts.worker_exe.clone(), pgid.clone());
-                    let job_file = opts.state_dir.join("jobs").join(format!(
-                        "{}-{}-{attempt}.json",
-                        &inst.key[..16],
-                        opts.run_id
-                    ));
-                    tokio::spawn(async move {
-                        let outcome = run_subprocess(&exe, &job, &job_file, id, &tx, &pgid).await;
-                        let _ = std::fs::remove_file(&job_file);
-                        let _ = tx.send(Msg::Done {
-                            id,
-                            attempt,
-                            outcome,
-                        });
-                    });
-                }
-            }
+            };
             launched.insert(
                 id,
                 Launched {
                     started: Instant::now(),
-                    cancel,
-                    pgid,
+                    running,
                     log,
                 },
             );
@@ -573,7 +556,7 @@ pub async fn run(
             .next_wake()
             .map(|ms| tokio::time::Instant::from_std(epoch + Duration::from_millis(ms)));
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-        let mut batch: Vec<Msg> = Vec::new();
+        let mut batch: Vec<ExecEvent> = Vec::new();
         tokio::select! {
             m = rx.recv() => {
                 if let Some(m) = m { batch.push(m); }
@@ -613,14 +596,11 @@ pub async fn run(
                 // (they end with this process) and record them as interrupted.
                 ui.notice(&format!("{} task(s) ignored cancellation for {}: stopping without them", launched.len(), human_duration(KILL_AFTER)));
                 for l in launched.values() {
-                    if let Some(pgid) = *l.pgid.lock().unwrap() {
-                        // SAFETY: signals the worker's own process group.
-                        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                    }
+                    l.running.kill();
                 }
                 for (&id, _) in launched.iter() {
                     if let State::Running { attempt } = core.state(id).clone() {
-                        batch.push(Msg::Done { id, attempt, outcome: JobOutcome::Cancelled });
+                        batch.push(ExecEvent::Done { id, attempt, outcome: JobOutcome::Cancelled, model_loads: 0 });
                     }
                 }
                 kill_deadline = None;
@@ -628,14 +608,16 @@ pub async fn run(
         }
         for m in batch {
             match m {
-                Msg::Progress { id, progress } => {
+                ExecEvent::Progress { id, progress } => {
                     ui.progress(id, &plan.instances[id].name, &progress)
                 }
-                Msg::Done {
+                ExecEvent::Done {
                     id,
                     attempt,
                     outcome,
+                    model_loads: loads,
                 } => {
+                    model_loads += loads;
                     let Some(l) = launched.remove(&id) else {
                         continue;
                     };
@@ -700,7 +682,8 @@ pub async fn run(
         }
     }
 
-    tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), "run ends");
+    executors.shutdown();
+    tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), model_loads, "run ends");
     lease_task.abort();
     let _ = store.delete_lease(&opts.run_id).await;
     let states = core.states();
@@ -746,65 +729,12 @@ pub async fn run(
         blocked,
         interrupted: interrupted_n,
         elapsed: t0.elapsed(),
+        model_loads,
     })
 }
 
 /// After cancellation, how long tasks may take to stop before the run ends without them.
 const KILL_AFTER: Duration = Duration::from_secs(10);
-
-/// Threads of the in-process executor. Tasks run here, not on tokio's blocking pool: a
-/// task blocks on store I/O that itself needs blocking threads, so thousands of tasks on
-/// the blocking pool could starve it (a deadlock seen with 10,000 no-op tasks).
-fn in_process_threads() -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    std::env::var("COCOFLOW_INPROCESS_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or((2 * cores).max(8))
-}
-
-type Work = Box<dyn FnOnce() + Send>;
-
-/// A fixed set of threads taking work from one queue; threads end when it is dropped.
-struct ThreadPool {
-    tx: Option<std::sync::mpsc::Sender<Work>>,
-}
-
-impl ThreadPool {
-    fn new(n: usize) -> ThreadPool {
-        let (tx, rx) = std::sync::mpsc::channel::<Work>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..n {
-            let rx = rx.clone();
-            let _ = std::thread::Builder::new()
-                .name(format!("cocoflow-task-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = rx.lock().map(|r| r.recv());
-                        match job {
-                            Ok(Ok(work)) => work(),
-                            _ => break,
-                        }
-                    }
-                });
-        }
-        ThreadPool { tx: Some(tx) }
-    }
-
-    fn submit(&self, work: Work) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(work);
-        }
-    }
-}
-
-impl Drop for ThreadPool {
-    fn drop(&mut self) {
-        self.tx.take();
-    }
-}
 
 fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {
     let v = serde_json::json!({"run": run, "instances": records});
@@ -839,103 +769,6 @@ async fn discard_result(store: &Store, key: &str, manifests: &mut HashMap<String
 
 fn cancel_all(launched: &HashMap<InstanceId, Launched>) {
     for l in launched.values() {
-        l.cancel.store(true, Ordering::Relaxed);
-        if let Some(pgid) = *l.pgid.lock().unwrap() {
-            // SAFETY: signals the worker's own process group.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        }
-    }
-}
-
-async fn run_subprocess(
-    exe: &std::path::Path,
-    job: &Job,
-    job_file: &std::path::Path,
-    id: InstanceId,
-    tx: &mpsc::UnboundedSender<Msg>,
-    pgid: &std::sync::Mutex<Option<i32>>,
-) -> JobOutcome {
-    use std::os::unix::process::ExitStatusExt;
-    use tokio::io::AsyncBufReadExt;
-    let fail = |message: String| JobOutcome::Failed {
-        message,
-        retryable: true,
-    };
-    if let Err(e) =
-        crate::store::write_atomic(job_file, &serde_json::to_vec(job).unwrap_or_default())
-    {
-        return fail(format!(
-            "cannot write job file `{}`: {e}",
-            job_file.display()
-        ));
-    }
-    if let Some(p) = job.log_path.parent() {
-        let _ = std::fs::create_dir_all(p);
-    }
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&job.log_path)
-    {
-        Ok(f) => f,
-        Err(e) => return fail(format!("cannot open log `{}`: {e}", job.log_path.display())),
-    };
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("worker").arg("--job").arg(job_file);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::from(log));
-    cmd.env(
-        "CUDA_VISIBLE_DEVICES",
-        job.gpus
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    cmd.kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot start worker `{}`: {e}", exe.display())),
-    };
-    *pgid.lock().unwrap() = child.id().map(|p| p as i32);
-    let mut outcome = None;
-    if let Some(out) = child.stdout.take() {
-        let mut lines = tokio::io::BufReader::new(out).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(json) = line.strip_prefix(WORKER_PREFIX) {
-                match serde_json::from_str::<WorkerLine>(json) {
-                    Ok(WorkerLine::Progress(p)) => {
-                        let _ = tx.send(Msg::Progress { id, progress: p });
-                    }
-                    Ok(WorkerLine::Outcome(o)) => outcome = Some(o),
-                    Err(_) => {}
-                }
-            }
-        }
-    }
-    let status = child.wait().await;
-    *pgid.lock().unwrap() = None;
-    match (outcome, status) {
-        (Some(o), _) => o,
-        (None, Ok(st)) => match (st.code(), st.signal()) {
-            (_, Some(9)) => fail("worker was killed by signal 9 (SIGKILL; out of memory?)".into()),
-            (_, Some(15)) => JobOutcome::Cancelled,
-            (_, Some(s)) => fail(format!("worker was killed by signal {s}")),
-            (Some(c), _) => fail(format!(
-                "worker exited with status {c} without reporting an outcome; see its log `{}`",
-                job.log_path.display()
-            )),
-            _ => fail("worker ended without an outcome".into()),
-        },
-        (None, Err(e)) => fail(format!("waiting for the worker: {e}")),
+        l.running.cancel();
     }
 }

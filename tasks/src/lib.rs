@@ -39,7 +39,8 @@ pub mod sampling;
 pub mod segment;
 pub mod synth;
 
-/// Registers every task kind of this crate.
+/// Registers every task kind of this crate to run here (the worker binary, which links
+/// libtorch; tests).
 pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::torch_info::TorchInfoKind);
     registry.register_kind(kinds::synth_data::SynthData);
@@ -53,6 +54,25 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(kinds::report::Report);
     registry.register_kind(kinds::correlate::Correlate);
     registry.register_kind(kinds::curate::Curate);
+}
+
+/// Registers every task kind for the torch-free front end (`cocoflow`): the kinds that need
+/// no tensors run there; the others are declared (params, inputs, outputs are checked and
+/// planned) and run in the worker binary. Nothing reachable from here may call libtorch: the
+/// front end must not link it (`tests/it/front_end.rs` checks with `ldd`).
+pub fn declare(registry: &mut cocoflow_engine::kind::Registry) {
+    registry.register_kind(kinds::synth_data::SynthData);
+    registry.register_kind(kinds::bench_import::BenchImport);
+    registry.register_kind(kinds::report::Report);
+    registry.register_kind(kinds::correlate::Correlate);
+    registry.register_kind(kinds::curate::Curate);
+    registry.declare_kind(kinds::torch_info::TorchInfoKind);
+    registry.declare_kind(kinds::rollout::Rollout);
+    registry.declare_kind(kinds::reward::RewardKind);
+    registry.declare_kind(kinds::nft_train::NftTrain);
+    registry.declare_kind(kinds::ema::EmaKind);
+    registry.declare_kind(kinds::pretrain::Pretrain);
+    registry.declare_kind(kinds::eval::Eval);
 }
 
 #[cfg(test)]

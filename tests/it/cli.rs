@@ -543,3 +543,69 @@ fn curate_workflow_runs_refilters_without_calls_and_resumes_after_kill() {
     );
     assert_eq!(s3["kept"], s["kept"]);
 }
+
+/// The curation shard records (key-value space `curate`) of the real `curate` kind: after a
+/// run with other stage settings (new shard keys) and a re-filter (the same shards, read
+/// back), `gc` frees the records no kept run references — the first run's, once its run
+/// summary is gone — and keeps the others; `--keep-caches` keeps every record.
+#[test]
+fn gc_frees_curation_shards_no_run_references() {
+    let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/curate.yaml");
+    let wf = wf.to_str().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let kv = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.join(".cocoflow/store/kv/curate"))
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let runs = |d: &Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(d.join(".cocoflow/store/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+        v
+    };
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            wf,
+            "--set",
+            "n_train=64",
+            "--set",
+            "shard_size=16",
+            "-q",
+        ];
+        a.extend_from_slice(extra);
+        let (code, _, err) = cocoflow(d.path(), &a);
+        assert_eq!(code, 0, "{err}");
+    };
+    run(&[]);
+    let first = kv(d.path());
+    assert_eq!(first.len(), 4, "{first:?}");
+    run(&["--set", "dilate_px=2"]); // other stage settings: four new shards
+    run(&["--set", "dilate_px=2", "--set", "threshold=9.0"]); // the same shards, read back
+    let all = kv(d.path());
+    assert_eq!(all.len(), 8, "{all:?}");
+    let second: Vec<String> = all.iter().filter(|k| !first.contains(k)).cloned().collect();
+
+    // Nothing is unreferenced while every run summary is kept.
+    let (code, out, err) = cocoflow(d.path(), &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(kv(d.path()), all, "{out}");
+    // The first run forgotten: its shard records go, the others stay.
+    let summaries = runs(d.path());
+    assert_eq!(summaries.len(), 3);
+    std::fs::remove_file(&summaries[0]).unwrap();
+    let (code, _, err) = cocoflow(d.path(), &["gc", "--grace", "0s", "--keep-caches"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(kv(d.path()), all, "--keep-caches keeps every record");
+    let (code, out, err) = cocoflow(d.path(), &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(kv(d.path()), second, "{out}");
+}

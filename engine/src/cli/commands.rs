@@ -3,7 +3,7 @@
 use super::*;
 use crate::plan::Plan;
 use crate::runner::{self, RunError, RunOptions};
-use crate::spec::{self, ExecutorKind, SpecError};
+use crate::spec::{self, SpecError};
 use crate::state::{Journal, JournalError, RedbJournal, RunStatus, pid_alive};
 use crate::store::{Pin, ResultManifest, RunSummary, Store};
 use crate::ui::{Mode, Ui};
@@ -137,7 +137,9 @@ pub async fn dispatch(cli: Cli, registry: Registry) -> i32 {
             Ok(EXIT_OK)
         }
         Command::Bench(args) => bench::run(args, registry).await,
-        Command::Worker { .. } => unreachable!("handled before the runtime starts"),
+        Command::Worker { .. } | Command::WorkerServe => {
+            unreachable!("handled before the runtime starts")
+        }
     };
     match r {
         Ok(code) => code,
@@ -235,6 +237,21 @@ pub(crate) fn journal_path(state: &Path) -> std::path::PathBuf {
     state.join("journal.redb")
 }
 
+/// The worker binary: `$COCOFLOW_WORKER`, else `cocoflow-worker` next to this program (or this
+/// program itself when it is the worker).
+pub fn worker_exe(self_exe: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("COCOFLOW_WORKER") {
+        return PathBuf::from(p);
+    }
+    if self_exe
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("cocoflow-worker"))
+    {
+        return self_exe.to_path_buf();
+    }
+    self_exe.with_file_name("cocoflow-worker")
+}
+
 async fn cmd_run(
     state: &Path,
     registry: Registry,
@@ -243,12 +260,8 @@ async fn cmd_run(
     resume_id: Option<String>,
 ) -> Result<i32, Fail> {
     let plan = load_plan(&registry, wf)?;
-    let executor = ExecutorKind::parse(&run.executor).ok_or_else(|| {
-        Fail::usage(format!(
-            "unknown executor `{}`; known executors: `in-process`, `subprocess`",
-            run.executor
-        ))
-    })?;
+    crate::exec::check_name(&run.executor, &[]).map_err(Fail::usage)?;
+    let executor = run.executor.clone();
     let grace = parse_duration(&run.grace).ok_or_else(|| {
         Fail::usage(format!(
             "`--grace {}` is not a duration like `10s`",
@@ -268,8 +281,9 @@ async fn cmd_run(
     })?;
     let mut journal = RedbJournal::open_waiting(&journal_path(state), Duration::from_secs(2))?;
     let run_id = resume_id.unwrap_or_else(crate::util::new_run_id);
-    let worker_exe = std::env::current_exe()
+    let self_exe = std::env::current_exe()
         .map_err(|e| Fail::env(format!("cannot find this program's path: {e}")))?;
+    let worker_exe = worker_exe(&self_exe);
     let opts = RunOptions {
         run_id,
         workflow_path: wf.workflow.display().to_string(),
@@ -282,6 +296,7 @@ async fn cmd_run(
         fail_fast: run.fail_fast,
         executor,
         grace,
+        self_exe,
         worker_exe,
         options_json: serde_json::json!({"gpus": run.gpus, "cpus": run.cpus, "fail_fast": run.fail_fast, "executor": run.executor, "grace": run.grace}),
     };

@@ -71,7 +71,9 @@ pub struct RunArgs {
     /// Stop launching after the first failure (default: keep going).
     #[arg(long)]
     pub fail_fast: bool,
-    /// Default executor: `in-process` or `subprocess`.
+    /// Default executor: `in-process` (this process; kinds that need libtorch then go to
+    /// `workers`), `workers` (long-lived worker processes), or `subprocess` (a fresh process
+    /// per attempt).
     #[arg(long, default_value = "in-process")]
     pub executor: String,
     /// After Ctrl-C, how long running tasks may finish before they are cancelled.
@@ -188,6 +190,10 @@ pub enum Command {
     },
     /// Engine benchmarks (print figures; not tests).
     Bench(bench::BenchArgs),
+    /// Serve attempts over stdin/stdout as a long-lived worker (used by the `workers`
+    /// executor).
+    #[command(hide = true, name = "worker-serve")]
+    WorkerServe,
     /// Run one task attempt (used by the subprocess executor).
     #[command(hide = true)]
     Worker {
@@ -240,6 +246,9 @@ pub fn main_with_extensions(registry: Registry, extensions: Vec<Extension>) -> i
     };
     if let Command::Worker { job } = &cli.command {
         return crate::exec::worker_main(job, &registry);
+    }
+    if let Command::WorkerServe = &cli.command {
+        return crate::exec::workers::serve_main(&registry);
     }
     init_tracing(cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -1,11 +1,23 @@
-//! Executors: run one attempt of one instance and report how it ended.
-//! - in-process: a blocking thread of this process; shares a [`ModelCache`] across tasks.
-//! - subprocess: `cocoflow worker --job FILE` per attempt, so a crash, panic or OOM kill
-//!   fails that task only. Its stdout carries progress and the outcome as JSON lines.
+//! Executors: run one attempt of one instance and report how it ended. An [`Executor`] takes a
+//! [`Launch`] and sends [`ExecEvent`]s back; the runner finds executors by name in
+//! [`Executors`] (the built-ins below; a cluster executor registers itself the same way).
+//! - `in-process` ([`in_process`]): a thread of this process; shares a [`ModelCache`].
+//! - `workers` ([`workers`]): long-lived worker processes (`cocoflow-worker`), one per device
+//!   slot, started lazily and reused: a worker keeps its model cache across tasks. The
+//!   default for kinds that need libtorch ([`crate::kind::Placement::Worker`]).
+//! - `subprocess` ([`subprocess`]): one fresh process per attempt (isolation), the worker
+//!   binary for torch kinds and this program otherwise. Its stdout carries progress and the
+//!   outcome as JSON lines.
+
+pub mod in_process;
+pub mod protocol;
+pub mod subprocess;
+pub mod workers;
 
 use crate::kind::{
     CtxParts, InputItem, ModelCache, Progress, ProgressSink, Registry, TaskCtx, TaskError,
 };
+use crate::plan::InstanceId;
 use crate::store::{InputRef, ResultManifest, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -63,6 +75,170 @@ pub enum JobOutcome {
         message: String,
     },
     Cancelled,
+}
+
+/// What an executor reports about an attempt it runs.
+#[derive(Debug)]
+pub enum ExecEvent {
+    Progress {
+        id: InstanceId,
+        progress: Progress,
+    },
+    Done {
+        id: InstanceId,
+        attempt: u32,
+        outcome: JobOutcome,
+        /// Models (base weights) this attempt loaded from disk (0: from a worker's cache).
+        model_loads: u64,
+    },
+}
+
+/// One attempt to start.
+pub struct Launch {
+    pub id: InstanceId,
+    pub attempt: u32,
+    pub job: Job,
+    /// The kind runs on libtorch: in the worker binary, not in a torch-free front end.
+    pub needs_worker: bool,
+    /// Kill the attempt after this long (the task's `timeout`).
+    pub timeout: Option<std::time::Duration>,
+    pub events: tokio::sync::mpsc::UnboundedSender<ExecEvent>,
+}
+
+/// A running attempt: ask it to stop, or stop it now.
+#[derive(Clone, Default)]
+pub struct Running {
+    cancel: Arc<AtomicBool>,
+    notify: Arc<tokio::sync::Notify>,
+    /// The process group to signal, when the attempt has a process of its own.
+    pgid: Arc<std::sync::Mutex<Option<i32>>>,
+}
+
+impl Running {
+    pub fn new() -> Running {
+        Running::default()
+    }
+
+    /// Cooperative cancellation: the task stops at its next check (a process gets SIGTERM).
+    pub fn cancel(&self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.notify.notify_waiters();
+        if let Some(pgid) = *self.pgid.lock().unwrap() {
+            // SAFETY: signals the attempt's own process group.
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        }
+    }
+
+    /// Stops the attempt's process now (SIGKILL); in-process tasks cannot be killed.
+    pub fn kill(&self) {
+        if let Some(pgid) = *self.pgid.lock().unwrap() {
+            // SAFETY: signals the attempt's own process group.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Completes when [`Running::cancel`] is called.
+    pub async fn cancelled(&self) {
+        loop {
+            let n = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    pub fn set_pgid(&self, pgid: Option<i32>) {
+        *self.pgid.lock().unwrap() = pgid;
+    }
+}
+
+/// Runs attempts somewhere (module docs).
+pub trait Executor: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Starts an attempt; its events go to `launch.events`, ending with exactly one `Done`.
+    fn launch(&self, launch: Launch) -> Running;
+    /// Stops what the executor keeps running between attempts (idle workers).
+    fn shutdown(&self) {}
+}
+
+/// The executors of a run, by name.
+#[derive(Clone, Default)]
+pub struct Executors {
+    map: BTreeMap<String, Arc<dyn Executor>>,
+}
+
+/// The names of the built-in executors.
+pub const BUILTIN: [&str; 3] = ["in-process", "subprocess", "workers"];
+
+/// Checks an executor name against the built-ins (`known` adds registered ones).
+pub fn check_name(name: &str, known: &[&str]) -> Result<(), String> {
+    if BUILTIN.contains(&name) || known.contains(&name) {
+        Ok(())
+    } else {
+        let all: Vec<String> = BUILTIN
+            .iter()
+            .chain(known)
+            .map(|n| format!("`{n}`"))
+            .collect();
+        Err(format!(
+            "unknown executor `{name}`; known executors: {}",
+            all.join(", ")
+        ))
+    }
+}
+
+impl Executors {
+    pub fn new() -> Executors {
+        Executors::default()
+    }
+
+    pub fn register(&mut self, e: Arc<dyn Executor>) {
+        self.map.insert(e.name().to_string(), e);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Executor>> {
+        self.map.get(name)
+    }
+
+    pub fn shutdown(&self) {
+        for e in self.map.values() {
+            e.shutdown();
+        }
+    }
+}
+
+/// What the built-in executors need from a run.
+#[derive(Clone)]
+pub struct ExecEnv {
+    pub registry: Arc<Registry>,
+    pub store: Store,
+    pub rt: tokio::runtime::Handle,
+    pub state_dir: PathBuf,
+    /// This program (`PROGRAM worker --job FILE` for torch-free kinds in a subprocess).
+    pub self_exe: PathBuf,
+    /// The worker binary (`cocoflow-worker`), for kinds that need libtorch.
+    pub worker_exe: PathBuf,
+}
+
+impl Executors {
+    /// The built-in executors for a run.
+    pub fn builtin(env: &ExecEnv) -> Executors {
+        let mut e = Executors::new();
+        e.register(Arc::new(in_process::InProcess::new(env)));
+        e.register(Arc::new(subprocess::Subprocess::new(env)));
+        e.register(Arc::new(workers::Workers::new(env)));
+        e
+    }
 }
 
 /// Runs a job to completion in the calling (blocking) thread.

@@ -94,12 +94,37 @@ pub trait Kind: Send + Sync + 'static {
 /// A [`Kind`] as a [`TaskKind`].
 pub struct Typed<K>(pub K);
 
-impl<K: Kind> Typed<K> {
-    fn parse(&self, params: &Value) -> Result<(K::Params, Value), ParamError> {
-        let (p, canonical) = typed_params::<K::Params>(params)?;
-        self.0.validate(&p)?;
-        Ok((p, canonical))
+/// The checked params and their canonical form.
+fn parse<K: Kind>(k: &K, params: &Value) -> Result<(K::Params, Value), ParamError> {
+    let (p, canonical) = typed_params::<K::Params>(params)?;
+    k.validate(&p)?;
+    Ok((p, canonical))
+}
+
+fn outputs_of<K: Kind>(k: &K, params: &Value) -> Vec<String> {
+    match parse(k, params) {
+        Ok((p, _)) => k.outputs(&p),
+        Err(_) => K::OUTPUTS.iter().map(|s| s.to_string()).collect(),
     }
+}
+
+fn check_inputs_of<K: Kind>(k: &K, params: &Value, inputs: &[&str]) -> Result<(), String> {
+    if let Some(declared) = K::INPUTS
+        && let Some(e) = input_error(K::NAME, inputs, declared)
+    {
+        return Err(e);
+    }
+    let (p, _) = parse(k, params).map_err(|e| e.message)?;
+    k.check_inputs(&p, inputs)
+}
+
+fn declaration_of<K: Kind>() -> Value {
+    let schema = schemars::SchemaGenerator::default().into_root_schema_for::<K::Params>();
+    json!({
+        "params": schema,
+        "inputs": K::INPUTS,
+        "outputs": K::OUTPUTS,
+    })
 }
 
 /// The message for inputs that do not match the declared ones.
@@ -149,33 +174,19 @@ impl<K: Kind> TaskKind for Typed<K> {
         K::DESCRIBE
     }
     fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
-        self.parse(params).map(|(_, v)| v)
+        parse(&self.0, params).map(|(_, v)| v)
     }
     fn outputs(&self, params: &Value) -> Vec<String> {
-        match self.parse(params) {
-            Ok((p, _)) => self.0.outputs(&p),
-            Err(_) => K::OUTPUTS.iter().map(|s| s.to_string()).collect(),
-        }
+        outputs_of(&self.0, params)
     }
     fn check_inputs(&self, params: &Value, inputs: &[&str]) -> Result<(), String> {
-        if let Some(declared) = K::INPUTS
-            && let Some(e) = input_error(K::NAME, inputs, declared)
-        {
-            return Err(e);
-        }
-        let (p, _) = self.parse(params).map_err(|e| e.message)?;
-        self.0.check_inputs(&p, inputs)
+        check_inputs_of(&self.0, params, inputs)
     }
     fn quoted_params(&self) -> &'static [&'static str] {
         self.0.quoted_params()
     }
     fn declaration(&self) -> Value {
-        let schema = schemars::SchemaGenerator::default().into_root_schema_for::<K::Params>();
-        json!({
-            "params": schema,
-            "inputs": K::INPUTS,
-            "outputs": K::OUTPUTS,
-        })
+        declaration_of::<K>()
     }
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let p: K::Params = ctx.params()?;
@@ -183,10 +194,58 @@ impl<K: Kind> TaskKind for Typed<K> {
     }
 }
 
+/// A [`Kind`] that this binary declares but does not run (a torch kind in the torch-free
+/// front end): params, inputs and outputs are checked and planned as usual; attempts run in
+/// the worker binary, which registers the same kind with [`Registry::register_kind`].
+pub struct Declared<K>(pub K);
+
+impl<K: Kind> TaskKind for Declared<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+    fn version(&self) -> u32 {
+        K::VERSION
+    }
+    fn describe(&self) -> &'static str {
+        K::DESCRIBE
+    }
+    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
+        parse(&self.0, params).map(|(_, v)| v)
+    }
+    fn outputs(&self, params: &Value) -> Vec<String> {
+        outputs_of(&self.0, params)
+    }
+    fn check_inputs(&self, params: &Value, inputs: &[&str]) -> Result<(), String> {
+        check_inputs_of(&self.0, params, inputs)
+    }
+    fn quoted_params(&self) -> &'static [&'static str] {
+        self.0.quoted_params()
+    }
+    fn placement(&self) -> super::Placement {
+        super::Placement::Worker
+    }
+    fn declaration(&self) -> Value {
+        declaration_of::<K>()
+    }
+    fn run(&self, _ctx: &mut TaskCtx) -> Result<(), TaskError> {
+        Err(TaskError::Params(format!(
+            "task kind `{}` runs on libtorch, which this program does not load: run it with \
+             `executor: workers` (the default for it) or `subprocess`, or run the whole \
+             workflow with `cocoflow-worker run`",
+            K::NAME
+        )))
+    }
+}
+
 impl Registry {
-    /// Registers a typed kind.
+    /// Registers a typed kind (this binary runs it).
     pub fn register_kind(&mut self, kind: impl Kind) {
         self.register(Typed(kind));
+    }
+
+    /// Declares a typed kind that runs only in the worker binary (module docs).
+    pub fn declare_kind(&mut self, kind: impl Kind) {
+        self.register(Declared(kind));
     }
 }
 

@@ -9,8 +9,8 @@ pub mod render;
 use crate::kind::Registry;
 use crate::spec::template::{self, Scope};
 use crate::spec::{
-    Ctx, Entry, ExecutorKind, LoopSpec, ResourceSpec, RetrySpec, SpecError, TaskScope, TaskSpec,
-    Workflow, error::suggest,
+    Ctx, Entry, LoopSpec, ResourceSpec, RetrySpec, SpecError, TaskScope, TaskSpec, Workflow,
+    error::suggest,
 };
 use indexmap::IndexMap;
 use refs::{IterSel, Ref};
@@ -48,7 +48,9 @@ pub struct Instance {
     pub outputs: Vec<String>,
     pub resources: ResourceSpec,
     pub retries: RetrySpec,
-    pub executor: Option<ExecutorKind>,
+    pub executor: Option<String>,
+    /// Attempts are stopped after this long.
+    pub timeout: Option<std::time::Duration>,
     pub priority: i64,
 }
 
@@ -707,7 +709,8 @@ impl<'w, 'c> Builder<'w, 'c> {
             outputs,
             resources: spec.resources.clone(),
             retries: spec.retries.clone(),
-            executor: spec.executor,
+            executor: spec.executor.clone(),
+            timeout: spec.timeout,
             priority: spec.priority,
         });
         self.node_names.push(node_name.to_string());

@@ -50,23 +50,6 @@ pub enum Entry {
     Loop(LoopSpec),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExecutorKind {
-    InProcess,
-    Subprocess,
-}
-
-impl ExecutorKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "in-process" => Some(ExecutorKind::InProcess),
-            "subprocess" => Some(ExecutorKind::Subprocess),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskScope {
     /// One instance per arm (identical instances across arms merge).
@@ -87,7 +70,10 @@ pub struct TaskSpec {
     pub params: Value,
     pub resources: ResourceSpec,
     pub retries: RetrySpec,
-    pub executor: Option<ExecutorKind>,
+    /// The executor's name (checked against [`crate::exec::BUILTIN`]).
+    pub executor: Option<String>,
+    /// Attempts are stopped after this long.
+    pub timeout: Option<std::time::Duration>,
     pub every: Option<Value>,
     pub scope: TaskScope,
     pub priority: i64,
@@ -516,6 +502,7 @@ fn build_entry(
                 "resources",
                 "retries",
                 "executor",
+                "timeout",
                 "every",
                 "scope",
                 "priority",
@@ -527,6 +514,7 @@ fn build_entry(
                     "resources" => !e.resources.is_empty(),
                     "retries" => e.retries.is_some(),
                     "executor" => e.executor.is_some(),
+                    "timeout" => e.timeout.is_some(),
                     "every" => e.every.is_some(),
                     "scope" => e.scope.is_some(),
                     _ => e.priority.is_some(),
@@ -592,8 +580,20 @@ fn build_entry(
             };
             let executor = match &e.executor {
                 None => None,
-                Some(x) => Some(ExecutorKind::parse(x).ok_or_else(|| {
-                    ctx.err_value(&format!("{path}.executor"), format!("unknown executor `{x}` for task `{name}`; known executors: `in-process`, `subprocess`"))
+                Some(x) => {
+                    crate::exec::check_name(x, &[]).map_err(|m| {
+                        ctx.err_value(&format!("{path}.executor"), format!("{m} (task `{name}`)"))
+                    })?;
+                    Some(x.clone())
+                }
+            };
+            let timeout = match &e.timeout {
+                None => None,
+                Some(t) => Some(crate::util::parse_duration(t).ok_or_else(|| {
+                    ctx.err_value(
+                        &format!("{path}.timeout"),
+                        format!("`{t}` is not a duration like `30s` or `2h` (task `{name}`)"),
+                    )
                 })?),
             };
             let scope =
@@ -633,6 +633,7 @@ fn build_entry(
                 resources,
                 retries,
                 executor,
+                timeout,
                 every,
                 scope,
                 priority: e.priority.unwrap_or(0),

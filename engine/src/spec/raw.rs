@@ -95,6 +95,9 @@ pub struct RawEntry {
     pub retries: Option<Yaml>,
     #[serde(default)]
     pub executor: Option<String>,
+    /// Stop an attempt after this long (`30m`); it fails and the retry policy applies.
+    #[serde(default)]
+    pub timeout: Option<String>,
     /// Inside a loop: run on iterations divisible by this (and on the last one).
     #[serde(default)]
     pub every: Option<Yaml>,

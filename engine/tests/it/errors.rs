@@ -34,7 +34,7 @@ fn unknown_key_names_key_and_position() {
     assert_eq!(code, INVALID);
     assert_eq!(
         err,
-        "error: tasks.a: unknown field `parms`, expected one of `kind`, `loop`, `description`, `needs`, `inputs`, `params`, `resources`, `retries`, `executor`, `every`, `scope`, `priority`\n --> w.yaml:5:5"
+        "error: tasks.a: unknown field `parms`, expected one of `kind`, `loop`, `description`, `needs`, `inputs`, `params`, `resources`, `retries`, `executor`, `timeout`, `every`, `scope`, `priority`\n --> w.yaml:5:5"
     );
 }
 

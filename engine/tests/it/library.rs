@@ -3,7 +3,7 @@
 
 use cocoflow_engine::kind::{ParamError, Registry, TaskCtx, TaskError, TaskKind, typed_params};
 use cocoflow_engine::runner::{self, RunOptions};
-use cocoflow_engine::spec::{self, ExecutorKind};
+use cocoflow_engine::spec;
 use cocoflow_engine::state::RedbJournal;
 use cocoflow_engine::store::Store;
 use cocoflow_engine::ui::{Mode, Ui};
@@ -92,8 +92,9 @@ fn checkpoint_api_resumes_a_retried_attempt_and_models_are_shared() {
         gpus: Some(vec![]),
         cpus: Some(1),
         fail_fast: false,
-        executor: ExecutorKind::InProcess,
+        executor: "in-process".into(),
         grace: std::time::Duration::from_secs(1),
+        self_exe: std::path::PathBuf::from("/nonexistent"),
         worker_exe: std::path::PathBuf::from("/nonexistent"),
         options_json: serde_json::Value::Null,
     };

@@ -6,7 +6,7 @@ use super::common::Project;
 use super::s3::start_moto;
 use cocoflow_engine::kind::{ParamError, Registry, TaskCtx, TaskError, TaskKind, typed_params};
 use cocoflow_engine::runner::{self, RunOptions};
-use cocoflow_engine::spec::{self, ExecutorKind};
+use cocoflow_engine::spec;
 use cocoflow_engine::state::RedbJournal;
 use cocoflow_engine::store::Store;
 use cocoflow_engine::ui::{Mode, Ui};
@@ -399,8 +399,9 @@ fn shards_run(dir: &std::path::Path, run_id: &str, setting: &str, threshold: f64
         gpus: Some(vec![]),
         cpus: Some(1),
         fail_fast: false,
-        executor: ExecutorKind::InProcess,
+        executor: "in-process".into(),
         grace: std::time::Duration::from_secs(1),
+        self_exe: std::path::PathBuf::from("/nonexistent"),
         worker_exe: std::path::PathBuf::from("/nonexistent"),
         options_json: Value::Null,
     };

@@ -67,6 +67,16 @@ struct ScoreArgs {
     tau_db: f64,
 }
 
+/// The `score` command line.
+pub fn command() -> clap::Command {
+    ScoreArgs::command()
+}
+
+/// The `bench-metrics` command line.
+pub fn bench_command() -> clap::Command {
+    BenchArgs::command()
+}
+
 /// The `score` subcommand.
 pub fn extension() -> Extension {
     Extension {

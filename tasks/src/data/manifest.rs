@@ -234,6 +234,20 @@ impl DatasetWriter {
         })
     }
 
+    /// Saves RGB pixels as `images/<name>.png`; returns its relative path.
+    pub fn rgb(&self, name: &str, img: &image::RgbImage) -> Result<String, DataError> {
+        let rel = format!("images/{name}.png");
+        crate::imageio::save_png(&self.root.join(&rel), img)?;
+        Ok(rel)
+    }
+
+    /// Saves an 8-bit grey mask (255 = edit) as `images/<name>.png`; returns its relative path.
+    pub fn grey(&self, name: &str, img: &image::GrayImage) -> Result<String, DataError> {
+        let rel = format!("images/{name}.png");
+        crate::imageio::save_png(&self.root.join(&rel), img)?;
+        Ok(rel)
+    }
+
     /// Saves an RGB `(3, H, W)` tensor in [0, 1] as `images/<name>.png`; returns its relative path.
     pub fn image(&self, name: &str, img: &tch::Tensor) -> Result<String, DataError> {
         let rel = format!("images/{name}.png");

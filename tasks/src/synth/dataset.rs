@@ -52,7 +52,7 @@ pub fn write_split(
         let Some(edit) = super::make_edit(&mut rng, &scene, t, p.dilate_px) else {
             continue;
         };
-        let src = edit.source_image.to_tensor();
+        let src = edit.source_image.to_rgb8();
         let content = format!(
             "{}|{}",
             blake3::hash(&bytemuck_f32(&edit.source_image.data)).to_hex(),
@@ -68,20 +68,21 @@ pub fn write_split(
         };
         let key = format!("{split}-{i:06}");
         // written in this order (source, target, mask) as before `raw` existed
-        let source = w.image(&format!("{key}_src"), &src)?;
-        let target = w.image(&format!("{key}_tgt"), &target.to_tensor())?;
+        let source = w.rgb(&format!("{key}_src"), &src)?;
+        let target = w.rgb(&format!("{key}_tgt"), &target.to_rgb8())?;
         let edit_mask = if p.raw {
             None
         } else {
-            let mask = tch::Tensor::from_slice(
-                &edit
-                    .edit_mask
+            let mask = image::GrayImage::from_raw(
+                p.size as u32,
+                p.size as u32,
+                edit.edit_mask
                     .iter()
-                    .map(|&b| if b { 1.0f32 } else { 0.0 })
-                    .collect::<Vec<_>>(),
+                    .map(|&b| if b { 255 } else { 0 })
+                    .collect(),
             )
-            .view([1, p.size as i64, p.size as i64]);
-            Some(w.mask(&format!("{key}_mask"), &mask)?)
+            .expect("size² values");
+            Some(w.grey(&format!("{key}_mask"), &mask)?)
         };
         let record = Record {
             key: key.clone(),

@@ -201,6 +201,18 @@ impl Image {
         let i = (y * self.size + x) * 3;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
     }
+    /// 8-bit RGB pixels: each value clamped to [0, 1], times 255, rounded half to even — what
+    /// saving the `(3, H, W)` tensor of [`Image::to_tensor`] gives.
+    pub fn to_rgb8(&self) -> image::RgbImage {
+        let bytes: Vec<u8> = self
+            .data
+            .iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0f32).round_ties_even() as u8)
+            .collect();
+        image::RgbImage::from_raw(self.size as u32, self.size as u32, bytes)
+            .expect("size² · 3 values")
+    }
+
     /// `(3, H, W)` tensor.
     pub fn to_tensor(&self) -> tch::Tensor {
         let n = self.size as i64;

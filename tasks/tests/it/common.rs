@@ -6,7 +6,7 @@
 use cocoflow_engine::kind::Registry;
 use cocoflow_engine::plan::Plan;
 use cocoflow_engine::runner::{self, RunOptions, RunReport};
-use cocoflow_engine::spec::{self, ExecutorKind};
+use cocoflow_engine::spec;
 use cocoflow_engine::state::RedbJournal;
 use cocoflow_engine::store::{ResultManifest, Store};
 use cocoflow_engine::ui::{Mode, Ui};
@@ -110,8 +110,9 @@ pub fn try_run(rt: Arc<tokio::runtime::Runtime>, dir: &Path, yaml: &str, sets: &
         gpus: Some(vec![]),
         cpus: Some(2),
         fail_fast: true,
-        executor: ExecutorKind::InProcess,
+        executor: "in-process".into(),
         grace: std::time::Duration::from_secs(1),
+        self_exe: PathBuf::from("/nonexistent"),
         worker_exe: PathBuf::from("/nonexistent"),
         options_json: serde_json::Value::Null,
     };
