@@ -5,13 +5,13 @@
 //! `--as-needed` drops it and libtorch never registers its CUDA backend (tch-rs issue #980).
 //! Linking it with `--no-as-needed` fixes that. The flag is only emitted when the libtorch
 //! being linked has libtorch_cuda.so, so a CPU-only libtorch still links. The lib dir is the
-//! one torch-sys found, forwarded by cocoflow-tasks' build script. Also adds that dir as an
+//! one torch-sys found, forwarded by cocoflow-torch's build script. Also adds that dir as an
 //! absolute rpath (on top of the `$ORIGIN` ones in .cargo/config.toml).
 use std::{env, path::PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    // Where torch-sys looks; a change re-runs torch-sys and cocoflow-tasks' build scripts and,
+    // Where torch-sys looks; a change re-runs torch-sys and cocoflow-torch's build scripts and,
     // through them, this one. Listed for clarity.
     for var in ["LIBTORCH", "LIBTORCH_LIB", "LIBTORCH_USE_PYTORCH"] {
         println!("cargo:rerun-if-env-changed={var}");
@@ -19,9 +19,9 @@ fn main() {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
-    let Some(lib) = env::var_os("DEP_COCOFLOW_TASKS_LIBTORCH_LIB").map(PathBuf::from) else {
+    let Some(lib) = env::var_os("DEP_COCOFLOW_TORCH_LIBTORCH_LIB").map(PathBuf::from) else {
         println!(
-            "cargo:warning=cocoflow-tasks did not report its libtorch lib dir; not linking libtorch_cuda"
+            "cargo:warning=cocoflow-torch did not report its libtorch lib dir; not linking libtorch_cuda"
         );
         return;
     };

@@ -3,7 +3,7 @@
     python scripts/bench_metrics.py --source a.npy --edited b.npy --keep k.npy [--repeat 3]
 
 Reads (B, C, H, W) images and a (B, 1, H, W) keep mask (any float dtype; converted to float64
-before timing), times `reference.batch_metrics` (tasks/tests/golden/metrics/reference.py: one
+before timing), times `reference.batch_metrics` (torch/tests/golden/metrics/reference.py: one
 `scipy.ndimage.correlate1d` call per field and axis over the whole batch, float64) and prints
 one JSON object: {"seconds": best of --repeat, "mse": [...], "ssim": [...], "numpy": version,
 "scipy": version}. NaN (an empty keep mask) is written as null.

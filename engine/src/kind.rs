@@ -2,7 +2,10 @@
 //! runs in (inputs as local files, outputs into the store, progress, logs, checkpoints,
 //! cancellation, a shared model cache). Kinds never see the scheduler.
 
+pub mod model_cache;
 pub mod typed;
+
+pub use model_cache::ModelCache;
 
 pub use typed::{Declared, Input, Kind, Typed};
 
@@ -11,12 +14,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// A kind of task. Implementations are stateless; per-run state lives in [`TaskCtx`].
 pub trait TaskKind: Send + Sync + 'static {
@@ -174,49 +176,6 @@ pub struct InputItem {
     pub producer: String,
     pub output: String,
     pub artifact: Artifact,
-}
-
-/// Loaded models (or anything costly) shared by the tasks of one process: the in-process
-/// executor's, or one worker's across every task it runs. Counts what it had to build.
-#[derive(Default)]
-pub struct ModelCache {
-    items: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
-    loads: std::sync::atomic::AtomicU64,
-}
-
-impl ModelCache {
-    /// Returns the cached value for `key`, building it on first use.
-    pub fn get_or_try_insert<T: Any + Send + Sync, E>(
-        &self,
-        key: &str,
-        build: impl FnOnce() -> Result<T, E>,
-    ) -> Result<Arc<T>, E> {
-        if let Some(v) = self.items.lock().unwrap().get(key).cloned()
-            && let Ok(t) = v.downcast::<T>()
-        {
-            return Ok(t);
-        }
-        let v = Arc::new(build()?);
-        self.loads.fetch_add(1, Ordering::Relaxed);
-        self.items
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), v.clone());
-        Ok(v)
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.lock().unwrap().len()
-    }
-
-    /// Values built (loaded) so far; every other request was served from the cache.
-    pub fn loads(&self) -> u64 {
-        self.loads.load(Ordering::Relaxed)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Progress a task reports: `done` of `total` units, with an optional message.
@@ -458,7 +417,7 @@ impl TaskCtx {
         &self.rt
     }
 
-    pub fn models(&self) -> &ModelCache {
+    pub fn models(&self) -> &Arc<ModelCache> {
         &self.models
     }
 

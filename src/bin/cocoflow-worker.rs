@@ -5,9 +5,9 @@
 
 fn main() {
     let mut registry = cocoflow_engine::kind::Registry::with_builtins();
-    cocoflow_tasks::register(&mut registry);
+    cocoflow_torch::register(&mut registry);
     std::process::exit(cocoflow_engine::cli::main_with_extensions(
         registry,
-        cocoflow_tasks::cli::extensions(),
+        cocoflow_torch::cli::extensions(),
     ));
 }

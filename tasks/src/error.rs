@@ -5,12 +5,13 @@
 use cocoflow_engine::kind::TaskError;
 
 /// `impl From<E> for TaskError` for library error types: the task fails with `E`'s message
-/// and `E` kept as the error (`TaskError::Other`).
+/// and `E` kept as the error (`TaskError::Other`). `cocoflow_torch` uses it for its own.
+#[macro_export]
 macro_rules! task_errors {
     ($($t:ty),* $(,)?) => {
-        $(impl From<$t> for TaskError {
+        $(impl From<$t> for cocoflow_engine::kind::TaskError {
             fn from(e: $t) -> Self {
-                TaskError::Other(Box::new(e))
+                cocoflow_engine::kind::TaskError::Other(Box::new(e))
             }
         })*
     };
@@ -19,15 +20,9 @@ macro_rules! task_errors {
 task_errors!(
     crate::data::manifest::DataError,
     crate::imageio::ImageError,
-    crate::metrics::MetricsError,
-    crate::metrics::files::ScoreError,
-    crate::models::ModelError,
-    crate::nft::ema::EmaError,
-    crate::sampling::sampler::SamplingError,
     crate::judge::JudgeError,
     crate::segment::SegmentError,
     crate::synth::judge::RuleError,
-    crate::rl::RlError,
 );
 
 /// A task failure with this message (for errors that are only text).

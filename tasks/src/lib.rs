@@ -1,27 +1,27 @@
-//! cocoflow's tasks: the ML work a workflow step runs, on libtorch through `tch`.
+//! cocoflow's tasks without libtorch: every task kind's declaration (params, inputs, outputs,
+//! checked and planned by the torch-free `cocoflow` front end), the kinds that need no tensors,
+//! and the libraries they use. The kinds that run on libtorch are run by `cocoflow-torch`
+//! (the only crate that links tch), in the `cocoflow-worker` binary.
 //!
 //! Where things live:
 //! - [`kinds`]: one thin file per task kind (params, inputs, outputs, the steps it calls);
-//!   [`register`] lists them. The work lives in topic modules:
+//!   [`declare`] lists them. The work lives in topic modules:
 //! - [`synth`] (the synthetic world, its rule judge and colour segmenter), [`data`]
 //!   (manifest datasets), [`imageio`] (every image decode/encode), [`benchmarks`] (published
 //!   benchmarks as datasets), [`curate`] (data curation);
-//! - [`models`] (the `EditPolicy` backends, LoRA, checkpoints), [`sampling`], [`pretrain`],
-//!   [`rl`] (rollouts, reward mixing, NFT gradient, the RL state), [`nft`] (the loss and EMA
-//!   maths), [`metrics`] (masked PSNR/SSIM), [`eval`] (evaluation and benchmark protocols);
+//! - settings the front end checks: [`sampling`], [`nft`], [`metrics`], [`models`] (model
+//!   configs), [`pretrain`], [`rl`] (reward mixing), [`eval`] (protocols, judging a chunk);
 //! - [`judge`] (the MLLM judge), [`segment`] (box-prompted segmentation), [`net`] (their
 //!   shared HTTP client with the one retry loop, response caches, test servers);
 //! - [`artifacts`] (formats one kind writes and another reads), [`report`] (tables, plots,
-//!   sample grids, the correlation study), [`cli`] (`cocoflow score`, `judge serve`, ...);
-//! - [`rng`] (the one random generator), [`error`] (library errors as task errors),
-//!   [`device`] (what libtorch sees).
+//!   sample grids, the correlation study), [`cli`] (`cocoflow judge serve`, ...);
+//! - [`rng`] (the one random generator), [`error`] (library errors as task errors).
 
 pub mod artifacts;
 pub mod benchmarks;
 pub mod cli;
 pub mod curate;
 pub mod data;
-pub mod device;
 pub mod error;
 pub mod eval;
 pub mod imageio;
@@ -39,33 +39,11 @@ pub mod sampling;
 pub mod segment;
 pub mod synth;
 
-/// Registers every task kind of this crate to run here (the worker binary, which links
-/// libtorch; tests).
-pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
-    registry.register_kind(kinds::torch_info::TorchInfoKind);
-    registry.register_kind(kinds::synth_data::SynthData);
-    registry.register_kind(kinds::rollout::Rollout);
-    registry.register_kind(kinds::reward::RewardKind);
-    registry.register_kind(kinds::nft_train::NftTrain);
-    registry.register_kind(kinds::ema::EmaKind);
-    registry.register_kind(kinds::pretrain::Pretrain);
-    registry.register_kind(kinds::eval::Eval);
-    registry.register_kind(kinds::bench_import::BenchImport);
-    registry.register_kind(kinds::report::Report);
-    registry.register_kind(kinds::correlate::Correlate);
-    registry.register_kind(kinds::curate::Curate);
-}
-
-/// Registers every task kind for the torch-free front end (`cocoflow`): the kinds that need
-/// no tensors run there; the others are declared (params, inputs, outputs are checked and
-/// planned) and run in the worker binary. Nothing reachable from here may call libtorch: the
-/// front end must not link it (`tests/it/front_end.rs` checks with `ldd`).
+/// Registers the task kinds for the torch-free front end (`cocoflow`): the kinds that need no
+/// tensors run here; the others are declared (params, inputs, outputs are checked and
+/// planned) and run in the worker binary (`cocoflow_torch::register`).
 pub fn declare(registry: &mut cocoflow_engine::kind::Registry) {
-    registry.register_kind(kinds::synth_data::SynthData);
-    registry.register_kind(kinds::bench_import::BenchImport);
-    registry.register_kind(kinds::report::Report);
-    registry.register_kind(kinds::correlate::Correlate);
-    registry.register_kind(kinds::curate::Curate);
+    register_torch_free(registry);
     registry.declare_kind(kinds::torch_info::TorchInfoKind);
     registry.declare_kind(kinds::rollout::Rollout);
     registry.declare_kind(kinds::reward::RewardKind);
@@ -75,5 +53,12 @@ pub fn declare(registry: &mut cocoflow_engine::kind::Registry) {
     registry.declare_kind(kinds::eval::Eval);
 }
 
-#[cfg(test)]
-mod device_tests;
+/// Registers the kinds that need no tensors, to run in this process.
+pub fn register_torch_free(registry: &mut cocoflow_engine::kind::Registry) {
+    use kinds::*;
+    registry.register_kind(synth_data::SynthData, synth_data::SynthData::run);
+    registry.register_kind(bench_import::BenchImport, bench_import::BenchImport::run);
+    registry.register_kind(report::Report, report::Report::run);
+    registry.register_kind(correlate::Correlate, correlate::Correlate::run);
+    registry.register_kind(curate::Curate, curate::Curate::run);
+}

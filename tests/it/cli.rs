@@ -189,7 +189,7 @@ fn synth_data_is_deterministic_and_splits_do_not_overlap() {
 #[test]
 fn score_command_prints_json_and_names_bad_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let img = |n: &str| root.join("tasks/tests/golden/metrics/images").join(n);
+    let img = |n: &str| root.join("torch/tests/golden/metrics/images").join(n);
     let tmp = tempfile::tempdir().unwrap();
     let (rc, out, err) = cocoflow(
         tmp.path(),

@@ -2,7 +2,7 @@
 //! nft-train → ema`), then `cocoflow run` again: the final RL state is byte-identical to
 //! that of an uninterrupted run.
 
-use cocoflow_tasks::models::{EditPolicy, TextEncoderConfig, TinyKontext, TinyKontextConfig};
+use cocoflow_torch::models::{EditPolicy, TextEncoderConfig, TinyKontext, TinyKontextConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,7 +27,7 @@ fn write_base(dir: &Path) -> PathBuf {
         ..TinyKontextConfig::default()
     };
     let p = dir.join("base");
-    TinyKontext::new(&cfg, cocoflow_tasks::device::select_device(&[]), 7)
+    TinyKontext::new(&cfg, cocoflow_torch::device::select_device(&[]), 7)
         .unwrap()
         .save(&p)
         .unwrap();

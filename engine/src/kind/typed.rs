@@ -1,7 +1,10 @@
 //! Typed task kinds: a [`Kind`] declares its params as one serde struct (defaults in one
 //! place, `deny_unknown_fields`, a JSON Schema for `cocoflow kinds --json`), its inputs and
-//! outputs, and runs with the params already parsed. [`Typed`] bridges a `Kind` to the
-//! engine's object-safe [`TaskKind`]; register with [`Registry::register_kind`].
+//! outputs; a [`RunFn`] does the work with the params already parsed. The two are apart so a
+//! torch-free crate can declare a kind (the front end plans and checks it) that another crate,
+//! the one linking libtorch, runs. [`Typed`] bridges a kind and its run function to the
+//! engine's object-safe [`TaskKind`]: register with [`Registry::register_kind`], or
+//! [`Registry::declare_kind`] where only the worker binary runs it.
 //!
 //! ```ignore
 //! #[derive(Serialize, Deserialize, JsonSchema)]
@@ -17,8 +20,11 @@
 //!     const DESCRIBE: &'static str = "one line for `cocoflow kinds`";
 //!     const INPUTS: Option<&'static [Input]> = Some(&[Input::required("data", "a dataset")]);
 //!     const OUTPUTS: &'static [&'static str] = &["model"];
+//! }
+//! impl MyKind {
 //!     fn run(&self, p: MyParams, ctx: &mut TaskCtx) -> Result<(), TaskError> { ... }
 //! }
+//! registry.register_kind(MyKind, MyKind::run);
 //! ```
 
 use super::{ParamError, Registry, TaskCtx, TaskError, TaskKind, typed_params};
@@ -87,12 +93,16 @@ pub trait Kind: Send + Sync + 'static {
     fn quoted_params(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Does the work with the checked params.
-    fn run(&self, params: Self::Params, ctx: &mut TaskCtx) -> Result<(), TaskError>;
 }
 
-/// A [`Kind`] as a [`TaskKind`].
-pub struct Typed<K>(pub K);
+/// Does the work of a [`Kind`] with the checked params.
+pub type RunFn<K> = fn(&K, <K as Kind>::Params, &mut TaskCtx) -> Result<(), TaskError>;
+
+/// A [`Kind`] and its run function as a [`TaskKind`].
+pub struct Typed<K: Kind> {
+    pub kind: K,
+    pub run: RunFn<K>,
+}
 
 /// The checked params and their canonical form.
 fn parse<K: Kind>(k: &K, params: &Value) -> Result<(K::Params, Value), ParamError> {
@@ -174,23 +184,23 @@ impl<K: Kind> TaskKind for Typed<K> {
         K::DESCRIBE
     }
     fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
-        parse(&self.0, params).map(|(_, v)| v)
+        parse(&self.kind, params).map(|(_, v)| v)
     }
     fn outputs(&self, params: &Value) -> Vec<String> {
-        outputs_of(&self.0, params)
+        outputs_of(&self.kind, params)
     }
     fn check_inputs(&self, params: &Value, inputs: &[&str]) -> Result<(), String> {
-        check_inputs_of(&self.0, params, inputs)
+        check_inputs_of(&self.kind, params, inputs)
     }
     fn quoted_params(&self) -> &'static [&'static str] {
-        self.0.quoted_params()
+        self.kind.quoted_params()
     }
     fn declaration(&self) -> Value {
         declaration_of::<K>()
     }
     fn run(&self, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let p: K::Params = ctx.params()?;
-        self.0.run(p, ctx)
+        (self.run)(&self.kind, p, ctx)
     }
 }
 
@@ -238,9 +248,9 @@ impl<K: Kind> TaskKind for Declared<K> {
 }
 
 impl Registry {
-    /// Registers a typed kind (this binary runs it).
-    pub fn register_kind(&mut self, kind: impl Kind) {
-        self.register(Typed(kind));
+    /// Registers a typed kind that this binary runs with `run`.
+    pub fn register_kind<K: Kind>(&mut self, kind: K, run: RunFn<K>) {
+        self.register(Typed { kind, run });
     }
 
     /// Declares a typed kind that runs only in the worker binary (module docs).
@@ -291,14 +301,19 @@ mod tests {
             }
             Ok(())
         }
-        fn run(&self, _: P, _: &mut TaskCtx) -> Result<(), TaskError> {
-            Ok(())
-        }
+    }
+
+    fn ok(_: &K, _: P, _: &mut TaskCtx) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn typed() -> Typed<K> {
+        Typed { kind: K, run: ok }
     }
 
     #[test]
     fn params_get_defaults_and_errors_name_the_key() {
-        let k = Typed(K);
+        let k = typed();
         assert_eq!(
             k.check_params(&json!({"lr": 0.5})).unwrap(),
             json!({"steps": 100, "lr": 0.5})
@@ -314,7 +329,7 @@ mod tests {
 
     #[test]
     fn inputs_are_checked_against_the_declaration() {
-        let k = Typed(K);
+        let k = typed();
         assert_eq!(k.check_inputs(&json!({}), &["data", "base"]), Ok(()));
         assert_eq!(k.check_inputs(&json!({}), &["data"]), Ok(()));
         assert_eq!(
@@ -325,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_declaration_has_types_defaults_inputs_and_outputs() {
-        let d = Typed(K).declaration();
+        let d = typed().declaration();
         let props = &d["params"]["properties"];
         assert_eq!(props["steps"]["type"], "integer");
         assert_eq!(props["steps"]["default"], 100);

@@ -5,6 +5,6 @@ pub mod noop;
 pub mod shell;
 
 pub fn register(r: &mut crate::kind::Registry) {
-    r.register_kind(noop::Noop);
-    r.register_kind(shell::Shell);
+    r.register_kind(noop::Noop, noop::Noop::run);
+    r.register_kind(shell::Shell, shell::Shell::run);
 }

@@ -35,7 +35,11 @@ impl Kind for Noop {
             vec![]
         }
     }
-    fn run(&self, p: NoopParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+}
+
+impl Noop {
+    /// Does the work (the [`Kind`]'s run function).
+    pub fn run(&self, p: NoopParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let mut left = p.sleep_ms;
         while left > 0 {
             ctx.check_cancelled()?;

@@ -126,7 +126,11 @@ impl Kind for Shell {
     fn quoted_params(&self) -> &'static [&'static str] {
         &["cmd"]
     }
-    fn run(&self, p: ShellParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+}
+
+impl Shell {
+    /// Does the work (the [`Kind`]'s run function).
+    pub fn run(&self, p: ShellParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let workdir = ctx.workdir()?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(&p.cmd).arg("cocoflow-shell");

@@ -52,8 +52,10 @@ pub struct RewardsFile {
 
 impl RewardsFile {
     pub fn read(path: &std::path::Path) -> Result<RewardsFile, String> {
-        let r: RewardsFile =
-            crate::models::checkpoint::read_json(path).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let r: RewardsFile = serde_json::from_str(&text)
+            .map_err(|e| format!("bad JSON in `{}`: {e}", path.display()))?;
         if r.format != FORMAT {
             return Err(format!("`{}` is not a rewards file", path.display()));
         }

@@ -1,6 +1,7 @@
-//! The task-level subcommands this crate adds to the `cocoflow` command line:
-//! `cocoflow score` and `cocoflow bench-metrics` ([`score`]), `cocoflow judge serve`
-//! ([`crate::judge::server`]) and `cocoflow segment serve` ([`crate::segment::server`]).
+//! The task-level subcommands of the `cocoflow` command line: `cocoflow judge serve`
+//! ([`crate::judge::server`]) and `cocoflow segment serve` ([`crate::segment::server`]) run in
+//! the front end; `cocoflow score` and `cocoflow bench-metrics` ([`score`]: their command
+//! lines) are forwarded to the worker binary, where `cocoflow_torch::cli` runs them.
 
 pub mod score;
 
@@ -49,14 +50,4 @@ fn forward_to_worker(_: &clap::ArgMatches) -> i32 {
             cocoflow_engine::cli::EXIT_ENVIRONMENT
         }
     }
-}
-
-/// Every subcommand of this crate, run here (the worker binary).
-pub fn extensions() -> Vec<Extension> {
-    vec![
-        crate::judge::server::extension(),
-        score::extension(),
-        score::bench_extension(),
-        crate::segment::server::extension(),
-    ]
 }

@@ -1,34 +1,13 @@
-//! `cocoflow score` (masked PSNR, SSIM and r_sim of image files) and `cocoflow bench-metrics`.
-//!
-//! ```text
-//! cocoflow score --source a.png --edited b.png --mask m.png [--mask-polarity edit|keep] [--json]
-//!                [--w-s 0.5] [--tau-db 40]
-//! cocoflow score --dir D [--mask-polarity edit|keep] [--json]     # <key>_SRCIMG / <key> / <key>_mask
-//! cocoflow bench-metrics [--batch 8] [--size 512] [--repeat 3] [--json]
-//! ```
-//!
-//! Masks: white = grey ≥ 128. `--mask-polarity edit` (default, like dataset manifests): white
-//! is the edited region and the metrics run over the rest; `keep`: white is the kept region
-//! (CoCoEdit's published masks). PNG and JPEG; grey images score like one channel. An empty
-//! keep region is reported as undefined (exit 0); in folder mode means are over the defined
-//! samples. Exit codes: 0 ok · 2 bad command line · 3 an input file is missing, unreadable or
-//! of the wrong size (folder mode: after printing every other key) · 5 the benchmark's NumPy
-//! baseline could not run. The library side is [`crate::metrics::files`] and
-//! [`crate::metrics::bench`].
+//! The command lines of `cocoflow score` and `cocoflow bench-metrics` (their work is tensor
+//! code: `cocoflow_torch::cli::score` runs them; the front end forwards them there).
 
 use std::path::PathBuf;
 
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Extension};
-
-use crate::data::MaskPolarity;
-use crate::metrics::MetricsConfig;
-use crate::metrics::bench::{BenchConfig, run_bench};
-use crate::metrics::files::{score_dir, score_files};
+use clap::{CommandFactory, Parser, ValueEnum};
 
 /// What white means in a mask file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Polarity {
+pub enum Polarity {
     /// White = the edited region; the metrics run over the black pixels.
     Edit,
     /// White = the region that must stay (CoCoEdit's published masks).
@@ -38,33 +17,33 @@ enum Polarity {
 /// Masked PSNR (dB), SSIM and r_sim of an edit over the region that must stay (method-spec §1).
 #[derive(Debug, Parser)]
 #[command(name = "score", max_term_width = 100)]
-struct ScoreArgs {
+pub struct ScoreArgs {
     /// The source image (PNG or JPEG).
     #[arg(long, required_unless_present = "dir", conflicts_with = "dir", requires_all = ["edited", "mask"])]
-    source: Option<PathBuf>,
+    pub source: Option<PathBuf>,
     /// The edited image, same size as the source.
     #[arg(long, conflicts_with = "dir")]
-    edited: Option<PathBuf>,
+    pub edited: Option<PathBuf>,
     /// The mask, same size as the source; see --mask-polarity.
     #[arg(long, conflicts_with = "dir")]
-    mask: Option<PathBuf>,
+    pub mask: Option<PathBuf>,
     /// Score every `<key>_SRCIMG.png` / `<key>.png` / `<key>_mask.png` triplet of this folder
     /// (.jpg and .jpeg too) and print per-file values and means over the defined samples.
     #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
     /// What white (grey ≥ 128) means in the mask: `edit` = the edited region, `keep` = the
     /// region that must stay (CoCoEdit's published masks).
     #[arg(long, value_enum, default_value = "edit")]
-    mask_polarity: Polarity,
+    pub mask_polarity: Polarity,
     /// Print JSON (PSNR of identical keep regions is the string "inf").
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Weight of SSIM in r_sim = w_s·SSIM + (1 − w_s)·clip(PSNR/τ, 0, 1), in [0, 1].
     #[arg(long, default_value_t = 0.5)]
-    w_s: f64,
+    pub w_s: f64,
     /// τ in dB: the PSNR that counts as perfect in r_sim.
     #[arg(long, default_value_t = 40.0)]
-    tau_db: f64,
+    pub tau_db: f64,
 }
 
 /// The `score` command line.
@@ -77,136 +56,27 @@ pub fn bench_command() -> clap::Command {
     BenchArgs::command()
 }
 
-/// The `score` subcommand.
-pub fn extension() -> Extension {
-    Extension {
-        command: ScoreArgs::command(),
-        run: run_score,
-    }
-}
-
-fn run_score(matches: &ArgMatches) -> i32 {
-    let args = match ScoreArgs::from_arg_matches(matches) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return EXIT_USAGE;
-        }
-    };
-    if !(0.0..=1.0).contains(&args.w_s) {
-        eprintln!("error: `--w-s` must be in [0, 1], got {}", args.w_s);
-        return EXIT_USAGE;
-    }
-    if !(args.tau_db.is_finite() && args.tau_db > 0.0) {
-        eprintln!(
-            "error: `--tau-db` must be a number of dB > 0, got {}",
-            args.tau_db
-        );
-        return EXIT_USAGE;
-    }
-    let cfg = MetricsConfig {
-        w_s: args.w_s,
-        tau_db: args.tau_db,
-        ..MetricsConfig::default()
-    };
-    let polarity = match args.mask_polarity {
-        Polarity::Edit => MaskPolarity::Edit,
-        Polarity::Keep => MaskPolarity::Keep,
-    };
-    let print = |json: serde_json::Value, text: String| {
-        if args.json {
-            println!("{json}");
-        } else {
-            print!("{text}");
-        }
-    };
-    if let Some(dir) = &args.dir {
-        return match score_dir(dir, polarity, &cfg) {
-            Ok(s) => {
-                print(s.to_json(), s.to_text());
-                if s.failed > 0 { EXIT_INVALID } else { EXIT_OK }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_INVALID
-            }
-        };
-    }
-    let (Some(source), Some(edited), Some(mask)) = (&args.source, &args.edited, &args.mask) else {
-        eprintln!("error: give `--source`, `--edited` and `--mask`, or `--dir`");
-        return EXIT_USAGE;
-    };
-    match score_files(source, edited, mask, polarity, &cfg) {
-        Ok(s) => {
-            print(s.to_json(), s.to_text(&cfg));
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_INVALID
-        }
-    }
-}
-
 /// Throughput of masked PSNR + SSIM in megapixels per second, next to a NumPy/SciPy
 /// implementation of the same formulas run on the same images (not a test: prints figures).
 #[derive(Debug, Parser)]
 #[command(name = "bench-metrics", max_term_width = 100)]
-struct BenchArgs {
+pub struct BenchArgs {
     /// Images in the batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..=4096))]
-    batch: i64,
+    pub batch: i64,
     /// Height and width of the RGB images.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(i64).range(1..=16384))]
-    size: i64,
+    pub size: i64,
     /// Timed runs per implementation (the best counts), after one warm-up.
     #[arg(long, default_value_t = 3)]
-    repeat: usize,
+    pub repeat: usize,
     /// Python for the baseline (default: the repository's .venv/bin/python, else python3).
     #[arg(long)]
-    python: Option<PathBuf>,
+    pub python: Option<PathBuf>,
     /// The baseline script (default: the repository's scripts/bench_metrics.py).
     #[arg(long)]
-    script: Option<PathBuf>,
+    pub script: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
-}
-
-/// The `bench-metrics` subcommand.
-pub fn bench_extension() -> Extension {
-    Extension {
-        command: BenchArgs::command(),
-        run: run_bench_metrics,
-    }
-}
-
-fn run_bench_metrics(matches: &ArgMatches) -> i32 {
-    let args = match BenchArgs::from_arg_matches(matches) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return EXIT_USAGE;
-        }
-    };
-    let cfg = BenchConfig {
-        batch: args.batch,
-        size: args.size,
-        repeat: args.repeat,
-        python: args.python,
-        script: args.script,
-    };
-    let report = run_bench(&cfg);
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_text());
-    }
-    match &report.numpy {
-        Ok(_) => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: the NumPy baseline did not run: {e}");
-            EXIT_ENVIRONMENT
-        }
-    }
+    pub json: bool,
 }

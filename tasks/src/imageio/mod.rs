@@ -1,11 +1,9 @@
 //! Every image decode and encode of this crate: files and bytes (PNG, JPEG; the format is
 //! guessed from the content), base64 and data URLs, PNG encodings, pixel digests, binary
-//! masks, and — in [`tensor`] — the conversions between images and tensors.
+//! masks. The conversions between images and tensors are `cocoflow_torch::imageio::tensor`.
 //!
 //! Grey images become RGB by repetition and alpha is dropped when RGB is asked for; a mask
 //! pixel is set when its grey level is ≥ 128 (0.5).
-
-pub mod tensor;
 
 use base64::Engine as _;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};

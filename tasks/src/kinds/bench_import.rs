@@ -21,8 +21,11 @@ impl Kind for BenchImport {
     fn validate(&self, p: &BenchImportParams) -> Result<(), ParamError> {
         check(p)
     }
+}
 
-    fn run(&self, p: BenchImportParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+impl BenchImport {
+    /// Does the work (the kind's run function).
+    pub fn run(&self, p: BenchImportParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let out = ctx.workdir()?.join("data");
         let s = import(&p, &out).map_err(|e| TaskError::Failed(format!("bench-import: {e}")))?;
         ctx.log(format!(

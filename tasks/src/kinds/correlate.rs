@@ -71,8 +71,11 @@ impl Kind for Correlate {
         }
         Ok(())
     }
+}
 
-    fn run(&self, p: CorrelateParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+impl Correlate {
+    /// Does the work (the kind's run function).
+    pub fn run(&self, p: CorrelateParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let fail = |e: String| TaskError::Failed(e);
         let mut samples = Vec::new();
         let mut reports = Vec::new();

@@ -45,8 +45,11 @@ impl Kind for Curate {
             _ => Ok(()),
         }
     }
+}
 
-    fn run(&self, p: CurateParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+impl Curate {
+    /// Does the work (the kind's run function).
+    pub fn run(&self, p: CurateParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let p = &p;
         if p.output == OutputMode::Input {
             let root = ctx.input_path("data")?;

@@ -6,12 +6,9 @@
 //! Applying it twice after the same step is an error (the input would be an `ema` output).
 //! Works on the adapter files alone (no model is loaded for a saved state), on the CPU.
 
-use super::{bad, check_lora, lora_config, set_threads};
-use crate::error::fail;
-use crate::nft::ema::EmaSchedule;
-use crate::rl::state::{self, LoadedState, STATE_FILE};
+use super::{bad, check_lora};
 use crate::rl::{DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK};
-use cocoflow_engine::kind::{Input, Kind, ParamError, TaskCtx, TaskError};
+use cocoflow_engine::kind::{Input, Kind, ParamError};
 use serde::{Deserialize, Serialize};
 
 /// How η depends on the step; every field has the spec's default.
@@ -60,16 +57,6 @@ impl Default for DecayParams {
         DecayParams::LinearCapped {
             rate: d_lin_rate(),
             cap: d_lin_cap(),
-        }
-    }
-}
-
-impl DecayParams {
-    pub fn schedule(&self) -> EmaSchedule {
-        match *self {
-            DecayParams::LinearCapped { rate, cap } => EmaSchedule::LinearCapped { rate, cap },
-            DecayParams::Delayed { delay, rate, cap } => EmaSchedule::Delayed { delay, rate, cap },
-            DecayParams::Constant { eta } => EmaSchedule::Constant { eta },
         }
     }
 }
@@ -134,29 +121,5 @@ impl Kind for EmaKind {
 
     fn validate(&self, p: &EmaParams) -> Result<(), ParamError> {
         check(p)
-    }
-
-    fn run(&self, p: EmaParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
-        set_threads(1);
-        let input = ctx.input_path("state")?;
-        let out = ctx.workdir()?.join("state");
-        if state::is_state(&input) {
-            state::copy_tree(&input, &out)?;
-        } else {
-            // The base model directory: a fresh state (θ_old = θ) from the model in it.
-            state::read_info(&input)?;
-            let lora = lora_config(p.lora_rank, p.lora_alpha, p.lora_init_seed);
-            let st: LoadedState = state::load(&input, &input, tch::Device::Cpu, &lora)?;
-            st.save(&out)?;
-        }
-        debug_assert!(out.join(STATE_FILE).is_file());
-        let eta = state::apply_ema(
-            &out,
-            &p.decay.schedule(),
-            serde_json::to_value(&p).map_err(fail)?,
-        )
-        .map_err(fail)?;
-        ctx.metric("eta", eta);
-        ctx.output_dir("state", &out)
     }
 }

@@ -99,8 +99,11 @@ impl Kind for Report {
         }
         Ok(())
     }
+}
 
-    fn run(&self, p: ReportParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+impl Report {
+    /// Does the work (the kind's run function).
+    pub fn run(&self, p: ReportParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         // Evaluations, by arm (in order of first appearance) and iteration.
         let mut arms: Vec<String> = Vec::new();
         let mut evals: BTreeMap<(usize, u64), EvalReport> = BTreeMap::new();

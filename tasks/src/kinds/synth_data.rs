@@ -90,8 +90,11 @@ impl Kind for SynthData {
         }
         Ok(())
     }
+}
 
-    fn run(&self, p: SynthParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+impl SynthData {
+    /// Does the work (the kind's run function).
+    pub fn run(&self, p: SynthParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let world = World {
             seed: p.seed,
             size: p.size,

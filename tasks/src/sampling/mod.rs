@@ -1,16 +1,10 @@
-//! Flow-matching samplers (method-spec §6): σ schedules with time shift, `euler`, `dpm2`.
-//!
-//! - [`schedule`]: `linspace(1, 1/N, N)` + exponential time shift (μ from the image token
-//!   count) + terminal 0; [`SchedulerConfig`] holds the shift settings a model carries.
-//! - [`solver`]: the solvers on any velocity field (used directly by the analytic tests).
-//! - [`noise`]: per-seed initial noise; [`sampler`]: batched sampling from an `EditPolicy`.
+//! Sampler settings (method-spec §6), torch-free: [`SamplerConfig`] (solver, steps, guidance)
+//! and [`schedule`] (`linspace(1, 1/N, N)` + exponential time shift (μ from the image token
+//! count) + terminal 0; [`SchedulerConfig`] holds the shift settings a model carries). The
+//! solvers and batched sampling from an `EditPolicy` are `cocoflow_torch::sampling`.
 
-pub mod noise;
-pub mod sampler;
+mod config;
 pub mod schedule;
-pub mod solver;
 
-pub use noise::{batch_noise, sample_noise};
-pub use sampler::{Sample, SamplerConfig, SamplingError, sample, stack_x0};
+pub use config::{SamplerConfig, SamplerKind};
 pub use schedule::{SchedulerConfig, shifted_sigmas, time_shift};
-pub use solver::{SamplerKind, integrate};

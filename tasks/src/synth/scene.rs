@@ -202,7 +202,7 @@ impl Image {
         [self.data[i], self.data[i + 1], self.data[i + 2]]
     }
     /// 8-bit RGB pixels: each value clamped to [0, 1], times 255, rounded half to even — what
-    /// saving the `(3, H, W)` tensor of [`Image::to_tensor`] gives.
+    /// saving the image as a `(3, H, W)` float tensor gives.
     pub fn to_rgb8(&self) -> image::RgbImage {
         let bytes: Vec<u8> = self
             .data
@@ -211,15 +211,6 @@ impl Image {
             .collect();
         image::RgbImage::from_raw(self.size as u32, self.size as u32, bytes)
             .expect("size² · 3 values")
-    }
-
-    /// `(3, H, W)` tensor.
-    pub fn to_tensor(&self) -> tch::Tensor {
-        let n = self.size as i64;
-        tch::Tensor::from_slice(&self.data)
-            .view([n, n, 3])
-            .permute([2, 0, 1])
-            .contiguous()
     }
 }
 

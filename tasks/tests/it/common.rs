@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The engine's built-in kinds and this crate's.
+/// The engine's built-in kinds and this crate's torch-free ones (run here).
 pub fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    cocoflow_tasks::register(&mut r);
+    cocoflow_tasks::register_torch_free(&mut r);
     r
 }
 

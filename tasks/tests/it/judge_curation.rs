@@ -356,7 +356,7 @@ tasks:
     assert_ne!(plain.1, raw.1);
     // `raw: false` is the default and is left out of the canonical params (hence the keys of
     // existing workflows do not change)
-    let kind = cocoflow_engine::kind::Typed(cocoflow_tasks::kinds::synth_data::SynthData);
+    let kind = cocoflow_engine::kind::Declared(cocoflow_tasks::kinds::synth_data::SynthData);
     let canon = |v: serde_json::Value| kind.check_params(&v).unwrap();
     let base = serde_json::json!({"seed": 3, "size": 16});
     let mut explicit = base.clone();

@@ -567,7 +567,7 @@ fn report_and_correlate_through_the_engine() {
 #[test]
 fn bad_params_and_inputs_are_refused() {
     use cocoflow_engine::kind::TaskKind;
-    let k = cocoflow_engine::kind::Typed(cocoflow_tasks::kinds::report::Report);
+    let k = cocoflow_engine::kind::Declared(cocoflow_tasks::kinds::report::Report);
     assert!(k.check_params(&json!({"grid_scale": 0})).is_err());
     assert!(k.check_params(&json!({"grid_itmes": 3})).is_err());
     let p = k.check_params(&json!({})).unwrap();
@@ -581,7 +581,7 @@ fn bad_params_and_inputs_are_refused() {
         k.check_inputs(&p, &["evals", "base", "rewards", "data"])
             .is_ok()
     );
-    let c = cocoflow_engine::kind::Typed(cocoflow_tasks::kinds::correlate::Correlate);
+    let c = cocoflow_engine::kind::Declared(cocoflow_tasks::kinds::correlate::Correlate);
     assert!(c.check_params(&json!({"x": "psnr_db"})).is_err());
     assert_eq!(
         c.check_params(&json!({})).unwrap(),

@@ -1,0 +1,248 @@
+//! The work of `eval` (declared in [`cocoflow_tasks::kinds::eval`]): the run function the
+//! worker binary registers.
+
+use crate::artifacts::eval_report::{
+    self, EvalRecord, TypeRow, summarize, table_markdown, table_markdown_bench,
+};
+use crate::data::{Dataset, RecordTensors as _};
+use crate::device::select_device;
+use crate::error::fail;
+use crate::eval::{
+    Protocol, bench_judge, edit_chunk, is_local_type, judge_chunk, load_policy, safe_name,
+    sample_seed,
+};
+use crate::judge::{Judge, JudgeImage, JudgeImageTensor as _, JudgeRequest, pool_concurrency};
+use crate::metrics::masked_metrics;
+use cocoflow_engine::kind::{TaskCtx, TaskError};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use tch::Tensor;
+
+pub use cocoflow_tasks::kinds::eval::*;
+
+pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+    tch::set_num_threads(p.threads);
+    let ordinals: Vec<usize> = ctx.cuda_ordinals.iter().map(|&o| o as usize).collect();
+    let device = select_device(&ordinals);
+    let adapter = match ctx.input_items("adapter") {
+        Ok(_) => Some(ctx.input_path("adapter")?),
+        Err(_) => None,
+    };
+    let policy = match p.images {
+        EvalImages::Policy => {
+            let model_dir = ctx.input_path("model")?;
+            Some(load_policy(
+                &super::base_model(ctx, &model_dir)?,
+                adapter.as_deref(),
+                device,
+            )?)
+        }
+        _ => None,
+    };
+    let data_root = ctx.input_path("data")?;
+    let ds =
+        Dataset::open(&data_root).map_err(|e| TaskError::Failed(format!("input `data`: {e}")))?;
+    let mut recs = ds.records.clone();
+    if let Some(l) = p.limit {
+        recs.truncate(l);
+    }
+    if recs.is_empty() {
+        return Err(TaskError::Failed(format!(
+            "input `data` (`{}`): no records to evaluate",
+            data_root.display()
+        )));
+    }
+    let judge: Option<Arc<dyn Judge>> = match p.protocol {
+        Protocol::Synthetic => Some(p.judge.build(ctx.store()).map_err(TaskError::Failed)?),
+        _ => None,
+    };
+    let bench = match p.protocol {
+        Protocol::Synthetic => None,
+        _ => Some(bench_judge(&p.judge, ctx.store())?),
+    };
+    let concurrency = pool_concurrency(&ctx.pools).unwrap_or(8);
+    let work = ctx.workdir()?;
+    let out = work.join("report");
+    let img_dir = out.join("images");
+    std::fs::create_dir_all(&img_dir)
+        .map_err(|e| TaskError::Failed(format!("cannot create `{}`: {e}", img_dir.display())))?;
+    let mut records: Vec<EvalRecord> = Vec::with_capacity(recs.len());
+    let total = recs.len() as u64;
+    let fail = |k: &str, e: &dyn std::fmt::Display| {
+        TaskError::Failed(format!("input `data`, record `{k}`: {e}"))
+    };
+    for batch_recs in recs.chunks(p.batch_size) {
+        ctx.check_cancelled()?;
+        let mut all_srcs = Vec::new();
+        let mut all_masks = Vec::new();
+        let mut all_has_mask = Vec::new();
+        for r in batch_recs {
+            let s = ds.source(r).map_err(|e| fail(&r.key, &e))?;
+            let (_, h, w) = s.size3().expect("(3, H, W)");
+            let m = ds.edit_mask(r).map_err(|e| fail(&r.key, &e))?;
+            all_has_mask.push(m.is_some());
+            let m =
+                m.unwrap_or_else(|| Tensor::zeros([1, h, w], (tch::Kind::Float, tch::Device::Cpu)));
+            if m.size()[1..] != s.size()[1..] {
+                return Err(fail(
+                    &r.key,
+                    &format!(
+                        "the mask is {:?}, the source {:?} (height, width)",
+                        &m.size()[1..],
+                        &s.size()[1..]
+                    ),
+                ));
+            }
+            all_srcs.push(s);
+            all_masks.push(m);
+        }
+        // Runs of equal image size: one tensor per batch (the synthetic benchmark has one
+        // size, so its batches are whole).
+        let mut start = 0;
+        while start < batch_recs.len() {
+            let size = all_srcs[start].size();
+            let end = (start + 1..batch_recs.len())
+                .find(|&j| all_srcs[j].size() != size)
+                .unwrap_or(batch_recs.len());
+            let chunk = &batch_recs[start..end];
+            let has_mask = &all_has_mask[start..end];
+            let sources = Tensor::stack(&all_srcs[start..end], 0);
+            let edit_masks = Tensor::stack(&all_masks[start..end], 0);
+            start = end;
+            let seeds: Vec<u64> = chunk.iter().map(|r| sample_seed(p.seed, &r.key)).collect();
+            let edited = edit_chunk(
+                &p.sampler,
+                p.images,
+                policy.as_ref(),
+                &ds,
+                chunk,
+                &sources,
+                &seeds,
+                device,
+            )?;
+            // Judge.
+            let mut reqs = Vec::new();
+            for (i, r) in chunk.iter().enumerate() {
+                let i = i as i64;
+                let src = JudgeImage::from_tensor(&sources.get(i)).map_err(|e| fail(&r.key, &e))?;
+                let out_img =
+                    JudgeImage::from_tensor(&edited.get(i)).map_err(|e| fail(&r.key, &e))?;
+                reqs.push(JudgeRequest::new(src, out_img, r.instruction.clone()));
+            }
+            let judged = judge_chunk(
+                ctx,
+                p.protocol,
+                judge.as_deref(),
+                bench.as_ref(),
+                &reqs,
+                concurrency,
+            );
+            // Pixel metrics on the keep region.
+            let keep: Tensor = edit_masks.ones_like() - &edit_masks;
+            let pm = masked_metrics(
+                &sources.to_kind(tch::Kind::Double),
+                &edited.to_kind(tch::Kind::Double),
+                &keep.to_kind(tch::Kind::Double),
+                &p.metrics,
+            )
+            .map_err(|e| TaskError::Failed(format!("metrics: {e}")))?;
+            for ((i, r), (eff, qual, overall, jerr, bscores)) in
+                chunk.iter().enumerate().zip(judged)
+            {
+                let et = r.edit_type.clone().unwrap_or_else(|| "unknown".into());
+                let file = format!("images/{}.png", safe_name(&r.key));
+                crate::imageio::tensor::save_rgb(&out.join(&file), &edited.get(i as i64))
+                    .map_err(|e| fail(&r.key, &e))?;
+                // A benchmark's keep region is its mask: none, no pixel metrics.
+                let local = is_local_type(&et) && (p.protocol.is_synthetic() || has_mask[i]);
+                let m = pm[i].as_ref().ok().filter(|_| local);
+                records.push(EvalRecord {
+                    key: r.key.clone(),
+                    edit_type: et,
+                    instruction: r.instruction.clone(),
+                    seed: seeds[i],
+                    image: file,
+                    judge_effect: eff,
+                    judge_quality: qual,
+                    judge_overall: overall,
+                    judge_error: jerr,
+                    psnr_db: m.map(|m| m.psnr_db),
+                    ssim: m.map(|m| m.ssim),
+                    r_sim: m.map(|m| m.r_sim),
+                    bench: bscores,
+                });
+            }
+        }
+        ctx.progress(records.len() as u64, total, "edited and scored");
+    }
+    let invalid = records.iter().filter(|r| r.judge_overall.is_none()).count();
+    if invalid as f64 > p.max_invalid_fraction * records.len() as f64 {
+        let first = records
+            .iter()
+            .find_map(|r| r.judge_error.clone())
+            .unwrap_or_default();
+        return Err(TaskError::Failed(format!(
+            "{invalid} of {} judge answers are invalid, more than `max_invalid_fraction` {} allows; first: {first}",
+            records.len(),
+            p.max_invalid_fraction
+        )));
+    }
+    let (rows, overall) = summarize(&records, p.psnr_cap_db);
+    let label = p.label.clone().unwrap_or_else(|| match p.images {
+        EvalImages::Target => "benchmark targets".into(),
+        EvalImages::Source => "unedited sources".into(),
+        EvalImages::Policy if adapter.is_some() => "policy θ".into(),
+        EvalImages::Policy => "base".into(),
+    });
+    write_report(&out, &label, &records, &rows, &overall, &p)?;
+    ctx.metric("judge_overall", overall.judge_overall);
+    ctx.metric("psnr_db", overall.psnr_db);
+    ctx.metric("ssim", overall.ssim);
+    ctx.metric("judge_invalid", invalid as u64);
+    if p.protocol.is_synthetic() {
+        ctx.log(table_markdown(&label, &rows, &overall));
+    } else {
+        ctx.metric("bench_score", overall.bench_score);
+        ctx.log(table_markdown_bench(&label, p.protocol, &rows, &overall));
+    }
+    ctx.output_dir("report", &out)
+}
+
+fn write_report(
+    out: &Path,
+    label: &str,
+    records: &[EvalRecord],
+    rows: &[TypeRow],
+    overall: &TypeRow,
+    p: &EvalParams,
+) -> Result<(), TaskError> {
+    let mut table = json!({
+        "label": label,
+        "arm": p.arm,
+        "iteration": p.iteration,
+        "rows": rows,
+        "overall": overall,
+        "params": serde_json::to_value(p).expect("serialisable"),
+        "notes": "judge scores in [0, 1]: overall = mean of effect and quality; per-type means, overall = unweighted mean over types; masked PSNR/SSIM over local edit types, PSNR capped at psnr_cap_db in means",
+    });
+    let bench_notes = match p.protocol {
+        Protocol::Synthetic => None,
+        Protocol::Gedit => Some(
+            "GEdit-Bench (VIEScore), 0-10: per sample SC = min(editing_success, overediting), PQ = min(naturalness, artifacts), O = sqrt(SC*PQ) (bench_sc, bench_pq, bench_score); per-type means over judged samples, overall = unweighted mean over types; judge_effect/quality/overall = SC/10, PQ/10, O/10; masked PSNR/SSIM over local edit types with a mask, PSNR capped at psnr_cap_db in means",
+        ),
+        Protocol::Imgedit => Some(
+            "ImgEdit-Bench, 1-5: per sample the mean of prompt_compliance, visual_naturalness, physical_integrity (bench_score); per-type means over judged samples, overall = unweighted mean over types; judge_* = (v - 1)/4; masked PSNR/SSIM over local edit types with a mask, PSNR capped at psnr_cap_db in means",
+        ),
+    };
+    if let Some(notes) = bench_notes {
+        table["protocol"] = json!(p.protocol.name());
+        table["notes"] = json!(notes);
+    }
+    let md = if p.protocol.is_synthetic() {
+        table_markdown(label, rows, overall)
+    } else {
+        table_markdown_bench(label, p.protocol, rows, overall)
+    };
+    eval_report::write(out, records, table, &md).map_err(fail)
+}

@@ -1,0 +1,55 @@
+//! The run functions of the task kinds that need libtorch, one file each next to its
+//! declaration in [`cocoflow_tasks::kinds`] (re-exported here, with the torch-free kinds).
+
+pub mod ema;
+pub mod eval;
+pub mod nft_train;
+pub mod pretrain;
+pub mod reward;
+pub mod rollout;
+pub mod torch_info;
+
+pub use cocoflow_tasks::kinds::{
+    bad, bench_import, check_lora, check_threads, correlate, curate, report, synth_data,
+};
+
+/// Sets libtorch's intra-op threads for this task (results on the CPU depend on it).
+pub fn set_threads(n: usize) {
+    tch::set_num_threads(n.max(1) as i32);
+}
+
+/// The device a task runs on: the first granted GPU, else the CPU.
+pub fn device_of(ordinals: &[u32]) -> tch::Device {
+    let ids: Vec<usize> = ordinals.iter().map(|&i| i as usize).collect();
+    crate::device::select_device(&ids)
+}
+
+/// The LoRA config of fresh adapters from a kind's `lora_rank`/`lora_alpha`/`lora_init_seed`.
+pub fn lora_config(rank: i64, alpha: f64, init_seed: u64) -> crate::models::LoraConfig {
+    crate::models::LoraConfig {
+        r: rank,
+        lora_alpha: alpha,
+        init_seed,
+        ..crate::models::LoraConfig::default()
+    }
+}
+
+/// The task's `model` input (at `dir`) as a [`crate::models::BaseModel`] shared through the
+/// process's model cache (keyed by the input's content digest): a worker loads a base once
+/// however many tasks use it.
+pub fn base_model(
+    ctx: &cocoflow_engine::kind::TaskCtx,
+    dir: &std::path::Path,
+) -> Result<crate::models::BaseModel, cocoflow_engine::kind::TaskError> {
+    let items = ctx.input_items("model")?;
+    let digest = &items
+        .first()
+        .ok_or_else(|| cocoflow_engine::kind::TaskError::Params("input `model` is empty".into()))?
+        .artifact
+        .digest;
+    Ok(crate::models::BaseModel::cached(
+        dir,
+        ctx.models().clone(),
+        digest,
+    ))
+}

@@ -1,0 +1,188 @@
+//! The work of `nft-train` (declared in [`cocoflow_tasks::kinds::nft_train`]): the run function the
+//! worker binary registers.
+
+use super::{base_model, device_of, lora_config, set_threads};
+use crate::artifacts::rewards::RewardsFile;
+use crate::artifacts::rollouts::{RolloutManifest, RolloutTensors};
+use crate::error::fail;
+use crate::models::{EditPolicy, THETA, Trainable};
+use crate::rl::adamw::{AdamWConfig, clip_grad_norm};
+use crate::rl::nft_train;
+use crate::rl::state::{self, BannedGroup, NormRecord};
+use cocoflow_engine::kind::{TaskCtx, TaskError};
+use serde_json::json;
+use std::collections::BTreeMap;
+use tch::Tensor;
+
+pub use cocoflow_tasks::kinds::nft_train::*;
+
+/// The optimiser settings of the params.
+pub fn adamw(p: &NftTrainParams) -> AdamWConfig {
+    AdamWConfig {
+        lr: p.lr,
+        beta1: p.beta1,
+        beta2: p.beta2,
+        weight_decay: p.weight_decay,
+        eps: p.eps,
+    }
+}
+
+pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+    set_threads(p.threads);
+    let device = device_of(&ctx.cuda_ordinals);
+    let model_dir = ctx.input_path("model")?;
+    let state_dir = ctx.input_path("state")?;
+    let rdir = ctx.input_path("rollouts")?;
+    let rewards_path = ctx.input_path("rewards")?;
+    let lora = lora_config(p.lora_rank, p.lora_alpha, p.lora_init_seed);
+    let mut st = state::load(&base_model(ctx, &model_dir)?, &state_dir, device, &lora)?;
+    let m = RolloutManifest::read(&rdir).map_err(fail)?;
+    let rw = RewardsFile::read(&rewards_path).map_err(fail)?;
+
+    // The inputs must belong together.
+    if m.iteration != st.info.iteration {
+        return Err(fail(format!(
+            "the rollouts are from iteration {} but the state is at iteration {}",
+            m.iteration, st.info.iteration
+        )));
+    }
+    let theta_old = state::theta_old_digest(&state_dir)?;
+    if m.theta_old != theta_old {
+        return Err(fail(
+            "the rollouts were not sampled from this state's θ_old (digest differs)",
+        ));
+    }
+    if rw.iteration != m.iteration
+        || rw.theta_old != m.theta_old
+        || rw.samples.len() != m.samples.len()
+        || rw
+            .samples
+            .iter()
+            .zip(&m.samples)
+            .any(|(a, b)| a.seed != b.seed)
+    {
+        return Err(fail(
+            "the `rewards` input does not score the `rollouts` input (iteration, θ_old or seeds differ)",
+        ));
+    }
+    let t_all = RolloutTensors::read(&rdir, &m).map_err(fail)?;
+    let step = st.info.step;
+    let cfg = p.nft_config();
+
+    let acc = nft_train::accumulate(
+        &mut st.model,
+        &m,
+        &t_all,
+        &rw,
+        &nft_train::Settings {
+            cfg: &cfg,
+            seed: p.seed,
+            step,
+            timestep_fraction: p.timestep_fraction,
+            micro_batch: p.micro_batch,
+            device,
+        },
+        &mut |done, total, loss| {
+            ctx.progress(done, total, format!("loss {loss:.4}"));
+            ctx.check_cancelled()
+        },
+    )?;
+    let (sums, used, n_t) = (acc.sums, acc.used, acc.timesteps);
+    let params = st.model.adapter_variables(THETA)?;
+
+    // Clip and step (no step when nothing is in the loss).
+    let grads: BTreeMap<String, Tensor> = params
+        .iter()
+        .map(|(k, v)| {
+            let g = v.grad();
+            (k.clone(), if g.defined() { g } else { v.zeros_like() })
+        })
+        .collect();
+    let updated = !used.is_empty();
+    let (norm, coef) = if updated {
+        clip_grad_norm(&grads, p.max_grad_norm)
+    } else {
+        (0.0, 1.0)
+    };
+    st.optimizer.cfg = adamw(&p);
+    if updated {
+        st.optimizer.step(&params, &grads);
+    } else {
+        ctx.log(format!(
+            "iteration {}: no sample in the loss ({} samples, {} banned groups); no optimiser step",
+            m.iteration,
+            m.samples.len(),
+            rw.banned.len()
+        ));
+    }
+    for v in params.values() {
+        let mut g = v.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+    st.model.set_trainable(Trainable::Nothing).map_err(fail)?;
+
+    let mean = |x: f64| if sums.n > 0.0 { x / sums.n } else { 0.0 };
+    let stats = json!({
+        "iteration": m.iteration,
+        "step": step + 1,
+        "samples": m.samples.len(),
+        "used": used.len(),
+        "timesteps": n_t,
+        "micro_batches": acc.micro_batches,
+        "updated": updated,
+        "loss": mean(sums.loss),
+        "policy": mean(sums.policy),
+        "kl": mean(sums.kl),
+        "ner": mean(sums.ner),
+        "er": mean(sums.er),
+        "ner_active": mean(sums.ner_active),
+        "er_active": mean(sums.er_active),
+        "grad_norm": norm,
+        "clip_coef": coef,
+        "r_raw_mean": rw.stats.r_raw.mean,
+        "r_mllm_mean": rw.stats.r_mllm.mean,
+        "r_sim_mean": rw.stats.r_sim.mean,
+    });
+    for key in [
+        "loss",
+        "policy",
+        "kl",
+        "ner",
+        "er",
+        "ner_active",
+        "er_active",
+        "grad_norm",
+        "clip_coef",
+        "used",
+        "step",
+        "iteration",
+    ] {
+        ctx.metric(key, stats[key].clone());
+    }
+    ctx.metric("updated", updated);
+    ctx.log(format!("nft-train {stats}"));
+
+    let info = &mut st.info;
+    info.reward_norm.push(NormRecord {
+        iteration: m.iteration,
+        z: rw.stats.z,
+        r_raw_mean: rw.stats.r_raw.mean,
+        r_raw_std: rw.stats.r_raw.std,
+    });
+    info.banned_groups
+        .extend(rw.banned.iter().map(|g| BannedGroup {
+            iteration: m.iteration,
+            group: g.clone(),
+        }));
+    info.history.push(stats);
+    info.configs
+        .insert("nft-train".into(), serde_json::to_value(&p).map_err(fail)?);
+    info.rng.nft_seed = Some(p.seed);
+    info.step = step + 1;
+    info.iteration = m.iteration + 1;
+    let out = ctx.workdir()?.join("state");
+    st.save(&out)?;
+    ctx.output_dir("state", &out)
+}

@@ -1,0 +1,54 @@
+//! FLUX.1 Kontext on libtorch: the components of a diffusers `FluxKontextPipeline`
+//! repository, numerically matching diffusers 0.42 / transformers 5 (golden tests in
+//! `tasks/tests/it/flux.rs`, references from `torch/tests/golden/flux/gen.py`).
+//!
+//! One file per diffusers / transformers module:
+//! - [`transformer`]: `FluxTransformer2DModel` (with [`transformer_blocks`], [`attention`],
+//!   [`normalization`], [`embeddings`], [`rope`]); [`checkpointing`]: its block-wise
+//!   gradient checkpointing.
+//! - [`vae`] (+ [`vae_blocks`]): `AutoencoderKL`, FLUX's latent normalisation and packing.
+//! - [`clip`]: `CLIPTextModel`; [`t5`]: `T5EncoderModel`; [`tokenizers`]: both tokenizers.
+//! - [`scheduler`]: the pipeline's shifted σ schedule; [`pipeline`]: a whole edit and its
+//!   pieces (`encode_prompt`, `prepare_source`, `velocity`, `decode`).
+//! - [`config`]: every `config.json` as a struct; [`weights`]: sharded safetensors loading
+//!   with per-file, per-key errors; [`layers`]: the plain layers.
+//!
+//! A repository directory is what `FluxKontextPipeline.save_pretrained` writes:
+//! `model_index.json`, `transformer/` (`config.json`, `diffusion_pytorch_model.safetensors`
+//! or shards + `diffusion_pytorch_model.safetensors.index.json`), `vae/`, `text_encoder/`
+//! (`model.safetensors`), `text_encoder_2/`, `tokenizer/` (`vocab.json`, `merges.txt`,
+//! `tokenizer_config.json`), `tokenizer_2/` (`tokenizer.json`), `scheduler/`.
+//!
+//! Every linear layer is a [`super::lora::LoraLinear`], so LoRA adapters (PEFT targets
+//! `attn.to_q`, ..., `attn.to_add_out`) can be added to the transformer later.
+
+pub mod attention;
+pub mod checkpointing;
+pub mod clip;
+pub mod config;
+pub mod embeddings;
+pub mod layers;
+pub mod normalization;
+pub mod pipeline;
+pub mod rope;
+pub mod scheduler;
+pub mod t5;
+pub mod tokenizers;
+pub mod transformer;
+pub mod transformer_blocks;
+pub mod vae;
+pub mod vae_blocks;
+pub mod weights;
+
+pub use checkpointing::Checkpointed;
+pub use clip::{ClipTextModel, ClipTextOutput};
+pub use config::{
+    AutoencoderKLConfig, ClipTextConfig, FlowMatchEulerDiscreteSchedulerConfig,
+    FluxTransformer2DModelConfig, T5Config,
+};
+pub use pipeline::{EditRequest, FluxKontextPipeline, PromptEmbeds, SourceLatents};
+pub use scheduler::{FlowMatchSchedule, flux_schedule};
+pub use t5::T5EncoderModel;
+pub use tokenizers::{ClipTokenizer, T5Tokenizer};
+pub use transformer::{FluxInputs, FluxTransformer2DModel};
+pub use vae::{AutoencoderKL, pack_latents, unpack_latents};

@@ -1,0 +1,16 @@
+//! The integration tests of `cocoflow-torch`, one test binary (linking libtorch once), one
+//! module per area. Goldens and their generator scripts live in `torch/tests/golden/`.
+//!
+//! Tests that need CUDA are `#[ignore]`d with the reason "needs CUDA": they are reported as
+//! ignored here, never as passed, and run with `cargo test -p cocoflow-torch --test it --
+//! --ignored cuda` on a GPU machine.
+
+mod common;
+
+mod benchmarks;
+mod flux;
+mod metrics_golden;
+mod models;
+mod nft_parity;
+mod rl;
+mod sampling;

@@ -1,0 +1,409 @@
+//! The RL loop kinds (`rollout`, `reward`, `nft-train`, `ema`) through the real engine: a loop
+//! of 3 iterations runs, is deterministic across fresh stores, and continuing from the state
+//! saved after iteration 1 ends in the same bytes as the continuous run. Plus the state's
+//! invariants (fresh state = base model, EMA extremes) and parameter errors.
+
+use cocoflow_engine::kind::Declared;
+use cocoflow_engine::kind::TaskKind;
+use cocoflow_torch::kinds::rollout::Rollout;
+use cocoflow_torch::kinds::{ema::EmaKind, nft_train::NftTrain, reward::RewardKind};
+use cocoflow_torch::models::checkpoint::read_safetensors;
+use cocoflow_torch::models::peft::ADAPTER_WEIGHTS;
+use cocoflow_torch::models::{
+    ActiveAdapter, BaseModel, EditPolicy, THETA, THETA_OLD, TextEncoderConfig, TinyKontext,
+    TinyKontextConfig,
+};
+use cocoflow_torch::nft::ema::EmaSchedule;
+use cocoflow_torch::rl;
+use cocoflow_torch::rl::state::{self, StateInfo};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+use crate::common::{files, run};
+
+fn small_config() -> TinyKontextConfig {
+    TinyKontextConfig {
+        num_layers: 2,
+        num_attention_heads: 2,
+        attention_head_dim: 16,
+        mlp_ratio: 2.0,
+        timestep_freq_dim: 32,
+        text_encoder: TextEncoderConfig {
+            hidden_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 64,
+            ..TextEncoderConfig::default()
+        },
+        ..TinyKontextConfig::default()
+    }
+}
+
+/// A random base model directory.
+fn write_base(dir: &Path) -> PathBuf {
+    let p = dir.join("base");
+    TinyKontext::new(&small_config(), Device::Cpu, 7)
+        .unwrap()
+        .save(&p)
+        .unwrap();
+    p
+}
+
+const KINDS: &str = r#"
+      tasks:
+        rollout:
+          kind: rollout
+          inputs: {model: base.model, state: carry.state, data: data.train}
+          params: {seed: 3, groups: 3, k: 3, steps: 4, batch: 4}
+        reward:
+          kind: reward
+          inputs: {rollouts: rollout.rollouts, data: data.train}
+          params: {ban_std: -1.0, max_invalid_fraction: 1.0}
+        train:
+          kind: nft-train
+          inputs: {model: base.model, state: carry.state, rollouts: rollout.rollouts, rewards: reward.rewards}
+          params: {seed: 5, micro_batch: 4, lambda_ner: 0.2, lambda_er: 0.2, lr: 0.01}
+        ema:
+          kind: ema
+          inputs: {state: train.state}
+"#;
+
+/// The loop workflow; `init` is a directory copied in as the carry's initial value (the base
+/// model, or a saved state).
+fn workflow(base: &Path, init: Option<&Path>, iterations: u32) -> String {
+    let init_task = match init {
+        None => String::new(),
+        Some(p) => format!(
+            "  init:\n    kind: shell\n    params:\n      cmd: 'mkdir -p st && cp -r \"$SRC\"/. st/'\n      env: {{SRC: \"{}\"}}\n      outputs: {{state: st/}}\n",
+            p.display()
+        ),
+    };
+    let init_ref = if init.is_some() {
+        "init.state"
+    } else {
+        "base.model"
+    };
+    format!(
+        r#"name: rl-test
+tasks:
+  data:
+    kind: synth-data
+    params: {{seed: 1, n_train: 10, n_bench: 2, size: 16, max_objects: 2}}
+  base:
+    kind: shell
+    params:
+      cmd: 'mkdir -p model && cp -r "$SRC"/. model/'
+      env: {{SRC: "{base}"}}
+      outputs: {{model: model/}}
+{init_task}  rl:
+    loop:
+      iterations: {iterations}
+      carry:
+        state: {{init: {init_ref}, next: ema.state}}
+{KINDS}"#,
+        base = base.display()
+    )
+}
+
+fn assert_same_files(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    assert_eq!(
+        fa.keys().collect::<Vec<_>>(),
+        fb.keys().collect::<Vec<_>>(),
+        "file lists differ"
+    );
+    for (k, v) in &fa {
+        assert!(
+            v == &fb[k],
+            "`{k}` differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+fn info(dir: &Path) -> StateInfo {
+    state::read_info(dir).unwrap().expect("a saved state")
+}
+
+fn adapter(dir: &Path, which: &str) -> BTreeMap<String, Tensor> {
+    read_safetensors(&dir.join(which).join(ADAPTER_WEIGHTS)).unwrap()
+}
+
+fn max_abs(t: &BTreeMap<String, Tensor>, part: &str) -> f64 {
+    t.iter()
+        .filter(|(k, _)| k.contains(part))
+        .map(|(_, v)| v.abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+/// Loop runs, deterministic across fresh stores, and resumable from a saved state.
+#[test]
+fn loop_runs_is_deterministic_and_resumes_bit_identically() {
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_base(tmp.path());
+
+    // (1) three iterations through the engine.
+    let t0 = std::time::Instant::now();
+    let a = run(&tmp.path().join("a"), &workflow(&base, None, 3));
+    eprintln!("3 iterations in {:.1?}", t0.elapsed());
+    assert_eq!(a.report.succeeded, 2 + 3 * 4, "{:?}", a.report);
+    let final_a = a.output("rl[3].ema", "state");
+    let i = info(&final_a);
+    assert_eq!((i.iteration, i.step, i.optimizer.t), (3, 3, 3));
+    assert_eq!(i.history.len(), 3);
+    assert_eq!(i.reward_norm.len(), 3);
+    assert_eq!(i.ema.last_step, Some(3));
+    assert!((i.ema.last_eta.unwrap() - 0.003).abs() < 1e-12);
+    // θ moved away from B = 0, and θ_old follows it only partly.
+    let theta = adapter(&final_a, state::THETA_DIR);
+    let old = adapter(&final_a, state::THETA_OLD_DIR);
+    assert!(max_abs(&theta, "lora_B") > 0.0);
+    assert!(max_abs(&old, "lora_B") > 0.0);
+    assert!(theta.iter().any(|(k, v)| !v.equal(&old[k])));
+    // Rollouts and rewards of each iteration exist and match up.
+    for it in 1..=3u64 {
+        let r = a.output(&format!("rl[{it}].rollout"), "rollouts");
+        let m = cocoflow_torch::artifacts::rollouts::RolloutManifest::read(&r).unwrap();
+        assert_eq!(m.iteration, it - 1);
+        assert_eq!(m.samples.len(), 9);
+        assert!(r.join(&m.samples[8].image).is_file());
+        let metrics = a.metrics(&format!("rl[{it}].train"));
+        eprintln!(
+            "iteration {it}: train {metrics:?}\n  reward {:?}",
+            a.metrics(&format!("rl[{it}].reward"))
+        );
+        assert!(metrics["grad_norm"].as_f64().unwrap() > 0.0, "{metrics:?}");
+        for k in ["policy", "kl", "ner", "er", "ner_active", "er_active"] {
+            assert!(metrics.contains_key(k), "{k}: {metrics:?}");
+        }
+        let rm = a.metrics(&format!("rl[{it}].reward"));
+        assert!(rm.contains_key("r_sim_mean") && rm.contains_key("banned_groups"));
+    }
+    // Different iterations pick different prompts or seeds.
+    let m1 = cocoflow_torch::artifacts::rollouts::RolloutManifest::read(
+        &a.output("rl[1].rollout", "rollouts"),
+    )
+    .unwrap();
+    let m2 = cocoflow_torch::artifacts::rollouts::RolloutManifest::read(
+        &a.output("rl[2].rollout", "rollouts"),
+    )
+    .unwrap();
+    assert_ne!(m1.samples[0].seed, m2.samples[0].seed);
+    assert_eq!(m1.theta_old, "fresh");
+    assert_ne!(m2.theta_old, "fresh");
+
+    // (2) the same workflow in a fresh store gives the same bytes.
+    let b = run(&tmp.path().join("b"), &workflow(&base, None, 3));
+    assert_eq!(b.report.succeeded, 14);
+    assert_same_files(&final_a, &b.output("rl[3].ema", "state"));
+    assert_same_files(
+        &a.output("rl[3].rollout", "rollouts"),
+        &b.output("rl[3].rollout", "rollouts"),
+    );
+
+    // (3) continuing from the state saved after iteration 1 (copied out of the store, as a
+    // checkpoint would be) for 2 more iterations equals the continuous run.
+    let saved = tmp.path().join("saved-after-1");
+    state::copy_tree(&a.output("rl[1].ema", "state"), &saved).unwrap();
+    assert_eq!(info(&saved).iteration, 1);
+    let c = run(&tmp.path().join("c"), &workflow(&base, Some(&saved), 2));
+    assert_eq!(c.report.succeeded, 3 + 2 * 4);
+    assert_same_files(&final_a, &c.output("rl[2].ema", "state"));
+}
+
+/// (5) A fresh state from the base model: θ_old = θ, B = 0, and every adapter's outputs equal
+/// the base model's exactly.
+#[test]
+fn fresh_state_equals_the_base_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_base(tmp.path());
+    let lora = cocoflow_torch::models::LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        ..Default::default()
+    };
+    let st = state::load(&BaseModel::uncached(&base), &base, Device::Cpu, &lora).unwrap();
+    assert!(st.fresh);
+    assert_eq!((st.info.iteration, st.info.step), (0, 0));
+    let th = st.model.adapter_variables(THETA).unwrap();
+    let old = st.model.adapter_variables(THETA_OLD).unwrap();
+    assert_eq!(th.len(), old.len());
+    for (k, v) in &th {
+        assert!(v.equal(&old[k]), "{k}");
+        if k.contains("lora_B") {
+            assert_eq!(v.abs().max().double_value(&[]), 0.0, "{k}");
+        }
+    }
+    let m = &st.model;
+    let src = Tensor::rand([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let z = m.encode(&src).unwrap();
+    let cond = m
+        .condition(&z, &["turn the red circle blue", "remove the square"])
+        .unwrap();
+    let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[0.3f32, 0.8]);
+    let v_ref = m.velocity_with(&x, &t, &cond, &ActiveAdapter::Off).unwrap();
+    let v_th = m
+        .velocity_with(&x, &t, &cond, &ActiveAdapter::theta())
+        .unwrap();
+    let v_old = m
+        .velocity_with(&x, &t, &cond, &ActiveAdapter::theta_old())
+        .unwrap();
+    assert!(v_ref.equal(&v_th) && v_ref.equal(&v_old));
+    // Saved and loaded again: the same adapters, and the rollout policy of a base-dir state is
+    // the base model itself.
+    let saved = tmp.path().join("s");
+    st.save(&saved).unwrap();
+    let again = state::load(&BaseModel::uncached(&base), &saved, Device::Cpu, &lora).unwrap();
+    assert!(!again.fresh);
+    for (k, v) in again.model.adapter_variables(THETA).unwrap() {
+        assert!(v.equal(&th[k.as_str()]), "{k}");
+    }
+    // A rank that does not match the saved state is an error naming the param.
+    let err = state::load(
+        &BaseModel::uncached(&base),
+        &saved,
+        Device::Cpu,
+        &cocoflow_torch::models::LoraConfig {
+            r: 8,
+            lora_alpha: 8.0,
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("`lora_rank`"), "{err}");
+}
+
+/// (4) EMA with η = 0 copies θ into θ_old; with η = 1 keeps θ_old.
+#[test]
+fn ema_extremes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_base(tmp.path());
+    let lora = cocoflow_torch::models::LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        ..Default::default()
+    };
+    let st = state::load(&BaseModel::uncached(&base), &base, Device::Cpu, &lora).unwrap();
+    // Make θ differ from θ_old.
+    tch::no_grad(|| {
+        for (_, v) in st.model.adapter_variables(THETA).unwrap() {
+            let _ = v.shallow_clone().f_add_(&(v.randn_like() * 0.1));
+        }
+    });
+    let dir = tmp.path().join("s");
+    st.save(&dir).unwrap();
+    let theta = adapter(&dir, state::THETA_DIR);
+    let old0 = adapter(&dir, state::THETA_OLD_DIR);
+    assert!(theta.iter().any(|(k, v)| !v.equal(&old0[k])));
+
+    let keep = tmp.path().join("keep");
+    state::copy_tree(&dir, &keep).unwrap();
+    let eta = rl::state::apply_ema(&keep, &EmaSchedule::Constant { eta: 1.0 }, json!({})).unwrap();
+    assert_eq!(eta, 1.0);
+    let old1 = adapter(&keep, state::THETA_OLD_DIR);
+    assert!(old1.iter().all(|(k, v)| v.equal(&old0[k])));
+    // A second EMA after the same step is refused.
+    let err =
+        rl::state::apply_ema(&keep, &EmaSchedule::Constant { eta: 1.0 }, json!({})).unwrap_err();
+    assert!(err.to_string().contains("already applied"), "{err}");
+
+    let copy = tmp.path().join("copy");
+    state::copy_tree(&dir, &copy).unwrap();
+    rl::state::apply_ema(&copy, &EmaSchedule::Constant { eta: 0.0 }, json!({})).unwrap();
+    let old2 = adapter(&copy, state::THETA_OLD_DIR);
+    assert!(old2.iter().all(|(k, v)| v.equal(&theta[k])));
+    assert_eq!(info(&copy).ema.last_eta, Some(0.0));
+}
+
+/// Bad params are rejected with the key's path.
+#[test]
+fn bad_params_name_the_key() {
+    let cases: Vec<(Box<dyn TaskKind>, serde_json::Value, &str)> = vec![
+        (Box::new(Declared(Rollout)), json!({"groups": 0}), "groups"),
+        (Box::new(Declared(Rollout)), json!({"steps": 0}), "steps"),
+        (
+            Box::new(Declared(Rollout)),
+            json!({"sampler": "heun"}),
+            "sampler",
+        ),
+        (Box::new(Declared(Rollout)), json!({"groupz": 3}), "groupz"),
+        (Box::new(Declared(RewardKind)), json!({"w_s": 2.0}), "w_s"),
+        (
+            Box::new(Declared(RewardKind)),
+            json!({"max_invalid_fraction": -0.1}),
+            "max_invalid_fraction",
+        ),
+        (
+            Box::new(Declared(RewardKind)),
+            json!({"normaliser": {"mode": "constant", "value": 0.0}}),
+            "normalizer.value",
+        ),
+        (
+            Box::new(Declared(RewardKind)),
+            json!({"judge": {"kind": "openai", "base_url": "", "model": "m"}}),
+            "judge.base_url",
+        ),
+        (Box::new(Declared(NftTrain)), json!({"lr": -1.0}), "lr"),
+        (
+            Box::new(Declared(NftTrain)),
+            json!({"micro_batch": 0}),
+            "micro_batch",
+        ),
+        (
+            Box::new(Declared(NftTrain)),
+            json!({"lora_rank": 0}),
+            "lora_rank",
+        ),
+        (
+            Box::new(Declared(NftTrain)),
+            json!({"timestep_fraction": 1.5}),
+            "timestep_fraction",
+        ),
+        (
+            Box::new(Declared(NftTrain)),
+            json!({"mask_down": "avg"}),
+            "mask_down",
+        ),
+        (
+            Box::new(Declared(EmaKind)),
+            json!({"decay": {"schedule": "constant", "eta": 2.0}}),
+            "decay.eta",
+        ),
+        (
+            Box::new(Declared(EmaKind)),
+            json!({"decay": {"schedule": "linear-capped", "cap": 1.5}}),
+            "decay.cap",
+        ),
+    ];
+    for (kind, params, path) in cases {
+        let err = kind.check_params(&params).unwrap_err();
+        assert_eq!(err.path, path, "{} {params}: {err:?}", kind.name());
+        if path == "groupz" {
+            assert!(err.message.contains("unknown field"), "{err:?}");
+        }
+    }
+    // Defaults are accepted and canonical.
+    for kind in [
+        Box::new(Declared(Rollout)) as Box<dyn TaskKind>,
+        Box::new(Declared(RewardKind)),
+        Box::new(Declared(NftTrain)),
+        Box::new(Declared(EmaKind)),
+    ] {
+        let v = kind.check_params(&json!({})).unwrap();
+        assert_eq!(kind.check_params(&v).unwrap(), v, "{}", kind.name());
+    }
+    let v = Declared(NftTrain).check_params(&json!({})).unwrap();
+    assert_eq!(v["lora_rank"], 8);
+    assert_eq!(v["lr"], 3e-4);
+    // Inputs are checked by name.
+    let e = Declared(Rollout)
+        .check_inputs(&json!({}), &["model", "data"])
+        .unwrap_err();
+    assert!(e.contains("missing input(s) `state`"), "{e}");
+}
