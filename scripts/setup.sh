@@ -4,7 +4,7 @@
 #   - numpy, scipy, scikit-image, pillow (reference values in tests), moto[server] (S3 test server),
 #   - sam2 1.1.0 + torchvision 0.26.0 (tools/sam2_server.py, the reference segmentation server),
 #   - transformers 5.25.0 with fastapi, uvicorn and openai for `transformers serve` (the judge
-#     server of tasks/tests/it/judge_real_server.rs, tools/tiny_qwen_vl.py).
+#     server of torch/tests/it/judge_real_server.rs, tools/tiny_qwen_vl.py).
 # Pinned in scripts/requirements.txt + scripts/requirements-sam2.txt (+ scripts/constraints.txt for
 # transitive deps). sam2 is a source package: it is installed in a second pip run, without build
 # isolation (its build imports torch: the venv's 2.11.0, not the newest) and without its CUDA

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A tiny, randomly initialised Qwen2.5-VL served by `transformers serve`: a judge server made
 of real parts (transformers' OpenAI-compatible server, its Qwen2.5-VL model and processor
-classes) for cocoflow's judge client tests (``tasks/tests/it/judge_real_server.rs``).
+classes) for cocoflow's judge client tests (``torch/tests/it/judge_real_server.rs``).
 
 ``build OUT``: writes a model directory in the layout of the published Qwen2.5-VL checkpoints:
 
@@ -34,7 +34,7 @@ process of its own, which the hook does not touch.
 ``transformers serve`` needs ``fastapi``, ``uvicorn`` and ``openai`` (transformers' `serving`
 extra; ``scripts/setup.sh`` installs them). It ignores ``logprobs``/``top_logprobs`` in chat
 completions (transformers 5.25.0), so this server tests the judge's ``generate`` path; the
-logprobs reader is tested against recorded vLLM and SGLang responses (``tasks/tests/golden/judge``).
+logprobs reader is tested against recorded vLLM and SGLang responses (``torch/tests/golden/judge``).
 
 Usage::
 

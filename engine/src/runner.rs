@@ -67,6 +67,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Base models loaded from disk by this run's attempts (the rest came from a cache).
     pub model_loads: u64,
+    /// Worker processes started (`workers` executor).
+    pub workers_started: u64,
 }
 
 pub fn hostname() -> String {
@@ -276,6 +278,8 @@ pub async fn run(
         instances: n,
         cached: n_cached,
         options: opts.options_json.clone(),
+        model_loads: 0,
+        workers_started: 0,
     };
     journal.put_run(&record)?;
     let lease = Lease {
@@ -332,7 +336,6 @@ pub async fn run(
         self_exe: opts.self_exe.clone(),
         worker_exe: opts.worker_exe.clone(),
     });
-    let mut model_loads = 0u64;
     let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
     let mut interrupted = false;
     let mut grace_deadline: Option<tokio::time::Instant> = None;
@@ -466,7 +469,6 @@ pub async fn run(
                     id,
                     attempt,
                     outcome,
-                    model_loads: 0,
                 });
                 launched.insert(
                     id,
@@ -528,7 +530,6 @@ pub async fn run(
                             message: format!("no executor `{name}` in this run"),
                             retryable: false,
                         },
-                        model_loads: 0,
                     });
                     Running::new()
                 }
@@ -600,7 +601,7 @@ pub async fn run(
                 }
                 for (&id, _) in launched.iter() {
                     if let State::Running { attempt } = core.state(id).clone() {
-                        batch.push(ExecEvent::Done { id, attempt, outcome: JobOutcome::Cancelled, model_loads: 0 });
+                        batch.push(ExecEvent::Done { id, attempt, outcome: JobOutcome::Cancelled });
                     }
                 }
                 kill_deadline = None;
@@ -615,9 +616,7 @@ pub async fn run(
                     id,
                     attempt,
                     outcome,
-                    model_loads: loads,
                 } => {
-                    model_loads += loads;
                     let Some(l) = launched.remove(&id) else {
                         continue;
                     };
@@ -683,7 +682,9 @@ pub async fn run(
     }
 
     executors.shutdown();
-    tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), model_loads, "run ends");
+    let workers_started = executors.processes_started();
+    let model_loads = executors.model_loads();
+    tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), model_loads, workers_started, "run ends");
     lease_task.abort();
     let _ = store.delete_lease(&opts.run_id).await;
     let states = core.states();
@@ -701,6 +702,8 @@ pub async fn run(
         RunStatus::Succeeded
     };
     record.finished_ms = Some(now_ms());
+    record.model_loads = model_loads;
+    record.workers_started = workers_started;
     journal.put_run(&record)?;
     write_snapshot(&snapshot_path, &record, &records);
     let results: Vec<String> = plan
@@ -730,6 +733,7 @@ pub async fn run(
         interrupted: interrupted_n,
         elapsed: t0.elapsed(),
         model_loads,
+        workers_started,
     })
 }
 

@@ -4,3 +4,4 @@
 mod cli;
 mod resume;
 mod rl_resume;
+mod workers;

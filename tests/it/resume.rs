@@ -106,11 +106,12 @@ fn logs(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// Starts a run and kills it with SIGKILL as soon as `ready` holds for the attempt logs.
 fn kill_when(dir: &Path, what: &str, ready: impl Fn(&[(String, PathBuf)]) -> bool) {
+    let err_path = dir.join(format!("stderr-{}.txt", what.replace(' ', "-")));
     let mut child = Command::new(BIN)
         .args(args(&[]))
         .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
@@ -120,10 +121,13 @@ fn kill_when(dir: &Path, what: &str, ready: impl Fn(&[(String, PathBuf)]) -> boo
             child.wait().unwrap();
             return;
         }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed {what}"
-        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) before it could be killed {what}; attempt logs {:?}; stderr:\n{}",
+                logs(dir).iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(600),
             "never reached the moment {what}"

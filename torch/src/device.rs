@@ -58,7 +58,7 @@ impl fmt::Display for TorchInfo {
 /// i.e. relative to `CUDA_VISIBLE_DEVICES` when that is set.
 ///
 /// ```
-/// use cocoflow_tasks::device::select_device;
+/// use cocoflow_torch::device::select_device;
 /// assert_eq!(select_device(&[]), tch::Device::Cpu);
 /// ```
 pub fn select_device(requested_gpu_ids: &[usize]) -> Device {

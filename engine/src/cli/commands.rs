@@ -312,8 +312,17 @@ async fn cmd_run(
         Err(RunError::Journal(e)) => return Err(e.into()),
         Err(RunError::Store(e)) => return Err(e.into()),
     };
+    // Worker processes and the models they loaded, when there were any.
+    let loads = if report.workers_started + report.model_loads > 0 {
+        format!(
+            "; {} model load(s), {} worker(s)",
+            report.model_loads, report.workers_started
+        )
+    } else {
+        String::new()
+    };
     let text = format!(
-        "run {} {} in {}: {} ran, {} cached, {} failed, {} blocked, {} interrupted\n  details: cocoflow status {}",
+        "run {} {} in {}: {} ran, {} cached, {} failed, {} blocked, {} interrupted{loads}\n  details: cocoflow status {}",
         report.run_id,
         report.status.label(),
         human_duration(report.elapsed),
@@ -324,7 +333,7 @@ async fn cmd_run(
         report.interrupted,
         report.run_id
     );
-    let summary = serde_json::json!({"run": report.run_id, "status": report.status.label(), "succeeded": report.succeeded, "cached": report.cached, "failed": report.failed, "blocked": report.blocked, "interrupted": report.interrupted, "seconds": report.elapsed.as_secs_f64()});
+    let summary = serde_json::json!({"run": report.run_id, "status": report.status.label(), "succeeded": report.succeeded, "cached": report.cached, "failed": report.failed, "blocked": report.blocked, "interrupted": report.interrupted, "seconds": report.elapsed.as_secs_f64(), "model_loads": report.model_loads, "workers_started": report.workers_started});
     ui.done(&summary, &text);
     Ok(match report.status {
         RunStatus::Succeeded => EXIT_OK,

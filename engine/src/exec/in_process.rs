@@ -28,6 +28,10 @@ impl InProcess {
 }
 
 impl Executor for InProcess {
+    fn model_loads(&self) -> u64 {
+        self.models.loads()
+    }
+
     fn name(&self) -> &'static str {
         "in-process"
     }
@@ -58,7 +62,6 @@ impl Executor for InProcess {
         });
         self.pool.submit(Box::new(move || {
             let ordinals = job.gpus.clone();
-            let before = models.loads();
             let outcome = run_job(
                 &job,
                 &registry,
@@ -85,7 +88,6 @@ impl Executor for InProcess {
                 id,
                 attempt,
                 outcome,
-                model_loads: models.loads() - before,
             });
         }));
         running

@@ -88,8 +88,6 @@ pub enum ExecEvent {
         id: InstanceId,
         attempt: u32,
         outcome: JobOutcome,
-        /// Models (base weights) this attempt loaded from disk (0: from a worker's cache).
-        model_loads: u64,
     },
 }
 
@@ -169,6 +167,14 @@ pub trait Executor: Send + Sync {
     fn launch(&self, launch: Launch) -> Running;
     /// Stops what the executor keeps running between attempts (idle workers).
     fn shutdown(&self) {}
+    /// Long-lived processes it started so far (workers), for the run summary.
+    fn processes_started(&self) -> u64 {
+        0
+    }
+    /// Models its attempts loaded so far (the rest came from a process's model cache).
+    fn model_loads(&self) -> u64 {
+        0
+    }
 }
 
 /// The executors of a run, by name.
@@ -214,6 +220,16 @@ impl Executors {
         for e in self.map.values() {
             e.shutdown();
         }
+    }
+
+    /// Long-lived processes the executors started (workers).
+    pub fn processes_started(&self) -> u64 {
+        self.map.values().map(|e| e.processes_started()).sum()
+    }
+
+    /// Models the executors' attempts loaded.
+    pub fn model_loads(&self) -> u64 {
+        self.map.values().map(|e| e.model_loads()).sum()
     }
 }
 
@@ -368,6 +384,8 @@ fn failed(e: TaskError) -> JobOutcome {
 #[serde(rename_all = "kebab-case")]
 pub enum WorkerLine {
     Progress(Progress),
+    /// Models the attempt loaded (printed before the outcome).
+    ModelLoads(u64),
     Outcome(JobOutcome),
 }
 
@@ -421,6 +439,7 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
     }
     let progress: ProgressSink = Arc::new(|p: Progress| print_line(&WorkerLine::Progress(p)));
     let handle = rt.handle().clone();
+    let models = Arc::new(ModelCache::default());
     let outcome = std::thread::scope(|s| {
         s.spawn(|| {
             run_job(
@@ -430,7 +449,7 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
                 handle,
                 progress,
                 cancel,
-                Arc::new(ModelCache::default()),
+                models.clone(),
                 (0..job.gpus.len() as u32).collect(),
             )
         })
@@ -445,6 +464,7 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
     } else {
         1
     };
+    print_line(&WorkerLine::ModelLoads(models.loads()));
     print_line(&WorkerLine::Outcome(outcome));
     code
 }

@@ -8,6 +8,8 @@ use super::{
     ExecEnv, ExecEvent, Executor, Job, JobOutcome, Launch, Running, WORKER_PREFIX, WorkerLine,
 };
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 
 pub struct Subprocess {
@@ -15,6 +17,8 @@ pub struct Subprocess {
     state_dir: PathBuf,
     self_exe: PathBuf,
     worker_exe: PathBuf,
+    /// Models the attempts' processes loaded (each reports its own before its outcome).
+    loads: Arc<AtomicU64>,
 }
 
 impl Subprocess {
@@ -24,6 +28,7 @@ impl Subprocess {
             state_dir: env.state_dir.clone(),
             self_exe: env.self_exe.clone(),
             worker_exe: env.worker_exe.clone(),
+            loads: Arc::default(),
         }
     }
 }
@@ -31,6 +36,10 @@ impl Subprocess {
 impl Executor for Subprocess {
     fn name(&self) -> &'static str {
         "subprocess"
+    }
+
+    fn model_loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     fn launch(&self, l: Launch) -> Running {
@@ -47,15 +56,18 @@ impl Executor for Subprocess {
             l.attempt
         ));
         let r = running.clone();
+        let loads = self.loads.clone();
         self.rt.spawn(async move {
             let (id, attempt) = (l.id, l.attempt);
-            let outcome = run(&exe, &l.job, &job_file, id, &l.events, &r, l.timeout).await;
+            let outcome = run(
+                &exe, &l.job, &job_file, id, &l.events, &r, l.timeout, &loads,
+            )
+            .await;
             let _ = std::fs::remove_file(&job_file);
             let _ = l.events.send(ExecEvent::Done {
                 id,
                 attempt,
                 outcome,
-                model_loads: 0,
             });
         });
         running
@@ -77,6 +89,7 @@ async fn run(
     tx: &UnboundedSender<ExecEvent>,
     running: &Running,
     timeout: Option<std::time::Duration>,
+    loads: &AtomicU64,
 ) -> JobOutcome {
     use std::os::unix::process::ExitStatusExt;
     use tokio::io::AsyncBufReadExt;
@@ -153,6 +166,9 @@ async fn run(
                                 let _ = tx.send(ExecEvent::Progress { id, progress: p });
                             }
                             Ok(WorkerLine::Outcome(o)) => outcome = Some(o),
+                            Ok(WorkerLine::ModelLoads(n)) => {
+                                loads.fetch_add(n, Ordering::Relaxed);
+                            }
                             Err(_) => {}
                         }
                     }

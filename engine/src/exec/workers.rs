@@ -57,6 +57,8 @@ pub struct Workers {
     idle: Arc<Mutex<Vec<Worker>>>,
     seq: Arc<AtomicU64>,
     started: Arc<AtomicU64>,
+    /// Models the workers loaded (each attempt's count comes with its outcome).
+    loads: Arc<AtomicU64>,
 }
 
 impl Workers {
@@ -68,6 +70,7 @@ impl Workers {
             idle: Arc::default(),
             seq: Arc::default(),
             started: Arc::default(),
+            loads: Arc::default(),
         }
     }
 
@@ -170,10 +173,11 @@ impl Executor for Workers {
     fn launch(&self, l: Launch) -> Running {
         let running = Running::new();
         let r = running.clone();
-        let (idle, seq, started, exe, log_dir) = (
+        let (idle, seq, started, loads, exe, log_dir) = (
             self.idle.clone(),
             self.seq.clone(),
             self.started.clone(),
+            self.loads.clone(),
             self.exe.clone(),
             self.log_dir.clone(),
         );
@@ -214,14 +218,22 @@ impl Executor for Workers {
             if let Some(w) = keep {
                 idle.lock().unwrap().push(w);
             }
+            loads.fetch_add(model_loads, Ordering::Relaxed);
             let _ = l.events.send(ExecEvent::Done {
                 id,
                 attempt,
                 outcome,
-                model_loads,
             });
         });
         running
+    }
+
+    fn processes_started(&self) -> u64 {
+        self.started()
+    }
+
+    fn model_loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     fn shutdown(&self) {

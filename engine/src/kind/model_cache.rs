@@ -29,6 +29,8 @@ struct Entry {
 struct Inner {
     items: HashMap<String, Entry>,
     tick: u64,
+    /// One lock per key being built: a second task asking for it waits for the first build.
+    building: HashMap<String, Arc<Mutex<()>>>,
 }
 
 pub struct ModelCache {
@@ -70,25 +72,37 @@ impl ModelCache {
     }
 
     /// Returns the cached value for `key`, building it on first use; `build` also says how
-    /// many bytes the value holds. The build runs without the lock held (two tasks asking
-    /// for the same new key at once may both build it; the second insert wins).
+    /// many bytes the value holds. Tasks asking for a key being built wait for that build
+    /// (other keys are served meanwhile); if it fails, the next one builds.
     pub fn get_or_try_insert_sized<T: Any + Send + Sync, E>(
         &self,
         key: &str,
         build: impl FnOnce() -> Result<(T, u64), E>,
     ) -> Result<Arc<T>, E> {
-        {
-            let mut inner = self.inner.lock().unwrap();
-            inner.tick += 1;
-            let tick = inner.tick;
-            if let Some(e) = inner.items.get_mut(key)
-                && let Ok(t) = e.value.clone().downcast::<T>()
-            {
-                e.used = tick;
-                return Ok(t);
-            }
+        if let Some(t) = self.lookup::<T>(key) {
+            return Ok(t);
         }
-        let (v, bytes) = build()?;
+        let gate = self
+            .inner
+            .lock()
+            .unwrap()
+            .building
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let _building = gate.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self.lookup::<T>(key) {
+            return Ok(t);
+        }
+        tracing::info!(key, "model cache loads");
+        let built = build();
+        let (v, bytes) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                self.inner.lock().unwrap().building.remove(key);
+                return Err(e);
+            }
+        };
         let v = Arc::new(v);
         self.loads.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap();
@@ -112,6 +126,7 @@ impl ModelCache {
             self.evictions.fetch_add(1, Ordering::Relaxed);
             tracing::info!(key = %oldest, bytes = e.bytes, "model cache evicts");
         }
+        inner.building.remove(key);
         if held + bytes <= self.max_bytes {
             inner.items.insert(
                 key.to_string(),
@@ -123,6 +138,17 @@ impl ModelCache {
             );
         }
         Ok(v)
+    }
+
+    /// The cached value of `key`, marked as just used.
+    fn lookup<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let e = inner.items.get_mut(key)?;
+        let t = e.value.clone().downcast::<T>().ok()?;
+        e.used = tick;
+        Some(t)
     }
 
     pub fn len(&self) -> usize {
@@ -191,5 +217,26 @@ mod tests {
         let big = get(&c, "huge", 1000);
         assert_eq!(*big, "huge");
         assert!(c.bytes() <= 100);
+    }
+
+    #[test]
+    fn concurrent_requests_for_one_key_build_it_once() {
+        let c = Arc::new(ModelCache::with_limit(1 << 20));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    c.get_or_try_insert_sized("k", || {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        Ok::<_, ()>((1u32, 4))
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(*t.join().unwrap(), 1);
+        }
+        assert_eq!(c.loads(), 1);
     }
 }

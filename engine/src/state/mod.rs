@@ -49,6 +49,12 @@ pub struct RunRecord {
     /// Extra CLI options needed to resume exactly (`--gpus`, `--executor`, ...).
     #[serde(default)]
     pub options: serde_json::Value,
+    /// Models the run's attempts loaded from disk (the rest came from a process's cache).
+    #[serde(default)]
+    pub model_loads: u64,
+    /// Worker processes the run started (`workers` executor).
+    #[serde(default)]
+    pub workers_started: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,6 +331,8 @@ mod tests {
             instances: 2,
             cached: 0,
             options: serde_json::Value::Null,
+            model_loads: 0,
+            workers_started: 0,
         }
     }
 

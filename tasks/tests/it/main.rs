@@ -7,7 +7,6 @@ mod common;
 mod curate;
 mod judge_curation;
 mod judge_http;
-mod judge_real_server;
 mod report;
 mod sam2_server;
 mod segment_http;

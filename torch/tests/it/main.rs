@@ -9,8 +9,10 @@ mod common;
 
 mod benchmarks;
 mod flux;
+mod judge_real_server;
 mod metrics_golden;
 mod models;
 mod nft_parity;
+mod report_eval;
 mod rl;
 mod sampling;

@@ -12,7 +12,7 @@
 //!    and `max_invalid_fraction`, `judge bench`, and the `curate` workflow and `eval` runs
 //!    against it (they fail past `max_invalid_fraction`, naming it, and complete under it with
 //!    the invalid answers counted).
-//! 2. **Recorded responses** in the formats vLLM and SGLang document (`tasks/tests/golden/judge`),
+//! 2. **Recorded responses** in the formats vLLM and SGLang document (`torch/tests/golden/judge`),
 //!    replayed over HTTP: the logprobs reader on 0–5, 0–10 and 1–10 scales (digit-split
 //!    numbers), an answer cut at `max_tokens`, an error body, and `judge check`'s diagnoses.
 //!
@@ -23,15 +23,15 @@
 
 use crate::common;
 
-use cocoflow_tasks::judge::check::{self, Problem, Reply};
-use cocoflow_tasks::judge::extract::AnswerError;
-use cocoflow_tasks::judge::prompts::{self, ImageRole, Prompt};
-use cocoflow_tasks::judge::{
+use cocoflow_torch::judge::check::{self, Problem, Reply};
+use cocoflow_torch::judge::extract::AnswerError;
+use cocoflow_torch::judge::prompts::{self, ImageRole, Prompt};
+use cocoflow_torch::judge::{
     Extraction, Judge, JudgeError, JudgeImage, JudgeRequest, OpenAiConfig, OpenAiJudge, Scores,
     bench, server,
 };
-use cocoflow_tasks::net::RetryPolicy;
-use cocoflow_tasks::net::serve::{json_reply, spawn_http};
+use cocoflow_torch::net::RetryPolicy;
+use cocoflow_torch::net::serve::{json_reply, spawn_http};
 use http_body_util::BodyExt as _;
 use hyper::StatusCode;
 use image::{Rgb, RgbImage};
@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("tasks/ has a parent")
+        .expect("torch/ has a parent")
         .to_path_buf()
 }
 
