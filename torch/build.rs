@@ -6,6 +6,8 @@
 //!   `device::torch_info()` (tch has no runtime version query).
 //! - Tests and examples of this crate get an rpath to that dir and keep `libtorch_cuda.so`
 //!   (rustc's `--as-needed` drops it otherwise and CUDA is never available: tch-rs #980).
+//! - `csrc/cuda_memory.cpp` (the CUDA caching allocator's statistics, which tch does not
+//!   expose) is compiled against that libtorch's headers, as torch-sys compiles its wrapper.
 use std::{env, fs, path::PathBuf};
 
 /// The libtorch version tch 0.24.0 is written for (see torch/Cargo.toml).
@@ -51,6 +53,8 @@ fn main() {
         println!("cargo:rustc-env=COCOFLOW_LIBTORCH_VERSION={v}");
     }
 
+    compile_cuda_memory(&lib);
+
     let has_cuda = lib.join("libtorch_cuda.so").exists();
     println!("cargo:rustc-env=COCOFLOW_LIBTORCH_HAS_CUDA={has_cuda}");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
@@ -63,4 +67,24 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }
     }
+}
+
+/// `csrc/cuda_memory.cpp` with the flags torch-sys uses for its own C++ (C++17, the libtorch's
+/// C++11 ABI, `LIBTORCH_CXX11_ABI` as torch-sys reads it, default 1). Only c10 core headers:
+/// it builds with a CPU-only libtorch as well.
+fn compile_cuda_memory(lib: &std::path::Path) {
+    println!("cargo:rerun-if-changed=csrc/cuda_memory.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let include = env::var_os("LIBTORCH_INCLUDE")
+        .map(|p| PathBuf::from(p).join("include"))
+        .unwrap_or_else(|| lib.join("../include"));
+    let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/cuda_memory.cpp")
+        .include(include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .warnings(false)
+        .compile("cocoflow_cuda_memory");
 }

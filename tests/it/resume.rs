@@ -159,11 +159,11 @@ fn killed_at_three_moments_the_run_exports_the_files_of_an_uninterrupted_one() {
     });
     // 2. mid-loop: once the second iteration's rollout has started
     kill_when(d.path(), "mid-loop", |ls| {
-        ls.iter().any(|(n, _)| n.starts_with("rl[2].rollout."))
+        ls.iter().any(|(n, _)| n.starts_with("rl_2_.rollout."))
     });
     // 3. mid-evaluation: once the third iteration's evaluation has started
     kill_when(d.path(), "mid-eval", |ls| {
-        ls.iter().any(|(n, _)| n.starts_with("rl[3].eval."))
+        ls.iter().any(|(n, _)| n.starts_with("rl_3_.eval."))
     });
     run_to_end(d.path());
     let got = export(d.path());

@@ -405,7 +405,10 @@ fn in_process_workers_and_subprocess_give_identical_outputs() {
     assert_eq!(sc["workers_started"], 0);
     // A fresh process per attempt loads the base for every attempt that uses it; a worker
     // loads it once.
-    assert!(sc["model_loads"].as_u64() > sb["model_loads"].as_u64(), "{sb} {sc}");
+    assert!(
+        sc["model_loads"].as_u64() > sb["model_loads"].as_u64(),
+        "{sb} {sc}"
+    );
     assert!(
         fa.keys().any(|k| k.ends_with("table.json")),
         "{:?}",

@@ -1,4 +1,4 @@
-//! What libtorch can see, and which device a task runs on.
+//! What libtorch can see, which device a task runs on, and the CUDA allocator's counters.
 
 use std::fmt;
 
@@ -68,6 +68,52 @@ pub fn select_device(requested_gpu_ids: &[usize]) -> Device {
     }
 }
 
+/// The CUDA caching allocator's byte counters of one device, as PyTorch's
+/// `torch.cuda.memory_allocated` / `max_memory_allocated` / `memory_reserved` /
+/// `max_memory_reserved` read them (`allocated_bytes.all.*`, `reserved_bytes.all.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaMemory {
+    /// Bytes in live tensors now.
+    pub allocated: u64,
+    /// Most bytes in live tensors since the start or the last [`reset_cuda_peak_memory`].
+    pub peak_allocated: u64,
+    /// Bytes the allocator holds from the driver (live tensors and its cache).
+    pub reserved: u64,
+    pub peak_reserved: u64,
+}
+
+// tasks/csrc/cuda_memory.cpp, compiled and linked by tasks/build.rs.
+unsafe extern "C" {
+    fn cocoflow_cuda_memory_stats(device: i32, out: *mut i64) -> i32;
+    fn cocoflow_cuda_reset_peak_memory(device: i32) -> i32;
+}
+
+/// The allocator's counters for CUDA device `index`; `None` without CUDA or before libtorch
+/// has allocated anything on a CUDA device in this process.
+pub fn cuda_memory(index: usize) -> Option<CudaMemory> {
+    let mut out = [0i64; 4];
+    let device = i32::try_from(index).ok()?;
+    // SAFETY: `out` holds the 4 values the function writes; it catches every C++ exception.
+    let rc = unsafe { cocoflow_cuda_memory_stats(device, out.as_mut_ptr()) };
+    let b = |v: i64| u64::try_from(v).unwrap_or(0);
+    (rc == 0).then(|| CudaMemory {
+        allocated: b(out[0]),
+        peak_allocated: b(out[1]),
+        reserved: b(out[2]),
+        peak_reserved: b(out[3]),
+    })
+}
+
+/// Resets the peaks of CUDA device `index` to the current values
+/// (`torch.cuda.reset_peak_memory_stats`); false when there is no CUDA allocator in use.
+pub fn reset_cuda_peak_memory(index: usize) -> bool {
+    let Ok(device) = i32::try_from(index) else {
+        return false;
+    };
+    // SAFETY: no pointers; the function catches every C++ exception.
+    unsafe { cocoflow_cuda_reset_peak_memory(device) == 0 }
+}
+
 fn torch_cuda_loaded() -> bool {
     std::fs::read_to_string("/proc/self/maps").is_ok_and(|maps| maps.contains("/libtorch_cuda.so"))
 }
@@ -97,6 +143,27 @@ mod tests {
         } else {
             assert!(info.device_count >= 1);
         }
+    }
+
+    #[test]
+    fn cuda_memory_is_none_without_cuda_and_counts_allocations_with_it() {
+        if !Cuda::is_available() {
+            assert_eq!(cuda_memory(0), None);
+            assert!(!reset_cuda_peak_memory(0));
+            return;
+        }
+        let dev = Device::Cuda(0);
+        let _warm = tch::Tensor::zeros([1], (tch::Kind::Float, dev));
+        assert!(reset_cuda_peak_memory(0));
+        let before = cuda_memory(0).expect("CUDA allocator stats");
+        let t = tch::Tensor::zeros([64 << 20], (tch::Kind::Uint8, dev));
+        let during = cuda_memory(0).unwrap();
+        assert!(during.allocated >= before.allocated + (64 << 20));
+        drop(t);
+        let after = cuda_memory(0).unwrap();
+        assert_eq!(after.allocated, before.allocated);
+        assert!(after.peak_allocated >= before.allocated + (64 << 20));
+        assert!(after.reserved >= after.allocated && after.peak_reserved >= after.reserved);
     }
 
     #[test]

@@ -277,6 +277,12 @@ pub fn run_job(
     if let Some(parent) = job.log_path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
+    // The attempt's log exists from its start (status and the UI name it), even for a kind
+    // that never writes to it.
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&job.log_path);
     let inputs: BTreeMap<String, Vec<InputItem>> = job
         .inputs
         .iter()

@@ -1,6 +1,7 @@
 //! The task-level subcommands of the worker binary: those of the front end
 //! ([`cocoflow_tasks::cli`]) run here, `score` and `bench-metrics` included ([`score`]).
 
+pub mod bench_flux;
 pub mod score;
 
 use cocoflow_engine::cli::Extension;
@@ -12,5 +13,6 @@ pub fn extensions() -> Vec<Extension> {
         score::extension(),
         score::bench_extension(),
         crate::segment::server::extension(),
+        bench_flux::extension(),
     ]
 }

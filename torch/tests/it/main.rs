@@ -9,6 +9,7 @@ mod common;
 
 mod benchmarks;
 mod flux;
+mod flux_bench;
 mod judge_real_server;
 mod metrics_golden;
 mod models;

@@ -12,6 +12,8 @@
 //!   pieces (`encode_prompt`, `prepare_source`, `velocity`, `decode`).
 //! - [`config`]: every `config.json` as a struct; [`weights`]: sharded safetensors loading
 //!   with per-file, per-key errors; [`layers`]: the plain layers.
+//! - [`bench`]: throughput and memory of the full-size transformer with random weights
+//!   (`cocoflow bench-flux`; `bench/flux_pytorch.py` is the diffusers + peft baseline).
 //!
 //! A repository directory is what `FluxKontextPipeline.save_pretrained` writes:
 //! `model_index.json`, `transformer/` (`config.json`, `diffusion_pytorch_model.safetensors`
@@ -23,6 +25,7 @@
 //! `attn.to_q`, ..., `attn.to_add_out`) can be added to the transformer later.
 
 pub mod attention;
+pub mod bench;
 pub mod checkpointing;
 pub mod clip;
 pub mod config;
