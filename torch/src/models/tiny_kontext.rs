@@ -11,22 +11,25 @@
 //! - Blocks: double-stream (`transformer_blocks.N`) with joint attention over the whole
 //!   sequence (no separate cross-attention), padded text keys masked.
 //! - Output: `norm_out` (adaptive LayerNorm) and `proj_out` on the target tokens only.
+//!
+//! Its [`EditPolicy`] implementation (latent coding, adapters, trainable weights) is in
+//! `tiny_kontext/edit_policy.rs`.
 
 use super::block::{TransformerBlock, layer_norm, modulate};
 use super::checkpoint::{self, CONFIG_FILE, WEIGHTS_FILE};
 use super::config::TinyKontextConfig;
 use super::embeddings::{TimeTextEmbed, pos_embed_2d};
-use super::error::{ModelError, TensorDiff};
+use super::error::ModelError;
 use super::lora::{LoraConfig, LoraLinear};
-use super::peft;
 use super::policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
 use super::random::uniform_tensor;
 use super::text_encoder::TextEncoder;
 use crate::rng::StreamRng;
-use crate::sampling::SchedulerConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
+
+mod edit_policy;
 
 pub const BACKEND: &str = "tiny-kontext";
 
@@ -373,220 +376,6 @@ impl TinyKontext {
         let m = self.norm_out.forward(&emb.silu(), None).chunk(2, 1);
         let out = modulate(&layer_norm(&out), &m[1], &m[0]);
         Ok(self.unpatchify(&self.proj_out.forward(&out, None), h, w))
-    }
-}
-
-impl EditPolicy for TinyKontext {
-    fn backend(&self) -> &str {
-        BACKEND
-    }
-
-    fn device(&self) -> Device {
-        self.vs.device()
-    }
-
-    fn encode(&self, images: &Tensor) -> Result<Tensor, ModelError> {
-        let s = images.size();
-        let p = self.cfg.patch_size;
-        if s.len() != 4 || s[1] != 3 || s[2] % p != 0 || s[3] % p != 0 {
-            return Err(input_err(
-                "images",
-                format!("expected (B, 3, H, W) with H and W multiples of {p}, got {s:?}"),
-            ));
-        }
-        if self.cfg.in_channels != 3 {
-            return Err(ModelError::InvalidConfig(format!(
-                "tiny-kontext codes RGB images as 3-channel latents, but `in_channels` is {}",
-                self.cfg.in_channels
-            )));
-        }
-        Ok(images.to_kind(Kind::Float).to_device(self.device()) * 2.0 - 1.0)
-    }
-
-    fn decode(&self, latents: &Tensor) -> Result<Tensor, ModelError> {
-        self.check_latent("latents", latents, None)?;
-        Ok(((latents + 1.0) * 0.5).clamp(0.0, 1.0))
-    }
-
-    fn latent_shape(&self, height: i64, width: i64) -> Result<[i64; 3], ModelError> {
-        let p = self.cfg.patch_size;
-        if height <= 0 || width <= 0 || height % p != 0 || width % p != 0 {
-            return Err(input_err(
-                "image size",
-                format!("{height}×{width} is not a positive multiple of {p}"),
-            ));
-        }
-        Ok([self.cfg.in_channels, height, width])
-    }
-
-    fn image_seq_len(&self, latent_h: i64, latent_w: i64) -> u64 {
-        let p = self.cfg.patch_size;
-        ((latent_h / p) * (latent_w / p)).max(0) as u64
-    }
-
-    fn scheduler(&self) -> SchedulerConfig {
-        self.cfg.scheduler.clone()
-    }
-
-    fn pad_token_id(&self) -> i64 {
-        super::tokenizer::PAD_ID
-    }
-
-    fn tokenize(&self, instructions: &[&str]) -> Result<Tensor, ModelError> {
-        Ok(self
-            .text_encoder
-            .tokenizer
-            .encode_batch(instructions, self.device()))
-    }
-
-    fn velocity_with(
-        &self,
-        x_t: &Tensor,
-        t: &Tensor,
-        cond: &Conditioning,
-        adapter: &ActiveAdapter,
-    ) -> Result<Tensor, ModelError> {
-        if let Some(n) = adapter.name() {
-            self.check_name(n, true)?;
-        }
-        self.forward(x_t, t, cond, adapter.name())
-    }
-
-    fn add_adapter(&mut self, name: &str, cfg: &LoraConfig) -> Result<(), ModelError> {
-        self.check_name(name, false)?;
-        if cfg.r <= 0 {
-            return Err(ModelError::InvalidConfig(format!(
-                "LoRA rank `r` must be positive, got {}",
-                cfg.r
-            )));
-        }
-        if self.adapter_shapes(cfg).is_empty() {
-            return Err(ModelError::InvalidConfig(format!(
-                "LoRA `target_modules` {:?} match no attention projection of tiny-kontext",
-                cfg.target_modules
-            )));
-        }
-        let root = self.vs.root();
-        for block in &mut self.transformer_blocks {
-            for l in block.attn.projections_mut() {
-                if cfg.targets(&l.path) {
-                    l.add_adapter(&root, name, cfg);
-                }
-            }
-        }
-        self.adapters.insert(name.to_string(), cfg.clone());
-        self.set_trainable(self.trainable.clone())
-    }
-
-    fn adapter_names(&self) -> Vec<String> {
-        self.adapters.keys().cloned().collect()
-    }
-
-    fn adapter_config(&self, name: &str) -> Result<LoraConfig, ModelError> {
-        self.check_name(name, true)?;
-        Ok(self.adapters[name].clone())
-    }
-
-    fn set_adapter(&mut self, adapter: ActiveAdapter) -> Result<(), ModelError> {
-        if let Some(n) = adapter.name() {
-            self.check_name(n, true)?;
-        }
-        self.active = adapter;
-        Ok(())
-    }
-
-    fn active_adapter(&self) -> ActiveAdapter {
-        self.active.clone()
-    }
-
-    fn adapter_variables(&self, name: &str) -> Result<BTreeMap<String, Tensor>, ModelError> {
-        self.check_name(name, true)?;
-        let mut out = BTreeMap::new();
-        for l in self.lora_layers() {
-            if let Some(pair) = l.adapters.get(name) {
-                out.insert(format!("{}.lora_A.weight", l.path), pair.a.shallow_clone());
-                out.insert(format!("{}.lora_B.weight", l.path), pair.b.shallow_clone());
-            }
-        }
-        Ok(out)
-    }
-
-    fn save_adapter(&self, name: &str, dir: &Path) -> Result<(), ModelError> {
-        let vars = self.adapter_variables(name)?;
-        peft::export(dir, &self.adapters[name], &vars)
-    }
-
-    fn load_adapter(&mut self, dir: &Path, name: &str) -> Result<(), ModelError> {
-        self.check_name(name, false)?;
-        let imp = peft::import(dir)?;
-        let expected = self.adapter_shapes(&imp.config);
-        let mut diff: TensorDiff = checkpoint::compare_shapes(&imp.tensors, &expected);
-        if !imp.explicit_targets && expected.is_empty() {
-            diff.unexpected = imp.tensors.keys().cloned().collect();
-        }
-        if !diff.is_empty() {
-            return Err(ModelError::Checkpoint {
-                path: dir.join(peft::ADAPTER_WEIGHTS),
-                diff,
-            });
-        }
-        self.add_adapter(name, &imp.config)?;
-        checkpoint::copy_all(&self.adapter_variables(name)?, &imp.tensors)
-    }
-
-    fn base_variables(&self) -> BTreeMap<String, Tensor> {
-        self.vs
-            .variables()
-            .into_iter()
-            .filter(|(k, _)| self.base_names.contains(k))
-            .collect()
-    }
-
-    fn set_trainable(&mut self, which: Trainable) -> Result<(), ModelError> {
-        if let Trainable::Adapter(n) = &which {
-            self.check_name(n, true)?;
-        }
-        if self.shared_base && which == Trainable::Base {
-            return Err(ModelError::InvalidConfig(
-                "this model's base weights are shared (the model cache): train a model from \
-                 `TinyKontext::load` instead"
-                    .into(),
-            ));
-        }
-        for (k, v) in self.vs.variables() {
-            let on = match &which {
-                Trainable::Base => self.base_names.contains(&k),
-                Trainable::Adapter(n) => {
-                    k.contains(&format!(".lora_A.{n}.")) || k.contains(&format!(".lora_B.{n}."))
-                }
-                Trainable::Nothing => false,
-            };
-            let _ = v.set_requires_grad(on);
-        }
-        self.trainable = which;
-        Ok(())
-    }
-
-    fn trainable_variables(&self) -> BTreeMap<String, Tensor> {
-        let mut out: BTreeMap<String, Tensor> = self
-            .base_variables()
-            .into_iter()
-            .filter(|(_, v)| v.requires_grad())
-            .collect();
-        for name in self.adapters.keys() {
-            for (k, v) in self.adapter_variables(name).expect("known adapter") {
-                if v.requires_grad() {
-                    out.insert(k, v);
-                }
-            }
-        }
-        out
-    }
-
-    fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        checkpoint::create_dir(dir)?;
-        checkpoint::write_safetensors(&dir.join(WEIGHTS_FILE), &self.base_variables())?;
-        checkpoint::write_json(&dir.join(CONFIG_FILE), &self.cfg)
     }
 }
 
