@@ -9,8 +9,10 @@
 
 use super::super::error::ModelError;
 use super::super::lora::LoraLinear;
-use super::config::{Activation, ClipTextConfig, activation, read_config};
-use super::layers::{Embedding, LayerNorm, check_weight_kind, linear, var_store};
+use super::config::{ClipTextConfig, read_config};
+use super::layers::{
+    Activation, Embedding, LayerNorm, activation, check_weight_kind, linear, var_store,
+};
 use super::weights::{Checkpoint, TRANSFORMERS_STEM};
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};

@@ -9,6 +9,10 @@ use super::super::error::ModelError;
 use serde::Deserialize;
 use std::path::Path;
 
+// The text encoders' activations live with the layers; named here too, where the configs'
+// `hidden_act` and `feed_forward_proj` are read into them.
+pub use super::layers::{Activation, activation};
+
 /// `model_index.json`: the pipeline class and its components' `[library, class]` pairs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelIndex {
@@ -447,56 +451,6 @@ impl T5Config {
             act
         };
         Ok((gated, activation(act)?))
-    }
-}
-
-/// The activations the text encoders use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `x·σ(1.702·x)`.
-    QuickGelu,
-    /// Exact (erf) GELU.
-    Gelu,
-    /// Tanh-approximated GELU written out as transformers' `NewGELUActivation` does
-    /// (`gelu_new`, T5's): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, op by op (it
-    /// rounds differently from the fused kernel in half precision).
-    GeluNew,
-    /// The fused tanh-approximated GELU (`gelu_pytorch_tanh`).
-    GeluTanh,
-    Relu,
-    Silu,
-}
-
-pub fn activation(name: &str) -> Result<Activation, ModelError> {
-    Ok(match name {
-        "quick_gelu" => Activation::QuickGelu,
-        "gelu" => Activation::Gelu,
-        "gelu_new" => Activation::GeluNew,
-        "gelu_pytorch_tanh" => Activation::GeluTanh,
-        "relu" => Activation::Relu,
-        "silu" | "swish" => Activation::Silu,
-        other => {
-            return Err(ModelError::InvalidConfig(format!(
-                "unsupported activation `{other}`"
-            )));
-        }
-    })
-}
-
-impl Activation {
-    pub fn forward(self, x: &tch::Tensor) -> tch::Tensor {
-        match self {
-            Activation::QuickGelu => x * (x * 1.702).sigmoid(),
-            Activation::Gelu => x.gelu("none"),
-            Activation::GeluNew => {
-                let inner =
-                    (x + x.pow_tensor_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
-                (x * 0.5) * (inner.tanh() + 1.0)
-            }
-            Activation::GeluTanh => x.gelu("tanh"),
-            Activation::Relu => x.relu(),
-            Activation::Silu => x.silu(),
-        }
     }
 }
 

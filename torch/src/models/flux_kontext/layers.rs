@@ -3,7 +3,9 @@
 //! Variables start as zeros of the component's weight kind, are not trainable, and are
 //! filled from a checkpoint ([`super::weights::Checkpoint`]). Linear layers are
 //! [`LoraLinear`]s, so LoRA adapters can be added to any of them later.
+//! The text encoders' [`Activation`]s (named by their configs' `hidden_act`) are here too.
 
+use super::super::error::ModelError;
 use super::super::lora::LoraLinear;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor, nn};
@@ -160,5 +162,55 @@ pub fn check_weight_kind(kind: Kind) -> Result<(), super::super::error::ModelErr
         other => Err(super::super::error::ModelError::InvalidConfig(format!(
             "weights must be a float kind, got {other:?}"
         ))),
+    }
+}
+
+/// The activations the text encoders use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x·σ(1.702·x)`.
+    QuickGelu,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// Tanh-approximated GELU written out as transformers' `NewGELUActivation` does
+    /// (`gelu_new`, T5's): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, op by op (it
+    /// rounds differently from the fused kernel in half precision).
+    GeluNew,
+    /// The fused tanh-approximated GELU (`gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+pub fn activation(name: &str) -> Result<Activation, ModelError> {
+    Ok(match name {
+        "quick_gelu" => Activation::QuickGelu,
+        "gelu" => Activation::Gelu,
+        "gelu_new" => Activation::GeluNew,
+        "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
+        "silu" | "swish" => Activation::Silu,
+        other => {
+            return Err(ModelError::InvalidConfig(format!(
+                "unsupported activation `{other}`"
+            )));
+        }
+    })
+}
+
+impl Activation {
+    pub fn forward(self, x: &tch::Tensor) -> tch::Tensor {
+        match self {
+            Activation::QuickGelu => x * (x * 1.702).sigmoid(),
+            Activation::Gelu => x.gelu("none"),
+            Activation::GeluNew => {
+                let inner =
+                    (x + x.pow_tensor_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
+                (x * 0.5) * (inner.tanh() + 1.0)
+            }
+            Activation::GeluTanh => x.gelu("tanh"),
+            Activation::Relu => x.relu(),
+            Activation::Silu => x.silu(),
+        }
     }
 }

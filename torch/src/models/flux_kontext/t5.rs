@@ -9,8 +9,8 @@
 
 use super::super::error::ModelError;
 use super::super::lora::LoraLinear;
-use super::config::{Activation, T5Config, read_config};
-use super::layers::{Embedding, check_weight_kind, linear, var, var_store};
+use super::config::{T5Config, read_config};
+use super::layers::{Activation, Embedding, check_weight_kind, linear, var, var_store};
 use super::weights::{Checkpoint, TRANSFORMERS_STEM};
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
