@@ -69,22 +69,11 @@ fn field_str<'a>(cols: &BTreeMap<&str, &'a Field>, name: &str) -> Result<&'a str
 fn field_image(cols: &BTreeMap<&str, &Field>, name: &str, dir: &Path) -> Result<ImageSrc, String> {
     match cols.get(name) {
         Some(Field::Bytes(b)) => Ok(ImageSrc::Bytes(b.data().to_vec())),
-        Some(Field::Group(g)) => {
-            let mut bytes = None;
-            let mut path = None;
-            for (k, v) in g.get_column_iter() {
-                match (k.as_str(), v) {
-                    ("bytes", Field::Bytes(b)) => bytes = Some(b.data().to_vec()),
-                    ("path", Field::Str(p)) => path = Some(p.clone()),
-                    _ => {}
-                }
-            }
-            match (bytes, path) {
-                (Some(b), _) => Ok(ImageSrc::Bytes(b)),
-                (None, Some(p)) => Ok(ImageSrc::File(dir.join(p))),
-                (None, None) => Err(format!("`{name}` has neither `bytes` nor `path`")),
-            }
-        }
+        Some(Field::Group(g)) => match crate::imageio::datasets_image_struct(g) {
+            (Some(b), _) => Ok(ImageSrc::Bytes(b)),
+            (None, Some(p)) => Ok(ImageSrc::File(dir.join(p))),
+            (None, None) => Err(format!("`{name}` has neither `bytes` nor `path`")),
+        },
         Some(Field::Null) | None => Err(format!("`{name}` is null")),
         Some(other) => Err(format!(
             "`{name}` should be an image struct {{bytes, path}}, got `{}`",

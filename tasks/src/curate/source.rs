@@ -477,25 +477,14 @@ fn image_bytes(
 ) -> Result<Vec<u8>, String> {
     match cols.get(name) {
         Some(Field::Bytes(b)) => Ok(b.data().to_vec()),
-        Some(Field::Group(g)) => {
-            let mut bytes = None;
-            let mut path = None;
-            for (k, v) in g.get_column_iter() {
-                match (k.as_str(), v) {
-                    ("bytes", Field::Bytes(b)) => bytes = Some(b.data().to_vec()),
-                    ("path", Field::Str(p)) => path = Some(p.clone()),
-                    _ => {}
-                }
+        Some(Field::Group(g)) => match crate::imageio::datasets_image_struct(g) {
+            (Some(b), _) => Ok(b),
+            (None, Some(p)) => {
+                let full = confined(dir, &p).map_err(|m| format!("`{name}`: {m}"))?;
+                std::fs::read(&full).map_err(|e| format!("`{name}`: cannot read `{p}`: {e}"))
             }
-            match (bytes, path) {
-                (Some(b), _) => Ok(b),
-                (None, Some(p)) => {
-                    let full = confined(dir, &p).map_err(|m| format!("`{name}`: {m}"))?;
-                    std::fs::read(&full).map_err(|e| format!("`{name}`: cannot read `{p}`: {e}"))
-                }
-                (None, None) => Err(format!("`{name}` has neither `bytes` nor `path`")),
-            }
-        }
+            (None, None) => Err(format!("`{name}` has neither `bytes` nor `path`")),
+        },
         Some(Field::Null) | None => Err(format!("`{name}` is null")),
         Some(other) => {
             let s = other.to_string();

@@ -1,6 +1,7 @@
 //! Every image decode and encode of this crate: files and bytes (PNG, JPEG; the format is
 //! guessed from the content), base64 and data URLs, PNG encodings, pixel digests, binary
-//! masks. The conversions between images and tensors are `cocoflow_torch::imageio::tensor`.
+//! masks, and the `datasets` Image struct of parquet files. The conversions between images
+//! and tensors are `cocoflow_torch::imageio::tensor`.
 //!
 //! Grey images become RGB by repetition and alpha is dropped when RGB is asked for; a mask
 //! pixel is set when its grey level is ≥ 128 (0.5).
@@ -176,4 +177,20 @@ pub fn pixel_digest(img: &RgbImage) -> String {
     h.update(&img.height().to_le_bytes());
     h.update(img.as_raw());
     h.finalize().to_hex().to_string()
+}
+
+/// The `bytes` and `path` of a Hugging Face `datasets` Image struct `{bytes, path}` as a
+/// parquet record holds it; each is `None` when absent or not of that type.
+pub fn datasets_image_struct(row: &parquet::record::Row) -> (Option<Vec<u8>>, Option<String>) {
+    use parquet::record::Field;
+    let mut bytes = None;
+    let mut path = None;
+    for (k, v) in row.get_column_iter() {
+        match (k.as_str(), v) {
+            ("bytes", Field::Bytes(b)) => bytes = Some(b.data().to_vec()),
+            ("path", Field::Str(p)) => path = Some(p.clone()),
+            _ => {}
+        }
+    }
+    (bytes, path)
 }
