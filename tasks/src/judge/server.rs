@@ -397,10 +397,10 @@ fn read_request(req: &ChatRequest) -> Seen {
     seen
 }
 
-/// An answer text as tokens: each score's digits are one token whose only candidate is
-/// itself (the exact integer), the text between them plain tokens.
-fn text_tokens(prompt: &Prompt, text: &str, top_n: usize) -> (String, Vec<TokenLogprob>) {
-    let tok = |t: &str| TokenLogprob {
+/// A token emitted with certainty: logprob 0, and itself as its only candidate (no candidates
+/// when `top_n` is 0).
+fn certain_token(t: &str, top_n: usize) -> TokenLogprob {
+    TokenLogprob {
         token: t.to_string(),
         logprob: 0.0,
         top_logprobs: if top_n > 0 {
@@ -411,7 +411,13 @@ fn text_tokens(prompt: &Prompt, text: &str, top_n: usize) -> (String, Vec<TokenL
         } else {
             vec![]
         },
-    };
+    }
+}
+
+/// An answer text as tokens: each score's digits are one token whose only candidate is
+/// itself (the exact integer), the text between them plain tokens.
+fn text_tokens(prompt: &Prompt, text: &str, top_n: usize) -> (String, Vec<TokenLogprob>) {
+    let tok = |t: &str| certain_token(t, top_n);
     let mut cuts: Vec<(usize, usize)> = prompt
         .score_fields()
         .filter_map(|(name, _, _)| {
@@ -439,18 +445,7 @@ fn text_tokens(prompt: &Prompt, text: &str, top_n: usize) -> (String, Vec<TokenL
 /// The answer `{"a": 4, "b": 5}` as text and as tokens; each score's digit token carries a
 /// distribution over 0–9 whose in-range expectation is the exact score in [0, 5].
 fn answer_tokens(values: &[(&str, f64)], top_n: usize) -> (String, Vec<TokenLogprob>) {
-    let plain = |t: &str| TokenLogprob {
-        token: t.to_string(),
-        logprob: 0.0,
-        top_logprobs: if top_n > 0 {
-            vec![TopLogprob {
-                token: t.to_string(),
-                logprob: 0.0,
-            }]
-        } else {
-            vec![]
-        },
-    };
+    let plain = |t: &str| certain_token(t, top_n);
     let mut tokens = vec![plain("{\"")];
     for (k, (name, x)) in values.iter().enumerate() {
         if k > 0 {
