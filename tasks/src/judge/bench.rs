@@ -15,7 +15,7 @@ use super::check::ServerArgs;
 use super::prompts::{self, Prompt};
 use super::{JudgeError, JudgeImage, JudgeRequest, OpenAiConfig, OpenAiJudge};
 use crate::net::RetryPolicy;
-use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE};
 use futures::StreamExt as _;
 use image::{Rgb, RgbImage};
 use std::time::{Duration, Instant};
@@ -241,15 +241,9 @@ pub fn run(args: &BenchArgs) -> i32 {
         );
         return EXIT_USAGE;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::net::serve::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
+        Err(code) => return code,
     };
     let config = args.server.config();
     match rt.block_on(bench(

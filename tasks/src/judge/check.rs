@@ -20,7 +20,7 @@ use super::extract::{self, Extraction};
 use super::prompts::Prompt;
 use super::wire::{ChatRequest, ChatResponse, ContentPart, MessageContent};
 use super::{JudgeImage, JudgeRequest, OpenAiConfig, OpenAiJudge};
-use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE};
+use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE};
 use image::{Rgb, RgbImage};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use std::time::{Duration, Instant};
@@ -568,15 +568,9 @@ fn describe(p: &Probe) -> String {
 /// `cocoflow judge check`: prints the report; the exit status (module docs).
 pub fn run(args: &CheckArgs) -> i32 {
     let config = args.server.config();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::net::serve::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(check(&config)) {
         Err(e) => {

@@ -5,7 +5,8 @@
 //!   ([`JsonService::call`]), timeouts, a concurrency limit, counters ([`ClientStats`]) and a
 //!   response cache ([`cache`]); [`retry`]: [`RetryPolicy`] (backoff with jitter).
 //! - [`serve`]: the HTTP/1 accept loop, JSON replies and the serve-until-Ctrl-C runner of the
-//!   test servers; [`faults`]: their fault injection.
+//!   test servers, and the async runtime of the HTTP commands; [`faults`]: their fault
+//!   injection.
 
 pub mod cache;
 pub mod client;

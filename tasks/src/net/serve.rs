@@ -1,6 +1,7 @@
 //! What the test servers (`cocoflow judge serve`, `cocoflow segment serve`) share: the HTTP/1
 //! accept loop and the handle that stops it ([`Listener`]), request counters ([`Counters`]),
-//! JSON replies, the dropped-connection fault, and the CLI runner that serves until Ctrl-C.
+//! JSON replies, the dropped-connection fault, the CLI runner that serves until Ctrl-C, and
+//! the async [`runtime`] of the HTTP commands (`judge check`, `judge bench` too).
 
 use bytes::Bytes;
 use cocoflow_engine::cli::{EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK};
@@ -81,6 +82,20 @@ where
     Ok((addr, task))
 }
 
+/// The tokio runtime of an HTTP command (multi-threaded, or on the current thread), every
+/// driver on; `Err` holds the exit code once the reason is printed.
+pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, i32> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        EXIT_INTERNAL
+    })
+}
+
 /// `cocoflow <what> serve`: starts a server on a new runtime, prints
 /// `<what> server listening on <url>` and serves until Ctrl-C; returns the exit code.
 /// `start` gives the server's handle (kept alive until then) and its URL.
@@ -89,15 +104,9 @@ where
     S: FnOnce() -> F,
     F: Future<Output = std::io::Result<(T, String)>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_INTERNAL;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         // the server lives as long as `_server`: until Ctrl-C
