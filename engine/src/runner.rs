@@ -719,6 +719,7 @@ pub async fn run(
     };
     record.finished_ms = Some(now_ms());
     journal.put_run(&record)?;
+    journal.checkpoint()?;
     write_snapshot(&snapshot_path, &record, &records);
     let results: Vec<String> = plan
         .instances
