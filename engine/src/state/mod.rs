@@ -262,8 +262,7 @@ impl RedbJournal {
     /// removes it. A log folded before the crash (its id and end in `meta`) is not
     /// applied twice.
     fn recover(&self) -> Result<()> {
-        let Some((id, _)) = wal::read(&self.wal_path, u64::MAX).map_err(|e| self.io_err(e))?
-        else {
+        let Some((id, _)) = wal::read(&self.wal_path, u64::MAX).map_err(|e| self.io_err(e))? else {
             return Ok(());
         };
         let from = self
@@ -619,8 +618,16 @@ mod tests {
             std::fs::copy(path.with_extension("wal"), crashed.join("j.wal")).unwrap();
         }
         let j = RedbJournal::open(&crashed.join("j.redb")).unwrap();
-        assert!(!crashed.join("j.wal").exists(), "the log is removed once folded");
-        let states: Vec<String> = j.events("a").unwrap().into_iter().map(|e| e.state).collect();
+        assert!(
+            !crashed.join("j.wal").exists(),
+            "the log is removed once folded"
+        );
+        let states: Vec<String> = j
+            .events("a")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.state)
+            .collect();
         assert_eq!(states, ["running", "succeeded"]);
         assert_eq!(j.run("a").unwrap().unwrap().status, RunStatus::Succeeded);
         drop(j);
@@ -634,7 +641,12 @@ mod tests {
         }
         std::fs::copy(dir.path().join("keep.wal"), path.with_extension("wal")).unwrap();
         let j = RedbJournal::open(&path).unwrap();
-        let states: Vec<String> = j.events("a").unwrap().into_iter().map(|e| e.state).collect();
+        let states: Vec<String> = j
+            .events("a")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.state)
+            .collect();
         assert_eq!(states, ["running", "succeeded", "cached"]);
     }
 }

@@ -54,7 +54,10 @@ pub(crate) fn encode_record(run: &str, events: &[Vec<u8>], updates: &[(&str, Vec
     let size = 16
         + run.len()
         + events.iter().map(|e| e.len() + 4).sum::<usize>()
-        + updates.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
+        + updates
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>();
     let mut b = Vec::with_capacity(size);
     b.push(2);
     put_bytes(&mut b, run.as_bytes());
