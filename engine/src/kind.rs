@@ -446,8 +446,9 @@ impl TaskCtx {
         &self.store
     }
 
-    /// Checks every declared output was produced, stores the log and publishes the result
-    /// manifest (last, so the result becomes visible all at once).
+    /// Checks every declared output was produced, stores the log and returns the result
+    /// manifest. The runner publishes it (with the others of its scheduling round, in one
+    /// append), so the result becomes visible all at once and only after its blobs.
     pub fn finish(
         self,
         declared: &[String],
@@ -490,7 +491,6 @@ impl TaskCtx {
             duration_ms: crate::util::now_ms().saturating_sub(self.started_ms),
             host: host.to_string(),
         };
-        self.block(self.store.put_result(&m))?;
         Ok(m)
     }
 }

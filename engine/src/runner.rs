@@ -348,6 +348,12 @@ pub async fn run(
         .join(format!("{}.status.json", opts.run_id));
     let mut last_snapshot = Instant::now() - Duration::from_secs(10);
 
+    // Test hook: `COCOFLOW_CRASH_AFTER_PUBLISH=N` kills this process right after the N-th
+    // batch of results is published, before anything that follows from it is journaled.
+    let crash_after_publish: Option<usize> = std::env::var("COCOFLOW_CRASH_AFTER_PUBLISH")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut publications = 0usize;
     let mut actions = core.start(now(&epoch));
     loop {
         // 1. Journal this batch's state changes, then 2. act on it.
@@ -626,6 +632,30 @@ pub async fn run(
                 kill_deadline = None;
             }
         }
+        // Publish this round's results together (one append), before the state changes
+        // that follow from them are journaled and acted on.
+        let published = {
+            let results: Vec<&ResultManifest> = batch
+                .iter()
+                .filter_map(|m| match m {
+                    Msg::Done {
+                        outcome: JobOutcome::Succeeded { manifest },
+                        ..
+                    } => Some(&**manifest),
+                    _ => None,
+                })
+                .collect();
+            let published = store.put_results(&results).await.map_err(|e| e.to_string());
+            if !results.is_empty() {
+                publications += 1;
+                if crash_after_publish == Some(publications) {
+                    // Test hook: die between publishing and journaling (see tests/it/crash.rs).
+                    // SAFETY: raising a signal on this process.
+                    unsafe { libc::raise(libc::SIGKILL) };
+                }
+            }
+            published
+        };
         for m in batch {
             match m {
                 Msg::Progress { id, progress } => {
@@ -642,6 +672,13 @@ pub async fn run(
                     let took = l.started.elapsed();
                     let name = &plan.instances[id].name;
                     let log = l.log.display().to_string();
+                    let outcome = match (outcome, &published) {
+                        (JobOutcome::Succeeded { .. }, Err(e)) => JobOutcome::Failed {
+                            message: format!("cannot publish the result: {e}"),
+                            retryable: true,
+                        },
+                        (o, _) => o,
+                    };
                     let outcome = match outcome {
                         JobOutcome::Succeeded { manifest } => {
                             ui.finished(id, name, "succeeded", took, None, None);
