@@ -11,9 +11,11 @@
 //! `[u32 LE body length][8 bytes of BLAKE3(body)][body]`. Reading stops at the first record
 //! that is incomplete or does not hash to its check (a write torn by a crash).
 //!
-//! Body: `1` + a run record's JSON, or `2` + run id + events + instance records, each item
-//! length-prefixed (u32 LE) and each event/instance record the JSON stored in redb as is.
+//! Body: `1` + a run record's JSON, or `2` + run id + events + instance records in a
+//! compact binary form (strings length-prefixed, integers little-endian): a round's records
+//! cost a copy, not a JSON encoding; JSON is written once per fold.
 
+use super::{InstanceRecord, JournalEvent};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const MAGIC: &[u8; 16] = b"cocoflow-wal v1\n";
 pub(crate) const HEADER_LEN: u64 = 24;
 
-/// One decoded log record: raw JSON values, ready for the redb tables.
+/// One decoded log record.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Entry {
     Run {
@@ -32,15 +34,9 @@ pub(crate) enum Entry {
     },
     Record {
         run: String,
-        events: Vec<Vec<u8>>,
-        /// (instance key, JSON)
-        updates: Vec<(String, Vec<u8>)>,
+        events: Vec<JournalEvent>,
+        updates: Vec<InstanceRecord>,
     },
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
 }
 
 pub(crate) fn encode_run(json: &[u8]) -> Vec<u8> {
@@ -50,27 +46,172 @@ pub(crate) fn encode_run(json: &[u8]) -> Vec<u8> {
     b
 }
 
-pub(crate) fn encode_record(run: &str, events: &[Vec<u8>], updates: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let size = 16
-        + run.len()
-        + events.iter().map(|e| e.len() + 4).sum::<usize>()
-        + updates
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
-            .sum::<usize>();
-    let mut b = Vec::with_capacity(size);
-    b.push(2);
-    put_bytes(&mut b, run.as_bytes());
-    b.extend_from_slice(&(events.len() as u32).to_le_bytes());
+struct W(Vec<u8>);
+
+impl W {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u32(s.len() as u32);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: &Option<String>) {
+        match s {
+            Some(s) => {
+                self.0.push(1);
+                self.str(s);
+            }
+            None => self.0.push(0),
+        }
+    }
+    fn opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            Some(v) => {
+                self.0.push(1);
+                self.u64(v);
+            }
+            None => self.0.push(0),
+        }
+    }
+}
+
+pub(crate) fn encode_record(
+    run: &str,
+    events: &[JournalEvent],
+    updates: &[InstanceRecord],
+) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(
+        16 + run.len() + 96 * events.len() + 160 * updates.len(),
+    ));
+    w.0.push(2);
+    w.str(run);
+    write_events(&mut w, events);
+    write_instances(&mut w, updates);
+    w.0
+}
+
+/// Events in the log's binary form (also how redb stores them): a count, then each.
+pub(crate) fn encode_events(events: &[JournalEvent]) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(4 + 96 * events.len()));
+    write_events(&mut w, events);
+    w.0
+}
+
+/// Instance records in the log's binary form (also how redb stores them).
+pub(crate) fn encode_instances(records: &[InstanceRecord]) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(4 + 160 * records.len()));
+    write_instances(&mut w, records);
+    w.0
+}
+
+pub(crate) fn decode_events(b: &[u8]) -> Option<Vec<JournalEvent>> {
+    let mut r = Reader { b, i: 0 };
+    let v = read_events(&mut r)?;
+    (r.i == b.len()).then_some(v)
+}
+
+pub(crate) fn decode_instances(b: &[u8]) -> Option<Vec<InstanceRecord>> {
+    let mut r = Reader { b, i: 0 };
+    let v = read_instances(&mut r)?;
+    (r.i == b.len()).then_some(v)
+}
+
+fn write_events(w: &mut W, events: &[JournalEvent]) {
+    w.u32(events.len() as u32);
     for e in events {
-        put_bytes(&mut b, e);
+        // Destructured, so a new field cannot be left out of the log unnoticed.
+        let JournalEvent {
+            t_ms,
+            key,
+            name,
+            state,
+            attempt,
+            error,
+        } = e;
+        w.u64(*t_ms);
+        w.str(key);
+        w.str(name);
+        w.str(state);
+        w.u32(*attempt);
+        w.opt_str(error);
     }
-    b.extend_from_slice(&(updates.len() as u32).to_le_bytes());
-    for (k, v) in updates {
-        put_bytes(&mut b, k.as_bytes());
-        put_bytes(&mut b, v);
+}
+
+fn write_instances(w: &mut W, records: &[InstanceRecord]) {
+    w.u32(records.len() as u32);
+    for r in records {
+        let InstanceRecord {
+            seq,
+            key,
+            name,
+            kind,
+            state,
+            attempts,
+            started_ms,
+            finished_ms,
+            error,
+            gpus,
+            log,
+        } = r;
+        w.u64(*seq as u64);
+        w.str(key);
+        w.str(name);
+        w.str(kind);
+        w.str(state);
+        w.u32(*attempts);
+        w.opt_u64(*started_ms);
+        w.opt_u64(*finished_ms);
+        w.opt_str(error);
+        w.u32(gpus.len() as u32);
+        for g in gpus {
+            w.u32(*g);
+        }
+        w.opt_str(log);
     }
-    b
+}
+
+fn read_events(r: &mut Reader) -> Option<Vec<JournalEvent>> {
+    let n = r.u32()? as usize;
+    let mut events = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        events.push(JournalEvent {
+            t_ms: r.u64()?,
+            key: r.str()?,
+            name: r.str()?,
+            state: r.str()?,
+            attempt: r.u32()?,
+            error: r.opt_str()?,
+        });
+    }
+    Some(events)
+}
+
+fn read_instances(r: &mut Reader) -> Option<Vec<InstanceRecord>> {
+    let n = r.u32()? as usize;
+    let mut updates = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        updates.push(InstanceRecord {
+            seq: r.u64()? as usize,
+            key: r.str()?,
+            name: r.str()?,
+            kind: r.str()?,
+            state: r.str()?,
+            attempts: r.u32()?,
+            started_ms: r.opt_u64()?,
+            finished_ms: r.opt_u64()?,
+            error: r.opt_str()?,
+            gpus: {
+                let g = r.u32()? as usize;
+                (0..g).map(|_| r.u32()).collect::<Option<Vec<u32>>>()?
+            },
+            log: r.opt_str()?,
+        });
+    }
+    Some(updates)
 }
 
 struct Reader<'a> {
@@ -78,20 +219,36 @@ struct Reader<'a> {
     i: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn u32(&mut self) -> Option<u32> {
-        let v = self.b.get(self.i..self.i + 4)?;
-        self.i += 4;
-        Some(u32::from_le_bytes(v.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.u32()? as usize;
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
         let v = self.b.get(self.i..self.i.checked_add(n)?)?;
         self.i += n;
         Some(v)
     }
-    fn string(&mut self) -> Option<String> {
-        String::from_utf8(self.bytes()?.to_vec()).ok()
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    fn opt_str(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            _ => Some(Some(self.str()?)),
+        }
+    }
+    fn opt_u64(&mut self) -> Option<Option<u64>> {
+        match self.u8()? {
+            0 => Some(None),
+            _ => Some(Some(self.u64()?)),
+        }
     }
 }
 
@@ -110,18 +267,9 @@ fn decode(body: &[u8]) -> Option<Entry> {
         }
         2 => {
             let mut r = Reader { b: body, i: 1 };
-            let run = r.string()?;
-            let n = r.u32()? as usize;
-            let mut events = Vec::with_capacity(n.min(1 << 16));
-            for _ in 0..n {
-                events.push(r.bytes()?.to_vec());
-            }
-            let n = r.u32()? as usize;
-            let mut updates = Vec::with_capacity(n.min(1 << 16));
-            for _ in 0..n {
-                let k = r.string()?;
-                updates.push((k, r.bytes()?.to_vec()));
-            }
+            let run = r.str()?;
+            let events = read_events(&mut r)?;
+            let updates = read_instances(&mut r)?;
             Some(Entry::Record {
                 run,
                 events,
@@ -296,18 +444,41 @@ pub(crate) fn sync_ms() -> u64 {
 mod tests {
     use super::*;
 
+    fn event() -> JournalEvent {
+        JournalEvent {
+            t_ms: 7,
+            key: "k1".into(),
+            name: "t[x=1]".into(),
+            state: "failed".into(),
+            attempt: 2,
+            error: Some("exit 1: é".into()),
+        }
+    }
+
+    fn instance() -> InstanceRecord {
+        InstanceRecord {
+            seq: 3,
+            key: "k1".into(),
+            name: "t[x=1]".into(),
+            kind: "shell".into(),
+            state: "running".into(),
+            attempts: 2,
+            started_ms: Some(5),
+            finished_ms: None,
+            error: None,
+            gpus: vec![0, 3],
+            log: Some("logs/r/t.2.log".into()),
+        }
+    }
+
     #[test]
     fn records_round_trip_and_a_torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.wal");
         let mut w = Wal::create(&p, 0).unwrap();
         w.append(&encode_run(br#"{"id":"r1","x":1}"#)).unwrap();
-        w.append(&encode_record(
-            "r1",
-            &[b"{\"e\":1}".to_vec()],
-            &[("k1", b"{\"s\":2}".to_vec())],
-        ))
-        .unwrap();
+        w.append(&encode_record("r1", &[event()], &[instance()]))
+            .unwrap();
         let id = w.id;
         let len = w.len;
         drop(w);
@@ -319,8 +490,8 @@ mod tests {
             entries[1].0,
             Entry::Record {
                 run: "r1".into(),
-                events: vec![b"{\"e\":1}".to_vec()],
-                updates: vec![("k1".into(), b"{\"s\":2}".to_vec())]
+                events: vec![event()],
+                updates: vec![instance()]
             }
         );
         // From an offset: only what follows.
