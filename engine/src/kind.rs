@@ -62,19 +62,25 @@ pub struct ParamError {
 /// Deserialises params into the kind's `#[serde(deny_unknown_fields)]` struct, reporting
 /// the key path of a bad value, and returns the struct and its canonical JSON.
 pub fn typed_params<P: DeserializeOwned + Serialize>(v: &Value) -> Result<(P, Value), ParamError> {
-    let p: P = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+    let p: P = parse_params(v)?;
+    let canonical = serde_json::to_value(&p).map_err(|e| ParamError {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
+    Ok((p, canonical))
+}
+
+/// Deserialises params into the kind's struct (no copy of the JSON, no canonical form),
+/// reporting the key path of a bad value.
+pub fn parse_params<P: DeserializeOwned>(v: &Value) -> Result<P, ParamError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         ParamError {
             path,
             message: e.into_inner().to_string(),
         }
-    })?;
-    let canonical = serde_json::to_value(&p).map_err(|e| ParamError {
-        path: String::new(),
-        message: e.to_string(),
-    })?;
-    Ok((p, canonical))
+    })
 }
 
 /// Why a task failed.
@@ -312,8 +318,7 @@ impl TaskCtx {
 
     /// Params as the kind's typed struct.
     pub fn params<P: DeserializeOwned + Serialize>(&self) -> Result<P, TaskError> {
-        typed_params::<P>(&self.params)
-            .map(|(p, _)| p)
+        parse_params::<P>(&self.params)
             .map_err(|e| TaskError::Params(format!("`{}`: {}", e.path, e.message)))
     }
 
@@ -397,13 +402,23 @@ impl TaskCtx {
         });
     }
 
-    /// Appends a line to the task's log (kept with its result).
+    /// Appends a line to the task's log (kept with its result; the file and its folder are
+    /// created on the first line).
     pub fn log(&self, line: impl AsRef<str>) {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-        {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log_path)
+        };
+        let f = open().or_else(|e| match self.log_path.parent() {
+            Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()
+            }
+            _ => Err(e),
+        });
+        if let Ok(mut f) = f {
             let _ = writeln!(f, "{}", line.as_ref());
         }
     }

@@ -21,7 +21,7 @@
 //! }
 //! ```
 
-use super::{ParamError, Registry, TaskCtx, TaskError, TaskKind, typed_params};
+use super::{ParamError, Registry, TaskCtx, TaskError, TaskKind, parse_params, typed_params};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -100,6 +100,13 @@ impl<K: Kind> Typed<K> {
         self.0.validate(&p)?;
         Ok((p, canonical))
     }
+
+    /// The typed params without their canonical form (for what needs only the struct).
+    fn typed(&self, params: &Value) -> Result<K::Params, ParamError> {
+        let p = parse_params::<K::Params>(params)?;
+        self.0.validate(&p)?;
+        Ok(p)
+    }
 }
 
 /// The message for inputs that do not match the declared ones.
@@ -152,8 +159,8 @@ impl<K: Kind> TaskKind for Typed<K> {
         self.parse(params).map(|(_, v)| v)
     }
     fn outputs(&self, params: &Value) -> Vec<String> {
-        match self.parse(params) {
-            Ok((p, _)) => self.0.outputs(&p),
+        match self.typed(params) {
+            Ok(p) => self.0.outputs(&p),
             Err(_) => K::OUTPUTS.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -163,7 +170,7 @@ impl<K: Kind> TaskKind for Typed<K> {
         {
             return Err(e);
         }
-        let (p, _) = self.parse(params).map_err(|e| e.message)?;
+        let p = self.typed(params).map_err(|e| e.message)?;
         self.0.check_inputs(&p, inputs)
     }
     fn quoted_params(&self) -> &'static [&'static str] {
