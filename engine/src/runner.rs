@@ -342,11 +342,16 @@ pub async fn run(
     let now = |e: &Instant| e.elapsed().as_millis() as u64;
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // Made once (`tokio::signal::ctrl_c()` in the loop registered a listener every round).
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let snapshot_path = opts
         .state_dir
         .join("runs")
         .join(format!("{}.status.json", opts.run_id));
-    let mut last_snapshot = Instant::now() - Duration::from_secs(10);
+    // A snapshot at most every second while something changed, the first after a second: a
+    // run that ends sooner writes none (`status` asks to try again meanwhile).
+    let mut last_snapshot = Instant::now();
+    let mut snapshot_dirty = true;
 
     // Test hook: `COCOFLOW_CRASH_AFTER_PUBLISH=N` kills this process right after the N-th
     // batch of results is published, before anything that follows from it is journaled.
@@ -421,6 +426,7 @@ pub async fn run(
             let updates: Vec<InstanceRecord> =
                 touched.iter().map(|&i| records[i].clone()).collect();
             journal.record(&opts.run_id, &events, &updates)?;
+            snapshot_dirty = true;
         }
         for (id, attempt, gpus, pools) in launches {
             let inst = &plan.instances[id];
@@ -566,12 +572,13 @@ pub async fn run(
             );
         }
 
-        if last_snapshot.elapsed() > Duration::from_secs(1) || core.is_finished() {
-            write_snapshot(&snapshot_path, &record, &records);
-            last_snapshot = Instant::now();
-        }
         if core.is_finished() {
             break;
+        }
+        if snapshot_dirty && last_snapshot.elapsed() >= Duration::from_secs(1) {
+            write_snapshot(&snapshot_path, &record, &records);
+            last_snapshot = Instant::now();
+            snapshot_dirty = false;
         }
 
         // 3. Wait for the next event(s).
@@ -587,10 +594,11 @@ pub async fn run(
                     match rx.try_recv() { Ok(m) => batch.push(m), Err(_) => break }
                 }
             }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(last_snapshot + Duration::from_secs(1))), if snapshot_dirty => {}
             _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
                 actions.extend(core.handle(Event::Tick, now(&epoch)));
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = async { match sigint.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {
                 if interrupted {
                     cancel_all(&launched);
                     cancelled_all = true;
@@ -757,7 +765,8 @@ pub async fn run(
     record.finished_ms = Some(now_ms());
     journal.put_run(&record)?;
     journal.checkpoint()?;
-    write_snapshot(&snapshot_path, &record, &records);
+    // The journal now holds it all (and `status` reads it once this process lets go).
+    let _ = std::fs::remove_file(&snapshot_path);
     let results: Vec<String> = plan
         .instances
         .iter()
@@ -845,11 +854,17 @@ impl Drop for ThreadPool {
 }
 
 fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {
-    let v = serde_json::json!({"run": run, "instances": records});
-    let _ = crate::store::write_atomic(
-        path,
-        serde_json::to_string(&v).unwrap_or_default().as_bytes(),
-    );
+    #[derive(serde::Serialize)]
+    struct Snapshot<'a> {
+        run: &'a RunRecord,
+        instances: &'a [InstanceRecord],
+    }
+    let bytes = serde_json::to_vec(&Snapshot {
+        run,
+        instances: records,
+    })
+    .unwrap_or_default();
+    let _ = crate::store::write_atomic(path, &bytes);
 }
 
 /// Forgets a producer's result whose blobs failed verification, and removes bad blobs, so
