@@ -82,9 +82,7 @@ pub fn run_job(
             retryable: false,
         };
     };
-    if let Some(parent) = job.log_path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
+    // The log (and its folder) is created when the task writes to it.
     let inputs: BTreeMap<String, Vec<InputItem>> = job
         .inputs
         .iter()
