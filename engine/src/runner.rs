@@ -764,7 +764,6 @@ pub async fn run(
     };
     record.finished_ms = Some(now_ms());
     journal.put_run(&record)?;
-    journal.checkpoint()?;
     // The journal now holds it all (and `status` reads it once this process lets go).
     let _ = std::fs::remove_file(&snapshot_path);
     let results: Vec<String> = plan

@@ -442,7 +442,7 @@ fn latest_snapshot(state: &Path) -> Option<serde_json::Value> {
 }
 
 fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fail> {
-    if !journal_path(state).exists() {
+    if !RedbJournal::exists(&journal_path(state)) {
         return Err(Fail::usage(format!("no runs yet in `{}`", state.display())));
     }
     match RedbJournal::open(&journal_path(state)) {
@@ -635,7 +635,7 @@ async fn cmd_gc(
     let grace = parse_duration(grace)
         .ok_or_else(|| Fail::usage(format!("`--grace {grace}` is not a duration")))?;
     // Holding the journal keeps runs of this state directory from starting meanwhile.
-    let _journal = if journal_path(state).exists() {
+    let _journal = if RedbJournal::exists(&journal_path(state)) {
         Some(
             RedbJournal::open(&journal_path(state)).map_err(|e| match e {
                 JournalError::Locked { .. } => Fail::env(
@@ -649,7 +649,7 @@ async fn cmd_gc(
     };
     drop(_journal);
     let store = store_of_latest(state, store_url).await?;
-    let _journal = if journal_path(state).exists() {
+    let _journal = if RedbJournal::exists(&journal_path(state)) {
         Some(RedbJournal::open(&journal_path(state))?)
     } else {
         None

@@ -1,5 +1,10 @@
 //! [`RedbJournal`]: the journal in redb (`<state>/journal.redb`) behind its write-ahead log
-//! (`<state>/journal.wal`, [`super::wal`]).
+//! (`<state>/journal.wal`, [`super::wal`]). One process at a time holds the journal: an
+//! exclusive `flock` on `<state>/journal.lock`. A run writes only the log; redb is opened
+//! when something must be read or folded: by the next process that opens the journal (which
+//! folds the log a run left behind), by reads, and when the log passes 64 MiB. Opening and
+//! closing redb for writing costs fsyncs of its own, so a run that needs nothing from it
+//! never opens it.
 //!
 //! Tables: `runs` (id → run record JSON); `instance_sets` (run → its instance records) and
 //! `event_chunks` ((run, n) → events), one value per run and per fold rather than one per
@@ -26,9 +31,27 @@ const INSTANCES: redb::TableDefinition<(&str, &str), &[u8]> =
     redb::TableDefinition::new("instances");
 const EVENTS: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("events");
 
-/// The redb-backed journal with its write-ahead log.
+/// A table of a read transaction; `None` until a fold first wrote to it.
+fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    t: &redb::ReadTransaction,
+    def: redb::TableDefinition<K, V>,
+) -> std::result::Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+    match t.open_table(def) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The redb-backed journal with its write-ahead log. When it is dropped, its log stays for
+/// the next process that opens the journal to fold (the log's own drop syncs it): a run
+/// then never pays redb's fsyncs of opening, committing and closing for itself.
 pub struct RedbJournal {
-    db: redb::Database,
+    /// Opened on first use.
+    db: std::sync::OnceLock<redb::Database>,
+    db_path: PathBuf,
+    /// Held (flock) while this value lives.
+    _lock: std::fs::File,
     path: String,
     wal_path: PathBuf,
     sync_ms: u64,
@@ -122,50 +145,67 @@ impl RedbJournal {
         }
     }
 
-    /// Opens (or creates) the journal and replays a log a crashed process left behind.
+    /// Whether a journal was ever opened at `path` (redb is created only once something is
+    /// folded into it; a run leaves its log and lock file first).
+    pub fn exists(path: &Path) -> bool {
+        path.exists() || path.with_extension("wal").exists() || path.with_extension("lock").exists()
+    }
+
+    /// Opens (or creates) the journal and folds a log an earlier process left behind.
     pub fn open(path: &Path) -> Result<RedbJournal> {
         let p = path.display().to_string();
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let db = match redb::Database::create(path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(JournalError::Locked { path: p });
-            }
-            Err(e) => {
-                return Err(JournalError::Db {
-                    path: p,
-                    source: e.into(),
-                });
-            }
-        };
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| JournalError::Log {
+                path: lock_path.display().to_string(),
+                source: e,
+            })?;
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(JournalError::Locked { path: p });
+        }
         let j = RedbJournal {
-            db,
+            db: std::sync::OnceLock::new(),
+            db_path: path.to_path_buf(),
+            _lock: lock,
             path: p,
             wal_path: path.with_extension("wal"),
             sync_ms: wal::sync_ms(),
             log: Default::default(),
         };
-        // Create the tables once, so readers never see them missing.
-        let fresh = j.read(|t| match t.open_table(META) {
-            Ok(_) => Ok(false),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(true),
-            Err(e) => Err(e.into()),
-        })?;
-        if fresh {
-            j.write(|t| {
-                t.open_table(RUNS)?;
-                t.open_table(INSTANCE_SETS)?;
-                t.open_table(EVENT_CHUNKS)?;
-                t.open_table(INSTANCES)?;
-                t.open_table(EVENTS)?;
-                t.open_table(META)?;
-                Ok(())
-            })?;
-        }
         j.recover()?;
         Ok(j)
+    }
+
+    /// redb, opened (or created) on first use.
+    fn db(&self) -> Result<&redb::Database> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let db = match redb::Database::create(&self.db_path) {
+            Ok(db) => db,
+            // An earlier cocoflow, which locked redb itself, holds it.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(JournalError::Locked {
+                    path: self.path.clone(),
+                });
+            }
+            Err(e) => {
+                return Err(JournalError::Db {
+                    path: self.path.clone(),
+                    source: e.into(),
+                });
+            }
+        };
+        Ok(self.db.get_or_init(|| db))
     }
 
     fn db_err(&self) -> impl Fn(redb::Error) -> JournalError + '_ {
@@ -196,7 +236,10 @@ impl RedbJournal {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
     ) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.db_err()(e.into()))?;
+        let txn = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.db_err()(e.into()))?;
         f(&txn).map_err(self.db_err())?;
         txn.commit().map_err(|e| self.db_err()(e.into()))
     }
@@ -205,7 +248,10 @@ impl RedbJournal {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> std::result::Result<T, redb::Error>,
     ) -> Result<T> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err()(e.into()))?;
+        let txn = self
+            .db()?
+            .begin_read()
+            .map_err(|e| self.db_err()(e.into()))?;
         f(&txn).map_err(self.db_err())
     }
 
@@ -218,7 +264,10 @@ impl RedbJournal {
         };
         let from = self
             .read(|t| {
-                Ok(t.open_table(META)?.get("wal")?.map(|v| {
+                let Some(meta) = table(t, META)? else {
+                    return Ok(None);
+                };
+                Ok(meta.get("wal")?.map(|v| {
                     let b = v.value();
                     (
                         u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
@@ -335,17 +384,19 @@ impl RedbJournal {
     fn stored_instances(&self, run: &str) -> Result<Vec<InstanceRecord>> {
         let (rows, set): (Vec<Vec<u8>>, Option<Vec<u8>>) = self.read(|t| {
             let mut rows = Vec::new();
-            for item in t.open_table(INSTANCES)?.range((run, "")..)? {
-                let (k, v) = item?;
-                if k.value().0 != run {
-                    break;
+            if let Some(old) = table(t, INSTANCES)? {
+                for item in old.range((run, "")..)? {
+                    let (k, v) = item?;
+                    if k.value().0 != run {
+                        break;
+                    }
+                    rows.push(v.value().to_vec());
                 }
-                rows.push(v.value().to_vec());
             }
-            let set = t
-                .open_table(INSTANCE_SETS)?
-                .get(run)?
-                .map(|v| v.value().to_vec());
+            let set = match table(t, INSTANCE_SETS)? {
+                Some(sets) => sets.get(run)?.map(|v| v.value().to_vec()),
+                None => None,
+            };
             Ok((rows, set))
         })?;
         let mut v: Vec<InstanceRecord> = rows
@@ -399,7 +450,10 @@ impl Journal for RedbJournal {
 
     fn run(&self, id: &str) -> Result<Option<RunRecord>> {
         self.settle()?;
-        let bytes = self.read(|t| Ok(t.open_table(RUNS)?.get(id)?.map(|v| v.value().to_vec())))?;
+        let bytes = self.read(|t| match table(t, RUNS)? {
+            Some(runs) => Ok(runs.get(id)?.map(|v| v.value().to_vec())),
+            None => Ok(None),
+        })?;
         Ok(match bytes {
             Some(b) => Some(serde_json::from_slice(&b)?),
             None => None,
@@ -409,10 +463,11 @@ impl Journal for RedbJournal {
     fn runs(&self) -> Result<Vec<RunRecord>> {
         self.settle()?;
         let all: Vec<Vec<u8>> = self.read(|t| {
-            let table = t.open_table(RUNS)?;
             let mut out = Vec::new();
-            for item in table.iter()? {
-                out.push(item?.1.value().to_vec());
+            if let Some(runs) = table(t, RUNS)? {
+                for item in runs.iter()? {
+                    out.push(item?.1.value().to_vec());
+                }
             }
             Ok(out)
         })?;
@@ -433,15 +488,16 @@ impl Journal for RedbJournal {
         self.settle()?;
         let (rows, chunks): (Vec<Vec<u8>>, Vec<Vec<u8>>) = self.read(|t| {
             let mut rows = Vec::new();
-            for item in t.open_table(EVENTS)?.range((run, 0u64)..=(run, u64::MAX))? {
-                rows.push(item?.1.value().to_vec());
+            if let Some(old) = table(t, EVENTS)? {
+                for item in old.range((run, 0u64)..=(run, u64::MAX))? {
+                    rows.push(item?.1.value().to_vec());
+                }
             }
             let mut chunks = Vec::new();
-            for item in t
-                .open_table(EVENT_CHUNKS)?
-                .range((run, 0u64)..=(run, u64::MAX))?
-            {
-                chunks.push(item?.1.value().to_vec());
+            if let Some(c) = table(t, EVENT_CHUNKS)? {
+                for item in c.range((run, 0u64)..=(run, u64::MAX))? {
+                    chunks.push(item?.1.value().to_vec());
+                }
             }
             Ok((rows, chunks))
         })?;
@@ -453,14 +509,5 @@ impl Journal for RedbJournal {
             out.extend(wal::decode_events(&c).ok_or_else(|| self.corrupt("event_chunks", run))?);
         }
         Ok(out)
-    }
-}
-
-impl Drop for RedbJournal {
-    /// Folds what is left (best effort; a crash leaves it for the next open).
-    fn drop(&mut self) {
-        if let Ok(mut log) = self.log.lock() {
-            let _ = self.fold_log(&mut log);
-        }
     }
 }

@@ -1,9 +1,9 @@
 //! The run journal: runs, each instance's state, attempts, timings and errors, and an
 //! append-only event log — behind the small [`Journal`] trait, stored in redb. Every batch
 //! of state changes is appended to the write-ahead log ([`wal`]) before the actions it
-//! describes are carried out (a process crash cannot lose it), fsynced in groups, and
-//! folded into redb in one durable transaction at the end of the run (or on the next open
-//! after a crash).
+//! describes are carried out (a process crash cannot lose it) and fsynced in groups; the
+//! next process that opens the journal (the next run, `status`, ...) folds it into redb in
+//! one durable transaction ([`db`]).
 
 mod db;
 mod wal;
@@ -120,8 +120,8 @@ pub trait Journal: Send {
     fn runs(&self) -> Result<Vec<RunRecord>>;
     fn instances(&self, run: &str) -> Result<Vec<InstanceRecord>>;
     fn events(&self, run: &str) -> Result<Vec<JournalEvent>>;
-    /// Makes everything recorded so far durable in the journal's main store (the runner
-    /// calls it when a run ends). Records are safe from a process crash without it.
+    /// Folds everything recorded so far into the journal's main store now. Records are
+    /// safe from a process crash without it (the write-ahead log holds them).
     fn checkpoint(&mut self) -> Result<()> {
         Ok(())
     }

@@ -3,9 +3,9 @@
 //! process crash (kill -9) cannot lose a write that returned (it is in the page cache);
 //! `fdatasync` is grouped by time on a background thread (every `COCOFLOW_JOURNAL_SYNC_MS`,
 //! default 50 ms; `0` syncs every record before returning, as one fsynced redb transaction
-//! per batch used to). The records are folded into redb in one durable transaction at the
-//! end of a run, when the log grows large, before a read, and when a journal is opened after
-//! a crash.
+//! per batch used to) and once more when the log is closed. The records are folded into redb
+//! in one durable transaction by the next process that opens the journal, before a read, and
+//! when the log grows large.
 //!
 //! File: `cocoflow-wal v1\n` (16 bytes), the log's id (u64 LE), then records
 //! `[u32 LE body length][8 bytes of BLAKE3(body)][body]`. Reading stops at the first record
