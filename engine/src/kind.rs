@@ -3,6 +3,7 @@
 //! cancellation, a shared model cache). Kinds never see the scheduler.
 
 pub mod typed;
+pub mod workdirs;
 
 pub use typed::{Input, Kind, Typed};
 
@@ -230,7 +231,8 @@ pub struct TaskCtx {
     pub pools: BTreeMap<String, u32>,
     /// Scratch directory of this attempt (created on first use by [`TaskCtx::workdir`]).
     workdir: PathBuf,
-    workdir_made: std::sync::atomic::AtomicBool,
+    /// The directory [`TaskCtx::workdir`] handed out (`workdir`, or a reused one).
+    workdir_used: std::sync::OnceLock<PathBuf>,
     pub log_path: PathBuf,
     /// CUDA device ordinals as this process sees them (differs from `gpus` in a worker
     /// process started with `CUDA_VISIBLE_DEVICES`).
@@ -284,7 +286,7 @@ impl TaskCtx {
             gpus: p.gpus,
             pools: p.pools,
             workdir: p.workdir,
-            workdir_made: std::sync::atomic::AtomicBool::new(false),
+            workdir_used: std::sync::OnceLock::new(),
             log_path: p.log_path,
             cuda_ordinals: p.cuda_ordinals,
             store: p.store.with_kv_log(kv_log.clone()),
@@ -299,21 +301,27 @@ impl TaskCtx {
         }
     }
 
-    /// A scratch directory for this attempt, created on first call; removed after success.
+    /// An empty scratch directory for this attempt, made (or reused, see [`workdirs`]) on
+    /// first call; emptied or removed after success, kept after a failure.
     pub fn workdir(&self) -> Result<PathBuf, TaskError> {
-        if !self.workdir_made.load(Ordering::Relaxed) {
-            std::fs::create_dir_all(&self.workdir).map_err(TaskError::io(format!(
-                "cannot create working directory `{}`",
-                self.workdir.display()
-            )))?;
-            self.workdir_made.store(true, Ordering::Relaxed);
+        if let Some(d) = self.workdir_used.get() {
+            return Ok(d.clone());
         }
-        Ok(self.workdir.clone())
+        let d = workdirs::take(&self.workdir).map_err(TaskError::io(format!(
+            "cannot create working directory `{}`",
+            self.workdir.display()
+        )))?;
+        Ok(self.workdir_used.get_or_init(|| d).clone())
     }
 
     /// Whether [`TaskCtx::workdir`] was used (so there is something to clean up).
     pub fn workdir_used(&self) -> bool {
-        self.workdir_made.load(Ordering::Relaxed)
+        self.workdir_used.get().is_some()
+    }
+
+    /// The directory [`TaskCtx::workdir`] handed out, if it was called.
+    pub fn workdir_handed_out(&self) -> Option<PathBuf> {
+        self.workdir_used.get().cloned()
     }
 
     /// Params as the kind's typed struct.

@@ -333,6 +333,7 @@ pub async fn run(
     let models = Arc::new(ModelCache::default());
     let registry = Arc::new(registry);
     let pool = ThreadPool::new(in_process_threads());
+    crate::kind::workdirs::recycle(true);
     let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
     let mut interrupted = false;
     let mut grace_deadline: Option<tokio::time::Instant> = None;
@@ -747,6 +748,7 @@ pub async fn run(
 
     tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), "run ends");
     lease_task.abort();
+    crate::kind::workdirs::drop_spares();
     let _ = store.delete_lease(&opts.run_id).await;
     let states = core.states();
     let count = |f: &dyn Fn(&State) -> bool| states.iter().filter(|s| f(s)).count();

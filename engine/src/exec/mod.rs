@@ -137,7 +137,7 @@ pub fn run_job(
         models,
     });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx)));
-    let made_workdir = ctx.workdir_used();
+    let workdir = ctx.workdir_handed_out();
     let outcome = match result {
         Ok(Ok(())) => match ctx.finish(&job.outputs, refs, &job.host) {
             Ok(m) => JobOutcome::Succeeded {
@@ -161,8 +161,9 @@ pub fn run_job(
             }
         }
     };
-    if made_workdir && matches!(outcome, JobOutcome::Succeeded { .. }) {
-        let _ = std::fs::remove_dir_all(&job.workdir);
+    if let Some(dir) = workdir {
+        let ok = matches!(outcome, JobOutcome::Succeeded { .. });
+        crate::kind::workdirs::release(&dir, &job.workdir, ok);
     }
     outcome
 }
