@@ -655,7 +655,7 @@ impl Store {
                 .join(&a.digest);
             if !p.is_file() {
                 let bytes = self.read_artifact(a).await?;
-                write_atomic(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
+                write_new(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
             }
             return Ok(p);
         }
@@ -861,6 +861,56 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Publishes an immutable, content-named file so that readers see either nothing or all of
+/// it: an unnamed file (`O_TMPFILE`) in its folder, written, then linked under its name — one
+/// directory operation instead of a create and a rename. A file already there under that name
+/// is kept. Falls back to [`write_atomic`] where the filesystem has no `O_TMPFILE`.
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o644)
+            .open(dir)
+    };
+    let f = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            match open() {
+                Ok(f) => f,
+                Err(_) => return write_atomic(path, bytes),
+            }
+        }
+        Err(_) => return write_atomic(path, bytes),
+    };
+    (&f).write_all(bytes)?;
+    let src = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    let dst = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both arguments are NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match std::io::Error::last_os_error() {
+        e if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        _ => write_atomic(path, bytes),
+    }
+}
+
 /// Writes a file so that readers see either nothing or all of it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
@@ -889,6 +939,18 @@ mod tests {
             &std::env::temp_dir().join("cocoflow-test-cache"),
         )
         .unwrap()
+    }
+
+    /// A content-named file is published whole, once; a second publication keeps the first.
+    #[test]
+    fn write_new_publishes_whole_files_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ab").join("cd");
+        write_new(&p, b"first").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        write_new(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 
     #[tokio::test]
