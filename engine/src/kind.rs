@@ -4,6 +4,7 @@
 
 pub mod model_cache;
 pub mod typed;
+pub mod workdirs;
 
 pub use model_cache::ModelCache;
 
@@ -79,19 +80,25 @@ pub struct ParamError {
 /// Deserialises params into the kind's `#[serde(deny_unknown_fields)]` struct, reporting
 /// the key path of a bad value, and returns the struct and its canonical JSON.
 pub fn typed_params<P: DeserializeOwned + Serialize>(v: &Value) -> Result<(P, Value), ParamError> {
-    let p: P = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+    let p: P = parse_params(v)?;
+    let canonical = serde_json::to_value(&p).map_err(|e| ParamError {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
+    Ok((p, canonical))
+}
+
+/// Deserialises params into the kind's struct (no copy of the JSON, no canonical form),
+/// reporting the key path of a bad value.
+pub fn parse_params<P: DeserializeOwned>(v: &Value) -> Result<P, ParamError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         ParamError {
             path,
             message: e.into_inner().to_string(),
         }
-    })?;
-    let canonical = serde_json::to_value(&p).map_err(|e| ParamError {
-        path: String::new(),
-        message: e.to_string(),
-    })?;
-    Ok((p, canonical))
+    })
 }
 
 /// Why a task failed.
@@ -206,7 +213,8 @@ pub struct TaskCtx {
     pub pools: BTreeMap<String, u32>,
     /// Scratch directory of this attempt (created on first use by [`TaskCtx::workdir`]).
     workdir: PathBuf,
-    workdir_made: std::sync::atomic::AtomicBool,
+    /// The directory [`TaskCtx::workdir`] handed out (`workdir`, or a reused one).
+    workdir_used: std::sync::OnceLock<PathBuf>,
     pub log_path: PathBuf,
     /// CUDA device ordinals as this process sees them (differs from `gpus` in a worker
     /// process started with `CUDA_VISIBLE_DEVICES`).
@@ -260,7 +268,7 @@ impl TaskCtx {
             gpus: p.gpus,
             pools: p.pools,
             workdir: p.workdir,
-            workdir_made: std::sync::atomic::AtomicBool::new(false),
+            workdir_used: std::sync::OnceLock::new(),
             log_path: p.log_path,
             cuda_ordinals: p.cuda_ordinals,
             store: p.store.with_kv_log(kv_log.clone()),
@@ -275,27 +283,32 @@ impl TaskCtx {
         }
     }
 
-    /// A scratch directory for this attempt, created on first call; removed after success.
+    /// An empty scratch directory for this attempt, made (or reused, see [`workdirs`]) on
+    /// first call; emptied or removed after success, kept after a failure.
     pub fn workdir(&self) -> Result<PathBuf, TaskError> {
-        if !self.workdir_made.load(Ordering::Relaxed) {
-            std::fs::create_dir_all(&self.workdir).map_err(TaskError::io(format!(
-                "cannot create working directory `{}`",
-                self.workdir.display()
-            )))?;
-            self.workdir_made.store(true, Ordering::Relaxed);
+        if let Some(d) = self.workdir_used.get() {
+            return Ok(d.clone());
         }
-        Ok(self.workdir.clone())
+        let d = workdirs::take(&self.workdir).map_err(TaskError::io(format!(
+            "cannot create working directory `{}`",
+            self.workdir.display()
+        )))?;
+        Ok(self.workdir_used.get_or_init(|| d).clone())
     }
 
     /// Whether [`TaskCtx::workdir`] was used (so there is something to clean up).
     pub fn workdir_used(&self) -> bool {
-        self.workdir_made.load(Ordering::Relaxed)
+        self.workdir_used.get().is_some()
+    }
+
+    /// The directory [`TaskCtx::workdir`] handed out, if it was called.
+    pub fn workdir_handed_out(&self) -> Option<PathBuf> {
+        self.workdir_used.get().cloned()
     }
 
     /// Params as the kind's typed struct.
     pub fn params<P: DeserializeOwned + Serialize>(&self) -> Result<P, TaskError> {
-        typed_params::<P>(&self.params)
-            .map(|(p, _)| p)
+        parse_params::<P>(&self.params)
             .map_err(|e| TaskError::Params(format!("`{}`: {}", e.path, e.message)))
     }
 
@@ -379,13 +392,23 @@ impl TaskCtx {
         });
     }
 
-    /// Appends a line to the task's log (kept with its result).
+    /// Appends a line to the task's log (kept with its result; the file and its folder are
+    /// created on the first line).
     pub fn log(&self, line: impl AsRef<str>) {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-        {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log_path)
+        };
+        let f = open().or_else(|e| match self.log_path.parent() {
+            Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()
+            }
+            _ => Err(e),
+        });
+        if let Ok(mut f) = f {
             let _ = writeln!(f, "{}", line.as_ref());
         }
     }
@@ -428,8 +451,9 @@ impl TaskCtx {
         &self.store
     }
 
-    /// Checks every declared output was produced, stores the log and publishes the result
-    /// manifest (last, so the result becomes visible all at once).
+    /// Checks every declared output was produced, stores the log and returns the result
+    /// manifest. The runner publishes it (with the others of its scheduling round, in one
+    /// append), so the result becomes visible all at once and only after its blobs.
     pub fn finish(
         self,
         declared: &[String],
@@ -472,7 +496,6 @@ impl TaskCtx {
             duration_ms: crate::util::now_ms().saturating_sub(self.started_ms),
             host: host.to_string(),
         };
-        self.block(self.store.put_result(&m))?;
         Ok(m)
     }
 }

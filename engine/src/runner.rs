@@ -336,6 +336,7 @@ pub async fn run(
         self_exe: opts.self_exe.clone(),
         worker_exe: opts.worker_exe.clone(),
     });
+    crate::kind::workdirs::recycle(true);
     let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
     let mut interrupted = false;
     let mut grace_deadline: Option<tokio::time::Instant> = None;
@@ -345,12 +346,23 @@ pub async fn run(
     let now = |e: &Instant| e.elapsed().as_millis() as u64;
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // Made once (`tokio::signal::ctrl_c()` in the loop registered a listener every round).
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let snapshot_path = opts
         .state_dir
         .join("runs")
         .join(format!("{}.status.json", opts.run_id));
-    let mut last_snapshot = Instant::now() - Duration::from_secs(10);
+    // A snapshot at most every second while something changed, the first after a second: a
+    // run that ends sooner writes none (`status` asks to try again meanwhile).
+    let mut last_snapshot = Instant::now();
+    let mut snapshot_dirty = true;
 
+    // Test hook: `COCOFLOW_CRASH_AFTER_PUBLISH=N` kills this process right after the N-th
+    // batch of results is published, before anything that follows from it is journaled.
+    let crash_after_publish: Option<usize> = std::env::var("COCOFLOW_CRASH_AFTER_PUBLISH")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut publications = 0usize;
     let mut actions = core.start(now(&epoch));
     loop {
         // 1. Journal this batch's state changes, then 2. act on it.
@@ -418,6 +430,7 @@ pub async fn run(
             let updates: Vec<InstanceRecord> =
                 touched.iter().map(|&i| records[i].clone()).collect();
             journal.record(&opts.run_id, &events, &updates)?;
+            snapshot_dirty = true;
         }
         for (id, attempt, gpus, pools) in launches {
             let inst = &plan.instances[id];
@@ -544,12 +557,13 @@ pub async fn run(
             );
         }
 
-        if last_snapshot.elapsed() > Duration::from_secs(1) || core.is_finished() {
-            write_snapshot(&snapshot_path, &record, &records);
-            last_snapshot = Instant::now();
-        }
         if core.is_finished() {
             break;
+        }
+        if snapshot_dirty && last_snapshot.elapsed() >= Duration::from_secs(1) {
+            write_snapshot(&snapshot_path, &record, &records);
+            last_snapshot = Instant::now();
+            snapshot_dirty = false;
         }
 
         // 3. Wait for the next event(s).
@@ -565,10 +579,11 @@ pub async fn run(
                     match rx.try_recv() { Ok(m) => batch.push(m), Err(_) => break }
                 }
             }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(last_snapshot + Duration::from_secs(1))), if snapshot_dirty => {}
             _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
                 actions.extend(core.handle(Event::Tick, now(&epoch)));
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = async { match sigint.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {
                 if interrupted {
                     cancel_all(&launched);
                     cancelled_all = true;
@@ -607,6 +622,30 @@ pub async fn run(
                 kill_deadline = None;
             }
         }
+        // Publish this round's results together (one append), before the state changes
+        // that follow from them are journaled and acted on.
+        let published = {
+            let results: Vec<&ResultManifest> = batch
+                .iter()
+                .filter_map(|m| match m {
+                    ExecEvent::Done {
+                        outcome: JobOutcome::Succeeded { manifest },
+                        ..
+                    } => Some(&**manifest),
+                    _ => None,
+                })
+                .collect();
+            let published = store.put_results(&results).await.map_err(|e| e.to_string());
+            if !results.is_empty() {
+                publications += 1;
+                if crash_after_publish == Some(publications) {
+                    // Test hook: die between publishing and journaling (see tests/it/crash.rs).
+                    // SAFETY: raising a signal on this process.
+                    unsafe { libc::raise(libc::SIGKILL) };
+                }
+            }
+            published
+        };
         for m in batch {
             match m {
                 ExecEvent::Progress { id, progress } => {
@@ -623,6 +662,13 @@ pub async fn run(
                     let took = l.started.elapsed();
                     let name = &plan.instances[id].name;
                     let log = l.log.display().to_string();
+                    let outcome = match (outcome, &published) {
+                        (JobOutcome::Succeeded { .. }, Err(e)) => JobOutcome::Failed {
+                            message: format!("cannot publish the result: {e}"),
+                            retryable: true,
+                        },
+                        (o, _) => o,
+                    };
                     let outcome = match outcome {
                         JobOutcome::Succeeded { manifest } => {
                             ui.finished(id, name, "succeeded", took, None, None);
@@ -686,6 +732,7 @@ pub async fn run(
     let model_loads = executors.model_loads();
     tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), model_loads, workers_started, "run ends");
     lease_task.abort();
+    crate::kind::workdirs::drop_spares();
     let _ = store.delete_lease(&opts.run_id).await;
     let states = core.states();
     let count = |f: &dyn Fn(&State) -> bool| states.iter().filter(|s| f(s)).count();
@@ -705,7 +752,8 @@ pub async fn run(
     record.model_loads = model_loads;
     record.workers_started = workers_started;
     journal.put_run(&record)?;
-    write_snapshot(&snapshot_path, &record, &records);
+    // The journal now holds it all (and `status` reads it once this process lets go).
+    let _ = std::fs::remove_file(&snapshot_path);
     let results: Vec<String> = plan
         .instances
         .iter()
@@ -741,11 +789,17 @@ pub async fn run(
 const KILL_AFTER: Duration = Duration::from_secs(10);
 
 fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {
-    let v = serde_json::json!({"run": run, "instances": records});
-    let _ = crate::store::write_atomic(
-        path,
-        serde_json::to_string(&v).unwrap_or_default().as_bytes(),
-    );
+    #[derive(serde::Serialize)]
+    struct Snapshot<'a> {
+        run: &'a RunRecord,
+        instances: &'a [InstanceRecord],
+    }
+    let bytes = serde_json::to_vec(&Snapshot {
+        run,
+        instances: records,
+    })
+    .unwrap_or_default();
+    let _ = crate::store::write_atomic(path, &bytes);
 }
 
 /// Forgets a producer's result whose blobs failed verification, and removes bad blobs, so

@@ -63,16 +63,10 @@ fn torch_task_runs_in_process_and_in_a_worker() {
     let (_, out, _) = cocoflow(dir.path(), &["plan", "w.yaml", "--json"]);
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut checksums = Vec::new();
+    let results = cocoflow_engine::store::pack::read_local(&dir.path().join(".cocoflow/store"));
     for inst in plan["instances"].as_array().unwrap() {
         let key = inst["key"].as_str().unwrap();
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(
-                dir.path()
-                    .join(format!(".cocoflow/store/results/{key}.json")),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&results[key]).unwrap();
         assert_eq!(m["metrics"]["device"], "Cpu");
         let info = &m["outputs"]["info"];
         let bytes = match info["inline"].as_str() {
@@ -371,10 +365,8 @@ fn metrics_of(dir: &Path, plan_args: &[&str], task: &str) -> serde_json::Value {
         .as_str()
         .unwrap()
         .to_string();
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join(format!(".cocoflow/store/results/{key}.json"))).unwrap(),
-    )
-    .unwrap();
+    let results = cocoflow_engine::store::pack::read_local(&dir.join(".cocoflow/store"));
+    let m: serde_json::Value = serde_json::from_slice(&results[&key]).unwrap();
     m["metrics"].clone()
 }
 

@@ -5,7 +5,7 @@ use crate::plan::Plan;
 use crate::runner::{self, RunError, RunOptions};
 use crate::spec::{self, SpecError};
 use crate::state::{Journal, JournalError, RedbJournal, RunStatus, pid_alive};
-use crate::store::{Pin, ResultManifest, RunSummary, Store};
+use crate::store::{Pin, RunSummary, Store};
 use crate::ui::{Mode, Ui};
 use crate::util::{format_ms, human_duration, now_ms, parse_duration};
 use std::collections::HashSet;
@@ -466,7 +466,7 @@ fn latest_snapshot(state: &Path) -> Option<serde_json::Value> {
 }
 
 fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fail> {
-    if !journal_path(state).exists() {
+    if !RedbJournal::exists(&journal_path(state)) {
         return Err(Fail::usage(format!("no runs yet in `{}`", state.display())));
     }
     match RedbJournal::open(&journal_path(state)) {
@@ -659,7 +659,7 @@ async fn cmd_gc(
     let grace = parse_duration(grace)
         .ok_or_else(|| Fail::usage(format!("`--grace {grace}` is not a duration")))?;
     // Holding the journal keeps runs of this state directory from starting meanwhile.
-    let _journal = if journal_path(state).exists() {
+    let _journal = if RedbJournal::exists(&journal_path(state)) {
         Some(
             RedbJournal::open(&journal_path(state)).map_err(|e| match e {
                 JournalError::Locked { .. } => Fail::env(
@@ -673,7 +673,7 @@ async fn cmd_gc(
     };
     drop(_journal);
     let store = store_of_latest(state, store_url).await?;
-    let _journal = if journal_path(state).exists() {
+    let _journal = if RedbJournal::exists(&journal_path(state)) {
         Some(RedbJournal::open(&journal_path(state))?)
     } else {
         None
@@ -702,18 +702,10 @@ async fn cmd_gc(
     let mut live_kv: Option<HashSet<String>> = Some(HashSet::new());
     let mut drop_results = Vec::new();
     let mut kept_results = 0;
-    for (loc, mtime) in store.list("results").await? {
-        let key = loc
-            .trim_start_matches("results/")
-            .trim_end_matches(".json")
-            .to_string();
-        if roots.contains(&key) || young(mtime) {
-            if let Some(m) = store
-                .read_json_at::<ResultManifest>(&loc, "result")
-                .await
-                .ok()
-                .flatten()
-            {
+    for r in store.results().await? {
+        let key = r.key;
+        if roots.contains(&key) || young(r.t_ms) {
+            if let Some(m) = store.read_result(&key).await.ok().flatten() {
                 for a in m.outputs.values().chain(m.log.iter()).chain(m.kv.iter()) {
                     for d in store
                         .artifact_blobs(a)
@@ -743,7 +735,7 @@ async fn cmd_gc(
             }
             kept_results += 1;
         } else {
-            drop_results.push(loc);
+            drop_results.push(key);
         }
     }
     let mut drop_kv = Vec::new();
@@ -783,12 +775,10 @@ async fn cmd_gc(
     let verb = if dry_run { "would remove" } else { "removed" };
     if !dry_run {
         // Results first: a result must never name a deleted blob.
-        for loc in drop_results
-            .iter()
-            .chain(&drop_blobs)
-            .chain(&drop_ckpt)
-            .chain(&drop_kv)
-        {
+        store
+            .remove_results(&drop_results.iter().cloned().collect())
+            .await?;
+        for loc in drop_blobs.iter().chain(&drop_ckpt).chain(&drop_kv) {
             store.delete_at(loc).await?;
         }
         let _ = std::fs::remove_dir_all(state.join("cache").join("trees"));

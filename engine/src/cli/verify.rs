@@ -205,7 +205,6 @@ pub async fn cmd_verify(state: &Path, args: VerifyArgs) -> Result<i32, Fail> {
         }
     }
     for key in &keys {
-        let loc = format!("results/{key}.json");
         let name = |names: &HashMap<String, String>| {
             names
                 .get(*key)
@@ -223,10 +222,7 @@ pub async fn cmd_verify(state: &Path, args: VerifyArgs) -> Result<i32, Fail> {
                 problem: problem.into(),
                 detail,
             };
-        let m: ResultManifest = match store
-            .read_json_at::<ResultManifest>(&loc, "result manifest")
-            .await
-        {
+        let m: ResultManifest = match store.read_result(key).await {
             Ok(Some(m)) => m,
             Ok(None) => {
                 problems.push(manifest_problem(

@@ -151,6 +151,12 @@ pub struct Core {
     stopping: bool,
     options: Options,
     running: usize,
+    /// How many tasks are `Ready` / `RetryWait` (so `is_finished` needs no scan).
+    n_ready: usize,
+    n_retry: usize,
+    /// Pending retry times `(until_ms, task)`, earliest first; entries whose task left
+    /// `RetryWait` are dropped lazily.
+    retries: BinaryHeap<Reverse<(u64, TaskId)>>,
     /// Launches per (task, attempt) — test-visible to prove at-most-once.
     launches: Vec<u32>,
 }
@@ -185,6 +191,40 @@ impl Core {
             stopping: false,
             options,
             running: 0,
+            n_ready: 0,
+            n_retry: 0,
+            retries: BinaryHeap::new(),
+        }
+    }
+
+    /// Every state change goes through here, keeping the counters of `Ready` and
+    /// `RetryWait` tasks and the retry queue in step with `state`.
+    fn set(&mut self, i: TaskId, s: State) {
+        match self.state[i] {
+            State::Ready => self.n_ready -= 1,
+            State::RetryWait { .. } => self.n_retry -= 1,
+            _ => {}
+        }
+        match s {
+            State::Ready => self.n_ready += 1,
+            State::RetryWait { until_ms, .. } => {
+                self.n_retry += 1;
+                self.retries.push(Reverse((until_ms, i)));
+            }
+            _ => {}
+        }
+        self.state[i] = s;
+    }
+
+    /// Drops retry-queue entries whose task is no longer waiting for that time.
+    fn prune_retries(&mut self) {
+        while let Some(&Reverse((ms, i))) = self.retries.peek() {
+            match self.state[i] {
+                State::RetryWait { until_ms, .. } if until_ms == ms => break,
+                _ => {
+                    self.retries.pop();
+                }
+            }
         }
     }
 
@@ -213,7 +253,7 @@ impl Core {
         let mut acts = Vec::new();
         for i in 0..self.tasks.len() {
             if self.tasks[i].cached {
-                self.state[i] = State::Cached;
+                self.set(i, State::Cached);
                 acts.push(Action::Record {
                     id: i,
                     state: State::Cached,
@@ -239,7 +279,7 @@ impl Core {
     }
 
     fn make_ready(&mut self, i: TaskId) {
-        self.state[i] = State::Ready;
+        self.set(i, State::Ready);
         self.ready
             .push((self.tasks[i].priority, self.crit[i], Reverse(i)));
     }
@@ -253,10 +293,12 @@ impl Core {
                 outcome,
             } => self.finished(id, attempt, outcome, now, &mut acts),
             Event::Tick => {
-                for i in 0..self.state.len() {
-                    if let State::RetryWait { until_ms, .. } = self.state[i]
-                        && until_ms <= now
-                        && !self.stopping
+                while let Some(&Reverse((ms, i))) = self.retries.peek() {
+                    if ms > now || self.stopping {
+                        break;
+                    }
+                    self.retries.pop();
+                    if matches!(self.state[i], State::RetryWait { until_ms, .. } if until_ms == ms)
                     {
                         self.make_ready(i);
                         acts.push(Action::Record {
@@ -270,6 +312,7 @@ impl Core {
             Event::Interrupt => self.stop(&mut acts, None),
         }
         self.schedule(now, &mut acts);
+        self.prune_retries();
         acts
     }
 
@@ -290,7 +333,7 @@ impl Core {
         self.running -= 1;
         match outcome {
             Outcome::Success => {
-                self.state[id] = State::Succeeded;
+                self.set(id, State::Succeeded);
                 acts.push(Action::Record {
                     id,
                     state: State::Succeeded,
@@ -306,7 +349,7 @@ impl Core {
                 }
             }
             Outcome::Cancelled => {
-                self.state[id] = State::Interrupted;
+                self.set(id, State::Interrupted);
                 acts.push(Action::Record {
                     id,
                     state: State::Interrupted,
@@ -319,7 +362,7 @@ impl Core {
                     let delay = (t.backoff_ms as f64 * t.backoff_factor.powi(attempt as i32 - 1))
                         .min(t.max_backoff_ms as f64) as u64;
                     let until_ms = now + delay;
-                    self.state[id] = State::RetryWait { attempt, until_ms };
+                    self.set(id, State::RetryWait { attempt, until_ms });
                     acts.push(Action::Record {
                         id,
                         state: self.state[id].clone(),
@@ -327,7 +370,7 @@ impl Core {
                     });
                     acts.push(Action::WakeAt { ms: until_ms });
                 } else {
-                    self.state[id] = State::Failed;
+                    self.set(id, State::Failed);
                     acts.push(Action::Record {
                         id,
                         state: State::Failed,
@@ -343,7 +386,7 @@ impl Core {
                 // The producer's result is unusable: run it again, then this task. Not an
                 // attempt of this task's own.
                 self.attempts[id] -= 1;
-                self.state[id] = State::Waiting;
+                self.set(id, State::Waiting);
                 acts.push(Action::Record {
                     id,
                     state: State::Waiting,
@@ -370,7 +413,7 @@ impl Core {
         for j in self.dependents[p].clone() {
             if matches!(self.state[j], State::Waiting | State::Ready) {
                 if self.state[j] == State::Ready {
-                    self.state[j] = State::Waiting; // its heap entry is skipped when popped
+                    self.set(j, State::Waiting); // its heap entry is skipped when popped
                 }
                 self.remaining[j] = self.tasks[j]
                     .deps
@@ -385,7 +428,7 @@ impl Core {
         let mut stack = self.dependents[id].clone();
         while let Some(j) = stack.pop() {
             if matches!(self.state[j], State::Waiting | State::Ready) {
-                self.state[j] = State::Blocked { by: Some(id) };
+                self.set(j, State::Blocked { by: Some(id) });
                 acts.push(Action::Record {
                     id: j,
                     state: self.state[j].clone(),
@@ -406,11 +449,12 @@ impl Core {
                 self.state[i],
                 State::Waiting | State::Ready | State::RetryWait { .. }
             ) {
-                self.state[i] = if by.is_some() {
+                let s = if by.is_some() {
                     State::Blocked { by }
                 } else {
                     State::Interrupted
                 };
+                self.set(i, s);
                 acts.push(Action::Record {
                     id: i,
                     state: self.state[i].clone(),
@@ -436,7 +480,7 @@ impl Core {
                     self.attempts[i] += 1;
                     let attempt = self.attempts[i];
                     self.launches[i] += 1;
-                    self.state[i] = State::Running { attempt };
+                    self.set(i, State::Running { attempt });
                     self.allocs[i] = Some(alloc.clone());
                     self.running += 1;
                     acts.push(Action::Record {
@@ -452,7 +496,7 @@ impl Core {
                 }
                 None => {
                     if !self.pools.satisfiable(&self.tasks[i].request) {
-                        self.state[i] = State::Failed;
+                        self.set(i, State::Failed);
                         acts.push(Action::Record {
                             id: i,
                             state: State::Failed,
@@ -473,25 +517,12 @@ impl Core {
 
     /// True when nothing runs and nothing more will be launched.
     pub fn is_finished(&self) -> bool {
-        self.running == 0
-            && !self
-                .state
-                .iter()
-                .any(|s| matches!(s, State::Ready | State::RetryWait { .. }))
+        self.running == 0 && self.n_ready == 0 && self.n_retry == 0
     }
 
     /// Earliest pending retry time, if any.
     pub fn next_wake(&self) -> Option<u64> {
-        self.state
-            .iter()
-            .filter_map(|s| {
-                if let State::RetryWait { until_ms, .. } = s {
-                    Some(*until_ms)
-                } else {
-                    None
-                }
-            })
-            .min()
+        self.retries.peek().map(|&Reverse((ms, _))| ms)
     }
 
     /// Cross-structure invariants (used by tests after every step).
@@ -525,6 +556,31 @@ impl Core {
             }
         }
         assert_eq!(running, self.running);
+        let count = |f: &dyn Fn(&State) -> bool| self.state.iter().filter(|s| f(s)).count();
+        assert_eq!(self.n_ready, count(&|s| *s == State::Ready));
+        assert_eq!(
+            self.n_retry,
+            count(&|s| matches!(s, State::RetryWait { .. }))
+        );
+        for (i, s) in self.state.iter().enumerate() {
+            if let State::RetryWait { until_ms, .. } = s {
+                assert!(
+                    self.retries.iter().any(|r| r.0 == (*until_ms, i)),
+                    "task {i} waits for a retry the queue does not hold"
+                );
+            }
+        }
+        assert_eq!(
+            self.next_wake(),
+            self.state
+                .iter()
+                .filter_map(|s| match s {
+                    State::RetryWait { until_ms, .. } => Some(*until_ms),
+                    _ => None,
+                })
+                .min(),
+            "next_wake is the earliest retry"
+        );
         let (g, c, ccap, named) = self.pools.usage();
         assert_eq!(g, gpus_held);
         assert_eq!(c, cpus_held);

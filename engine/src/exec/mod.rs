@@ -274,15 +274,7 @@ pub fn run_job(
             retryable: false,
         };
     };
-    if let Some(parent) = job.log_path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    // The attempt's log exists from its start (status and the UI name it), even for a kind
-    // that never writes to it.
-    let _ = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&job.log_path);
+    // The log (and its folder) is created when the task writes to it.
     let inputs: BTreeMap<String, Vec<InputItem>> = job
         .inputs
         .iter()
@@ -337,7 +329,7 @@ pub fn run_job(
         models,
     });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx)));
-    let made_workdir = ctx.workdir_used();
+    let workdir = ctx.workdir_handed_out();
     let outcome = match result {
         Ok(Ok(())) => match ctx.finish(&job.outputs, refs, &job.host) {
             Ok(m) => JobOutcome::Succeeded {
@@ -361,8 +353,9 @@ pub fn run_job(
             }
         }
     };
-    if made_workdir && matches!(outcome, JobOutcome::Succeeded { .. }) {
-        let _ = std::fs::remove_dir_all(&job.workdir);
+    if let Some(dir) = workdir {
+        let ok = matches!(outcome, JobOutcome::Succeeded { .. });
+        crate::kind::workdirs::release(&dir, &job.workdir, ok);
     }
     outcome
 }

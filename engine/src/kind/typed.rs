@@ -27,7 +27,7 @@
 //! registry.register_kind(MyKind, MyKind::run);
 //! ```
 
-use super::{ParamError, Registry, TaskCtx, TaskError, TaskKind, typed_params};
+use super::{ParamError, Registry, TaskCtx, TaskError, TaskKind, parse_params, typed_params};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -111,9 +111,16 @@ fn parse<K: Kind>(k: &K, params: &Value) -> Result<(K::Params, Value), ParamErro
     Ok((p, canonical))
 }
 
+/// The checked params without their canonical form (for what needs only the struct).
+fn typed<K: Kind>(k: &K, params: &Value) -> Result<K::Params, ParamError> {
+    let p = parse_params::<K::Params>(params)?;
+    k.validate(&p)?;
+    Ok(p)
+}
+
 fn outputs_of<K: Kind>(k: &K, params: &Value) -> Vec<String> {
-    match parse(k, params) {
-        Ok((p, _)) => k.outputs(&p),
+    match typed(k, params) {
+        Ok(p) => k.outputs(&p),
         Err(_) => K::OUTPUTS.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -124,7 +131,7 @@ fn check_inputs_of<K: Kind>(k: &K, params: &Value, inputs: &[&str]) -> Result<()
     {
         return Err(e);
     }
-    let (p, _) = parse(k, params).map_err(|e| e.message)?;
+    let p = typed(k, params).map_err(|e| e.message)?;
     k.check_inputs(&p, inputs)
 }
 

@@ -1,6 +1,7 @@
 //! The engine's built-in task kinds: `noop` (benchmarks, tests, joins) and `shell`
 //! (existing scripts as DAG tasks).
 
+pub mod child;
 pub mod noop;
 pub mod shell;
 

@@ -10,6 +10,7 @@
 //! `COCOFLOW_INPUT_<NAME>_<i>` plus `_COUNT`). Outputs: as declared, also given to the
 //! command as `COCOFLOW_OUTPUT_<NAME>`. GPUs granted arrive as `CUDA_VISIBLE_DEVICES`.
 
+use super::child;
 use crate::kind::{Kind, ParamError, TaskCtx, TaskError};
 use crate::spec::template::scalar_text;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,6 @@ use std::collections::BTreeMap;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -132,24 +132,13 @@ impl Shell {
     /// Does the work (the [`Kind`]'s run function).
     pub fn run(&self, p: ShellParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let workdir = ctx.workdir()?;
-        let mut cmd = Command::new("sh");
+        let mut cmd = Command::new(child::sh());
         cmd.arg("-c").arg(&p.cmd).arg("cocoflow-shell");
         for a in &p.args {
             cmd.arg(scalar_text(a));
         }
         cmd.current_dir(&workdir).stdin(Stdio::null());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&ctx.log_path)
-            .map_err(TaskError::io(format!(
-                "cannot open log `{}`",
-                ctx.log_path.display()
-            )))?;
-        let log2 = log
-            .try_clone()
-            .map_err(TaskError::io("cannot duplicate log handle"))?;
-        cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+        let output = child::capture(&mut cmd).map_err(TaskError::io("cannot create a pipe"))?;
         for (k, v) in &p.env {
             cmd.env(k, scalar_text(v));
         }
@@ -202,37 +191,24 @@ impl Shell {
             });
         }
         let timeout = p.timeout.as_deref().and_then(crate::util::parse_duration);
-        let mut child = cmd.spawn().map_err(TaskError::io("cannot start `sh`"))?;
-        let pgid = child.id() as i32;
-        let started = Instant::now();
-        let mut poll = Duration::from_micros(50);
-        let status = loop {
-            if let Some(st) = child
-                .try_wait()
-                .map_err(TaskError::io("waiting for the command"))?
-            {
-                break st;
+        let mut proc = cmd.spawn().map_err(TaskError::io("cannot start `sh`"))?;
+        drop(cmd); // closes this process's copies of the pipe's write end
+        let log_path = ctx.log_path.clone();
+        let mut log = child::Log::new(&log_path);
+        let ended = child::wait(&mut proc, output, &mut log, timeout, &|| ctx.is_cancelled())
+            .map_err(TaskError::io(format!(
+                "running the command (log `{}`)",
+                log_path.display()
+            )))?;
+        let status = match ended {
+            child::Ended::Exited(st) => st,
+            child::Ended::Stopped { timed_out: true } => {
+                return Err(TaskError::Failed(format!(
+                    "command timed out after {}",
+                    p.timeout.unwrap_or_default()
+                )));
             }
-            let timed_out = timeout.is_some_and(|t| started.elapsed() > t);
-            if ctx.is_cancelled() || timed_out {
-                // SAFETY: signalling the child's own process group.
-                unsafe { libc::kill(-pgid, libc::SIGTERM) };
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                let _ = child.wait();
-                if timed_out {
-                    return Err(TaskError::Failed(format!(
-                        "command timed out after {}",
-                        p.timeout.unwrap_or_default()
-                    )));
-                }
-                return Err(TaskError::Cancelled);
-            }
-            std::thread::sleep(poll);
-            poll = (poll * 2).min(Duration::from_millis(20));
+            child::Ended::Stopped { timed_out: false } => return Err(TaskError::Cancelled),
         };
         if !status.success() {
             let tail = log_tail(&ctx.log_path, 5);

@@ -1,14 +1,19 @@
 //! Content-addressed artifact store on object_store (`file://`, `s3://`, `memory://`).
 //!
 //! Layout under the store root:
-//! `blobs/ab/<blake3>` immutable bytes · `results/<key>.json` result manifests ·
+//! `blobs/ab/<blake3>` immutable bytes · `packs/<name>.pack` result manifests, many per
+//! file ([`pack`]) · `results/<key>.json` result manifests, one per file (read; written by
+//! earlier versions) ·
 //! `checkpoints/<key>/<name>` partial state of long tasks · `runs/<id>.json` run summaries ·
 //! `pins/<name>.json` · `leases/<run>.json` · `kv/<namespace>/<key>` key-value records.
 //!
-//! Blobs are written before the manifest that names them, and a manifest is one atomic
-//! put, so a crash never leaves a half-visible result. Every blob read verifies its digest.
+//! Blobs are written before the manifest that names them, and a manifest becomes visible
+//! only once its pack record is complete (checked by hash), so a crash never leaves a
+//! half-visible result. Every blob read verifies its digest.
 
 pub mod manifest;
+pub mod pack;
+mod results;
 
 pub use manifest::{Artifact, InputRef, Lease, Pin, ResultManifest, RunSummary, Tree, TreeEntry};
 
@@ -99,6 +104,8 @@ struct Inner {
     verified: Mutex<HashSet<String>>,
     /// One materialisation per tree digest at a time in this process.
     tree_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What this process knows of the result packs, and the pack it appends to.
+    packs: tokio::sync::Mutex<results::Packs>,
 }
 
 /// Makes temporary directory names unique across the threads of one process.
@@ -115,7 +122,7 @@ pub fn blob_path(digest: &str) -> OPath {
     ))
 }
 
-fn result_path(key: &str) -> OPath {
+pub(crate) fn result_path(key: &str) -> OPath {
     OPath::from(format!("results/{key}.json"))
 }
 
@@ -218,6 +225,7 @@ impl Store {
                 },
                 verified: Mutex::new(HashSet::new()),
                 tree_locks: Mutex::new(Default::default()),
+                packs: Default::default(),
             }),
             kv_log: None,
         })
@@ -239,7 +247,7 @@ impl Store {
         self.inner.local_root.as_deref()
     }
 
-    fn backend(&self) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
+    pub(crate) fn backend(&self) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
         move |source| StoreError::Backend {
             url: self.inner.url.clone(),
             source,
@@ -647,7 +655,7 @@ impl Store {
                 .join(&a.digest);
             if !p.is_file() {
                 let bytes = self.read_artifact(a).await?;
-                write_atomic(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
+                write_new(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
             }
             return Ok(p);
         }
@@ -673,7 +681,7 @@ impl Store {
         Ok(out)
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &OPath,
         what: &'static str,
@@ -702,39 +710,6 @@ impl Store {
             .await
             .map_err(self.backend())?;
         Ok(())
-    }
-
-    /// The result manifest of an instance key, if it finished before. A malformed manifest
-    /// (e.g. hand-edited) counts as absent: the instance runs again.
-    pub async fn get_result(&self, key: &str) -> Result<Option<ResultManifest>> {
-        match self.get_json(&result_path(key), "result manifest").await {
-            Err(StoreError::Malformed { .. }) => Ok(None),
-            other => other,
-        }
-    }
-
-    /// Whether a result manifest exists (cheap: no read).
-    pub async fn has_result(&self, key: &str) -> Result<bool> {
-        if let Some(root) = &self.inner.local_root {
-            return Ok(root.join(result_path(key).as_ref()).is_file());
-        }
-        match self.inner.os.head(&result_path(key)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.backend()(e)),
-        }
-    }
-
-    /// Publishes a result: call only after every blob it names is stored.
-    pub async fn put_result(&self, m: &ResultManifest) -> Result<()> {
-        self.put_json(&result_path(&m.key), m).await
-    }
-
-    pub async fn delete_result(&self, key: &str) -> Result<()> {
-        match self.inner.os.delete(&result_path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.backend()(e)),
-        }
     }
 
     pub async fn put_checkpoint(&self, key: &str, name: &str, bytes: Bytes) -> Result<()> {
@@ -857,14 +832,6 @@ impl Store {
             Err(e) => Err(self.backend()(e)),
         }
     }
-
-    /// Checks many result keys at once (bounded concurrency for remote stores).
-    pub async fn have_results(&self, keys: &[String]) -> Result<Vec<bool>> {
-        futures::stream::iter(keys.iter().map(|k| self.has_result(k)))
-            .buffered(64)
-            .try_collect()
-            .await
-    }
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
@@ -892,6 +859,56 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p)
         .map(|m| m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// Publishes an immutable, content-named file so that readers see either nothing or all of
+/// it: an unnamed file (`O_TMPFILE`) in its folder, written, then linked under its name — one
+/// directory operation instead of a create and a rename. A file already there under that name
+/// is kept. Falls back to [`write_atomic`] where the filesystem has no `O_TMPFILE`.
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o644)
+            .open(dir)
+    };
+    let f = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            match open() {
+                Ok(f) => f,
+                Err(_) => return write_atomic(path, bytes),
+            }
+        }
+        Err(_) => return write_atomic(path, bytes),
+    };
+    (&f).write_all(bytes)?;
+    let src = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    let dst = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both arguments are NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match std::io::Error::last_os_error() {
+        e if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        _ => write_atomic(path, bytes),
+    }
 }
 
 /// Writes a file so that readers see either nothing or all of it.
@@ -922,6 +939,18 @@ mod tests {
             &std::env::temp_dir().join("cocoflow-test-cache"),
         )
         .unwrap()
+    }
+
+    /// A content-named file is published whole, once; a second publication keeps the first.
+    #[test]
+    fn write_new_publishes_whole_files_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ab").join("cd");
+        write_new(&p, b"first").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        write_new(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 
     #[tokio::test]

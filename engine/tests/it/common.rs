@@ -71,19 +71,12 @@ impl Project {
         store: &str,
     ) -> std::collections::BTreeMap<String, serde_json::Value> {
         let plan = self.plan_json(wf);
+        let results = cocoflow_engine::store::pack::read_local(&self.path().join(store));
         let mut out = std::collections::BTreeMap::new();
         for inst in plan["instances"].as_array().unwrap() {
             let key = inst["key"].as_str().unwrap();
-            let m: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(
-                    self.path()
-                        .join(store)
-                        .join("results")
-                        .join(format!("{key}.json")),
-                )
-                .expect("result manifest"),
-            )
-            .unwrap();
+            let m: serde_json::Value =
+                serde_json::from_slice(results.get(key).expect("result manifest")).unwrap();
             out.insert(
                 inst["name"].as_str().unwrap().to_string(),
                 m["outputs"].clone(),

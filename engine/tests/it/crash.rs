@@ -122,3 +122,56 @@ fn kill_9_at_random_moments_then_rerun_completes_without_rerunning_finished_task
     assert_eq!(code, 0, "{err}");
     assert_eq!(p.lines("exec.log").len(), before);
 }
+
+/// kill -9 right after a result is published and before the state change it causes is
+/// journaled (or its dependent launched): the result is not lost — the next run takes it
+/// from the store and runs only what follows.
+#[test]
+fn a_result_published_before_a_kill_is_never_lost() {
+    let wf = |root: &std::path::Path| {
+        format!(
+            "name: pub\nparams: {{root: '{}'}}\ntasks:\n  a: {{kind: shell, params: {{cmd: 'echo a >> \"${{root}}/exec.log\"; echo a > o.txt', outputs: {{o: o.txt}}}}}}\n  b: {{kind: shell, inputs: {{x: a.o}}, params: {{cmd: 'echo b >> \"${{root}}/exec.log\"; cat \"$COCOFLOW_INPUT_X\" > o.txt; echo b >> o.txt', outputs: {{o: o.txt}}}}}}\n",
+            root.display()
+        )
+    };
+    let reference = Project::new();
+    reference.write("w.yaml", &wf(reference.path()));
+    assert_eq!(reference.run(&["run", "w.yaml"]).0, 0);
+    let expected = reference.result_digests("w.yaml", ".cocoflow/store");
+
+    let p = Project::new();
+    p.write("w.yaml", &wf(p.path()));
+    let st = p
+        .cmd(&["run", "w.yaml", "--quiet"])
+        .env("COCOFLOW_CRASH_AFTER_PUBLISH", "1")
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        st.signal(),
+        Some(9),
+        "the engine should have killed itself: {st:?}"
+    );
+    assert_eq!(p.lines("exec.log"), ["a"]);
+    // Published: in the store, although the journal never heard of it.
+    let key_a = p.plan_json("w.yaml")["instances"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cocoflow_engine::store::pack::read_local(&p.path().join(".cocoflow/store"))
+            .contains_key(&key_a)
+    );
+    let (code, out, err) = p.run(&["status", "--json"]);
+    assert_eq!(code, 0, "journal unreadable after kill -9: {err}");
+    assert!(
+        out.contains("\"running\""),
+        "a is still `running` in the journal: {out}"
+    );
+
+    let (code, _, err) = p.run(&["run", "w.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 cached"), "{err}");
+    assert_eq!(p.lines("exec.log"), ["a", "b"], "a ran once");
+    assert_eq!(p.result_digests("w.yaml", ".cocoflow/store"), expected);
+}

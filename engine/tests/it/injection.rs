@@ -147,16 +147,14 @@ fn outputs(p: &Project, plan_args: &[&str]) -> Vec<(String, Vec<String>, Vec<u8>
     assert_eq!(code, 0, "{err}");
     let plan: Value = serde_json::from_str(&out).unwrap();
     let store = p.path().join(".cocoflow/store");
+    let results = cocoflow_engine::store::pack::read_local(&store);
     plan["instances"]
         .as_array()
         .unwrap()
         .iter()
         .map(|inst| {
             let key = inst["key"].as_str().unwrap();
-            let m: Value = serde_json::from_slice(
-                &std::fs::read(store.join("results").join(format!("{key}.json"))).unwrap(),
-            )
-            .unwrap();
+            let m: Value = serde_json::from_slice(&results[key]).unwrap();
             let o = &m["outputs"]["o"];
             let bytes = match o["inline"].as_str() {
                 Some(b64) => base64::engine::general_purpose::STANDARD

@@ -1,4 +1,4 @@
-//! Store maintenance: `verify` finds a truncated blob, a deleted blob and a garbage manifest
+//! Store maintenance: `verify` finds a truncated blob, a deleted blob and a damaged manifest
 //! (on `file://` and on S3 through moto), `--repair` removes exactly those results and the
 //! next run recomputes only them; `gc` frees key-value records no kept result lists.
 
@@ -8,7 +8,7 @@ use cocoflow_engine::kind::{ParamError, Registry, TaskCtx, TaskError, TaskKind, 
 use cocoflow_engine::runner::{self, RunOptions};
 use cocoflow_engine::spec;
 use cocoflow_engine::state::RedbJournal;
-use cocoflow_engine::store::Store;
+use cocoflow_engine::store::{Store, pack};
 use cocoflow_engine::ui::{Mode, Ui};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +18,22 @@ trait Objects {
     fn get(&self, path: &str) -> Vec<u8>;
     fn put(&self, path: &str, bytes: &[u8]);
     fn delete(&self, path: &str);
+    /// Paths of the objects under a prefix.
+    fn list(&self, prefix: &str) -> Vec<String>;
+}
+
+/// The newest pack record of a result: (pack path, pack bytes, record).
+fn packed(objects: &dyn Objects, key: &str) -> (String, Vec<u8>, pack::Record) {
+    let mut found = None;
+    for path in objects.list(pack::DIR) {
+        let bytes = objects.get(&path);
+        for r in pack::records(&bytes, 0).unwrap().0 {
+            if r.key == key {
+                found = Some((path.clone(), bytes.clone(), r));
+            }
+        }
+    }
+    found.unwrap_or_else(|| panic!("no pack record of {key}"))
 }
 
 struct Dir(std::path::PathBuf);
@@ -31,6 +47,12 @@ impl Objects for Dir {
     }
     fn delete(&self, path: &str) {
         std::fs::remove_file(self.0.join(path)).unwrap()
+    }
+    fn list(&self, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(self.0.join(prefix))
+            .unwrap()
+            .map(|e| format!("{prefix}/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect()
     }
 }
 
@@ -75,6 +97,18 @@ impl Objects for Bucket {
     fn delete(&self, path: &str) {
         use object_store::ObjectStoreExt as _;
         self.rt.block_on(self.os.delete(&path.into())).unwrap();
+    }
+    fn list(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt as _;
+        use object_store::ObjectStore as _;
+        self.rt.block_on(async {
+            self.os
+                .list(Some(&prefix.into()))
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+                .await
+                .unwrap()
+        })
     }
 }
 
@@ -142,7 +176,8 @@ tasks:
             .to_string()
     };
     let manifest = |task: &str| -> Value {
-        serde_json::from_slice(&objects.get(&format!("results/{}.json", key(task)))).unwrap()
+        let (_, bytes, r) = packed(objects, &key(task));
+        serde_json::from_slice(&bytes[r.payload]).unwrap()
     };
     // a: truncated blob.
     let a_digest = manifest("a")["outputs"]["o"]["digest"]
@@ -166,8 +201,10 @@ tasks:
         .unwrap()
         .to_string();
     objects.delete(&blob(&x));
-    // c: a manifest that does not parse.
-    objects.put(&format!("results/{}.json", key("c")), b"{not json");
+    // c: a manifest whose bytes are damaged.
+    let (path, mut bytes, r) = packed(objects, &key("c"));
+    bytes[r.payload.start + 1] ^= 0x20;
+    objects.put(&path, &bytes);
 
     let (code, out, err) = run(&p, env, &["verify"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -451,10 +488,8 @@ fn gc_frees_key_value_records_no_kept_result_lists() {
         key_b,
         "the threshold is not in the shard key"
     );
-    let result_b: Value = serde_json::from_slice(
-        &std::fs::read(dir.join(format!("store/results/{key_b}.json"))).unwrap(),
-    )
-    .unwrap();
+    let results = |dir: &std::path::Path| pack::read_local(&dir.join("store"));
+    let result_b: Value = serde_json::from_slice(&results(dir)[&key_b]).unwrap();
     assert!(result_b["kv"].is_object(), "{result_b}");
     let shard = |s: &str, i: u32| {
         blake3::hash(format!("{s}/{i}").as_bytes())
@@ -497,14 +532,11 @@ fn gc_frees_key_value_records_no_kept_result_lists() {
     assert!(out.contains(", 3 kv record(s); kept "), "{out}");
     assert!(out.contains(", 3 kv record(s) ("), "{out}");
     assert_eq!(kv_records(dir), s_y);
-    assert!(!dir.join(format!("store/results/{key_a}.json")).exists());
+    assert!(!results(dir).contains_key(&key_a));
     // Setting X again computes its shards anew; Y still reads its records back.
     shards_run(dir, "run-d", "x", 9.4);
     let computed = |key: &str| -> Value {
-        let m: Value = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("store/results/{key}.json"))).unwrap(),
-        )
-        .unwrap();
+        let m: Value = serde_json::from_slice(&results(dir)[key]).unwrap();
         m["outputs"]["computed"]["inline"].clone()
     };
     assert_eq!(computed(&key_a), serde_json::json!("Mw=="), "3 computed");

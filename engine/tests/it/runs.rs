@@ -449,11 +449,9 @@ fn gc_keeps_what_runs_reference_and_removes_the_rest() {
                 let v: serde_json::Value =
                     serde_json::from_str(&std::fs::read_to_string(r).unwrap()).unwrap();
                 let key = v["results"][0].as_str().unwrap().to_string();
-                std::fs::read_to_string(
-                    p.path().join(format!(".cocoflow/store/results/{key}.json")),
-                )
-                .unwrap()
-                .contains("b-payload")
+                let results =
+                    cocoflow_engine::store::pack::read_local(&p.path().join(".cocoflow/store"));
+                String::from_utf8_lossy(&results[&key]).contains("b-payload")
             }
         })
         .unwrap();
