@@ -122,14 +122,9 @@ fn synth_data_is_deterministic_and_splits_do_not_overlap() {
         assert_eq!(code, 0, "{err}");
     }
     let result = |d: &Path| -> serde_json::Value {
-        let dir = d.join(".cocoflow/store/results");
-        let f = std::fs::read_dir(dir)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap()
+        let results = cocoflow_engine::store::pack::read_local(&d.join(".cocoflow/store"));
+        assert_eq!(results.len(), 1, "one result in {}", d.display());
+        serde_json::from_slice(results.values().next().unwrap()).unwrap()
     };
     let (ra, rb) = (result(a.path()), result(b.path()));
     // Tree digests cover every byte of every file: byte-identical datasets.
@@ -229,9 +224,8 @@ fn tiny_pretrain_workflow(steps: u64) -> String {
 
 /// Digest of an output of the (single) finished instance of `task` in a state directory.
 fn output_digest(state: &Path, task: &str, output: &str) -> String {
-    for f in std::fs::read_dir(state.join("store/results")).unwrap() {
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+    for bytes in cocoflow_engine::store::pack::read_local(&state.join("store")).values() {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
         if v["task"] == task || v["name"] == task {
             return v["outputs"][output]["digest"].as_str().unwrap().to_string();
         }

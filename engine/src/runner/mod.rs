@@ -2,21 +2,30 @@
 //! journals every batch of state changes before acting on it, launches attempts on the
 //! executors, shows progress, handles Ctrl-C, and writes the run's summary to the store.
 
-use crate::core::resources::{Pools, Request};
 use crate::core::{Action, Core, Event, Options, Outcome, State, TaskInfo};
-use crate::exec::{ExecEnv, ExecEvent, Executors, Job, JobInput, JobOutcome, Launch, Running};
-use crate::kind::{Placement, Registry};
+use crate::exec::{ExecEnv, ExecEvent, Executors, JobOutcome, Running};
+use crate::kind::Registry;
 use crate::plan::{InstanceId, Plan};
 use crate::state::{InstanceRecord, Journal, JournalEvent, RunRecord, RunStatus};
 use crate::store::{Lease, ResultManifest, RunSummary, Store};
 use crate::ui::Ui;
-use crate::util::{human_duration, now_ms};
-use std::collections::{HashMap, HashSet};
+use crate::util::now_ms;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+mod cache;
+mod launch;
+mod resources;
+mod signals;
+
+pub use cache::cache_hits;
+use launch::Launcher;
+pub use resources::resources;
+use signals::Signals;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -89,132 +98,6 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-/// Resolves the GPU pool and each instance's request; errors name the task and pool.
-pub fn resources(
-    plan: &Plan,
-    opts: &RunOptions,
-    ui: &Ui,
-) -> Result<(Pools, Vec<Request>), RunError> {
-    let w = &plan.workflow;
-    let gpus: Vec<u32> = match (&opts.gpus, &w.pools.gpus) {
-        (Some(g), _) => g.clone(),
-        (None, Some(g)) => g.clone(),
-        (None, None) => crate::gpu::discover()
-            .map(|v| v.into_iter().map(|g| g.id).collect())
-            .unwrap_or_default(),
-    };
-    let cpus = opts.cpus.or(w.pools.cpus).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1)
-    });
-    let pools = Pools::new(gpus.clone(), cpus, &w.pools.named);
-    let gpu_tasks = plan
-        .instances
-        .iter()
-        .filter(|i| i.resources.gpus > 0)
-        .count();
-    if gpus.is_empty() && gpu_tasks > 0 {
-        ui.notice(&format!(
-            "no GPU found: {gpu_tasks} GPU task(s) will run on the CPU"
-        ));
-    }
-    let mut reqs = Vec::with_capacity(plan.instances.len());
-    for inst in &plan.instances {
-        let r = &inst.resources;
-        let mut named = Vec::new();
-        for (pool, &n) in &r.pools {
-            let idx = pools.pool_index(pool).ok_or_else(|| {
-                RunError::Invalid(format!("task `{}` asks for resource `{pool}`, which the workflow does not declare under `resources:`", inst.name))
-            })?;
-            named.push((idx, n));
-        }
-        let req = Request {
-            gpus: if gpus.is_empty() { 0 } else { r.gpus },
-            cpus: r.cpus.min(cpus),
-            named,
-        };
-        if !pools.satisfiable(&req) {
-            let list = gpus
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            return Err(RunError::Invalid(format!(
-                "task `{}` asks for {} GPU(s); this run has {} (ids: {})",
-                inst.name,
-                req.gpus,
-                gpus.len(),
-                if list.is_empty() { "none".into() } else { list }
-            )));
-        }
-        reqs.push(req);
-    }
-    Ok((pools, reqs))
-}
-
-/// Which instances are cache hits. The cached results a re-running instance reads, and
-/// those the run ends with (no dependents in the plan), are checked cheaply: every blob
-/// present with its size (see [`Store::artifact_present`]); a failed check makes the
-/// instance run again. `cocoflow verify` hashes every blob instead.
-pub async fn cache_hits(
-    plan: &Plan,
-    store: &Store,
-) -> Result<(Vec<bool>, HashMap<String, ResultManifest>), RunError> {
-    let keys: Vec<String> = plan.instances.iter().map(|i| i.key.clone()).collect();
-    let mut cached = store.have_results(&keys).await?;
-    let dependents = plan.dependents();
-    let mut manifests = HashMap::new();
-    let mut checked = HashSet::new();
-    let mut to_check: Vec<InstanceId> = plan
-        .instances
-        .iter()
-        .filter(|i| cached[i.id] && dependents[i.id].is_empty())
-        .map(|i| i.id)
-        .collect();
-    loop {
-        for inst in &plan.instances {
-            if !cached[inst.id] {
-                to_check.extend(
-                    inst.deps
-                        .iter()
-                        .copied()
-                        .filter(|&d| cached[d] && !checked.contains(&d)),
-                );
-            }
-        }
-        if to_check.is_empty() {
-            break;
-        }
-        for d in std::mem::take(&mut to_check) {
-            if !checked.insert(d) {
-                continue;
-            }
-            let ok = match store.get_result(&plan.instances[d].key).await? {
-                Some(m) => {
-                    let mut ok = true;
-                    for a in m.outputs.values() {
-                        if !store.artifact_present(a).await? {
-                            ok = false;
-                            break;
-                        }
-                    }
-                    if ok {
-                        manifests.insert(m.key.clone(), m);
-                    }
-                    ok
-                }
-                None => false,
-            };
-            if !ok {
-                tracing::info!(instance = %plan.instances[d].name, "cached result has a missing or truncated output; it runs again");
-                cached[d] = false;
-            }
-        }
-    }
-    Ok((cached, manifests))
-}
-
 struct Launched {
     started: Instant,
     running: Running,
@@ -231,8 +114,8 @@ pub async fn run(
     ui: &mut Ui,
 ) -> Result<RunReport, RunError> {
     let t0 = Instant::now();
-    let (pools, requests) = resources(&plan, &opts, ui)?;
-    let (cached, mut manifests) = cache_hits(&plan, &store).await?;
+    let (pools, requests) = resources::resources(&plan, &opts, ui)?;
+    let (cached, mut manifests) = cache::cache_hits(&plan, &store).await?;
     let n = plan.instances.len();
     let n_cached = cached.iter().filter(|c| **c).count();
     let host = hostname();
@@ -338,16 +221,18 @@ pub async fn run(
     });
     crate::kind::workdirs::recycle(true);
     let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
-    let mut interrupted = false;
-    let mut grace_deadline: Option<tokio::time::Instant> = None;
-    let mut cancelled_all = false;
-    let mut kill_deadline: Option<tokio::time::Instant> = None;
     let epoch = Instant::now();
     let now = |e: &Instant| e.elapsed().as_millis() as u64;
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    // Made once (`tokio::signal::ctrl_c()` in the loop registered a listener every round).
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut signals = Signals::new(opts.grace);
+    let launcher = Launcher {
+        plan: &plan,
+        registry: &registry,
+        store: &store,
+        opts: &opts,
+        executors: &executors,
+        host: &host,
+        tx: &tx,
+    };
     let snapshot_path = opts
         .state_dir
         .join("runs")
@@ -433,128 +318,11 @@ pub async fn run(
             snapshot_dirty = true;
         }
         for (id, attempt, gpus, pools) in launches {
-            let inst = &plan.instances[id];
-            let log = opts
-                .state_dir
-                .join("logs")
-                .join(&opts.run_id)
-                .join(format!("{}.{attempt}.log", slug(&inst.name)));
-            records[id].log = Some(log.display().to_string());
-            let mut inputs = std::collections::BTreeMap::new();
-            let mut missing = None;
-            for (name, items) in &inst.inputs {
-                let mut v = Vec::new();
-                for it in items {
-                    let pkey = &plan.instances[it.producer].key;
-                    if !manifests.contains_key(pkey) {
-                        match store.get_result(pkey).await? {
-                            Some(m) => {
-                                manifests.insert(pkey.clone(), m);
-                            }
-                            None => {
-                                missing = Some(it.producer);
-                                break;
-                            }
-                        }
-                    }
-                    let m = &manifests[pkey];
-                    match m.outputs.get(&it.output) {
-                        Some(a) => v.push(JobInput {
-                            label: it.label.clone(),
-                            producer_key: pkey.clone(),
-                            output: it.output.clone(),
-                            artifact: a.clone(),
-                        }),
-                        None => {
-                            missing = Some(it.producer);
-                            break;
-                        }
-                    }
-                }
-                inputs.insert(name.clone(), v);
-            }
-            if let Some(p) = missing {
-                let outcome = JobOutcome::BadInput {
-                    producer_key: plan.instances[p].key.clone(),
-                    message: "its result disappeared from the store".into(),
-                };
-                let _ = tx.send(ExecEvent::Done {
-                    id,
-                    attempt,
-                    outcome,
-                });
-                launched.insert(
-                    id,
-                    Launched {
-                        started: Instant::now(),
-                        running: Running::new(),
-                        log,
-                    },
-                );
-                continue;
-            }
-            let job = Job {
-                name: inst.name.clone(),
-                key: inst.key.clone(),
-                kind: inst.kind.clone(),
-                kind_version: inst.kind_version,
-                run_id: opts.run_id.clone(),
-                attempt,
-                params: inst.params.clone(),
-                inputs,
-                outputs: inst.outputs.clone(),
-                gpus: gpus.clone(),
-                pools,
-                workdir: opts.state_dir.join("work").join(format!(
-                    "{}-{}-{attempt}",
-                    &inst.key[..16],
-                    opts.run_id
-                )),
-                log_path: log.clone(),
-                store_url: store.url().to_string(),
-                store_base: opts.base_dir.clone(),
-                cache_dir: opts.state_dir.join("cache"),
-                host: host.clone(),
-            };
-            let needs_worker = registry
-                .get(&inst.kind)
-                .is_some_and(|k| k.placement() == Placement::Worker);
-            let name = match inst.executor.as_deref() {
-                Some(e) => e,
-                None if needs_worker && opts.executor == "in-process" => "workers",
-                None => opts.executor.as_str(),
-            };
-            tracing::debug!(instance = %inst.name, key = %&inst.key[..12], attempt, ?gpus, executor = name, "launch");
-            ui.launched(id, &inst.name, attempt, &gpus);
-            let running = match executors.get(name) {
-                Some(x) => x.launch(Launch {
-                    id,
-                    attempt,
-                    job,
-                    needs_worker,
-                    timeout: inst.timeout,
-                    events: tx.clone(),
-                }),
-                None => {
-                    let _ = tx.send(ExecEvent::Done {
-                        id,
-                        attempt,
-                        outcome: JobOutcome::Failed {
-                            message: format!("no executor `{name}` in this run"),
-                            retryable: false,
-                        },
-                    });
-                    Running::new()
-                }
-            };
-            launched.insert(
-                id,
-                Launched {
-                    started: Instant::now(),
-                    running,
-                    log,
-                },
-            );
+            let l = launcher
+                .launch(id, attempt, gpus, pools, &mut manifests, ui)
+                .await?;
+            records[id].log = Some(l.log.display().to_string());
+            launched.insert(id, l);
         }
 
         if core.is_finished() {
@@ -583,43 +351,8 @@ pub async fn run(
             _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
                 actions.extend(core.handle(Event::Tick, now(&epoch)));
             }
-            _ = async { match sigint.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {
-                if interrupted {
-                    cancel_all(&launched);
-                    cancelled_all = true;
-                    kill_deadline.get_or_insert(tokio::time::Instant::now() + KILL_AFTER);
-                    ui.notice("second interrupt: cancelling running tasks");
-                } else {
-                    interrupted = true;
-                    grace_deadline = Some(tokio::time::Instant::now() + opts.grace);
-                    ui.notice(&format!("interrupted: no new tasks; waiting up to {} for {} running task(s) (Ctrl-C again to cancel them)", human_duration(opts.grace), launched.len()));
-                    actions.extend(core.handle(Event::Interrupt, now(&epoch)));
-                }
-            }
-            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {
-                interrupted = true;
-                grace_deadline.get_or_insert(tokio::time::Instant::now() + opts.grace);
-                actions.extend(core.handle(Event::Interrupt, now(&epoch)));
-            }
-            _ = tokio::time::sleep_until(grace_deadline.unwrap_or(far)), if grace_deadline.is_some() && !cancelled_all => {
-                ui.notice("grace period over: cancelling running tasks");
-                cancel_all(&launched);
-                cancelled_all = true;
-                kill_deadline.get_or_insert(tokio::time::Instant::now() + KILL_AFTER);
-            }
-            _ = tokio::time::sleep_until(kill_deadline.unwrap_or(far)), if kill_deadline.is_some() => {
-                // Tasks that ignored cancellation: kill workers, abandon in-process threads
-                // (they end with this process) and record them as interrupted.
-                ui.notice(&format!("{} task(s) ignored cancellation for {}: stopping without them", launched.len(), human_duration(KILL_AFTER)));
-                for l in launched.values() {
-                    l.running.kill();
-                }
-                for (&id, _) in launched.iter() {
-                    if let State::Running { attempt } = core.state(id).clone() {
-                        batch.push(ExecEvent::Done { id, attempt, outcome: JobOutcome::Cancelled });
-                    }
-                }
-                kill_deadline = None;
+            sig = signals.next() => {
+                actions.extend(signals.handle(sig, &launched, &mut core, now(&epoch), ui, &mut batch));
             }
         }
         // Publish this round's results together (one append), before the state changes
@@ -678,7 +411,7 @@ pub async fn run(
                         JobOutcome::Failed { message, retryable } => {
                             let last = !retryable
                                 || attempt > plan.instances[id].retries.count
-                                || interrupted;
+                                || signals.interrupted;
                             ui.finished(
                                 id,
                                 name,
@@ -702,7 +435,7 @@ pub async fn run(
                                     "`{name}`: {message}; running `{}` again",
                                     plan.instances[p].name
                                 ));
-                                discard_result(&store, &producer_key, &mut manifests).await;
+                                cache::discard_result(&store, &producer_key, &mut manifests).await;
                                 Outcome::BadInput {
                                     producer: p,
                                     message,
@@ -741,7 +474,7 @@ pub async fn run(
     let blocked = count(&|s| matches!(s, State::Blocked { .. }));
     let interrupted_n = count(&|s| *s == State::Interrupted);
     let cached_n = count(&|s| *s == State::Cached);
-    record.status = if interrupted {
+    record.status = if signals.interrupted {
         RunStatus::Interrupted
     } else if failed + blocked > 0 {
         RunStatus::Failed
@@ -785,9 +518,6 @@ pub async fn run(
     })
 }
 
-/// After cancellation, how long tasks may take to stop before the run ends without them.
-const KILL_AFTER: Duration = Duration::from_secs(10);
-
 fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {
     #[derive(serde::Serialize)]
     struct Snapshot<'a> {
@@ -800,33 +530,4 @@ fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRe
     })
     .unwrap_or_default();
     let _ = crate::store::write_atomic(path, &bytes);
-}
-
-/// Forgets a producer's result whose blobs failed verification, and removes bad blobs, so
-/// it runs again and can store them afresh.
-async fn discard_result(store: &Store, key: &str, manifests: &mut HashMap<String, ResultManifest>) {
-    let m = match manifests.remove(key) {
-        Some(m) => Some(m),
-        None => store.get_result(key).await.ok().flatten(),
-    };
-    if let Some(m) = m {
-        for a in m.outputs.values() {
-            for d in store
-                .artifact_blobs(a)
-                .await
-                .unwrap_or_else(|_| vec![a.digest.clone()])
-            {
-                if store.get_blob(&d).await.is_err() {
-                    let _ = store.delete_blob(&d).await;
-                }
-            }
-        }
-    }
-    let _ = store.delete_result(key).await;
-}
-
-fn cancel_all(launched: &HashMap<InstanceId, Launched>) {
-    for l in launched.values() {
-        l.running.cancel();
-    }
 }

@@ -1,0 +1,70 @@
+//! The run's resource pools (GPUs, CPU slots, named pools) and each instance's request.
+
+use super::{RunError, RunOptions};
+use crate::core::resources::{Pools, Request};
+use crate::plan::Plan;
+use crate::ui::Ui;
+
+/// Resolves the GPU pool and each instance's request; errors name the task and pool.
+pub fn resources(
+    plan: &Plan,
+    opts: &RunOptions,
+    ui: &Ui,
+) -> Result<(Pools, Vec<Request>), RunError> {
+    let w = &plan.workflow;
+    let gpus: Vec<u32> = match (&opts.gpus, &w.pools.gpus) {
+        (Some(g), _) => g.clone(),
+        (None, Some(g)) => g.clone(),
+        (None, None) => crate::gpu::discover()
+            .map(|v| v.into_iter().map(|g| g.id).collect())
+            .unwrap_or_default(),
+    };
+    let cpus = opts.cpus.or(w.pools.cpus).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let pools = Pools::new(gpus.clone(), cpus, &w.pools.named);
+    let gpu_tasks = plan
+        .instances
+        .iter()
+        .filter(|i| i.resources.gpus > 0)
+        .count();
+    if gpus.is_empty() && gpu_tasks > 0 {
+        ui.notice(&format!(
+            "no GPU found: {gpu_tasks} GPU task(s) will run on the CPU"
+        ));
+    }
+    let mut reqs = Vec::with_capacity(plan.instances.len());
+    for inst in &plan.instances {
+        let r = &inst.resources;
+        let mut named = Vec::new();
+        for (pool, &n) in &r.pools {
+            let idx = pools.pool_index(pool).ok_or_else(|| {
+                RunError::Invalid(format!("task `{}` asks for resource `{pool}`, which the workflow does not declare under `resources:`", inst.name))
+            })?;
+            named.push((idx, n));
+        }
+        let req = Request {
+            gpus: if gpus.is_empty() { 0 } else { r.gpus },
+            cpus: r.cpus.min(cpus),
+            named,
+        };
+        if !pools.satisfiable(&req) {
+            let list = gpus
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            return Err(RunError::Invalid(format!(
+                "task `{}` asks for {} GPU(s); this run has {} (ids: {})",
+                inst.name,
+                req.gpus,
+                gpus.len(),
+                if list.is_empty() { "none".into() } else { list }
+            )));
+        }
+        reqs.push(req);
+    }
+    Ok((pools, reqs))
+}
