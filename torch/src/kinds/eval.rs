@@ -47,6 +47,7 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
     if let Some(l) = p.limit {
         recs.truncate(l);
     }
+    ctx.log(format!("eval: {} samples", recs.len()));
     if recs.is_empty() {
         return Err(TaskError::Failed(format!(
             "input `data` (`{}`): no records to evaluate",

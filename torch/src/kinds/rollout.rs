@@ -30,6 +30,10 @@ pub fn run(_: &Rollout, p: RolloutParams, ctx: &mut TaskCtx) -> Result<(), TaskE
     let base_digest = state::check_base(&state_dir, info.as_ref(), &model_dir)?;
     let iteration = info.as_ref().map_or(0, |i| i.iteration);
     let theta_old = state::theta_old_digest(&state_dir)?;
+    ctx.log(format!(
+        "rollout: iteration {iteration}, {} groups x {} samples, {} steps",
+        p.groups, p.k, p.steps
+    ));
 
     let ds = Dataset::open(&data_dir)?;
     let prompts = gather_prompts(&ds, &p, iteration)?;
