@@ -1,0 +1,13 @@
+//! Qwen-Image-Edit on libtorch: the components of a diffusers `QwenImageEditPipeline`
+//! repository, numerically matching diffusers 0.42 / transformers 5.25 (golden tests in
+//! `torch/tests/it/qwen.rs`, references from `torch/tests/golden/qwen/gen.py`).
+
+pub mod attention;
+pub mod config;
+pub mod layers;
+pub mod rope;
+pub mod transformer;
+pub mod transformer_blocks;
+
+pub use config::QwenImageTransformer2DModelConfig;
+pub use transformer::{QwenImageTransformer2DModel, QwenInputs};
