@@ -143,3 +143,28 @@ fn transformer_zero_cond_t_matches_diffusers() {
         TOL,
     );
 }
+
+#[test]
+fn vae_matches_diffusers() {
+    let g = golden();
+    let vae = AutoencoderKLQwenImage::load(&repo().join("vae"), Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(vae.scale_factor(), 8);
+    let (mean, logvar) = tch::no_grad(|| vae.encode_moments(&g["vae.image"])).unwrap();
+    assert_close("vae encode (posterior mean)", &mean, &g["vae.mean"], TOL);
+    assert_close("vae encode (log-variance)", &logvar, &g["vae.logvar"], TOL);
+    let norm = vae.normalize(&mean);
+    assert_close(
+        "vae normalised latents (z - mean) / std",
+        &norm,
+        &g["vae.normalized"],
+        TOL,
+    );
+    let packed = pack_latents(&norm).unwrap();
+    assert_close("vae normalised + packed", &packed, &g["vae.packed"], TOL);
+    assert!(
+        rel_err(&vae.denormalize(&norm), &mean) < 1e-6,
+        "denormalize inverts normalize"
+    );
+    let dec = tch::no_grad(|| vae.decode(&g["vae.z"])).unwrap();
+    assert_close("vae decode", &dec, &g["vae.decoded"], TOL);
+}

@@ -8,6 +8,10 @@ pub mod layers;
 pub mod rope;
 pub mod transformer;
 pub mod transformer_blocks;
+pub mod vae;
+pub mod vae_blocks;
 
-pub use config::QwenImageTransformer2DModelConfig;
+pub use super::flux_kontext::vae::{pack_latents, unpack_latents};
+pub use config::{AutoencoderKLQwenImageConfig, QwenImageTransformer2DModelConfig};
 pub use transformer::{QwenImageTransformer2DModel, QwenInputs};
+pub use vae::AutoencoderKLQwenImage;
