@@ -4,6 +4,9 @@
 //! Tolerance: every float32 comparison on the CPU requires the max relative error
 //! `max|a − b| / max|b|` ≤ 1e-4 (`TOL`); run with `--nocapture` to see each measured value.
 
+mod edit;
+mod prompt;
+
 use cocoflow_torch::models::checkpoint::read_safetensors;
 use cocoflow_torch::models::qwen_image_edit::*;
 use serde_json::Value;
@@ -12,27 +15,27 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// Max relative error allowed in float32: `max|a − b| / max|b|`.
-const TOL: f64 = 1e-4;
+pub(crate) const TOL: f64 = 1e-4;
 
-fn golden_dir() -> PathBuf {
+pub(crate) fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/qwen")
 }
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     golden_dir().join("tiny-qwen-image-edit")
 }
 
-fn golden() -> BTreeMap<String, Tensor> {
+pub(crate) fn golden() -> BTreeMap<String, Tensor> {
     read_safetensors(&golden_dir().join("golden.safetensors")).unwrap()
 }
 
-fn meta() -> Value {
+pub(crate) fn meta() -> Value {
     serde_json::from_str(&std::fs::read_to_string(golden_dir().join("golden.json")).unwrap())
         .unwrap()
 }
 
 /// `max|a − b| / max|b|`.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+pub(crate) fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     let cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
     let (a, b) = (cpu(a), cpu(b));
     assert_eq!(a.size(), b.size(), "shapes differ");
@@ -41,7 +44,7 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     num / den.max(f64::MIN_POSITIVE)
 }
 
-fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
+pub(crate) fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
     let e = rel_err(a, b);
     eprintln!("golden {what}: max relative error {e:.3e}");
     assert!(e <= tol, "{what}: max relative error {e:.3e} > {tol:.0e}");
