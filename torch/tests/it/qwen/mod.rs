@@ -5,6 +5,7 @@
 //! `max|a − b| / max|b|` ≤ 1e-4 (`TOL`); run with `--nocapture` to see each measured value.
 
 mod edit;
+mod errors;
 mod prompt;
 
 use cocoflow_torch::models::checkpoint::read_safetensors;
