@@ -180,13 +180,11 @@ fn transpose(src: &[u8], h: usize, w: usize) -> Vec<u8> {
     dst
 }
 
-/// `PIL.Image.resize((width, height), Image.LANCZOS)` of an 8-bit image: two separable passes
-/// with Pillow's 22-bit fixed-point weights, rounding and clipping (`Resample.c`); the same
-/// size is a copy. Pillow 13 chooses the order of the two passes: vertical first when the
-/// height shrinks while the width grows, horizontal first when the height grows — both
-/// bit-exact here. When both sides shrink it decides by an internal rule this function does
-/// not reproduce (it runs the horizontal pass first, Pillow's classic order): about a third
-/// of such reductions then differ from Pillow 13 by a few levels in a few pixels.
+/// `PIL.Image.resize((width, height), Image.LANCZOS)` of an 8-bit image, bit-exact: two
+/// separable passes with Pillow's 22-bit fixed-point weights, rounding and clipping
+/// (`Resample.c`); the same size is a copy. Pillow 13 runs the vertical pass first when the
+/// height shrinks by more than twice what the width shrinks (`H − h > 2·(W − w)`), else the
+/// horizontal pass first (the order changes the 8-bit intermediate, hence the result).
 pub fn pil_lanczos_resize(image: &Tensor, width: i64, height: i64) -> Result<Tensor, ModelError> {
     if width <= 0 || height <= 0 {
         return Err(input_err(
@@ -202,7 +200,7 @@ pub fn pil_lanczos_resize(image: &Tensor, width: i64, height: i64) -> Result<Ten
     if (ow, oh) == (w, h) {
         return Ok(image.to_device(Device::Cpu).copy());
     }
-    let vertical_first = oh < h && ow > w;
+    let vertical_first = oh < h && (h - oh) as i64 > 2 * (w as i64 - ow as i64);
     let mut out = Vec::with_capacity(c * oh * ow);
     for ch in 0..c {
         let plane = &src[ch * h * w..(ch + 1) * h * w];

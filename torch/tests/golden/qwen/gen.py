@@ -115,6 +115,12 @@ PAIRS = [
 #: Sizes (width, height) of PIL Lanczos resizes recorded in full (small targets).
 LANCZOS_CASES = [((48, 32), (96, 64)), ((23, 61), (40, 31)), ((90, 18), (33, 47)), ((40, 40), (40, 40))]
 
+#: Reductions of both sides (Pillow 13 picks the pass order: vertical first when
+#: `H - h > 2 (W - w)`), on either side of the rule and at its boundary; images from their own
+#: generator, recorded after everything else.
+LANCZOS_REDUCTIONS = [((74, 63), (30, 7)), ((39, 44), (35, 32)), ((40, 40), (13, 15)), ((20, 68), (18, 3)),
+                      ((50, 60), (40, 40)), ((50, 61), (40, 40)), ((120, 90), (64, 48)), ((64, 200), (60, 100))]
+
 #: Processor-only images (width, height): multiples of 28 inside the pixel limits (no resize),
 #: a downscale, an upscale to `min_pixels`, and an odd size.
 PROCESSOR_SIZES = [(84, 56), (112, 112), (300, 200), (20, 30), (57, 131)]
@@ -562,6 +568,16 @@ def main():
     finally:
         qwen_edit.calculate_dimensions = original
     meta["edit"] = {"condition_area": edit_area, "true_cfg_scale": 4.0, "num_inference_steps": 4, "edits": edits}
+
+    # --- PIL Lanczos reductions (own generator: the references above do not move) ----------
+    gen_r = torch.Generator().manual_seed(77)
+    reductions = []
+    for i, ((w0, h0), (w1, h1)) in enumerate(LANCZOS_REDUCTIONS):
+        img = smooth_image(gen_r, w0, h0)
+        tensors[f"lanczos_reduce.{i}.in"] = img
+        tensors[f"lanczos_reduce.{i}.out"] = from_pil(to_pil(img).resize((w1, h1), resample=PIL.Image.LANCZOS))
+        reductions.append({"in": [w0, h0], "out": [w1, h1]})
+    meta["lanczos_reduce"] = reductions
 
     tensors = {k: v.detach().contiguous() for k, v in sorted(tensors.items())}
     save_file(tensors, os.path.join(HERE, "golden.safetensors"), metadata={"generator": "gen.py"})
