@@ -122,62 +122,38 @@ fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
         .collect()
 }
 
-fn clip8(v: i32) -> u8 {
-    if v >= (1 << PRECISION_BITS << 8) {
-        255
-    } else if v <= 0 {
-        0
-    } else {
-        (v >> PRECISION_BITS) as u8
-    }
-}
-
-/// `(3, H, W)` uint8 → `(C, H, W)` bytes.
-fn bytes_of(image: &Tensor) -> Result<(Vec<u8>, usize, usize, usize), ModelError> {
-    let s = image.size();
-    if s.len() != 3 || image.kind() != Kind::Uint8 {
-        return Err(input_err(
-            "image",
-            format!(
-                "expected a uint8 (C, H, W) image, got {:?} {:?}",
-                s,
-                image.kind()
-            ),
-        ));
-    }
-    let (c, h, w) = (s[0] as usize, s[1] as usize, s[2] as usize);
-    let flat = image.to_device(Device::Cpu).contiguous().view([-1]);
-    let mut v = vec![0u8; c * h * w];
-    flat.f_copy_data(&mut v, c * h * w)?;
-    Ok((v, c, h, w))
-}
-
-/// One Lanczos pass along the last axis of `(rows, n)` bytes → `(rows, out)`.
-fn pass_rows(src: &[u8], rows: usize, n: usize, out: usize) -> Vec<u8> {
+/// One Lanczos pass along `dim` of a `(C, H, W)` uint8 tensor to `out` samples, as Pillow's
+/// 8-bit loops compute it: int32 sums from `2^21` of byte × fixed-point weight, then `clip8`;
+/// one tap at a time over the whole image in libtorch ops.
+fn pass(x: &Tensor, dim: i64, out: usize) -> Tensor {
+    let n = x.size()[dim as usize] as usize;
     let coeffs = coefficients(n, out);
-    let mut dst = vec![0u8; rows * out];
-    for y in 0..rows {
-        let srow = &src[y * n..(y + 1) * n];
-        for (xx, (xmin, k)) in coeffs.iter().enumerate() {
-            let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-            for (i, kv) in k.iter().enumerate() {
-                ss = ss.wrapping_add(srow[xmin + i] as i32 * kv);
-            }
-            dst[y * out + xx] = clip8(ss);
-        }
+    let ksize = coeffs.iter().map(|(_, k)| k.len()).max().unwrap_or(0);
+    let x = x.to_kind(Kind::Int);
+    let mut shape = x.size();
+    shape[dim as usize] = out as i64;
+    let mut wshape = vec![1i64; shape.len()];
+    wshape[dim as usize] = out as i64;
+    let mut acc = Tensor::full(
+        &shape[..],
+        1i64 << (PRECISION_BITS - 1),
+        (Kind::Int, Device::Cpu),
+    );
+    for t in 0..ksize {
+        let (idx, w): (Vec<i64>, Vec<i32>) = coeffs
+            .iter()
+            .map(|(xmin, k)| match k.get(t) {
+                Some(kv) => ((xmin + t) as i64, *kv),
+                None => (*xmin as i64, 0),
+            })
+            .unzip();
+        let taps = x.index_select(dim, &Tensor::from_slice(&idx));
+        acc += taps * Tensor::from_slice(&w).view(&wshape[..]);
     }
-    dst
-}
-
-/// `(h, w)` → `(w, h)` bytes.
-fn transpose(src: &[u8], h: usize, w: usize) -> Vec<u8> {
-    let mut dst = vec![0u8; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            dst[x * h + y] = src[y * w + x];
-        }
-    }
-    dst
+    // clip8: ≥ 2^30 → 255, ≤ 0 → 0, else the top bits
+    acc.clamp(0, (1i64 << (PRECISION_BITS + 8)) - 1)
+        .bitwise_right_shift_tensor_scalar(PRECISION_BITS as i64)
+        .to_kind(Kind::Uint8)
 }
 
 /// `PIL.Image.resize((width, height), Image.LANCZOS)` of an 8-bit image, bit-exact: two
@@ -192,40 +168,42 @@ pub fn pil_lanczos_resize(image: &Tensor, width: i64, height: i64) -> Result<Ten
             format!("resize target {width}×{height} is empty"),
         ));
     }
-    let (src, c, h, w) = bytes_of(image)?;
-    let (ow, oh) = (width as usize, height as usize);
-    if h == 0 || w == 0 {
-        return Err(input_err("image", "empty image".into()));
+    let s = image.size();
+    if s.len() != 3 || image.kind() != Kind::Uint8 || s[1] == 0 || s[2] == 0 {
+        return Err(input_err(
+            "image",
+            format!(
+                "expected a non-empty uint8 (C, H, W) image, got {:?} {:?}",
+                s,
+                image.kind()
+            ),
+        ));
     }
-    if (ow, oh) == (w, h) {
-        return Ok(image.to_device(Device::Cpu).copy());
+    let (h, w) = (s[1], s[2]);
+    let x = image.to_device(Device::Cpu);
+    if (width, height) == (w, h) {
+        return Ok(x.copy());
     }
-    let vertical_first = oh < h && (h - oh) as i64 > 2 * (w as i64 - ow as i64);
-    let mut out = Vec::with_capacity(c * oh * ow);
-    for ch in 0..c {
-        let plane = &src[ch * h * w..(ch + 1) * h * w];
-        let horizontal = |p: &[u8], rows: usize| -> Vec<u8> {
-            if ow == w {
-                p.to_vec()
-            } else {
-                pass_rows(p, rows, w, ow)
-            }
-        };
-        let vertical = |p: &[u8], cols: usize| -> Vec<u8> {
-            if oh == h {
-                p.to_vec()
-            } else {
-                transpose(&pass_rows(&transpose(p, h, cols), cols, h, oh), cols, oh)
-            }
-        };
-        let r = if vertical_first {
-            horizontal(&vertical(plane, w), oh)
+    let horizontal = |t: &Tensor| {
+        if width == w {
+            t.shallow_clone()
         } else {
-            vertical(&horizontal(plane, h), ow)
-        };
-        out.extend_from_slice(&r);
-    }
-    Ok(Tensor::from_slice(&out).view([c as i64, oh as i64, ow as i64]))
+            pass(t, 2, width as usize)
+        }
+    };
+    let vertical = |t: &Tensor| {
+        if height == h {
+            t.shallow_clone()
+        } else {
+            pass(t, 1, height as usize)
+        }
+    };
+    let out = if height < h && h - height > 2 * (w - width) {
+        horizontal(&vertical(&x))
+    } else {
+        vertical(&horizontal(&x))
+    };
+    Ok(out.contiguous())
 }
 
 /// What the vision tower takes for a batch of images (the processor's outputs).

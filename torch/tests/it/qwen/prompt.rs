@@ -2,7 +2,9 @@
 //! the image processor, the vision tower, token ids and the pipeline's prompt states.
 
 use super::{TOL, assert_close, golden, meta, rel_err, repo};
-use cocoflow_torch::models::qwen_image_edit::prompt::{PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX};
+use cocoflow_torch::models::qwen_image_edit::prompt::{
+    PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX, slice_prompt,
+};
 use cocoflow_torch::models::qwen_image_edit::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -174,7 +176,8 @@ fn prompt_encoder_matches_the_pipeline() {
                 TOL,
             );
         }
-        let out = tch::no_grad(|| enc.encode(&[text], &[&cond])).unwrap();
+        let hidden = tch::no_grad(|| enc.hidden_states(&inp, None)).unwrap();
+        let out = slice_prompt(&hidden, &inp.attention_mask);
         assert!(out.pipeline_mask().is_none(), "one prompt: no mask");
         assert_close(
             &format!("prompt states, pair {i} ({text:?})"),
