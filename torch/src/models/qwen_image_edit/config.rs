@@ -296,7 +296,7 @@ impl AutoencoderKLQwenImageConfig {
                 ));
             }
         }
-        if self.latents_std.iter().any(|s| *s == 0.0) {
+        if self.latents_std.contains(&0.0) {
             return bad("`latents_std` has a zero entry".into());
         }
         Ok(())

@@ -95,3 +95,34 @@ fn whole_edit_with_true_cfg_matches_the_pipeline() {
         assert!(d > 1e-3, "true CFG changes the edit ({d})");
     }
 }
+
+/// The real weights are bfloat16: the whole edit runs in it (every cast in place) and stays
+/// near the float32 reference.
+#[test]
+fn whole_edit_runs_in_bfloat16() {
+    let g = golden();
+    let m = meta();
+    let e = &m["edit"];
+    let edit = &e["edits"][0];
+    let pipe = QwenImageEditPipeline::load(&repo(), Device::Cpu, Kind::BFloat16).unwrap();
+    let req = QwenEditRequest {
+        source: &g["edit.0.source"],
+        prompt: edit["instruction"].as_str().unwrap(),
+        negative_prompt: Some(NEGATIVE_PROMPT),
+        true_cfg_scale: e["true_cfg_scale"].as_f64().unwrap(),
+        latents: &g["edit.0.latents"],
+        num_inference_steps: e["num_inference_steps"].as_u64().unwrap() as usize,
+        condition_area: e["condition_area"].as_f64().unwrap(),
+        size: None,
+    };
+    let (latents, (w, h)) = tch::no_grad(|| pipe.edit_latents(&req)).unwrap();
+    assert_eq!(latents.kind(), Kind::BFloat16);
+    assert_close(
+        "bf16 edit latents",
+        &latents,
+        &g["edit.0.output_latents"],
+        5e-2,
+    );
+    let image = tch::no_grad(|| pipe.decode(&latents, w, h)).unwrap();
+    assert_close("bf16 edit image", &image, &g["edit.0.output"], 5e-2);
+}
