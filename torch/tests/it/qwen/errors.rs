@@ -246,3 +246,55 @@ fn bad_inputs_are_named() {
         .to_string();
     assert!(err.contains("give one image per instruction"), "{err}");
 }
+
+#[test]
+fn bad_transformer_and_vae_tensors_are_named_with_file_and_key() {
+    let (_tmp, dir) = copy_repo();
+    let shard = dir.join("transformer/diffusion_pytorch_model-00005-of-00007.safetensors");
+    let mut t = read_safetensors(&shard).unwrap();
+    t.insert(
+        "transformer_blocks.1.attn.to_q.weight".into(),
+        Tensor::zeros([32, 31], (Kind::Float, Device::Cpu)),
+    );
+    write_safetensors(&shard, &t).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.starts_with(&format!("checkpoint `{}`", shard.display())),
+        "the shard is named: {err}"
+    );
+    assert!(
+        err.contains(
+            "`transformer_blocks.1.attn.to_q.weight` (file [32, 31] F32, model [32, 32] Float)"
+        ),
+        "{err}"
+    );
+    // a key the index places in a shard that does not hold it
+    let (_tmp, dir) = copy_repo();
+    let index = dir.join("transformer/diffusion_pytorch_model.safetensors.index.json");
+    edit_file(
+        &index,
+        "\"img_in.bias\": \"diffusion_pytorch_model-00001-of-00007.safetensors\"",
+        "\"img_in.bias\": \"diffusion_pytorch_model-00002-of-00007.safetensors\"",
+    );
+    let err = load_err(&dir);
+    let second = dir.join("transformer/diffusion_pytorch_model-00002-of-00007.safetensors");
+    assert!(
+        err.contains(&second.display().to_string())
+            && err.contains("`img_in.bias` is not in this shard"),
+        "{err}"
+    );
+
+    let (_tmp, dir) = copy_repo();
+    let vae = dir.join("vae/diffusion_pytorch_model.safetensors");
+    let mut t = read_safetensors(&vae).unwrap();
+    let key = t.keys().find(|k| k.ends_with("weight")).unwrap().clone();
+    let shape = t[&key].size();
+    t.insert(key.clone(), t[&key].to_kind(Kind::Int16));
+    write_safetensors(&vae, &t).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.starts_with(&format!("checkpoint `{}`", vae.display()))
+            && err.contains(&format!("`{key}` (file {shape:?} I16")),
+        "{err}"
+    );
+}
