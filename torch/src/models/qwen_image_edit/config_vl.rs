@@ -55,9 +55,9 @@ pub struct Qwen25VlVisionConfig {
     pub intermediate_size: i64,
     #[serde(default = "sixteen_i")]
     pub num_heads: i64,
-    #[serde(default = "three", alias = "in_chans")]
+    #[serde(default = "three")]
     pub in_channels: i64,
-    #[serde(default = "fourteen", alias = "spatial_patch_size")]
+    #[serde(default = "fourteen")]
     pub patch_size: i64,
     #[serde(default = "two")]
     pub spatial_merge_size: i64,
@@ -201,13 +201,22 @@ impl Qwen25VlConfig {
                 mrope_section,
             },
         };
-        let vision: Qwen25VlVisionConfig = match v.get("vision_config") {
-            Some(vc) => {
-                serde_json::from_value(vc.clone()).map_err(|e| format!("`vision_config`: {e}"))?
-            }
-            None => serde_json::from_value(Value::Object(Default::default()))
-                .map_err(|e| e.to_string())?,
+        // transformers 4 wrote `in_chans` and `spatial_patch_size` (beside `patch_size`)
+        let mut vc = match v.get("vision_config") {
+            Some(Value::Object(o)) => o.clone(),
+            Some(other) => return Err(format!("`vision_config` must be an object, got {other}")),
+            None => Default::default(),
         };
+        for (old, new) in [
+            ("in_chans", "in_channels"),
+            ("spatial_patch_size", "patch_size"),
+        ] {
+            if let Some(x) = vc.remove(old) {
+                vc.entry(new).or_insert(x);
+            }
+        }
+        let vision: Qwen25VlVisionConfig = serde_json::from_value(Value::Object(vc))
+            .map_err(|e| format!("`vision_config`: {e}"))?;
         Ok(Qwen25VlConfig {
             text: text_cfg,
             vision,

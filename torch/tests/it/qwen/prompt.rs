@@ -279,3 +279,37 @@ fn prompt_encoder_batch_padding_and_mask_match_the_pipeline() {
         "batch prompt mask, left padding"
     );
 }
+
+/// Qwen/Qwen-Image-Edit's `text_encoder/config.json` is in transformers 4's flat layout
+/// (language-model keys at the top, `rope_scaling: {type: mrope}`, `in_chans`).
+#[test]
+fn flat_transformers_4_text_encoder_config_reads() {
+    let v: Value = serde_json::from_str(
+        r#"{
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
+        "hidden_act": "silu", "hidden_size": 3584, "intermediate_size": 18944,
+        "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
+        "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "vocab_size": 152064,
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "use_sliding_window": false, "sliding_window": 32768,
+        "image_token_id": 151655, "video_token_id": 151656,
+        "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+        "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280,
+            "intermediate_size": 3420, "num_heads": 16, "in_chans": 3, "out_hidden_size": 3584,
+            "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14,
+            "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+            "tokens_per_second": 2, "temporal_patch_size": 2}
+    }"#,
+    )
+    .unwrap();
+    let cfg = Qwen25VlConfig::from_value(&v).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.text.head_dim(), 128);
+    assert_eq!(cfg.text.num_key_value_heads, 4);
+    assert_eq!(cfg.text.rope.mrope_section, vec![16, 24, 24]);
+    assert_eq!(cfg.text.rope.theta, 1e6);
+    assert_eq!(cfg.vision.head_dim(), 80);
+    assert_eq!(cfg.vision.rope_theta(), 10000.0);
+    assert_eq!(cfg.vision.fullatt_block_indexes, vec![7, 15, 23, 31]);
+    assert_eq!(cfg.image_token_id, 151655);
+}
