@@ -11,6 +11,11 @@
 //!   prediction's norm (the reference's true CFG; the negative prompt is `" "`);
 //! - the Euler steps in float32 on the target's packed latents with the source latents
 //!   appended, and the decode to [0, 1].
+//!
+//! [`QwenImageEditPipeline::conditions`] (the encoder and VAE work, cacheable per source image
+//! and instruction), [`QwenImageEditPipeline::velocity`] (one transformer call, optionally with
+//! true CFG and a LoRA adapter) and [`QwenImageEditPipeline::denoise`] (the sampler) are the
+//! pieces of [`QwenImageEditPipeline::edit_latents`].
 
 use super::super::error::ModelError;
 use super::super::flux_kontext::config::FlowMatchEulerDiscreteSchedulerConfig;
@@ -19,6 +24,7 @@ use super::super::flux_kontext::vae::{pack_latents, unpack_latents};
 use super::config::{ModelIndex, read_config, validate_scheduler};
 use super::image::{calculate_dimensions, pil_lanczos_resize, vae_preprocess};
 use super::prompt::{PromptEncoding, QwenVlPromptEncoder};
+use super::rope::ImageShape;
 use super::transformer::{QwenImageTransformer2DModel, QwenInputs};
 use super::vae::AutoencoderKLQwenImage;
 use std::path::Path;
@@ -235,7 +241,94 @@ impl QwenImageEditPipeline {
         })
     }
 
-    /// The edited latents (packed, `(1, N, in_channels)`) and the target size `(width, height)`.
+    /// The packed grids of the target (`width × height`, floored to [`Self::multiple_of`]) and
+    /// of the condition image, in token order (the pipeline's `img_shapes[0]`), and the
+    /// target's size.
+    pub fn img_shapes(
+        &self,
+        c: &EditConditions,
+        size: Option<(i64, i64)>,
+    ) -> ([ImageShape; 2], (i64, i64)) {
+        let (cw, ch) = c.condition_size;
+        let (w, h) = size.unwrap_or((cw, ch));
+        let mo = self.multiple_of();
+        let (w, h) = (w / mo * mo, h / mo * mo);
+        let vsf = self.vae.scale_factor();
+        (
+            [
+                (1, h / vsf / 2, w / vsf / 2),
+                (1, ch / vsf / 2, cw / vsf / 2),
+            ],
+            (w, h),
+        )
+    }
+
+    /// One velocity of the target tokens `(1, N, in_channels)` at σ-timestep `t` (the
+    /// scheduler's `σ·1000`), with true CFG against `c.negative` when `true_cfg_scale > 1`.
+    pub fn velocity(
+        &self,
+        c: &EditConditions,
+        latents: &Tensor,
+        t: f32,
+        img_shapes: &[ImageShape],
+        true_cfg_scale: f64,
+        adapter: Option<&str>,
+    ) -> Result<Tensor, ModelError> {
+        let (kind, dev) = (self.transformer.kind(), self.transformer.device());
+        // `t.expand(B).to(latents.dtype)`, then `/ 1000`
+        let timestep = Tensor::from_slice(&[t]).to_device(dev).to_kind(kind) / 1000.0;
+        let timestep = timestep.expand([latents.size()[0]], false);
+        let velocity = |p: &PromptEncoding| {
+            self.transformer.forward(&QwenInputs {
+                hidden_states: latents,
+                source: Some(&c.source_latents),
+                encoder_hidden_states: &p.embeds,
+                encoder_hidden_states_mask: p.pipeline_mask(),
+                timestep: &timestep,
+                img_shapes,
+                adapter,
+            })
+        };
+        let v = velocity(&c.prompt)?;
+        match &c.negative {
+            Some(neg) if true_cfg_scale > 1.0 => Ok(true_cfg(&v, &velocity(neg)?, true_cfg_scale)),
+            _ => Ok(v),
+        }
+    }
+
+    /// The Euler sampler from `latents` (packed `(1, N, in_channels)` noise) on encoded
+    /// conditions: the edited latents and the target size `(width, height)`.
+    pub fn denoise(
+        &self,
+        c: &EditConditions,
+        latents: &Tensor,
+        num_inference_steps: usize,
+        true_cfg_scale: f64,
+        size: Option<(i64, i64)>,
+    ) -> Result<(Tensor, (i64, i64)), ModelError> {
+        let (img_shapes, (w, h)) = self.img_shapes(c, size);
+        let n = img_shapes[0].1 * img_shapes[0].2;
+        let kind = self.transformer.kind();
+        let ls = latents.size();
+        let ch = self.transformer.cfg.in_channels;
+        if ls.len() != 3 || ls[0] != 1 || ls[1] != n || ls[2] != ch {
+            return Err(ModelError::Input {
+                what: "latents",
+                message: format!("expected (1, {n}, {ch}) for a {w}×{h} target, got {ls:?}"),
+            });
+        }
+        let sched = qwen_schedule(&self.scheduler, num_inference_steps, n as u64)?;
+        let mut x = latents.to_device(self.transformer.device()).to_kind(kind);
+        for (i, t) in sched.timesteps.iter().enumerate() {
+            let v = self.velocity(c, &x, *t, &img_shapes, true_cfg_scale, None)?;
+            let dt = sched.sigmas[i + 1] - sched.sigmas[i];
+            x = (x.to_kind(Kind::Float) + v.to_kind(Kind::Float) * dt as f64).to_kind(kind);
+        }
+        Ok((x, (w, h)))
+    }
+
+    /// The edited latents (packed, `(1, N, in_channels)`) and the target size `(width, height)`:
+    /// [`Self::conditions`] then [`Self::denoise`].
     pub fn edit_latents(&self, req: &QwenEditRequest) -> Result<(Tensor, (i64, i64)), ModelError> {
         let c = self.conditions(
             req.source,
@@ -243,55 +336,13 @@ impl QwenImageEditPipeline {
             req.negative_prompt,
             req.condition_area,
         )?;
-        let (cw, ch) = c.condition_size;
-        let (w, h) = req.size.unwrap_or((cw, ch));
-        let mo = self.multiple_of();
-        let (w, h) = (w / mo * mo, h / mo * mo);
-        let vsf = self.vae.scale_factor();
-        let img_shapes = [
-            (1, h / vsf / 2, w / vsf / 2),
-            (1, ch / vsf / 2, cw / vsf / 2),
-        ];
-        let n = img_shapes[0].1 * img_shapes[0].2;
-        let kind = self.transformer.kind();
-        let dev = self.transformer.device();
-        let ls = req.latents.size();
-        if ls.len() != 3 || ls[0] != 1 || ls[1] != n || ls[2] != self.transformer.cfg.in_channels {
-            return Err(ModelError::Input {
-                what: "latents",
-                message: format!(
-                    "expected (1, {n}, {}) for a {w}×{h} target, got {ls:?}",
-                    self.transformer.cfg.in_channels
-                ),
-            });
-        }
-        let do_cfg = req.true_cfg_scale > 1.0 && c.negative.is_some();
-        let sched = qwen_schedule(&self.scheduler, req.num_inference_steps, n as u64)?;
-        let mut latents = req.latents.to_device(dev).to_kind(kind);
-        for (i, t) in sched.timesteps.iter().enumerate() {
-            // `t.expand(B).to(latents.dtype)`, then `/ 1000`
-            let timestep = (Tensor::from_slice(&[*t]).to_device(dev).to_kind(kind)) / 1000.0;
-            let velocity = |p: &PromptEncoding| {
-                self.transformer.forward(&QwenInputs {
-                    hidden_states: &latents,
-                    source: Some(&c.source_latents),
-                    encoder_hidden_states: &p.embeds,
-                    encoder_hidden_states_mask: p.pipeline_mask(),
-                    timestep: &timestep,
-                    img_shapes: &img_shapes,
-                    adapter: None,
-                })
-            };
-            let mut v = velocity(&c.prompt)?;
-            if do_cfg {
-                let neg = velocity(c.negative.as_ref().expect("checked"))?;
-                v = true_cfg(&v, &neg, req.true_cfg_scale);
-            }
-            let dt = sched.sigmas[i + 1] - sched.sigmas[i];
-            latents =
-                (latents.to_kind(Kind::Float) + v.to_kind(Kind::Float) * dt as f64).to_kind(kind);
-        }
-        Ok((latents, (w, h)))
+        self.denoise(
+            &c,
+            req.latents,
+            req.num_inference_steps,
+            req.true_cfg_scale,
+            req.size,
+        )
     }
 
     /// Packed latents of a `width × height` target → images `(B, 3, H, W)` in [0, 1].
