@@ -313,3 +313,46 @@ fn flat_transformers_4_text_encoder_config_reads() {
     assert_eq!(cfg.vision.fullatt_block_indexes, vec![7, 15, 23, 31]);
     assert_eq!(cfg.image_token_id, 151655);
 }
+
+/// transformers 4's `processor/preprocessor_config.json` (Qwen/Qwen-Image-Edit's layout):
+/// `min_pixels` / `max_pixels` beside `size`, no `processor_config.json`.
+#[test]
+fn transformers_4_preprocessor_config_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("preprocessor_config.json"),
+        r#"{"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
+            "temporal_patch_size": 2, "merge_size": 2,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"}"#,
+    )
+    .unwrap();
+    let proc = Qwen2VlImageProcessor::load(tmp.path()).unwrap();
+    assert_eq!(proc.cfg.pixel_limits(), (3136, 12845056));
+    assert_eq!(proc.target_size(1024, 1024).unwrap(), (1036, 1036));
+    std::fs::write(
+        tmp.path().join("processor_config.json"),
+        r#"{"processor_class": "Qwen2VLProcessor"}"#,
+    )
+    .unwrap();
+    // transformers 5's file without an `image_processor` entry falls back to the v4 file
+    assert_eq!(
+        Qwen2VlImageProcessor::load(tmp.path())
+            .unwrap()
+            .cfg
+            .pixel_limits(),
+        (3136, 12845056)
+    );
+    std::fs::remove_file(tmp.path().join("preprocessor_config.json")).unwrap();
+    let err = Qwen2VlImageProcessor::load(tmp.path())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "bad config `{}`: no `image_processor` entry",
+            tmp.path().join("processor_config.json").display()
+        )
+    );
+}
