@@ -36,6 +36,7 @@ pub mod flux_kontext;
 pub mod lora;
 pub mod peft;
 pub mod policy;
+pub mod qwen_image_edit;
 pub mod random;
 pub mod text_encoder;
 pub mod tiny_kontext;

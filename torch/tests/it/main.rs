@@ -14,6 +14,7 @@ mod judge_real_server;
 mod metrics_golden;
 mod models;
 mod nft_parity;
+mod qwen;
 mod report_eval;
 mod rl;
 mod sampling;
