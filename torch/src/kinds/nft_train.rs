@@ -5,7 +5,7 @@ use super::{base_model, device_of, lora_config, set_threads};
 use crate::artifacts::rewards::RewardsFile;
 use crate::artifacts::rollouts::{RolloutManifest, RolloutTensors};
 use crate::error::fail;
-use crate::models::{EditPolicy, THETA, Trainable};
+use crate::models::{THETA, Trainable};
 use crate::rl::adamw::{AdamWConfig, clip_grad_norm};
 use crate::rl::nft_train;
 use crate::rl::state::{self, BannedGroup, NormRecord};
@@ -70,7 +70,7 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     let cfg = p.nft_config();
 
     let acc = nft_train::accumulate(
-        &mut st.model,
+        &mut *st.model,
         &m,
         &t_all,
         &rw,

@@ -9,7 +9,7 @@ use crate::artifacts::rollouts::{
 use crate::data::{Dataset, Record, RecordTensors as _};
 use crate::error::fail;
 use crate::judge::{JudgeImage, JudgeImageTensor as _};
-use crate::models::{BaseModel, EditPolicy, checkpoint};
+use crate::models::{BaseModel, checkpoint};
 use crate::rl::rollout::{
     eligible, load_rollout_policy, sample_seed, sample_shard, select_prompts,
 };
