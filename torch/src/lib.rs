@@ -16,6 +16,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod edit;
 pub mod error;
 pub mod eval;
 pub mod imageio;

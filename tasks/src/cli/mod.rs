@@ -1,8 +1,10 @@
 //! The task-level subcommands of the `cocoflow` command line: `cocoflow judge serve`
 //! ([`crate::judge::server`]) and `cocoflow segment serve` ([`crate::segment::server`]) run in
 //! the front end; `cocoflow score` and `cocoflow bench-metrics` ([`score`]: their command
-//! lines) are forwarded to the worker binary, where `cocoflow_torch::cli` runs them.
+//! lines) and `cocoflow edit` ([`edit`]) are forwarded to the worker binary, where
+//! `cocoflow_torch::cli` runs them.
 
+pub mod edit;
 pub mod score;
 
 use cocoflow_engine::cli::Extension;
@@ -22,6 +24,10 @@ pub fn front_end_extensions() -> Vec<Extension> {
             run: forward_to_worker,
         },
         crate::segment::server::extension(),
+        Extension {
+            command: edit::command(),
+            run: forward_to_worker,
+        },
     ]
 }
 

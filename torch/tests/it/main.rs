@@ -8,6 +8,7 @@
 mod common;
 
 mod benchmarks;
+mod edit_cli;
 mod flux;
 mod flux_bench;
 mod judge_real_server;
