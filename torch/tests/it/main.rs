@@ -11,6 +11,7 @@ mod benchmarks;
 mod edit_cli;
 mod flux;
 mod flux_bench;
+mod flux_lora;
 mod judge_real_server;
 mod metrics_golden;
 mod models;

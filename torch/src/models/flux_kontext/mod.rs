@@ -33,6 +33,7 @@ pub mod config;
 pub mod edit_policy;
 pub mod embeddings;
 pub mod layers;
+pub mod lora_export;
 pub mod normalization;
 pub mod pipeline;
 pub mod rope;
