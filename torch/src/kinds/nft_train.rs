@@ -30,8 +30,8 @@ pub fn adamw(p: &NftTrainParams) -> AdamWConfig {
 pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
     set_threads(p.threads);
     let device = device_of(&ctx.cuda_ordinals);
-    let model_dir = ctx.input_path("model")?;
-    let state_dir = ctx.input_path("state")?;
+    let model_dir = super::model_dir(ctx)?;
+    let state_dir = super::resolved_input(ctx, "state")?;
     let rdir = ctx.input_path("rollouts")?;
     let rewards_path = ctx.input_path("rewards")?;
     let lora = lora_config(p.lora_rank, p.lora_alpha, p.lora_init_seed);

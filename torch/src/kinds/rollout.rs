@@ -23,8 +23,8 @@ pub use cocoflow_tasks::kinds::rollout::*;
 
 pub fn run(_: &Rollout, p: RolloutParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
     set_threads(p.threads);
-    let model_dir = ctx.input_path("model")?;
-    let state_dir = ctx.input_path("state")?;
+    let model_dir = super::model_dir(ctx)?;
+    let state_dir = super::resolved_input(ctx, "state")?;
     let data_dir = ctx.input_path("data")?;
     let info: Option<StateInfo> = state::read_info(&state_dir)?;
     let base_digest = state::check_base(&state_dir, info.as_ref(), &model_dir)?;

@@ -12,10 +12,7 @@ use super::error::ModelError;
 use super::flux_kontext::pipeline::check_repository;
 use super::policy::EditPolicy;
 use super::tiny_kontext::TinyKontext;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
 use tch::Device;
 
 /// The backends a model directory can hold.
@@ -81,69 +78,28 @@ pub fn open(dir: &Path, device: Device) -> Result<Box<dyn EditPolicy>, ModelErro
     })
 }
 
-/// A file's BLAKE3, remembered per process by (path, size, mtime): a 30 GB repository is
-/// hashed once however many tasks name it.
+/// A file's BLAKE3 ([`cocoflow_tasks::weights::file_digest`]: hashed once per (path, size,
+/// mtime) and machine).
 pub fn file_digest(path: &Path) -> Result<String, ModelError> {
-    static MEMO: Mutex<Option<HashMap<(PathBuf, u64, SystemTime), String>>> = Mutex::new(None);
-    let io = |source| ModelError::Io {
+    cocoflow_tasks::weights::file_digest(path).map_err(|source| ModelError::Io {
         op: "read",
         path: path.to_owned(),
         source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    let key = (
-        path.canonicalize().map_err(io)?,
-        meta.len(),
-        meta.modified().map_err(io)?,
-    );
-    if let Some(d) = MEMO.lock().unwrap().get_or_insert_default().get(&key) {
-        return Ok(d.clone());
-    }
-    let mut hasher = blake3::Hasher::new();
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    std::io::copy(&mut f, &mut hasher).map_err(io)?;
-    let d = hasher.finalize().to_hex().to_string();
-    MEMO.lock()
-        .unwrap()
-        .get_or_insert_default()
-        .insert(key, d.clone());
-    Ok(d)
+    })
 }
 
 /// The digest of a model directory's weights: tiny-kontext, BLAKE3 of `model.safetensors`;
-/// a FLUX.1 Kontext repository, BLAKE3 of the sorted lines `<relative path>\t<file digest>`
-/// of every file in it (weights by reference: nothing is copied).
+/// a FLUX.1 Kontext repository, [`cocoflow_tasks::weights::dir_digest`] (every file, by
+/// reference: nothing is copied).
 pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
     match Backend::detect(dir)? {
         Backend::TinyKontext => file_digest(&dir.join(super::checkpoint::WEIGHTS_FILE)),
         Backend::FluxKontext => {
-            let mut files = Vec::new();
-            walk(dir, dir, &mut files)?;
-            files.sort();
-            let mut h = blake3::Hasher::new();
-            for rel in files {
-                let d = file_digest(&dir.join(&rel))?;
-                h.update(format!("{rel}\t{d}\n").as_bytes());
-            }
-            Ok(h.finalize().to_hex().to_string())
+            cocoflow_tasks::weights::dir_digest(dir).map_err(|source| ModelError::Io {
+                op: "read",
+                path: dir.to_owned(),
+                source,
+            })
         }
     }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io {
-        op: "read",
-        path: dir.to_owned(),
-        source,
-    };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let p = entry.map_err(io)?.path();
-        if p.is_dir() {
-            walk(root, &p, out)?;
-        } else if p.is_file() {
-            let rel = p.strip_prefix(root).expect("under root");
-            out.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
 }
