@@ -189,3 +189,32 @@ pub fn resolve(dir: &Path) -> Result<PathBuf, String> {
     }
     Ok(r.path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_resolve_until_the_files_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("model");
+        std::fs::create_dir_all(model.join("sub")).unwrap();
+        std::fs::write(model.join("a.bin"), b"weights").unwrap();
+        std::fs::write(model.join("sub/b.json"), b"{}").unwrap();
+        let r = ModelRef::of(&model).unwrap();
+        assert_eq!(r.digest, dir_digest(&model).unwrap());
+        let out = tmp.path().join("out");
+        r.write(&out).unwrap();
+        assert_eq!(resolve(&out).unwrap(), model.canonicalize().unwrap());
+        // a plain directory resolves to itself
+        assert_eq!(resolve(&model).unwrap(), model);
+        // changed files (new size): refused, naming the directory
+        std::fs::write(model.join("a.bin"), b"other weights").unwrap();
+        let e = resolve(&out).unwrap_err();
+        assert!(
+            e.contains("changed since the workflow referenced them"),
+            "{e}"
+        );
+        assert_ne!(ModelRef::of(&model).unwrap().digest, r.digest);
+    }
+}

@@ -87,6 +87,21 @@ fn backend_detection_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let e = open(tmp.path(), Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("not a model directory"), "{e}");
+    // a missing weight file of the last component is named before anything is loaded
+    let copy = tmp.path().join("repo");
+    assert!(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(repo())
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let gone = copy.join("text_encoder_2/model.safetensors");
+    std::fs::remove_file(&gone).unwrap();
+    let e = open(&copy, Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains(&gone.display().to_string()), "{e}");
     // the digest of a repository is stable and names every file
     let d = weights_digest(&repo()).unwrap();
     assert_eq!(d, weights_digest(&repo()).unwrap());

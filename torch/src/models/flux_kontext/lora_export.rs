@@ -91,7 +91,7 @@ pub fn write_with_metadata(
         );
     }
     let mut h = serde_json::to_vec(&Value::Object(header)).expect("json");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
