@@ -1,10 +1,11 @@
 //! The task-level subcommands of the `cocoflow` command line: `cocoflow judge serve`
 //! ([`crate::judge::server`]) and `cocoflow segment serve` ([`crate::segment::server`]) run in
 //! the front end; `cocoflow score` and `cocoflow bench-metrics` ([`score`]: their command
-//! lines) and `cocoflow edit` ([`edit`]) are forwarded to the worker binary, where
+//! lines), `cocoflow edit` ([`edit`]) and `cocoflow export-lora` ([`export_lora`]) are forwarded to the worker binary, where
 //! `cocoflow_torch::cli` runs them.
 
 pub mod edit;
+pub mod export_lora;
 pub mod score;
 
 use cocoflow_engine::cli::Extension;
@@ -26,6 +27,10 @@ pub fn front_end_extensions() -> Vec<Extension> {
         crate::segment::server::extension(),
         Extension {
             command: edit::command(),
+            run: forward_to_worker,
+        },
+        Extension {
+            command: export_lora::command(),
             run: forward_to_worker,
         },
     ]

@@ -3,6 +3,7 @@
 
 pub mod bench_flux;
 pub mod edit;
+pub mod export_lora;
 pub mod score;
 
 use cocoflow_engine::cli::Extension;
@@ -16,5 +17,6 @@ pub fn extensions() -> Vec<Extension> {
         crate::segment::server::extension(),
         bench_flux::extension(),
         edit::extension(),
+        export_lora::extension(),
     ]
 }

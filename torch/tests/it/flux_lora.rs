@@ -127,10 +127,28 @@ fn nft_trained_lora_loads_in_diffusers_and_edits_the_same() {
         "FLUX latents: 4 channels, 16/4 pixels a side"
     );
 
-    // θ in diffusers' layout
+    // θ in diffusers' layout (`cocoflow export-lora --adapter <state> --to DIR`)
     let lora = tmp.path().join("lora");
-    let file = export_diffusers(&st.join(state::THETA_DIR), &lora).unwrap();
-    assert_eq!(file, lora.join(DIFFUSERS_LORA_WEIGHTS));
+    let ext = cocoflow_torch::cli::export_lora::extension();
+    let m = ext
+        .command
+        .clone()
+        .try_get_matches_from([
+            "export-lora",
+            "--adapter",
+            st.to_str().unwrap(),
+            "--to",
+            lora.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert_eq!((ext.run)(&m), 0);
+    let file = lora.join(DIFFUSERS_LORA_WEIGHTS);
+    // the library call writes the same bytes
+    let again = export_diffusers(&st.join(state::THETA_DIR), &tmp.path().join("lora2")).unwrap();
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
     let keys: Vec<String> = read_safetensors(&file).unwrap().into_keys().collect();
     assert!(keys.contains(&"transformer.transformer_blocks.0.attn.to_q.lora_A.weight".into()));
     assert!(
@@ -188,17 +206,24 @@ fn nft_trained_lora_loads_in_diffusers_and_edits_the_same() {
     let args_file = tmp.path().join("args.json");
     std::fs::write(&args_file, args.to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/flux/lora_edit.py");
-    let status = std::process::Command::new(python())
+    let run = std::process::Command::new(python())
         .arg(&script)
         .arg(&args_file)
-        .status()
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env("DIFFUSERS_VERBOSITY", "error")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
         .unwrap_or_else(|e| {
             panic!(
                 "cannot run {} (scripts/setup.sh makes it): {e}",
                 python().display()
             )
         });
-    assert!(status.success(), "lora_edit.py failed");
+    assert!(
+        run.status.success(),
+        "lora_edit.py failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let theirs = read_safetensors(&out).unwrap();
     let e_lat = rel_err(&pack_latents(&ours.latents).unwrap(), &theirs["latents"]);
     let e_img = rel_err(&ours.image.unsqueeze(0), &theirs["image"]);

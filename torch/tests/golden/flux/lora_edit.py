@@ -21,6 +21,7 @@ def main():
     args = json.load(open(sys.argv[1]))
     torch.set_num_threads(1)
     pipe = FluxKontextPipeline.from_pretrained(args["repo"], dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
     if args["lora"]:
         pipe.load_lora_weights(args["lora"])
         # diffusers must have adapted every attention projection the file names
