@@ -10,7 +10,7 @@ use cocoflow_torch::edit::{EditSettings, Noise, edit, load_lora};
 use cocoflow_torch::models::checkpoint::{read_safetensors, write_safetensors};
 use cocoflow_torch::models::flux_kontext::lora_export::{DIFFUSERS_LORA_WEIGHTS, export_diffusers};
 use cocoflow_torch::models::flux_kontext::vae::pack_latents;
-use cocoflow_torch::models::{Backend, open, weights_digest};
+use cocoflow_torch::models::{ActiveAdapter, Backend, open, weights_digest};
 use cocoflow_torch::rl::state;
 use cocoflow_torch::sampling::SamplerKind;
 use std::collections::BTreeMap;
@@ -262,4 +262,41 @@ fn lora_for_another_model_is_refused() {
         "{e}"
     );
     assert!(policy.adapter_names().is_empty());
+}
+
+/// FLUX's guidance is the embedded value: `guidance_of` passes the sampler's `guidance` to
+/// every velocity call (no classifier-free mixing), and the value changes the velocity.
+#[test]
+fn guidance_reaches_the_guidance_embedding() {
+    let policy = open(&repo(), Device::Cpu).unwrap();
+    assert!(policy.embeds_guidance());
+    let cfg = |g: Option<f64>| cocoflow_torch::sampling::SamplerConfig {
+        guidance: g,
+        ..Default::default()
+    };
+    let g = cocoflow_torch::sampling::guidance_of;
+    assert_eq!(g(&*policy, &cfg(Some(2.5))), (None, Some(2.5)));
+    assert_eq!(g(&*policy, &cfg(None)), (None, Some(3.5)));
+    tch::manual_seed(3);
+    let src = policy
+        .encode(&Tensor::rand([2, 3, 16, 16], (Kind::Float, Device::Cpu)))
+        .unwrap();
+    let cond = policy.condition(&src, &["a", "turn it red"]).unwrap();
+    let x = Tensor::randn([2, 4, 4, 4], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[0.7f32, 0.3]);
+    let v = |g: f64| {
+        tch::no_grad(|| {
+            policy
+                .velocity_with(&x, &t, &cond, &ActiveAdapter::Off, Some(g))
+                .unwrap()
+        })
+    };
+    assert!(rel_err(&v(2.5), &v(1.0)) > 1e-4);
+    assert!(v(2.5).equal(&v(2.5)));
+    // a model that embeds guidance refuses a call without a value
+    let e = policy
+        .velocity_with(&x, &t, &cond, &ActiveAdapter::Off, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("guidance"), "{e}");
 }
