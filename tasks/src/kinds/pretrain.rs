@@ -11,6 +11,11 @@
 //! the checkpoint (weights, AdamW moments, step, loss curve in one safetensors blob, through the
 //! engine's checkpoint API) is all the state there is: an interrupted pretrain continues where
 //! it stopped and ends with the weights — and files — of an uninterrupted one.
+//!
+//! With `reference: DIR` (the workflows' `--set model=DIR`) nothing is trained: the output
+//! `model` is `model_ref.json` naming DIR and the digest of its files ([`crate::weights`]), which
+//! [`ByReference`] puts in the canonical params at planning time (a FLUX.1 Kontext repository
+//! used in place, never copied into the store).
 
 use crate::pretrain::{TSampling, model_config};
 use cocoflow_engine::kind::{Input, Kind, ParamError};
