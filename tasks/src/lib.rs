@@ -38,6 +38,7 @@ pub mod rng;
 pub mod sampling;
 pub mod segment;
 pub mod synth;
+pub mod weights;
 
 /// Registers the task kinds for the torch-free front end (`cocoflow`): the kinds that need no
 /// tensors run here; the others are declared (params, inputs, outputs are checked and
@@ -49,7 +50,9 @@ pub fn declare(registry: &mut cocoflow_engine::kind::Registry) {
     registry.declare_kind(kinds::reward::RewardKind);
     registry.declare_kind(kinds::nft_train::NftTrain);
     registry.declare_kind(kinds::ema::EmaKind);
-    registry.declare_kind(kinds::pretrain::Pretrain);
+    registry.register(kinds::pretrain::ByReference(
+        cocoflow_engine::kind::Declared(kinds::pretrain::Pretrain),
+    ));
     registry.declare_kind(kinds::eval::Eval);
 }
 

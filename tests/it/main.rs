@@ -2,6 +2,7 @@
 //! test), one test binary with a module per area.
 
 mod cli;
+mod flux_e2e;
 mod resume;
 mod rl_resume;
 mod workers;

@@ -2,7 +2,7 @@
 //! edits, on the protocols and helpers of [`cocoflow_tasks::eval`] (re-exported here).
 
 use crate::data::{Dataset, Record, RecordTensors as _};
-use crate::models::{ActiveAdapter, BaseModel, EditPolicy, THETA, TinyKontext};
+use crate::models::{ActiveAdapter, BaseModel, EditPolicy, THETA};
 use crate::sampling::{SamplerConfig, sample, stack_x0};
 use cocoflow_engine::kind::TaskError;
 pub use cocoflow_tasks::eval::*;
@@ -14,7 +14,7 @@ pub fn load_policy(
     base: &BaseModel,
     adapter: Option<&Path>,
     device: tch::Device,
-) -> Result<(TinyKontext, ActiveAdapter), TaskError> {
+) -> Result<(Box<dyn EditPolicy>, ActiveAdapter), TaskError> {
     let mut model = base
         .load(device)
         .map_err(|e| TaskError::Failed(format!("input `model`: {e}")))?;
@@ -40,7 +40,7 @@ pub fn load_policy(
 pub fn edit_chunk(
     sampler: &SamplerConfig,
     images: EvalImages,
-    policy: Option<&(TinyKontext, ActiveAdapter)>,
+    policy: Option<&(Box<dyn EditPolicy>, ActiveAdapter)>,
     ds: &Dataset,
     chunk: &[Record],
     sources: &Tensor,
@@ -69,7 +69,7 @@ pub fn edit_chunk(
             .encode(&sources.to_device(device))
             .map_err(|x| e(&x))?;
         let cond = policy.condition(&src_lat, &ins).map_err(|x| e(&x))?;
-        let samples = sample(policy, &cond, seeds, sampler, active).map_err(|x| e(&x))?;
+        let samples = sample(&**policy, &cond, seeds, sampler, active).map_err(|x| e(&x))?;
         let img = policy.decode(&stack_x0(&samples)).map_err(|x| e(&x))?;
         // As saved: 8 bits per channel.
         Ok((img.to_device(tch::Device::Cpu).clamp(0.0, 1.0) * 255.0).round() / 255.0)

@@ -16,6 +16,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod edit;
 pub mod error;
 pub mod eval;
 pub mod imageio;
@@ -39,7 +40,10 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     registry.register_kind(reward::RewardKind, reward::run);
     registry.register_kind(nft_train::NftTrain, nft_train::run);
     registry.register_kind(ema::EmaKind, ema::run);
-    registry.register_kind(pretrain::Pretrain, pretrain::run);
+    registry.register(pretrain::ByReference(cocoflow_engine::kind::Typed {
+        kind: pretrain::Pretrain,
+        run: pretrain::run,
+    }));
     registry.register_kind(eval::Eval, eval::run);
 }
 

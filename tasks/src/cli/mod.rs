@@ -1,8 +1,11 @@
 //! The task-level subcommands of the `cocoflow` command line: `cocoflow judge serve`
 //! ([`crate::judge::server`]) and `cocoflow segment serve` ([`crate::segment::server`]) run in
 //! the front end; `cocoflow score` and `cocoflow bench-metrics` ([`score`]: their command
-//! lines) are forwarded to the worker binary, where `cocoflow_torch::cli` runs them.
+//! lines), `cocoflow edit` ([`edit`]) and `cocoflow export-lora` ([`export_lora`]) are forwarded to the worker binary, where
+//! `cocoflow_torch::cli` runs them.
 
+pub mod edit;
+pub mod export_lora;
 pub mod score;
 
 use cocoflow_engine::cli::Extension;
@@ -22,6 +25,14 @@ pub fn front_end_extensions() -> Vec<Extension> {
             run: forward_to_worker,
         },
         crate::segment::server::extension(),
+        Extension {
+            command: edit::command(),
+            run: forward_to_worker,
+        },
+        Extension {
+            command: export_lora::command(),
+            run: forward_to_worker,
+        },
     ]
 }
 

@@ -11,6 +11,11 @@
 //! the checkpoint (weights, AdamW moments, step, loss curve in one safetensors blob, through the
 //! engine's checkpoint API) is all the state there is: an interrupted pretrain continues where
 //! it stopped and ends with the weights — and files — of an uninterrupted one.
+//!
+//! With `reference: DIR` (the workflows' `--set model=DIR`) nothing is trained: the output
+//! `model` is `model_ref.json` naming DIR and the digest of its files ([`crate::weights`]), which
+//! [`ByReference`] puts in the canonical params at planning time (a FLUX.1 Kontext repository
+//! used in place, never copied into the store).
 
 use crate::pretrain::{TSampling, model_config};
 use cocoflow_engine::kind::{Input, Kind, ParamError};
@@ -40,6 +45,16 @@ pub struct PretrainParams {
     pub threads: Option<i32>,
     /// Overrides of `TinyKontextConfig` fields.
     pub model: serde_json::Map<String, Value>,
+    /// A base model directory to use by reference instead of pretraining (e.g. a diffusers
+    /// FLUX.1 Kontext repository; `""` = none): the output `model` is then only
+    /// `model_ref.json` ([`crate::weights`]), the other params are dropped, and the digest of
+    /// the directory's files (hashed once per file and machine) enters the canonical params as
+    /// `reference_digest`, so changed files make a new cache key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Set by the kind from `reference` (any given value is replaced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_digest: Option<String>,
 }
 
 impl Default for PretrainParams {
@@ -59,6 +74,8 @@ impl Default for PretrainParams {
             log_every: 25,
             threads: None,
             model: serde_json::Map::new(),
+            reference: None,
+            reference_digest: None,
         }
     }
 }
@@ -136,6 +153,58 @@ impl Kind for Pretrain {
 
     fn validate(&self, p: &PretrainParams) -> Result<(), ParamError> {
         check(p)
+    }
+}
+
+/// `pretrain` with its `reference` param honoured at planning time: wraps the registered
+/// (worker) or declared (front end) kind and, when `reference` names a directory, replaces the
+/// canonical params by `{reference: <absolute path>, reference_digest: <files' digest>}`.
+pub struct ByReference<T>(pub T);
+
+impl<T: cocoflow_engine::kind::TaskKind> cocoflow_engine::kind::TaskKind for ByReference<T> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
+    fn describe(&self) -> &'static str {
+        self.0.describe()
+    }
+    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
+        let canonical = self.0.check_params(params)?;
+        match canonical.get("reference").and_then(Value::as_str) {
+            Some(dir) if !dir.is_empty() => {
+                let r = crate::weights::ModelRef::of(std::path::Path::new(dir))
+                    .map_err(|m| bad("reference", m))?;
+                Ok(serde_json::json!({
+                    "reference": r.path.display().to_string(),
+                    "reference_digest": r.digest,
+                }))
+            }
+            _ => Ok(canonical),
+        }
+    }
+    fn outputs(&self, params: &Value) -> Vec<String> {
+        self.0.outputs(params)
+    }
+    fn check_inputs(&self, params: &Value, inputs: &[&str]) -> Result<(), String> {
+        self.0.check_inputs(params, inputs)
+    }
+    fn quoted_params(&self) -> &'static [&'static str] {
+        self.0.quoted_params()
+    }
+    fn placement(&self) -> cocoflow_engine::kind::Placement {
+        self.0.placement()
+    }
+    fn declaration(&self) -> Value {
+        self.0.declaration()
+    }
+    fn run(
+        &self,
+        ctx: &mut cocoflow_engine::kind::TaskCtx,
+    ) -> Result<(), cocoflow_engine::kind::TaskError> {
+        self.0.run(ctx)
     }
 }
 

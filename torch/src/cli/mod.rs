@@ -2,6 +2,8 @@
 //! ([`cocoflow_tasks::cli`]) run here, `score` and `bench-metrics` included ([`score`]).
 
 pub mod bench_flux;
+pub mod edit;
+pub mod export_lora;
 pub mod score;
 
 use cocoflow_engine::cli::Extension;
@@ -14,5 +16,7 @@ pub fn extensions() -> Vec<Extension> {
         score::bench_extension(),
         crate::segment::server::extension(),
         bench_flux::extension(),
+        edit::extension(),
+        export_lora::extension(),
     ]
 }

@@ -31,7 +31,7 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
     };
     let policy = match p.images {
         EvalImages::Policy => {
-            let model_dir = ctx.input_path("model")?;
+            let model_dir = super::model_dir(ctx)?;
             Some(load_policy(
                 &super::base_model(ctx, &model_dir)?,
                 adapter.as_deref(),

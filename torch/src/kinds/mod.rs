@@ -34,6 +34,26 @@ pub fn lora_config(rank: i64, alpha: f64, init_seed: u64) -> crate::models::Lora
     }
 }
 
+/// The directory of the task's `model` input: the input itself, or the directory a
+/// `model_ref.json` names (weights by reference, [`cocoflow_tasks::weights`]), checked against
+/// its recorded digest.
+pub fn model_dir(
+    ctx: &cocoflow_engine::kind::TaskCtx,
+) -> Result<std::path::PathBuf, cocoflow_engine::kind::TaskError> {
+    resolved_input(ctx, "model")
+}
+
+/// Input `name` resolved as [`model_dir`] resolves `model` (an RL loop's carry starts as the
+/// base model, possibly a reference).
+pub fn resolved_input(
+    ctx: &cocoflow_engine::kind::TaskCtx,
+    name: &str,
+) -> Result<std::path::PathBuf, cocoflow_engine::kind::TaskError> {
+    let dir = ctx.input_path(name)?;
+    cocoflow_tasks::weights::resolve(&dir)
+        .map_err(|m| cocoflow_engine::kind::TaskError::Failed(format!("input `{name}`: {m}")))
+}
+
 /// The task's `model` input (at `dir`) as a [`crate::models::BaseModel`] shared through the
 /// process's model cache (keyed by the input's content digest): a worker loads a base once
 /// however many tasks use it.

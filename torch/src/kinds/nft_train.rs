@@ -5,7 +5,7 @@ use super::{base_model, device_of, lora_config, set_threads};
 use crate::artifacts::rewards::RewardsFile;
 use crate::artifacts::rollouts::{RolloutManifest, RolloutTensors};
 use crate::error::fail;
-use crate::models::{EditPolicy, THETA, Trainable};
+use crate::models::{THETA, Trainable};
 use crate::rl::adamw::{AdamWConfig, clip_grad_norm};
 use crate::rl::nft_train;
 use crate::rl::state::{self, BannedGroup, NormRecord};
@@ -30,8 +30,8 @@ pub fn adamw(p: &NftTrainParams) -> AdamWConfig {
 pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
     set_threads(p.threads);
     let device = device_of(&ctx.cuda_ordinals);
-    let model_dir = ctx.input_path("model")?;
-    let state_dir = ctx.input_path("state")?;
+    let model_dir = super::model_dir(ctx)?;
+    let state_dir = super::resolved_input(ctx, "state")?;
     let rdir = ctx.input_path("rollouts")?;
     let rewards_path = ctx.input_path("rewards")?;
     let lora = lora_config(p.lora_rank, p.lora_alpha, p.lora_init_seed);
@@ -70,7 +70,7 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     let cfg = p.nft_config();
 
     let acc = nft_train::accumulate(
-        &mut st.model,
+        &mut *st.model,
         &m,
         &t_all,
         &rw,

@@ -31,6 +31,21 @@ pub fn lr_schedule(p: &PretrainParams) -> LrSchedule {
 }
 
 pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
+    if let (Some(dir), Some(digest)) = (&p.reference, &p.reference_digest)
+        && !dir.is_empty()
+    {
+        // by reference: no training, no copy of the weights
+        let r = cocoflow_tasks::weights::ModelRef {
+            format: cocoflow_tasks::weights::REF_FORMAT.into(),
+            path: dir.into(),
+            digest: digest.clone(),
+        };
+        let out = ctx.workdir()?.join("model");
+        r.write(&out)
+            .map_err(io_err("cannot write the model reference"))?;
+        ctx.log(format!("model by reference: {dir} ({})", &digest[..12]));
+        return ctx.output_dir("model", &out);
+    }
     let cfg = model_config(&p.model)
         .map_err(|e| TaskError::Failed(format!("param `{}`: {}", e.path, e.message)))?;
     // A fixed intra-op thread count (CPU results depend on it): the param, else the cores.

@@ -9,7 +9,7 @@ use crate::artifacts::rollouts::{
 use crate::data::{Dataset, Record, RecordTensors as _};
 use crate::error::fail;
 use crate::judge::{JudgeImage, JudgeImageTensor as _};
-use crate::models::{BaseModel, EditPolicy, checkpoint};
+use crate::models::{BaseModel, checkpoint};
 use crate::rl::rollout::{
     eligible, load_rollout_policy, sample_seed, sample_shard, select_prompts,
 };
@@ -23,8 +23,8 @@ pub use cocoflow_tasks::kinds::rollout::*;
 
 pub fn run(_: &Rollout, p: RolloutParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
     set_threads(p.threads);
-    let model_dir = ctx.input_path("model")?;
-    let state_dir = ctx.input_path("state")?;
+    let model_dir = super::model_dir(ctx)?;
+    let state_dir = super::resolved_input(ctx, "state")?;
     let data_dir = ctx.input_path("data")?;
     let info: Option<StateInfo> = state::read_info(&state_dir)?;
     let base_digest = state::check_base(&state_dir, info.as_ref(), &model_dir)?;
@@ -46,10 +46,16 @@ pub fn run(_: &Rollout, p: RolloutParams, ctx: &mut TaskCtx) -> Result<(), TaskE
     let x0 = sample_all(ctx, &p, &base, &state_dir, &prompts, &seeds, &cfg)?;
     ctx.check_cancelled()?;
 
-    // Source latents and decoded images on the CPU (same affine codec on every device).
-    let (codec, _) = load_rollout_policy(&base, &state_dir, Device::Cpu).map_err(fail)?;
-    let source_latents = codec.encode(&prompts.sources)?;
-    let images = codec.decode(&x0)?;
+    // Source latents and decoded images: tiny-kontext's affine codec on the CPU (the same on
+    // every device); a FLUX VAE on the task's device (a second CPU copy of the pipeline would
+    // cost tens of GB at full size).
+    let codec_device = match crate::models::Backend::detect(&model_dir)? {
+        crate::models::Backend::TinyKontext => Device::Cpu,
+        crate::models::Backend::FluxKontext => device_of(&ctx.cuda_ordinals),
+    };
+    let (codec, _) = load_rollout_policy(&base, &state_dir, codec_device).map_err(fail)?;
+    let source_latents = codec.encode(&prompts.sources)?.to_device(Device::Cpu);
+    let images = codec.decode(&x0)?.to_device(Device::Cpu);
     let sched = codec.scheduler().sigmas(
         p.steps,
         codec.image_seq_len(source_latents.size()[2], source_latents.size()[3]),

@@ -4,6 +4,8 @@
 //! `workers` executor, or the in-process executor).
 
 use super::error::ModelError;
+use super::open::Backend;
+use super::policy::EditPolicy;
 use super::tiny_kontext::{BACKEND, SharedBase, TinyKontext};
 use cocoflow_engine::kind::ModelCache;
 use std::path::{Path, PathBuf};
@@ -39,8 +41,18 @@ impl BaseModel {
         &self.dir
     }
 
-    /// The base model on `device`, its base frozen.
-    pub fn load(&self, device: Device) -> Result<TinyKontext, ModelError> {
+    /// The base model on `device` as its backend's policy ([`super::open()`]).
+    /// tiny-kontext weights are shared through the cache; a FLUX.1 Kontext repository is
+    /// loaded per call (the cache holds no FLUX weights yet).
+    pub fn load(&self, device: Device) -> Result<Box<dyn EditPolicy>, ModelError> {
+        match Backend::detect(&self.dir)? {
+            Backend::TinyKontext => Ok(Box::new(self.load_tiny(device)?)),
+            Backend::FluxKontext => super::open(&self.dir, device),
+        }
+    }
+
+    /// The tiny-kontext base model on `device`.
+    pub fn load_tiny(&self, device: Device) -> Result<TinyKontext, ModelError> {
         match &self.cache {
             None => TinyKontext::load(&self.dir, device),
             Some((cache, digest)) => {

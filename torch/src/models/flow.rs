@@ -33,6 +33,7 @@ pub fn flow_matching_loss(
     adapter: &ActiveAdapter,
 ) -> Result<Tensor, ModelError> {
     let x_t = interpolate(x0, eps, t);
-    let v = policy.velocity_with(&x_t, t, cond, adapter)?;
+    // pretraining (tiny-kontext): no embedded guidance
+    let v = policy.velocity_with(&x_t, t, cond, adapter, None)?;
     Ok((v - (eps - x0)).square().mean(None))
 }

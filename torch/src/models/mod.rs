@@ -5,6 +5,8 @@
 //! - [`tiny_kontext`]: the built-in backend; [`config`] its `TinyKontextConfig`, and one
 //!   file per component: [`embeddings`], [`attention`], [`block`], [`text_encoder`],
 //!   [`tokenizer`].
+//! - [`open`]: the backend seam — [`open()`] picks a directory's backend and returns a boxed
+//!   [`EditPolicy`]; [`flux_kontext`]: FLUX.1 Kontext ([`flux_kontext::FluxKontext`]).
 //! - [`base`]: [`BaseModel`], a base loaded per task or shared through the model cache.
 //! - [`lora`]: LoRA layers and configs; [`peft`]: the PEFT file layout.
 //! - [`checkpoint`]: safetensors and JSON I/O with name/shape validation; [`flow`]: the
@@ -34,6 +36,7 @@ pub mod error;
 pub mod flow;
 pub mod flux_kontext;
 pub mod lora;
+pub mod open;
 pub mod peft;
 pub mod policy;
 pub mod qwen_image_edit;
@@ -53,6 +56,7 @@ pub use base::BaseModel;
 pub use error::{Mismatch, ModelError, TensorDiff};
 pub use flow::{flow_matching_loss, interpolate, x0_from_velocity};
 pub use lora::{LoraConfig, THETA, THETA_OLD};
-pub use policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
+pub use open::{Backend, open, weights_digest};
+pub use policy::{ActiveAdapter, Conditioning, EditPolicy, Encoded, Trainable};
 pub use tiny_kontext::{SharedBase, TinyKontext};
 pub use tokenizer::WordTokenizer;

@@ -18,6 +18,10 @@ pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const PEFT_PREFIX: &str = "base_model.model.";
 /// diffusers' prefix of transformer LoRA keys (`load_lora_weights`).
 pub const DIFFUSERS_PREFIX: &str = "transformer.";
+/// The file diffusers' `save_lora_weights` writes and `load_lora_weights` reads by default.
+pub const DIFFUSERS_LORA_WEIGHTS: &str = "pytorch_lora_weights.safetensors";
+/// diffusers' key of the adapter config in that file's `__metadata__`.
+pub const DIFFUSERS_METADATA_KEY: &str = "lora_adapter_metadata";
 
 /// Writes `tensors` (keys `<module>.lora_A.weight`, without prefix or adapter name) and the
 /// adapter config to `dir`.
@@ -61,13 +65,90 @@ pub struct ImportedAdapter {
     pub tensors: BTreeMap<String, Tensor>,
 }
 
-/// Reads a PEFT-layout adapter directory. Unknown config keys are ignored (PEFT writes many);
-/// features that change the math and are not implemented (DoRA, per-module ranks) are errors.
+/// Reads a PEFT-layout adapter directory, or a diffusers one (`pytorch_lora_weights.safetensors`
+/// and no `adapter_config.json`; the config from the file's `lora_adapter_metadata`). Unknown
+/// config keys are ignored (PEFT writes many); features that change the math and are not
+/// implemented (DoRA, per-module ranks) are errors.
 pub fn import(dir: &Path) -> Result<ImportedAdapter, ModelError> {
     let cpath = dir.join(ADAPTER_CONFIG);
+    let diffusers = dir.join(DIFFUSERS_LORA_WEIGHTS);
+    if !cpath.exists() && diffusers.is_file() {
+        return import_diffusers(&diffusers);
+    }
     let v: Value = read_json(&cpath)?;
+    let wpath = dir.join(ADAPTER_WEIGHTS);
+    from_config(&cpath, &v, &wpath)
+}
+
+/// The `__metadata__` map of a safetensors file's header.
+pub fn safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>, ModelError> {
+    use std::io::Read;
+    let err = |message: String| ModelError::Safetensors {
+        path: path.to_owned(),
+        message,
+    };
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        op: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|e| err(format!("no header: {e}")))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100_000_000 {
+        return Err(err(format!("header of {n} bytes")));
+    }
+    let mut h = vec![0u8; n as usize];
+    f.read_exact(&mut h)
+        .map_err(|e| err(format!("truncated header: {e}")))?;
+    let v: Value = serde_json::from_slice(&h).map_err(|e| err(format!("header: {e}")))?;
+    Ok(v.get("__metadata__")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// A diffusers LoRA file: the `transformer.`-prefixed fields of its metadata as the config
+/// (α = r when there is none, as diffusers takes it).
+fn import_diffusers(wpath: &Path) -> Result<ImportedAdapter, ModelError> {
+    let meta = safetensors_metadata(wpath)?;
+    let mut config = serde_json::Map::new();
+    config.insert("peft_type".into(), Value::from("LORA"));
+    if let Some(raw) = meta.get(DIFFUSERS_METADATA_KEY) {
+        let m: Value = serde_json::from_str(raw).map_err(|e| ModelError::Safetensors {
+            path: wpath.to_owned(),
+            message: format!("`{DIFFUSERS_METADATA_KEY}`: {e}"),
+        })?;
+        for (k, v) in m.as_object().into_iter().flatten() {
+            if let Some(k) = k.strip_prefix(DIFFUSERS_PREFIX) {
+                config.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    if !config.contains_key("r") {
+        let raw = read_safetensors(wpath)?;
+        let r = raw
+            .iter()
+            .find(|(k, _)| k.ends_with(".lora_A.weight"))
+            .map(|(_, t)| t.size()[0])
+            .ok_or_else(|| ModelError::UnsupportedAdapter {
+                path: wpath.to_owned(),
+                message: "no `lora_A` matrix and no rank in the metadata".into(),
+            })?;
+        config.insert("r".into(), Value::from(r));
+        config.insert("lora_alpha".into(), Value::from(r as f64));
+    }
+    from_config(wpath, &Value::Object(config), wpath)
+}
+
+fn from_config(cpath: &Path, v: &Value, wpath: &Path) -> Result<ImportedAdapter, ModelError> {
     let bad = |message: String| ModelError::UnsupportedAdapter {
-        path: cpath.clone(),
+        path: cpath.to_owned(),
         message,
     };
     let field = |k: &str| v.get(k).filter(|x| !x.is_null());
@@ -100,8 +181,7 @@ pub fn import(dir: &Path) -> Result<ImportedAdapter, ModelError> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    let wpath = dir.join(ADAPTER_WEIGHTS);
-    let raw = read_safetensors(&wpath)?;
+    let raw = read_safetensors(wpath)?;
     let tensors: BTreeMap<String, Tensor> = raw
         .into_iter()
         .map(|(k, t)| {

@@ -47,69 +47,131 @@ pub enum Trainable {
     Nothing,
 }
 
-/// What an edit is conditioned on, already encoded for one backend: the source image's
-/// latent (Kontext-style in-context conditioning) and the instruction's tokens.
+/// One backend-owned encoded conditioning tensor, batch-first.
+#[derive(Debug)]
+pub struct Encoded {
+    pub tensor: Tensor,
+    /// The value that pads dimension 1 when batches of different lengths are concatenated
+    /// (token ids); `None`: the lengths must agree.
+    pub pad: Option<f64>,
+}
+
+/// What an edit is conditioned on, already encoded by one backend
+/// ([`EditPolicy::condition`] / [`EditPolicy::encode_condition`]): the source image's latent
+/// in the policy's latent space (Kontext-style in-context conditioning; the NFT loss's
+/// `z_src`), and the backend's encodings of the instructions and source, batch-first by name:
+/// tiny-kontext `text_ids` (token ids, encoded inside the forward); FLUX.1 Kontext
+/// `prompt_embeds` (T5), `pooled_prompt_embeds` (CLIP) and `source_tokens` (packed source
+/// latents; their position ids follow from the latent's size).
 #[derive(Debug)]
 pub struct Conditioning {
     /// Source latent `(B, C, h, w)`.
     pub source: Tensor,
-    /// Instruction token ids `(B, L)` int64, padded with the backend's pad id.
-    pub text_ids: Tensor,
+    pub parts: BTreeMap<String, Encoded>,
 }
 
 impl Conditioning {
+    /// A conditioning on `source` with no encodings yet.
+    pub fn new(source: Tensor) -> Conditioning {
+        Conditioning {
+            source,
+            parts: BTreeMap::new(),
+        }
+    }
+
+    /// Adds encoding `name` (`pad`: see [`Encoded::pad`]).
+    pub fn with(mut self, name: &str, tensor: Tensor, pad: Option<f64>) -> Conditioning {
+        self.parts.insert(name.to_string(), Encoded { tensor, pad });
+        self
+    }
+
+    /// Encoding `name`, or an input error naming it.
+    pub fn get(&self, name: &str) -> Result<&Tensor, ModelError> {
+        self.parts
+            .get(name)
+            .map(|e| &e.tensor)
+            .ok_or_else(|| ModelError::Input {
+                what: "conditioning",
+                message: format!(
+                    "no `{name}` (has {:?}): encoded by another backend?",
+                    self.parts.keys().collect::<Vec<_>>()
+                ),
+            })
+    }
+
     pub fn batch(&self) -> i64 {
         self.source.size()[0]
+    }
+
+    fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Conditioning {
+        Conditioning {
+            source: f(&self.source),
+            parts: self
+                .parts
+                .iter()
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        Encoded {
+                            tensor: f(&e.tensor),
+                            pad: e.pad,
+                        },
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// Each item repeated `n` times in place (`[a, a, b, b]` for `n = 2`): a group of rollout
     /// samples of one prompt.
     pub fn repeat_interleave(&self, n: i64) -> Conditioning {
-        Conditioning {
-            source: self.source.repeat_interleave_self_int(n, 0, None),
-            text_ids: self.text_ids.repeat_interleave_self_int(n, 0, None),
-        }
+        self.map(|t| t.repeat_interleave_self_int(n, 0, None))
     }
 
     /// Items `idx` (`(k,)` int64) of the batch.
     pub fn select(&self, idx: &Tensor) -> Conditioning {
-        Conditioning {
-            source: self.source.index_select(0, idx),
-            text_ids: self.text_ids.index_select(0, idx),
-        }
+        self.map(|t| t.index_select(0, idx))
     }
 
-    /// Batches concatenated along the batch dimension; shorter token rows are padded with
-    /// `pad_id` to the longest.
-    pub fn cat(parts: &[&Conditioning], pad_id: i64) -> Conditioning {
+    /// Batches concatenated along the batch dimension; encodings with a pad value are padded
+    /// along dimension 1 to the longest.
+    pub fn cat(parts: &[&Conditioning]) -> Result<Conditioning, ModelError> {
+        let first = parts.first().ok_or_else(|| ModelError::Input {
+            what: "conditioning",
+            message: "nothing to concatenate".into(),
+        })?;
         let src: Vec<&Tensor> = parts.iter().map(|c| &c.source).collect();
-        let l = parts
-            .iter()
-            .map(|c| c.text_ids.size()[1])
-            .max()
-            .unwrap_or(1);
-        let ids: Vec<Tensor> = parts
-            .iter()
-            .map(|c| {
-                let extra = l - c.text_ids.size()[1];
-                if extra == 0 {
-                    c.text_ids.shallow_clone()
-                } else {
-                    c.text_ids.pad([0, extra], "constant", Some(pad_id as f64))
+        let mut out = Conditioning::new(Tensor::cat(&src, 0));
+        for (name, e) in &first.parts {
+            let ts: Vec<&Tensor> = parts
+                .iter()
+                .map(|c| c.get(name))
+                .collect::<Result<_, _>>()?;
+            let joined = match e.pad {
+                Some(pad) => {
+                    let l = ts.iter().map(|t| t.size()[1]).max().unwrap_or(1);
+                    let padded: Vec<Tensor> = ts
+                        .iter()
+                        .map(|t| {
+                            let extra = l - t.size()[1];
+                            if extra == 0 {
+                                t.shallow_clone()
+                            } else {
+                                t.pad([0, extra], "constant", Some(pad))
+                            }
+                        })
+                        .collect();
+                    Tensor::cat(&padded, 0)
                 }
-            })
-            .collect();
-        Conditioning {
-            source: Tensor::cat(&src, 0),
-            text_ids: Tensor::cat(&ids, 0),
+                None => Tensor::cat(&ts, 0),
+            };
+            out = out.with(name, joined, e.pad);
         }
+        Ok(out)
     }
 
     pub fn shallow_clone(&self) -> Conditioning {
-        Conditioning {
-            source: self.source.shallow_clone(),
-            text_ids: self.text_ids.shallow_clone(),
-        }
+        self.map(Tensor::shallow_clone)
     }
 }
 
@@ -137,48 +199,47 @@ pub trait EditPolicy: Send {
     /// The time-shift part of the model's scheduler config.
     fn scheduler(&self) -> SchedulerConfig;
 
-    /// The id [`EditPolicy::tokenize`] pads with.
-    fn pad_token_id(&self) -> i64;
-    /// Tokenises instructions for [`Conditioning::text_ids`] (`""` is the unconditional one).
-    fn tokenize(&self, instructions: &[&str]) -> Result<Tensor, ModelError>;
-    /// The conditioning of an edit: source latent `(B, C, h, w)` and its instructions.
+    /// The conditioning of an edit from its source latent `(B, C, h, w)` (what
+    /// [`EditPolicy::encode`] gives) and one instruction per item (`""` is the unconditional
+    /// one): the backend's encodings ([`Conditioning`]).
     fn condition(
         &self,
         source_latent: &Tensor,
         instructions: &[&str],
+    ) -> Result<Conditioning, ModelError>;
+    /// The conditioning of an edit from source pixels `(B, 3, H, W)` in [0, 1].
+    fn encode_condition(
+        &self,
+        source_images: &Tensor,
+        instructions: &[&str],
     ) -> Result<Conditioning, ModelError> {
-        if source_latent.size().first() != Some(&(instructions.len() as i64)) {
-            return Err(ModelError::Input {
-                what: "instructions",
-                message: format!(
-                    "{} instructions for a batch of {:?}",
-                    instructions.len(),
-                    source_latent.size()
-                ),
-            });
-        }
-        Ok(Conditioning {
-            source: source_latent.shallow_clone(),
-            text_ids: self.tokenize(instructions)?,
-        })
+        let latent = self.encode(source_images)?;
+        self.condition(&latent, instructions)
     }
     /// The same conditioning with empty instructions (classifier-free guidance's negative).
     fn unconditional(&self, cond: &Conditioning) -> Result<Conditioning, ModelError> {
         let b = cond.batch() as usize;
-        Ok(Conditioning {
-            source: cond.source.shallow_clone(),
-            text_ids: self.tokenize(&vec![""; b])?,
-        })
+        self.condition(&cond.source, &vec![""; b])
+    }
+
+    /// Whether the model embeds a guidance value (FLUX.1 [dev]'s guidance embedding): then the
+    /// sampler's `guidance` setting is passed to every velocity call (rollouts and training
+    /// forwards alike) instead of mixing two velocities (classifier-free guidance).
+    fn embeds_guidance(&self) -> bool {
+        false
     }
 
     /// The velocity `v(x_t, t, c)` under `adapter`: `x_t` `(B, C, h, w)`, `t` `(B,)` in
-    /// [0, 1] → `(B, C, h, w)`. Builds an autograd graph unless called under `no_grad`.
+    /// [0, 1] → `(B, C, h, w)`. `guidance` is the embedded guidance value (see
+    /// [`EditPolicy::embeds_guidance`]; backends without a guidance embedding ignore it).
+    /// Builds an autograd graph unless called under `no_grad`.
     fn velocity_with(
         &self,
         x_t: &Tensor,
         t: &Tensor,
         cond: &Conditioning,
         adapter: &ActiveAdapter,
+        guidance: Option<f64>,
     ) -> Result<Tensor, ModelError>;
     /// The velocity under the active adapter.
     fn velocity(
@@ -186,8 +247,9 @@ pub trait EditPolicy: Send {
         x_t: &Tensor,
         t: &Tensor,
         cond: &Conditioning,
+        guidance: Option<f64>,
     ) -> Result<Tensor, ModelError> {
-        self.velocity_with(x_t, t, cond, &self.active_adapter())
+        self.velocity_with(x_t, t, cond, &self.active_adapter(), guidance)
     }
 
     // --- adapters ---

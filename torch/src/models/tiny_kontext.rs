@@ -30,6 +30,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
 
 mod edit_policy;
+pub use edit_policy::TEXT_IDS;
 
 pub const BACKEND: &str = "tiny-kontext";
 
@@ -312,7 +313,7 @@ impl TinyKontext {
             return Err(input_err("x_t", "the batch is empty".into()));
         }
         self.check_latent("conditioning.source", &cond.source, Some(b))?;
-        let ids = &cond.text_ids;
+        let ids = cond.get(edit_policy::TEXT_IDS)?;
         let is = ids.size();
         if is.len() != 2
             || is[0] != b

@@ -155,7 +155,7 @@ pub fn loss(
         None => flow_matching_loss(model, x0, eps, t, cond, &ActiveAdapter::Off),
         Some(w) => {
             let x_t = crate::models::interpolate(x0, eps, t);
-            let v = model.velocity_with(&x_t, t, cond, &ActiveAdapter::Off)?;
+            let v = model.velocity_with(&x_t, t, cond, &ActiveAdapter::Off, None)?;
             let c = x0.size()[1] as f64;
             Ok(((v - (eps - x0)).square() * w).sum(Kind::Float) / (w.sum(Kind::Float) * c))
         }

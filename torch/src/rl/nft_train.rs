@@ -14,6 +14,7 @@ use crate::models::random::normal_tensor;
 use crate::models::{ActiveAdapter, EditPolicy, THETA, Trainable};
 use crate::nft::{NftBatch, NftConfig, downsample_mask, nft_loss};
 use crate::rng::StreamRng;
+use crate::sampling::guidance_of;
 use cocoflow_engine::kind::TaskError;
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
@@ -82,6 +83,8 @@ pub fn accumulate(
     let (cfg, device, step) = (set.cfg, set.device, set.step);
     let steps = m.sampler.steps;
     let n_t = train_timesteps(steps, set.timestep_fraction);
+    // The embedded guidance the rollouts were sampled with reaches every training forward.
+    let (_, guidance) = guidance_of(&*model, &m.sampler);
     // Conditioning of every group on the device.
     model
         .set_trainable(Trainable::Adapter(THETA.into()))
@@ -159,16 +162,16 @@ pub fn accumulate(
             let x_t = (1.0 - &tb) * &x0 + &tb * &eps;
             let (v_old, v_ref) = tch::no_grad(|| -> Result<(Tensor, Tensor), String> {
                 let v_old = model
-                    .velocity_with(&x_t, &t, &cond, &ActiveAdapter::theta_old())
+                    .velocity_with(&x_t, &t, &cond, &ActiveAdapter::theta_old(), guidance)
                     .map_err(|e| e.to_string())?;
                 let v_ref = model
-                    .velocity_with(&x_t, &t, &cond, &ActiveAdapter::Off)
+                    .velocity_with(&x_t, &t, &cond, &ActiveAdapter::Off, guidance)
                     .map_err(|e| e.to_string())?;
                 Ok((v_old, v_ref))
             })
             .map_err(fail)?;
             let v_theta = model
-                .velocity_with(&x_t, &t, &cond, &ActiveAdapter::theta())
+                .velocity_with(&x_t, &t, &cond, &ActiveAdapter::theta(), guidance)
                 .map_err(fail)?;
             let terms = nft_loss(
                 &NftBatch {

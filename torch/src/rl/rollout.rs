@@ -10,7 +10,7 @@
 
 use super::state;
 use crate::data::{Dataset, Record};
-use crate::models::{ActiveAdapter, BaseModel, EditPolicy, THETA_OLD, TinyKontext, Trainable};
+use crate::models::{ActiveAdapter, BaseModel, EditPolicy, THETA_OLD, Trainable};
 use crate::rng::StreamRng;
 use crate::sampling::{SamplerConfig, sample, stack_x0};
 use std::path::Path;
@@ -49,7 +49,7 @@ pub fn load_rollout_policy(
     base: &BaseModel,
     state_dir: &Path,
     device: Device,
-) -> Result<(TinyKontext, ActiveAdapter), String> {
+) -> Result<(Box<dyn EditPolicy>, ActiveAdapter), String> {
     let mut model = base.load(device).map_err(|e| e.to_string())?;
     model
         .set_trainable(Trainable::Nothing)
@@ -91,7 +91,7 @@ pub fn sample_shard(
         let idx = Tensor::from_slice(&groups).to_device(device);
         let c = cond.select(&idx);
         let s: Vec<u64> = chunk.iter().map(|&n| seeds[n]).collect();
-        let out = sample(&model, &c, &s, cfg, &adapter).map_err(|e| e.to_string())?;
+        let out = sample(&*model, &c, &s, cfg, &adapter).map_err(|e| e.to_string())?;
         parts.push(stack_x0(&out).to_device(Device::Cpu));
         progress(chunk.len());
     }

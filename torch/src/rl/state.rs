@@ -25,7 +25,7 @@
 use super::RlError;
 use super::adamw::{AdamW, AdamWConfig};
 use crate::models::checkpoint::{self, CONFIG_FILE, WEIGHTS_FILE};
-use crate::models::{BaseModel, EditPolicy, LoraConfig, THETA, THETA_OLD, TinyKontext, Trainable};
+use crate::models::{BaseModel, EditPolicy, LoraConfig, THETA, THETA_OLD, Trainable};
 use crate::rl::reward::GroupKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -142,9 +142,10 @@ pub fn file_digest(path: &Path) -> Result<String, RlError> {
     Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
-/// The digest of a base model directory's weights.
+/// The digest of a base model directory's weights ([`crate::models::weights_digest`]: for
+/// tiny-kontext the BLAKE3 of `model.safetensors`).
 pub fn base_digest(model_dir: &Path) -> Result<String, RlError> {
-    file_digest(&model_dir.join(WEIGHTS_FILE))
+    Ok(crate::models::weights_digest(model_dir)?)
 }
 
 /// Whether `dir` is a saved RL state (else it should be a base model directory).
@@ -155,11 +156,13 @@ pub fn is_state(dir: &Path) -> bool {
 /// Reads `state.json` of a state directory, or `None` for a base model directory.
 pub fn read_info(dir: &Path) -> Result<Option<StateInfo>, RlError> {
     if !is_state(dir) {
-        if dir.join(CONFIG_FILE).is_file() && dir.join(WEIGHTS_FILE).is_file() {
+        if (dir.join(CONFIG_FILE).is_file() && dir.join(WEIGHTS_FILE).is_file())
+            || dir.join("model_index.json").is_file()
+        {
             return Ok(None);
         }
         return Err(RlError::Invalid(format!(
-            "`{}` is neither an RL state (no `{STATE_FILE}`) nor a base model directory (`{CONFIG_FILE}` + `{WEIGHTS_FILE}`)",
+            "`{}` is neither an RL state (no `{STATE_FILE}`) nor a base model directory (`{CONFIG_FILE}` + `{WEIGHTS_FILE}`, or a FLUX.1 Kontext repository's `model_index.json`)",
             dir.display()
         )));
     }
@@ -200,7 +203,7 @@ pub fn check_base(
 /// A loaded state: the base model with adapters θ (`default`) and θ_old (`old`), the
 /// optimiser and the bookkeeping.
 pub struct LoadedState {
-    pub model: TinyKontext,
+    pub model: Box<dyn EditPolicy>,
     pub info: StateInfo,
     pub optimizer: AdamW,
     /// Whether this came from a base model directory (iteration 0).

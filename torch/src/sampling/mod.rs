@@ -10,5 +10,7 @@ pub mod solver;
 
 pub use cocoflow_tasks::sampling::*;
 pub use noise::{batch_noise, sample_noise};
-pub use sampler::{Sample, SamplingError, sample, stack_x0};
+pub use sampler::{
+    DEFAULT_EMBEDDED_GUIDANCE, Sample, SamplingError, guidance_of, sample, stack_x0,
+};
 pub use solver::integrate;

@@ -36,6 +36,25 @@ pub fn stack_x0(samples: &[Sample]) -> Tensor {
     )
 }
 
+/// How the sampler's `guidance` setting applies to `policy`: `(classifier-free scale,
+/// embedded value)`. A model with a guidance embedding (FLUX.1 [dev]) gets the value in every
+/// velocity call (default [`DEFAULT_EMBEDDED_GUIDANCE`]) and no classifier-free guidance; other
+/// models get classifier-free guidance unless the scale is absent or 1.
+pub fn guidance_of(policy: &dyn EditPolicy, cfg: &SamplerConfig) -> (Option<f64>, Option<f64>) {
+    if policy.embeds_guidance() {
+        (
+            None,
+            Some(cfg.guidance.unwrap_or(DEFAULT_EMBEDDED_GUIDANCE)),
+        )
+    } else {
+        (cfg.guidance.filter(|g| *g != 1.0), None)
+    }
+}
+
+/// The embedded guidance when a sampler config sets none: `FluxKontextPipeline`'s default
+/// `guidance_scale`.
+pub const DEFAULT_EMBEDDED_GUIDANCE: f64 = 3.5;
+
 /// Generates one edit per seed: sample `i` starts from the noise of `seeds[i]` and is
 /// conditioned on item `i` of `cond`; the target latent has the source latent's shape.
 pub fn sample(
@@ -66,14 +85,11 @@ pub fn sample(
         .sigmas(cfg.steps, policy.image_seq_len(shape[2], shape[3]));
     let kind = policy.kind();
     let device = policy.device();
-    let guidance = cfg.guidance.filter(|g| *g != 1.0);
+    let (guidance, embedded) = guidance_of(policy, cfg);
     let x0 = tch::no_grad(|| -> Result<Tensor, SamplingError> {
         let noise = batch_noise(seeds, &shape[1..], kind, device);
         let both = match guidance {
-            Some(_) => Some(Conditioning::cat(
-                &[cond, &policy.unconditional(cond)?],
-                policy.pad_token_id(),
-            )),
+            Some(_) => Some(Conditioning::cat(&[cond, &policy.unconditional(cond)?])?),
             None => None,
         };
         integrate(
@@ -85,7 +101,7 @@ pub fn sample(
                     (Some(g), Some(both)) => {
                         let xx = Tensor::cat(&[x, x], 0);
                         let t = Tensor::full([2 * b], s, (kind, device));
-                        let v = policy.velocity_with(&xx, &t, both, adapter)?;
+                        let v = policy.velocity_with(&xx, &t, both, adapter, embedded)?;
                         let (vc, vu) = (v.narrow(0, 0, b), v.narrow(0, b, b));
                         &vu + (&vc - &vu) * g
                     }
@@ -94,6 +110,7 @@ pub fn sample(
                         &Tensor::full([b], s, (kind, device)),
                         cond,
                         adapter,
+                        embedded,
                     )?,
                 })
             },

@@ -8,8 +8,10 @@
 mod common;
 
 mod benchmarks;
+mod edit_cli;
 mod flux;
 mod flux_bench;
+mod flux_lora;
 mod judge_real_server;
 mod metrics_golden;
 mod models;

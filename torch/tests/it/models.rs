@@ -52,7 +52,7 @@ fn rand01(seed: u64, shape: &[i64]) -> Tensor {
 }
 
 /// A fixed batch: x_t, t, conditioning (instructions of different lengths, one unknown word).
-fn inputs(m: &TinyKontext) -> (Tensor, Tensor, Conditioning) {
+fn inputs(m: &dyn EditPolicy) -> (Tensor, Tensor, Conditioning) {
     let b = 3;
     let x = randn(100, &[b, 3, 16, 16]);
     let src = m.encode(&rand01(101, &[b, 3, 16, 16])).unwrap();
@@ -70,9 +70,9 @@ fn inputs(m: &TinyKontext) -> (Tensor, Tensor, Conditioning) {
     (x, t, cond)
 }
 
-fn v(m: &TinyKontext, a: &ActiveAdapter) -> Tensor {
+fn v(m: &dyn EditPolicy, a: &ActiveAdapter) -> Tensor {
     let (x, t, c) = inputs(m);
-    tch::no_grad(|| m.velocity_with(&x, &t, &c, a).unwrap())
+    tch::no_grad(|| m.velocity_with(&x, &t, &c, a, None).unwrap())
 }
 
 /// Fills every LoRA matrix of adapter `name` with N(0, 0.1²) from `seed`.
@@ -134,9 +134,9 @@ fn adapters_switch_and_off_is_the_base() {
     // the active adapter drives `velocity`
     let (x, t, c) = inputs(&m);
     m.set_adapter(ActiveAdapter::theta()).unwrap();
-    assert!(tch::no_grad(|| m.velocity(&x, &t, &c).unwrap()).equal(&theta));
+    assert!(tch::no_grad(|| m.velocity(&x, &t, &c, None).unwrap()).equal(&theta));
     m.set_adapter(ActiveAdapter::Off).unwrap();
-    assert!(tch::no_grad(|| m.velocity(&x, &t, &c).unwrap()).equal(&base));
+    assert!(tch::no_grad(|| m.velocity(&x, &t, &c, None).unwrap()).equal(&base));
 
     // θ_old ← θ: then they agree exactly
     m.copy_adapter(THETA, THETA_OLD).unwrap();
@@ -470,21 +470,21 @@ fn bad_inputs_are_errors() {
     let m = small_model(10);
     let (x, t, c) = inputs(&m);
     let e = m
-        .velocity_with(&x.narrow(1, 0, 2), &t, &c, &ActiveAdapter::Off)
+        .velocity_with(&x.narrow(1, 0, 2), &t, &c, &ActiveAdapter::Off, None)
         .unwrap_err();
     assert_eq!(
         e.to_string(),
         "bad input `x_t`: expected (B, 3, h, w) with h and w positive multiples of 4, got [3, 2, 16, 16]"
     );
     let e = m
-        .velocity_with(&x.narrow(0, 0, 2), &t, &c, &ActiveAdapter::Off)
+        .velocity_with(&x.narrow(0, 0, 2), &t, &c, &ActiveAdapter::Off, None)
         .unwrap_err();
     assert_eq!(
         e.to_string(),
         "bad input `conditioning.source`: batch 3 where 2 was expected"
     );
     let e = m
-        .velocity_with(&x, &t.narrow(0, 0, 2), &c, &ActiveAdapter::Off)
+        .velocity_with(&x, &t.narrow(0, 0, 2), &c, &ActiveAdapter::Off, None)
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -497,12 +497,13 @@ fn bad_inputs_are_errors() {
         e.to_string(),
         "bad input `images`: expected (B, 3, H, W) with H and W multiples of 4, got [1, 3, 10, 16]"
     );
-    let bad = Conditioning {
-        source: c.source.shallow_clone(),
-        text_ids: c.text_ids.shallow_clone() + 1000,
-    };
+    let bad = Conditioning::new(c.source.shallow_clone()).with(
+        "text_ids",
+        c.get("text_ids").unwrap() + 1000,
+        Some(0.0),
+    );
     let e = m
-        .velocity_with(&x, &t, &bad, &ActiveAdapter::Off)
+        .velocity_with(&x, &t, &bad, &ActiveAdapter::Off, None)
         .unwrap_err();
     assert!(
         e.to_string()
@@ -511,7 +512,7 @@ fn bad_inputs_are_errors() {
     );
     // a scalar t is broadcast
     let a = tch::no_grad(|| {
-        m.velocity_with(&x, &Tensor::from(0.5f32), &c, &ActiveAdapter::Off)
+        m.velocity_with(&x, &Tensor::from(0.5f32), &c, &ActiveAdapter::Off, None)
             .unwrap()
     });
     let b = tch::no_grad(|| {
@@ -520,6 +521,7 @@ fn bad_inputs_are_errors() {
             &Tensor::from_slice(&[0.5f32; 3]),
             &c,
             &ActiveAdapter::Off,
+            None,
         )
         .unwrap()
     });
@@ -564,13 +566,19 @@ fn tokenizer() {
 fn padding_is_masked() {
     let m = small_model(13);
     let (x, t, c) = inputs(&m);
-    let padded = Conditioning {
-        source: c.source.shallow_clone(),
-        text_ids: c.text_ids.pad([0, 4], "constant", Some(0.0)),
-    };
-    let a = tch::no_grad(|| m.velocity_with(&x, &t, &c, &ActiveAdapter::Off).unwrap());
+    let padded = Conditioning::new(c.source.shallow_clone()).with(
+        "text_ids",
+        c.get("text_ids")
+            .unwrap()
+            .pad([0, 4], "constant", Some(0.0)),
+        Some(0.0),
+    );
+    let a = tch::no_grad(|| {
+        m.velocity_with(&x, &t, &c, &ActiveAdapter::Off, None)
+            .unwrap()
+    });
     let b = tch::no_grad(|| {
-        m.velocity_with(&x, &t, &padded, &ActiveAdapter::Off)
+        m.velocity_with(&x, &t, &padded, &ActiveAdapter::Off, None)
             .unwrap()
     });
     assert!(max_abs_diff(&a, &b) < 1e-5, "{}", max_abs_diff(&a, &b));
@@ -774,8 +782,8 @@ fn shared_base_models_match_loaded_ones_and_load_once() {
     let b = base.load(Device::Cpu).unwrap();
     assert_eq!(cache.loads(), 1, "two models, one load");
     assert!(cache.bytes() > 0);
-    assert!(v(&a, &ActiveAdapter::Off).equal(&v(&loaded, &ActiveAdapter::Off)));
-    assert!(v(&b, &ActiveAdapter::Off).equal(&v(&loaded, &ActiveAdapter::Off)));
+    assert!(v(&*a, &ActiveAdapter::Off).equal(&v(&*loaded, &ActiveAdapter::Off)));
+    assert!(v(&*b, &ActiveAdapter::Off).equal(&v(&*loaded, &ActiveAdapter::Off)));
     // an adapter of `a` is `a`'s alone
     let lora = LoraConfig {
         r: 2,

@@ -246,12 +246,14 @@ fn fresh_state_equals_the_base_model() {
         .unwrap();
     let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
     let t = Tensor::from_slice(&[0.3f32, 0.8]);
-    let v_ref = m.velocity_with(&x, &t, &cond, &ActiveAdapter::Off).unwrap();
+    let v_ref = m
+        .velocity_with(&x, &t, &cond, &ActiveAdapter::Off, None)
+        .unwrap();
     let v_th = m
-        .velocity_with(&x, &t, &cond, &ActiveAdapter::theta())
+        .velocity_with(&x, &t, &cond, &ActiveAdapter::theta(), None)
         .unwrap();
     let v_old = m
-        .velocity_with(&x, &t, &cond, &ActiveAdapter::theta_old())
+        .velocity_with(&x, &t, &cond, &ActiveAdapter::theta_old(), None)
         .unwrap();
     assert!(v_ref.equal(&v_th) && v_ref.equal(&v_old));
     // Saved and loaded again: the same adapters, and the rollout policy of a base-dir state is

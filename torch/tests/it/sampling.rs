@@ -252,9 +252,9 @@ fn classifier_free_guidance() {
     let uncond = m.unconditional(&cond).unwrap();
     let (vc, vu) = tch::no_grad(|| {
         (
-            m.velocity_with(&eps, &t, &cond, &ActiveAdapter::Off)
+            m.velocity_with(&eps, &t, &cond, &ActiveAdapter::Off, None)
                 .unwrap(),
-            m.velocity_with(&eps, &t, &uncond, &ActiveAdapter::Off)
+            m.velocity_with(&eps, &t, &uncond, &ActiveAdapter::Off, None)
                 .unwrap(),
         )
     });

@@ -170,6 +170,10 @@ impl ClipTextModel {
         self.kind
     }
 
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }

@@ -21,16 +21,19 @@
 //! (`model.safetensors`), `text_encoder_2/`, `tokenizer/` (`vocab.json`, `merges.txt`,
 //! `tokenizer_config.json`), `tokenizer_2/` (`tokenizer.json`), `scheduler/`.
 //!
-//! Every linear layer is a [`super::lora::LoraLinear`], so LoRA adapters (PEFT targets
-//! `attn.to_q`, ..., `attn.to_add_out`) can be added to the transformer later.
+//! Every linear layer is a [`super::lora::LoraLinear`]; [`edit_policy`] makes the pipeline an
+//! [`super::EditPolicy`] with LoRA adapters (PEFT targets `attn.to_q`, ..., `attn.to_add_out`),
+//! and [`lora_export`] writes them in the layout diffusers' `load_lora_weights` reads.
 
 pub mod attention;
 pub mod bench;
 pub mod checkpointing;
 pub mod clip;
 pub mod config;
+pub mod edit_policy;
 pub mod embeddings;
 pub mod layers;
+pub mod lora_export;
 pub mod normalization;
 pub mod pipeline;
 pub mod rope;
@@ -49,6 +52,7 @@ pub use config::{
     AutoencoderKLConfig, ClipTextConfig, FlowMatchEulerDiscreteSchedulerConfig,
     FluxTransformer2DModelConfig, T5Config,
 };
+pub use edit_policy::{BACKEND, FluxKontext};
 pub use pipeline::{EditRequest, FluxKontextPipeline, PromptEmbeds, SourceLatents};
 pub use scheduler::{FlowMatchSchedule, flux_schedule};
 pub use t5::T5EncoderModel;

@@ -135,11 +135,28 @@ pub fn check_repository(dir: &Path) -> Result<ModelIndex, ModelError> {
     Ok(index)
 }
 
+/// Opens every component's weight files (single file, or index + shards) and reads their
+/// headers, before any weights are allocated: a missing shard or an index that does not match
+/// its shards is reported (naming both files) before a device holds anything.
+pub fn check_weight_files(dir: &Path) -> Result<(), ModelError> {
+    use super::weights::{Checkpoint, DIFFUSERS_STEM, TRANSFORMERS_STEM};
+    for (sub, stem) in [
+        ("transformer", DIFFUSERS_STEM),
+        ("vae", DIFFUSERS_STEM),
+        ("text_encoder", TRANSFORMERS_STEM),
+        ("text_encoder_2", TRANSFORMERS_STEM),
+    ] {
+        Checkpoint::open(&dir.join(sub), stem)?;
+    }
+    Ok(())
+}
+
 impl FluxKontextPipeline {
     /// Loads every component of a diffusers `FluxKontextPipeline` directory, weights in
     /// `kind` on `device` (T5's `wo` stays float32 in float16, as transformers keeps it).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
         check_repository(dir)?;
+        check_weight_files(dir)?;
         let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
         let scheduler: FlowMatchEulerDiscreteSchedulerConfig = read_config(&scheduler_path)?;
         scheduler.validate()?;

@@ -200,6 +200,10 @@ impl T5EncoderModel {
         self.kind
     }
 
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
     pub fn device(&self) -> Device {
         self.vs.device()
     }

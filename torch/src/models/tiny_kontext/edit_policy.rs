@@ -13,6 +13,25 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+/// The name of tiny-kontext's encoding in a [`Conditioning`]: instruction token ids `(B, L)`
+/// int64, padded with [`TinyKontext::pad_token_id`] (the text encoder runs in the forward).
+pub const TEXT_IDS: &str = "text_ids";
+
+impl TinyKontext {
+    /// The id [`TinyKontext::tokenize`] pads with.
+    pub fn pad_token_id(&self) -> i64 {
+        super::super::tokenizer::PAD_ID
+    }
+
+    /// Tokenises instructions for the `text_ids` encoding (`""` is the unconditional one).
+    pub fn tokenize(&self, instructions: &[&str]) -> Result<Tensor, ModelError> {
+        Ok(self
+            .text_encoder
+            .tokenizer
+            .encode_batch(instructions, self.device()))
+    }
+}
+
 impl EditPolicy for TinyKontext {
     fn backend(&self) -> &str {
         BACKEND
@@ -65,15 +84,26 @@ impl EditPolicy for TinyKontext {
         self.cfg.scheduler.clone()
     }
 
-    fn pad_token_id(&self) -> i64 {
-        super::super::tokenizer::PAD_ID
-    }
-
-    fn tokenize(&self, instructions: &[&str]) -> Result<Tensor, ModelError> {
-        Ok(self
-            .text_encoder
-            .tokenizer
-            .encode_batch(instructions, self.device()))
+    fn condition(
+        &self,
+        source_latent: &Tensor,
+        instructions: &[&str],
+    ) -> Result<Conditioning, ModelError> {
+        if source_latent.size().first() != Some(&(instructions.len() as i64)) {
+            return Err(input_err(
+                "instructions",
+                format!(
+                    "{} instructions for a batch of {:?}",
+                    instructions.len(),
+                    source_latent.size()
+                ),
+            ));
+        }
+        Ok(Conditioning::new(source_latent.shallow_clone()).with(
+            TEXT_IDS,
+            self.tokenize(instructions)?,
+            Some(self.pad_token_id() as f64),
+        ))
     }
 
     fn velocity_with(
@@ -82,6 +112,7 @@ impl EditPolicy for TinyKontext {
         t: &Tensor,
         cond: &Conditioning,
         adapter: &ActiveAdapter,
+        _guidance: Option<f64>,
     ) -> Result<Tensor, ModelError> {
         if let Some(n) = adapter.name() {
             self.check_name(n, true)?;

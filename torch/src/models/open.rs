@@ -1,0 +1,105 @@
+//! The backend seam: [`open`] picks a model directory's backend from what the directory holds
+//! and returns it as a boxed [`EditPolicy`]; [`weights_digest`] names a directory's weights.
+//!
+//! - `model_index.json` naming `FluxKontextPipeline` (a diffusers repository as
+//!   `save_pretrained` writes it): [`Backend::FluxKontext`].
+//! - `config.json` + `model.safetensors` (what `pretrain` writes): [`Backend::TinyKontext`].
+//!
+//! A trait object rather than an enum: rollout, training and evaluation only use the trait,
+//! and a new backend then touches this file and its own folder only.
+
+use super::error::ModelError;
+use super::flux_kontext::pipeline::check_repository;
+use super::policy::EditPolicy;
+use super::tiny_kontext::TinyKontext;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// The backends a model directory can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    TinyKontext,
+    FluxKontext,
+}
+
+impl Backend {
+    /// What `dir` holds, or an error naming the file that is missing or wrong.
+    pub fn detect(dir: &Path) -> Result<Backend, ModelError> {
+        let bad = |path: PathBuf, message: String| ModelError::Config { path, message };
+        if !dir.is_dir() {
+            return Err(bad(dir.to_path_buf(), "not a directory".into()));
+        }
+        if dir.join("model_index.json").is_file() {
+            check_repository(dir)?;
+            return Ok(Backend::FluxKontext);
+        }
+        let config = dir.join(super::checkpoint::CONFIG_FILE);
+        if config.is_file() {
+            let v: serde_json::Value = super::checkpoint::read_json(&config)?;
+            if let Some(class) = v.get("_class_name").and_then(|c| c.as_str()) {
+                return Err(bad(
+                    config,
+                    format!(
+                        "a diffusers `{class}` component, not a model: pass the repository \
+                         root (the directory with `model_index.json`)"
+                    ),
+                ));
+            }
+            if dir.join(super::checkpoint::WEIGHTS_FILE).is_file() {
+                return Ok(Backend::TinyKontext);
+            }
+            return Err(bad(
+                dir.join(super::checkpoint::WEIGHTS_FILE),
+                "missing (a tiny-kontext model directory has `config.json` + `model.safetensors`)"
+                    .into(),
+            ));
+        }
+        Err(bad(
+            dir.to_path_buf(),
+            "not a model directory: expected `model_index.json` (a diffusers FLUX.1 Kontext \
+             repository) or `config.json` + `model.safetensors` (tiny-kontext)"
+                .into(),
+        ))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::TinyKontext => super::tiny_kontext::BACKEND,
+            Backend::FluxKontext => super::flux_kontext::BACKEND,
+        }
+    }
+}
+
+/// The model in `dir` on `device`, its base frozen, as its backend's [`EditPolicy`].
+pub fn open(dir: &Path, device: Device) -> Result<Box<dyn EditPolicy>, ModelError> {
+    Ok(match Backend::detect(dir)? {
+        Backend::TinyKontext => Box::new(TinyKontext::load(dir, device)?),
+        Backend::FluxKontext => Box::new(super::flux_kontext::FluxKontext::load(dir, device)?),
+    })
+}
+
+/// A file's BLAKE3 ([`cocoflow_tasks::weights::file_digest`]: hashed once per (path, size,
+/// mtime) and machine).
+pub fn file_digest(path: &Path) -> Result<String, ModelError> {
+    cocoflow_tasks::weights::file_digest(path).map_err(|source| ModelError::Io {
+        op: "read",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The digest of a model directory's weights: tiny-kontext, BLAKE3 of `model.safetensors`;
+/// a FLUX.1 Kontext repository, [`cocoflow_tasks::weights::dir_digest`] (every file, by
+/// reference: nothing is copied).
+pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
+    match Backend::detect(dir)? {
+        Backend::TinyKontext => file_digest(&dir.join(super::checkpoint::WEIGHTS_FILE)),
+        Backend::FluxKontext => {
+            cocoflow_tasks::weights::dir_digest(dir).map_err(|source| ModelError::Io {
+                op: "read",
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    }
+}
