@@ -1,6 +1,7 @@
-//! Shared by the integration tests of this crate (`mod common;`): run a workflow through the
-//! engine, in-process, with a store and a journal in a directory of its own, and read what
-//! its instances produced.
+//! Shared by the integration tests of cocoflow-tasks and cocoflow-torch (`mod common;`; the
+//! torch crate's test binary includes this file by path): run a workflow through the engine,
+//! in-process, with a store and a journal in a directory of its own, and read what its
+//! instances produced. Each test binary's root defines `register_kinds`, the kinds it runs.
 #![allow(dead_code)] // each test file uses a part
 
 use cocoflow_engine::kind::Registry;
@@ -14,10 +15,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The engine's built-in kinds and this crate's torch-free ones (run here).
+/// The engine's built-in kinds and those of the test binary's crate.
 pub fn registry() -> Registry {
     let mut r = Registry::with_builtins();
-    cocoflow_tasks::register_torch_free(&mut r);
+    super::register_kinds(&mut r);
     r
 }
 

@@ -4,6 +4,11 @@
 
 mod common;
 
+/// The kinds the shared workflow runner (`common`) registers: the torch-free ones, run here.
+fn register_kinds(r: &mut cocoflow_engine::kind::Registry) {
+    cocoflow_tasks::register_torch_free(r);
+}
+
 mod curate;
 mod judge_curation;
 mod judge_http;

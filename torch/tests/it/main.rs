@@ -5,7 +5,13 @@
 //! ignored here, never as passed, and run with `cargo test -p cocoflow-torch --test it --
 //! --ignored cuda` on a GPU machine.
 
+#[path = "../../../tasks/tests/it/common.rs"]
 mod common;
+
+/// The kinds the shared workflow runner (`common`) registers: every kind of this crate.
+fn register_kinds(r: &mut cocoflow_engine::kind::Registry) {
+    cocoflow_torch::register(r);
+}
 
 mod benchmarks;
 mod edit_cli;
