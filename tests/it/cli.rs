@@ -253,10 +253,13 @@ fn pretrain_killed_mid_run_resumes_to_bit_identical_weights() {
     let logs = b.path().join(".cocoflow/logs");
     let t0 = std::time::Instant::now();
     let killed_at = loop {
+        // Any run folder's `base.1.log` (the logs folder also holds `workers/`).
         let step = std::fs::read_dir(&logs)
             .ok()
-            .and_then(|mut runs| runs.next())
-            .and_then(|r| std::fs::read_to_string(r.unwrap().path().join("base.1.log")).ok())
+            .and_then(|runs| {
+                runs.flatten()
+                    .find_map(|r| std::fs::read_to_string(r.path().join("base.1.log")).ok())
+            })
             .and_then(|s| {
                 s.lines()
                     .filter_map(|l| {
