@@ -898,6 +898,62 @@ fn expand_sweep(
         });
     }
 
+    if let Some(seeds) = &sweep.seeds {
+        let spath = join(path, "seeds");
+        if depth > 0 {
+            return Err(ctx.err(
+                &spath,
+                "`seeds` belongs in the workflow's own `sweep`, not in an included sweep file",
+            ));
+        }
+        let (param, values) = match seeds {
+            raw::RawSeeds::Values(v) => ("seed", v),
+            raw::RawSeeds::Param { param, values } => (param.as_str(), values),
+        };
+        if values.is_empty() {
+            return Err(ctx.err(&spath, "`seeds` has no values"));
+        }
+        let mut checked = Vec::new();
+        for (i, y) in values.iter().enumerate() {
+            let (v, text) = check_param(
+                &format!("{spath}[{i}]"),
+                param,
+                y,
+                &format!("{param}={}", yaml_text(y)),
+            )?;
+            checked.push((v, text));
+        }
+        let base = if arms.is_empty() {
+            vec![Arm {
+                name: String::new(),
+                params: IndexMap::new(),
+            }]
+        } else {
+            std::mem::take(&mut arms)
+        };
+        for arm in base {
+            if arm.params.contains_key(param) {
+                return Err(ctx.err(
+                    &spath,
+                    format!(
+                        "arm `{}` sets `{param}` itself, which `seeds` varies: remove it from the arm",
+                        arm.name
+                    ),
+                ));
+            }
+            for (v, text) in &checked {
+                let mut params = arm.params.clone();
+                params.insert(param.to_string(), v.clone());
+                let name = if arm.name.is_empty() {
+                    format!("{param}={text}")
+                } else {
+                    format!("{},{param}={text}", arm.name)
+                };
+                arms.push(Arm { name, params });
+            }
+        }
+    }
+
     let mut seen = std::collections::HashSet::new();
     for (i, arm) in arms.iter().enumerate() {
         if !seen.insert(arm.name.clone()) {

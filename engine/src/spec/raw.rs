@@ -43,6 +43,19 @@ pub struct RawSweep {
     /// An explicit list of arms.
     #[serde(default)]
     pub arms: Vec<RawArm>,
+    /// Repeats: every arm crossed with each value of one param (`seed` unless named), arm
+    /// names suffixed `,<param>=<value>`. Only in the workflow's own `sweep`.
+    #[serde(default)]
+    pub seeds: Option<RawSeeds>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSeeds {
+    /// `seeds: [0, 1, 2]`: values of the param `seed`.
+    Values(Vec<Yaml>),
+    /// `seeds: {param: rl_seed, values: [0, 1, 2]}`.
+    Param { param: String, values: Vec<Yaml> },
 }
 
 #[derive(Debug, Deserialize)]

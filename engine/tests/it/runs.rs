@@ -75,6 +75,92 @@ fn sweep_shares_its_prefix_and_reruns_are_cached() {
     assert!(err.contains("12 cached"), "{err}");
 }
 
+/// `sweep.seeds` crosses every arm with each seed (names `<arm>,seed=<v>`); a task whose
+/// params do not use the seed stays shared, one that does runs per seed; errors name the key.
+#[test]
+fn seeds_repeat_every_arm() {
+    let p = Project::new();
+    let wf = format!(
+        r#"
+name: seeds
+params: {{root: '{root}', seed: 0, lr: 0.1}}
+sweep:
+  arms:
+    - {{name: a, params: {{lr: 0.1}}}}
+    - {{name: b, params: {{lr: 0.2}}}}
+  seeds: [0, 1, 2]
+tasks:
+  data:
+    kind: shell
+    params:
+      cmd: 'echo data >> "$LOG"; echo rows > d.txt'
+      env: {{LOG: "${{root}}/exec.log"}}
+      outputs: {{d: d.txt}}
+  train:
+    kind: shell
+    inputs: {{d: data.d}}
+    params:
+      cmd: 'echo "train ${{lr}} ${{seed}} ${{arm}}" >> "$LOG"; echo x > m.txt'
+      env: {{LOG: "${{root}}/exec.log"}}
+      outputs: {{m: m.txt}}
+"#,
+        root = p.path().display()
+    );
+    p.write("w.yaml", &wf);
+    let (code, _, err) = p.run(&["run", "w.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let mut log = p.lines("exec.log");
+    log.sort();
+    assert_eq!(
+        log,
+        vec![
+            "data",
+            "train 0.1 0 a,seed=0",
+            "train 0.1 1 a,seed=1",
+            "train 0.1 2 a,seed=2",
+            "train 0.2 0 b,seed=0",
+            "train 0.2 1 b,seed=1",
+            "train 0.2 2 b,seed=2",
+        ]
+    );
+    // A named param; an arm that sets it; a value of the wrong type; seeds alone.
+    for (sweep, want) in [
+        (
+            "  arms: [{name: a, params: {seed: 1}}]\n  seeds: [0, 1]\n",
+            "arm `a` sets `seed` itself",
+        ),
+        (
+            "  seeds: {param: lr, values: [0.1, fast]}\n",
+            "sets param `lr` to a string",
+        ),
+        (
+            "  seeds: {param: nope, values: [1]}\n",
+            "`nope`, which is not a param",
+        ),
+        ("  seeds: []\n", "`seeds` has no values"),
+    ] {
+        p.write(
+            "bad.yaml",
+            &format!("name: x\nparams: {{seed: 0, lr: 0.1}}\nsweep:\n{sweep}tasks:\n  t: {{kind: noop}}\n"),
+        );
+        let (code, _, err) = p.run(&["plan", "bad.yaml"]);
+        assert_ne!(code, 0, "{sweep}");
+        assert!(err.contains(want), "{sweep}: {err}");
+    }
+    p.write(
+        "only.yaml",
+        "name: x\nparams: {seed: 0}\nsweep:\n  seeds: {param: seed, values: [4, 5]}\ntasks:\n  t: {kind: shell, params: {cmd: 'echo ${seed} > o.txt', outputs: {o: o.txt}}}\n",
+    );
+    let plan = p.plan_json("only.yaml");
+    let names: Vec<&str> = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["t[seed=4]", "t[seed=5]"], "{plan}");
+}
+
 #[test]
 fn a_failing_arm_does_not_stop_other_arms() {
     let p = sweep_project();
