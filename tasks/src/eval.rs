@@ -43,13 +43,34 @@ impl Protocol {
     }
 }
 
-/// Edit types whose keep region is scored (the synthetic world's global types and the
+/// Edit types with a located edit region (the synthetic world's global types and the
 /// benchmarks' style/tone/extract types change the whole image).
 pub fn is_local_type(t: &str) -> bool {
     !matches!(
         t,
         "tone" | "style" | "style_change" | "tone_transfer" | "extract" | "global"
     )
+}
+
+/// The default cap on per-sample PSNR inside means, in dB: `20·log10(255·√12)` ≈ 58.92, the
+/// PSNR of 8-bit rounding noise (MSE = (1/255)²/12). An identical keep region (PSNR = ∞,
+/// `null` in records) counts as "identical up to 8-bit quantisation", not as a number that
+/// outweighs every real sample (a 100 dB cap made a few unchanged images dominate a mean).
+pub const PSNR_CAP_DB: f64 = 58.92;
+
+/// Additions: the new object has no fixed location, so an annotated mask does not bound what
+/// may change (paper §3.3 excludes "addition" from the consistency metrics).
+pub fn is_addition_type(t: &str) -> bool {
+    matches!(
+        t,
+        "add" | "addition" | "subject-add" | "subject_add" | "object_addition"
+    )
+}
+
+/// Edit types whose keep region gets masked PSNR/SSIM in evaluation (paper §3.3,
+/// method-spec §8): local types except additions.
+pub fn has_consistency_metrics(t: &str) -> bool {
+    is_local_type(t) && !is_addition_type(t)
 }
 
 /// The OpenAI-compatible judge a benchmark protocol asks.
@@ -179,5 +200,41 @@ pub fn judge_chunk(
                 .collect()
         }
         (None, None) => unreachable!("one judge is built"),
+    }
+}
+
+#[cfg(test)]
+mod consistency_tests {
+    use super::*;
+
+    #[test]
+    fn additions_and_global_types_get_no_consistency_metrics() {
+        for t in [
+            "add",
+            "subject-add",
+            "addition",
+            "tone",
+            "style_change",
+            "extract",
+        ] {
+            assert!(!has_consistency_metrics(t), "{t}");
+        }
+        for t in [
+            "remove",
+            "replace",
+            "subject-remove",
+            "attribute",
+            "background",
+            "motion",
+        ] {
+            assert!(has_consistency_metrics(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_psnr_cap_is_the_psnr_of_8_bit_rounding_noise() {
+        let mse = (1.0f64 / 255.0).powi(2) / 12.0;
+        let want = 10.0 * (1.0 / mse).log10();
+        assert!((PSNR_CAP_DB - want).abs() < 0.005, "{want}");
     }
 }

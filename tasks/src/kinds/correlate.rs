@@ -37,7 +37,7 @@ impl Default for CorrelateParams {
     fn default() -> Self {
         CorrelateParams {
             x: "judge_quality".into(),
-            psnr_cap_db: 100.0,
+            psnr_cap_db: crate::eval::PSNR_CAP_DB,
         }
     }
 }

@@ -8,8 +8,10 @@
 //!
 //! Scores: the judge's editing effect, visual quality and overall (their mean, in [0, 1]) for
 //! every sample; masked PSNR (dB), SSIM and r_sim on the keep mask (1 − edit mask) for local
-//! edit types only (method-spec §8), on the edited image as saved (8-bit). In means, PSNR is
-//! capped at `psnr_cap_db` (default 100 dB; identical keep regions have PSNR = ∞). Per type
+//! edit types except additions (paper §3.3, method-spec §8: [`crate::eval::has_consistency_metrics`])
+//! and only for records with a mask (never the whole image), on the edited image as saved
+//! (8-bit). In means, PSNR is capped at `psnr_cap_db` (default [`crate::eval::PSNR_CAP_DB`]
+//! ≈ 58.92 dB, 8-bit rounding noise; identical keep regions have PSNR = ∞). Per type
 //! the mean over its samples; overall = the unweighted mean over types (judge) and the mean
 //! over local samples (PSNR, SSIM). A judge failure leaves the sample out of the judge means
 //! and is counted (`judge_invalid`), never scored.
@@ -84,7 +86,7 @@ impl Default for EvalParams {
             limit: None,
             judge: JudgeParams::default(),
             metrics: MetricsConfig::default(),
-            psnr_cap_db: 100.0,
+            psnr_cap_db: crate::eval::PSNR_CAP_DB,
             max_invalid_fraction: 0.1,
             label: None,
             arm: None,

@@ -8,8 +8,8 @@ use crate::data::{Dataset, RecordTensors as _};
 use crate::device::select_device;
 use crate::error::fail;
 use crate::eval::{
-    Protocol, bench_judge, edit_chunk, is_local_type, judge_chunk, load_policy, safe_name,
-    sample_seed,
+    Protocol, bench_judge, edit_chunk, has_consistency_metrics, judge_chunk, load_policy,
+    safe_name, sample_seed,
 };
 use crate::judge::{Judge, JudgeImage, JudgeImageTensor as _, JudgeRequest, pool_concurrency};
 use crate::metrics::masked_metrics;
@@ -155,8 +155,9 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
                 let file = format!("images/{}.png", safe_name(&r.key));
                 crate::imageio::tensor::save_rgb(&out.join(&file), &edited.get(i as i64))
                     .map_err(|e| fail(&r.key, &e))?;
-                // A benchmark's keep region is its mask: none, no pixel metrics.
-                let local = is_local_type(&et) && (p.protocol.is_synthetic() || has_mask[i]);
+                // The keep region is the record's mask: none, no pixel metrics (never the
+                // whole image); additions and global types have none by protocol.
+                let local = has_consistency_metrics(&et) && has_mask[i];
                 let m = pm[i].as_ref().ok().filter(|_| local);
                 records.push(EvalRecord {
                     key: r.key.clone(),

@@ -505,9 +505,10 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     let add_o = (24f64.sqrt() + 3.0) / 2.0;
     close(&add["bench_score"], add_o);
     close(&add["judge_overall"], (24f64.sqrt() / 10.0 + 0.3) / 2.0);
-    // Only g-add-1 has a mask: its keep region is unchanged (PSNR ∞, capped at 100).
-    close(&add["psnr_db"], 100.0);
-    assert!((add["ssim"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // Additions get no masked PSNR/SSIM (paper §3.3: no fixed location), even g-add-1, which
+    // has a mask (issue 15, fix 4).
+    assert_eq!(add["psnr_db"], Value::Null);
+    assert_eq!(add["ssim"], Value::Null);
     let style = row(&t, "style_change");
     close(&style["bench_sc"], 10.0);
     close(&style["bench_pq"], 4.0);
@@ -520,7 +521,11 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     close(&all["bench_score"], (add_o + 40f64.sqrt()) / 2.0);
     close(&all["bench_sc"], (4.5 + 10.0) / 2.0);
     close(&all["bench_pq"], (3.5 + 4.0) / 2.0);
-    close(&all["psnr_db"], 100.0);
+    assert_eq!(
+        all["psnr_db"],
+        Value::Null,
+        "no type with consistency metrics"
+    );
     let recs = records(&rep);
     assert_eq!(recs.len(), 3);
     let g1 = &recs[0];
@@ -534,7 +539,7 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     close(&g1["bench"]["score"], 24f64.sqrt());
     close(&g1["judge_effect"], 0.6);
     close(&g1["judge_quality"], 0.4);
-    assert!((g1["ssim"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert_eq!(g1["ssim"], Value::Null, "an addition: no pixel metrics");
     assert_eq!(recs[1]["key"], "g-add-2");
     assert_eq!(recs[1]["ssim"], Value::Null, "no mask: no pixel metrics");
     assert!(rep.join("images/g-style-1.png").is_file());
@@ -545,7 +550,7 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     );
     assert!(
         md.contains(&format!(
-            "| subject-add | 2 | 4.500 | 3.500 | {:.3} | 0 | 100.00 | 1.0000 |",
+            "| subject-add | 2 | 4.500 | 3.500 | {:.3} | 0 | – | – |",
             add_o
         )),
         "{md}"
@@ -566,7 +571,7 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     close(&add["bench_score"], 3.5);
     close(&add["judge_overall"], (0.75 + 0.5) / 2.0);
     assert_eq!(add.get("bench_sc"), None);
-    close(&add["psnr_db"], 100.0);
+    assert_eq!(add["psnr_db"], Value::Null, "an addition");
     let remove = row(&t, "remove");
     assert_eq!(remove["judge_invalid"], 1);
     assert_eq!(remove.get("bench_score"), None);
@@ -597,12 +602,6 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     let img = image::open(rep.join("images/3.png")).unwrap();
     assert_eq!((img.width(), img.height()), (24, 16));
     let md = std::fs::read_to_string(rep.join("table.md")).unwrap();
-    assert!(
-        md.contains("| add | 2 | 3.500 | 0 | 100.00 | 1.0000 |"),
-        "{md}"
-    );
-    assert!(
-        md.contains("| overall | 4 | 2.750 | 1 | 100.00 | 1.0000 |"),
-        "{md}"
-    );
+    assert!(md.contains("| add | 2 | 3.500 | 0 | – | – |"), "{md}");
+    assert!(md.contains("| overall | 4 | 2.750 | 1 | – | – |"), "{md}");
 }
