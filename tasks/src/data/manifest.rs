@@ -180,6 +180,16 @@ impl Dataset {
 }
 
 impl Record {
+    /// The instruction a training sample is conditioned and judged on: the refined one of
+    /// curation stage 2 when the record has one, else the original (paper §3.1,
+    /// method-spec §6). Benchmarks keep their own wording (they have no refined one).
+    pub fn training_instruction(&self) -> &str {
+        match &self.instruction_refined {
+            Some(r) if !r.trim().is_empty() => r,
+            _ => &self.instruction,
+        }
+    }
+
     /// (field, relative path) of every file the record names.
     pub fn files(&self) -> Vec<(&'static str, &str)> {
         let mut v = vec![("source", self.source.as_str())];

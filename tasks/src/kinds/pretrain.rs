@@ -40,6 +40,12 @@ pub struct PretrainParams {
     /// gave a mean editing effect of 0.17, with weight 4 of 0.25). Records without an
     /// `edit_mask` weigh 1 everywhere.
     pub edit_weight: f64,
+    /// Fraction of training samples conditioned on the record's refined instruction (curation
+    /// stage 2, paper §3.1) where it has one, drawn per sample and step from the stream
+    /// `(seed, pretrain/phrasing/<step>)`; the rest on the original wording. The base then
+    /// follows both phrasings, as a general editing model does: RL conditions on the refined
+    /// one (method-spec §6). 0 = original only (the behaviour of kind version 2).
+    pub refined_fraction: f64,
     pub checkpoint_every: u64,
     pub log_every: u64,
     pub threads: Option<i32>,
@@ -70,6 +76,7 @@ impl Default for PretrainParams {
             grad_clip: 1.0,
             t_sampling: TSampling::default(),
             edit_weight: 4.0,
+            refined_fraction: 0.5,
             checkpoint_every: 50,
             log_every: 25,
             threads: None,
@@ -124,6 +131,12 @@ fn check(p: &PretrainParams) -> Result<(), ParamError> {
             format!("must be ≥ 1, got {}", p.edit_weight),
         ));
     }
+    if !(0.0..=1.0).contains(&p.refined_fraction) {
+        return Err(bad(
+            "refined_fraction",
+            format!("must be in [0, 1], got {}", p.refined_fraction),
+        ));
+    }
     if p.checkpoint_every == 0 || p.log_every == 0 {
         return Err(bad(
             "checkpoint_every",
@@ -144,7 +157,7 @@ pub struct Pretrain;
 impl Kind for Pretrain {
     type Params = PretrainParams;
     const NAME: &'static str = "pretrain";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const DESCRIBE: &'static str =
         "supervised flow matching of a base editing model (tiny-kontext) on a dataset";
     const INPUTS: Option<&'static [Input]> =

@@ -63,7 +63,7 @@ pub struct Rollout;
 impl Kind for Rollout {
     type Params = RolloutParams;
     const NAME: &'static str = "rollout";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DESCRIBE: &'static str =
         "RL rollouts: K samples per prompt from θ_old (x0, σ schedule, seeds, decoded images)";
     const INPUTS: Option<&'static [Input]> = Some(&[

@@ -103,10 +103,7 @@ pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
         let index = Tensor::from_slice(&idx).to_device(device);
         let x0 = tgt_lat.index_select(0, &index);
         let src = src_lat.index_select(0, &index);
-        let ins: Vec<&str> = idx
-            .iter()
-            .map(|&i| data.instructions[i as usize].as_str())
-            .collect();
+        let ins = data.phrasings(p.seed, step, &idx, p.refined_fraction);
         let cond = model
             .condition(&src, &ins)
             .map_err(|e| TaskError::Failed(format!("conditioning: {e}")))?;

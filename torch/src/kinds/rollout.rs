@@ -171,7 +171,7 @@ fn gather_prompts(ds: &Dataset, p: &RolloutParams, iteration: u64) -> Result<Pro
         groups.push(GroupEntry {
             index: g,
             record: r.key.clone(),
-            instruction: r.instruction.clone(),
+            instruction: r.training_instruction().to_string(),
             source_digest: digest,
             edit_type: r.edit_type.clone(),
         });

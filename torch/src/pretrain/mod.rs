@@ -43,6 +43,27 @@ pub struct TrainSet {
     /// `(N, 1, H, W)` edit masks (1 = changes); zeros where a record has none.
     pub masks: Tensor,
     pub instructions: Vec<String>,
+    /// Each record's refined instruction, where it has one.
+    pub refined: Vec<Option<String>>,
+}
+
+impl TrainSet {
+    /// The instruction of each drawn record `idx` at `step`: the refined one with probability
+    /// `refined_fraction` where the record has one (stream `(seed, pretrain/phrasing/<step>)`,
+    /// one draw per sample), else the original.
+    pub fn phrasings(&self, seed: u64, step: u64, idx: &[i64], refined_fraction: f64) -> Vec<&str> {
+        let mut rng = StreamRng::derive(seed, &format!("pretrain/phrasing/{step}"));
+        idx.iter()
+            .map(|&i| {
+                let i = i as usize;
+                let u = rng.uniform();
+                match &self.refined[i] {
+                    Some(r) if u < refined_fraction => r.as_str(),
+                    _ => self.instructions[i].as_str(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Every record with a `target` image of the dataset at `root` (one image size for all).
@@ -57,6 +78,7 @@ pub fn load_train_set(root: &std::path::Path, log: &dyn Fn(String)) -> Result<Tr
         ));
     }
     let (mut src, mut tgt, mut ins, mut masks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut refined = Vec::new();
     let mut size: Option<Vec<i64>> = None;
     for r in &ds.records {
         let Some(t) = ds
@@ -89,6 +111,11 @@ pub fn load_train_set(root: &std::path::Path, log: &dyn Fn(String)) -> Result<Tr
         src.push(s);
         tgt.push(t);
         ins.push(r.instruction.clone());
+        refined.push(
+            r.instruction_refined
+                .clone()
+                .filter(|t| !t.trim().is_empty()),
+        );
     }
     if src.is_empty() {
         return Err(TaskError::Failed(format!(
@@ -101,6 +128,7 @@ pub fn load_train_set(root: &std::path::Path, log: &dyn Fn(String)) -> Result<Tr
         targets: Tensor::stack(&tgt, 0),
         masks: Tensor::stack(&masks, 0),
         instructions: ins,
+        refined,
     })
 }
 
