@@ -22,7 +22,11 @@ pub struct NftTrainParams {
     pub seed: u64,
     // --- NftConfig (method-spec §4) ---
     pub beta: f64,
-    pub adv_clip: f64,
+    /// The loss's `adv_clip` (policy term × adv_clip/β). It is the same number as the reward
+    /// normaliser's `adv_clip` (`Z = adv_clip·(std + 1e−4)`, method-spec §3–4), so by default
+    /// (`null`) it is read from the `rewards` input; a value given here must equal it (the
+    /// task fails naming both). With the `constant` normaliser it must be given.
+    pub adv_clip: Option<f64>,
     pub kl_weight: f64,
     pub lambda_ner: f64,
     pub lambda_er: f64,
@@ -57,10 +61,10 @@ impl Default for NftTrainParams {
         NftTrainParams {
             seed: 0,
             beta: 1.0,
-            adv_clip: 5.0,
+            adv_clip: None,
             kl_weight: 1e-4,
-            lambda_ner: 0.0,
-            lambda_er: 0.0,
+            lambda_ner: 0.2,
+            lambda_er: 0.2,
             tau_plus: 1e-3,
             tau_minus: TauMinus::default(),
             distance: Distance::default(),
@@ -85,10 +89,31 @@ impl Default for NftTrainParams {
 }
 
 impl NftTrainParams {
-    pub fn nft_config(&self) -> NftConfig {
-        NftConfig {
+    /// The loss settings, with `adv_clip` resolved against the reward normaliser that made
+    /// the `rewards` input (its `adv_clip` under `global-std`, `None` under `constant`).
+    pub fn nft_config(&self, reward_adv_clip: Option<f64>) -> Result<NftConfig, String> {
+        let adv_clip = match (self.adv_clip, reward_adv_clip) {
+            (None, Some(r)) => r,
+            (Some(a), Some(r)) if a == r => a,
+            (Some(a), Some(r)) => {
+                return Err(format!(
+                    "`adv_clip` is {a} but the `rewards` input was normalised with \
+                     `normalizer.adv_clip` {r}: they are one parameter (method-spec §3–4); \
+                     set it on the `reward` task and leave `adv_clip` unset here"
+                ));
+            }
+            (Some(a), None) => a,
+            (None, None) => {
+                return Err(
+                    "the `rewards` input used the `constant` normaliser, which has no \
+                     `adv_clip`: set `adv_clip` (the loss's adv_clip/β factor) explicitly"
+                        .into(),
+                );
+            }
+        };
+        Ok(NftConfig {
             beta: self.beta,
-            adv_clip: self.adv_clip,
+            adv_clip,
             kl_weight: self.kl_weight,
             lambda_ner: self.lambda_ner,
             lambda_er: self.lambda_er,
@@ -99,7 +124,7 @@ impl NftTrainParams {
             mask_down: self.mask_down,
             ner: self.ner,
             er: self.er,
-        }
+        })
     }
 }
 
@@ -119,7 +144,9 @@ fn check(p: &NftTrainParams) -> Result<(), ParamError> {
         }
     };
     pos("beta", p.beta)?;
-    pos("adv_clip", p.adv_clip)?;
+    if let Some(a) = p.adv_clip {
+        pos("adv_clip", a)?;
+    }
     nonneg("kl_weight", p.kl_weight)?;
     nonneg("lambda_ner", p.lambda_ner)?;
     nonneg("lambda_er", p.lambda_er)?;
@@ -154,7 +181,7 @@ pub struct NftTrain;
 impl Kind for NftTrain {
     type Params = NftTrainParams;
     const NAME: &'static str = "nft-train";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DESCRIBE: &'static str =
         "RL update: DiffusionNFT loss + region regularisers, one AdamW step on θ (state → state)";
     const INPUTS: Option<&'static [Input]> = Some(&[
@@ -170,5 +197,36 @@ impl Kind for NftTrain {
 
     fn validate(&self, p: &NftTrainParams) -> Result<(), ParamError> {
         check(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15, fix 6: the loss's adv_clip is the reward normaliser's, not a second number.
+    #[test]
+    fn adv_clip_is_read_from_the_rewards_and_a_different_one_is_refused() {
+        let p = NftTrainParams::default();
+        assert_eq!(p.nft_config(Some(3.0)).unwrap().adv_clip, 3.0);
+        let p = NftTrainParams {
+            adv_clip: Some(5.0),
+            ..NftTrainParams::default()
+        };
+        assert_eq!(p.nft_config(Some(5.0)).unwrap().adv_clip, 5.0);
+        let e = p.nft_config(Some(3.0)).unwrap_err();
+        assert!(e.contains("`adv_clip` is 5") && e.contains("3"), "{e}");
+        assert_eq!(p.nft_config(None).unwrap().adv_clip, 5.0);
+        let e = NftTrainParams::default().nft_config(None).unwrap_err();
+        assert!(e.contains("constant"), "{e}");
+    }
+
+    /// Issue 15, fix 6: the regularisers are on by default, so their weights are not 0 (a
+    /// silent no-op); the defaults are the paper's FLUX.1 Kontext values (method-spec §4).
+    #[test]
+    fn default_regularisers_have_nonzero_weights() {
+        let c = NftTrainParams::default().nft_config(Some(5.0)).unwrap();
+        assert!(c.ner && c.er);
+        assert_eq!((c.lambda_ner, c.lambda_er), (0.2, 0.2));
     }
 }

@@ -8,6 +8,7 @@ use crate::error::fail;
 use crate::models::{THETA, Trainable};
 use crate::rl::adamw::{AdamWConfig, clip_grad_norm};
 use crate::rl::nft_train;
+use crate::rl::reward::Normalizer;
 use crate::rl::state::{self, BannedGroup, NormRecord};
 use cocoflow_engine::kind::{TaskCtx, TaskError};
 use serde_json::json;
@@ -67,7 +68,13 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     }
     let t_all = RolloutTensors::read(&rdir, &m).map_err(fail)?;
     let step = st.info.step;
-    let cfg = p.nft_config();
+    let reward_adv_clip = match rw.config.normalizer {
+        Normalizer::GlobalStd { adv_clip } => Some(adv_clip),
+        Normalizer::Constant { .. } => None,
+    };
+    let cfg = p
+        .nft_config(reward_adv_clip)
+        .map_err(|e| TaskError::Params(e))?;
 
     let acc = nft_train::accumulate(
         &mut *st.model,

@@ -4,7 +4,8 @@
 //! excluded; stream `nft/<step>/perm/<sample>`), with fresh noise ε (stream
 //! `nft/<step>/eps/<sample>/<slot>`): `x_t = (1 − t)·x0 + t·ε`; `v_old` (θ_old) and `v_ref`
 //! (adapters off) without gradient, `v_θ` with; [`nft_loss`]; the backward of each
-//! micro-batch and timestep is scaled by `1/(micro-batches × timesteps)`. The `nft-train`
+//! micro-batch and timestep is scaled by `(samples in it)/(samples in the loss × timesteps)`, so
+//! the gradient is the mean over samples whatever the micro-batch size. The `nft-train`
 //! kind ([`crate::kinds::nft_train`]) then clips and steps.
 
 use crate::artifacts::rewards::RewardsFile;
@@ -36,7 +37,8 @@ pub fn timestep_slots(seed: u64, step: u64, sample: usize, steps: usize, t: usiz
     idx
 }
 
-/// Running sums of the per-(micro-batch, timestep) terms.
+/// Running sums of the per-(micro-batch, timestep) terms, each weighted by its micro-batch's
+/// sample count (`n` = their total).
 #[derive(Default)]
 pub struct TermSums {
     pub n: f64,
@@ -115,7 +117,10 @@ pub fn accumulate(
         }
     }
     let chunks: Vec<&[usize]> = used.chunks(set.micro_batch).collect();
-    let scale = 1.0 / (chunks.len().max(1) * n_t) as f64;
+    // Each micro-batch's loss is a mean over its samples: weighing it by its share of the
+    // samples makes the accumulated gradient the mean over all samples, whatever the
+    // micro-batch size (a short last micro-batch must not weigh as much as a full one).
+    let n_used = used.len().max(1) as f64;
     let slots: BTreeMap<usize, Vec<usize>> = used
         .iter()
         .map(|&i| (i, timestep_slots(set.seed, step, i, steps, n_t)))
@@ -141,6 +146,7 @@ pub fn accumulate(
             .to_kind(Kind::Float)
             .to_device(device);
         let valid = Tensor::ones([chunk.len() as i64], (Kind::Float, device));
+        let scale = chunk.len() as f64 / (n_used * n_t as f64);
         for j in 0..n_t {
             let tv: Vec<f64> = chunk.iter().map(|&i| sigmas[i][slots[&i][j]]).collect();
             let t = Tensor::from_slice(&tv)
@@ -190,15 +196,17 @@ pub fn accumulate(
                 &cfg,
             );
             (&terms.loss * scale).backward();
-            let f = |x: &Tensor| x.double_value(&[]);
-            sums.n += 1.0;
+            // Sums weighted by the micro-batch's samples, as the gradient is.
+            let wt = chunk.len() as f64;
+            let f = |x: &Tensor| wt * x.double_value(&[]);
+            sums.n += wt;
             sums.loss += f(&terms.loss);
             sums.policy += f(&terms.policy);
             sums.kl += f(&terms.kl);
             sums.ner += f(&terms.ner);
             sums.er += f(&terms.er);
-            sums.ner_active += terms.ner_active;
-            sums.er_active += terms.er_active;
+            sums.ner_active += wt * terms.ner_active;
+            sums.er_active += wt * terms.er_active;
             done += 1;
             on_step(done, total, sums.loss / sums.n)?;
         }

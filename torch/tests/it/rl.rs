@@ -215,6 +215,45 @@ fn loop_runs_is_deterministic_and_resumes_bit_identically() {
     assert_same_files(&final_a, &c.output("rl[2].ema", "state"));
 }
 
+/// A short last micro-batch weighs as much per sample as a full one (issue 15, fix 6): one
+/// NFT step over 9 samples with micro-batches of 4 (4 + 4 + 1) gives the gradient and loss of
+/// one micro-batch of 9.
+#[test]
+fn rollouts_use_refined_instructions_and_the_gradient_does_not_depend_on_the_micro_batch_size() {
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_base(tmp.path());
+    let wf = workflow(&base, None, 1);
+    assert!(wf.contains("micro_batch: 4"));
+    let a = run(&tmp.path().join("a"), &wf);
+    let b = run(
+        &tmp.path().join("b"),
+        &wf.replace("micro_batch: 4", "micro_batch: 9"),
+    );
+    // Issue 15, fix 2: the rollout conditions (and the reward judges) on the refined
+    // instruction of each record (paper §3.1), which the synthetic train split has.
+    let ds = cocoflow_torch::data::Dataset::open(&a.output("data", "train")).unwrap();
+    let m = cocoflow_torch::artifacts::rollouts::RolloutManifest::read(
+        &a.output("rl[1].rollout", "rollouts"),
+    )
+    .unwrap();
+    for g in &m.groups {
+        let r = ds.records.iter().find(|r| r.key == g.record).unwrap();
+        let refined = r.instruction_refined.as_deref().expect("refined in train");
+        assert_ne!(refined, r.instruction);
+        assert_eq!(g.instruction, refined, "group {}", g.index);
+    }
+    let (ma, mb) = (a.metrics("rl[1].train"), b.metrics("rl[1].train"));
+    assert_eq!(ma["used"].as_f64(), Some(9.0), "{ma:?}");
+    for k in ["grad_norm", "loss", "policy", "kl"] {
+        let (x, y) = (ma[k].as_f64().unwrap(), mb[k].as_f64().unwrap());
+        assert!(
+            (x - y).abs() <= 1e-5 * y.abs().max(1e-12),
+            "{k}: micro-batches of 4 give {x}, one of 9 gives {y}"
+        );
+    }
+}
+
 /// (5) A fresh state from the base model: θ_old = θ, B = 0, and every adapter's outputs equal
 /// the base model's exactly.
 #[test]

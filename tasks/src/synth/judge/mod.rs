@@ -136,6 +136,15 @@ mod vision;
 
 pub use curation::{FilterAnswer, LocateAnswer, edit_phrase};
 
+/// The `single` variant's one grade, as the `reward-single` prompt asks a judge for it: an
+/// integer 0–5 weighing the editing effect as the main criterion (0.7) and quality (0.3) —
+/// not the mean of the two `mean`-variant scores (which made `single` equal `mean`).
+pub fn single_grade(effect: f64, quality: f64) -> u32 {
+    (5.0 * (0.7 * effect + 0.3 * quality))
+        .round()
+        .clamp(0.0, 5.0) as u32
+}
+
 impl RuleJudge {
     pub fn new(config: RuleJudgeConfig) -> Self {
         RuleJudge { config }
@@ -164,7 +173,7 @@ impl RuleJudge {
                 quality: r.quality,
             },
             ScoreVariant::Single => Scores::Single {
-                score: 0.5 * (r.effect + r.quality),
+                score: f64::from(single_grade(r.effect, r.quality)) / 5.0,
             },
         }
     }
@@ -197,7 +206,7 @@ impl RuleJudge {
                         "visual_quality": (5.0 * r.quality).round() as u32,
                     })
                 } else {
-                    serde_json::json!({"score": (2.5 * (r.effect + r.quality)).round() as u32})
+                    serde_json::json!({"score": single_grade(r.effect, r.quality)})
                 }
             }
             id if id == prompts::LOCATE.id => {
@@ -298,3 +307,21 @@ impl Judge for RuleJudge {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod single_tests {
+    use super::single_grade;
+
+    /// Issue 15, fix 6: `single` is one integer grade on the prompt's 0–5 scale with the
+    /// effect as the main criterion, not the mean of effect and quality.
+    #[test]
+    fn the_single_grade_is_not_the_mean() {
+        // effect 1, quality 0: mean 0.5 (2.5/5) — single 0.7·5 = 3.5 → 4.
+        assert_eq!(single_grade(1.0, 0.0), 4);
+        // effect 0, quality 1: mean 0.5 — single 1.5 → 2.
+        assert_eq!(single_grade(0.0, 1.0), 2);
+        assert_eq!(single_grade(1.0, 1.0), 5);
+        assert_eq!(single_grade(0.0, 0.0), 0);
+        assert_eq!(single_grade(0.43, 0.61), 2); // 0.484·5 = 2.42
+    }
+}
