@@ -13,7 +13,10 @@
 //! (optional: the base model's `eval` report, shown as the row `base` and as iteration 0 of
 //! every curve), `rewards` (optional: `reward` outputs), `data` (optional: the benchmark, for
 //! the sample grid). A global task gets one item per arm for a plain reference such as
-//! `eval_base.report`; equal producers are one input, and the first is used.
+//! `eval_base.report`; equal producers are one input. Under `sweep.seeds` (arm names
+//! `<arm>,seed=<v>`) the rows are the arms without the suffix, each value the mean ± sample
+//! standard deviation over seeds, the base one evaluation per seed (its `seed` param), and
+//! differences from the base are paired by seed ([`crate::report::table`]).
 //!
 //! Attribution. An evaluation's arm and iteration come from its `table.json` (`arm`,
 //! `iteration`: the `eval` params `${arm}` / `${iter}`), else from the engine's item label
@@ -74,7 +77,7 @@ pub struct Report;
 impl Kind for Report {
     type Params = ReportParams;
     const NAME: &'static str = "report";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DESCRIBE: &'static str = "a sweep's ablation table (Markdown/CSV/JSON), judge/PSNR/SSIM and reward curves (PNG/SVG), sample grids";
     const INPUTS: Option<&'static [Input]> = Some(&[
         Input::required(
@@ -104,38 +107,46 @@ impl Kind for Report {
 impl Report {
     /// Does the work (the kind's run function).
     pub fn run(&self, p: ReportParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
-        // Evaluations, by arm (in order of first appearance) and iteration.
+        // Evaluations, by arm group (in order of first appearance) and iteration, one per
+        // seed (an arm's `,seed=<v>` suffix; see `sweep.seeds`).
         let mut arms: Vec<String> = Vec::new();
-        let mut evals: BTreeMap<(usize, u64), EvalReport> = BTreeMap::new();
+        let mut evals: BTreeMap<(usize, u64), Vec<EvalReport>> = BTreeMap::new();
         for item in distinct(ctx.input_items("evals")?) {
             let dir = ctx.item_path("evals", &item)?;
             let e = read_eval(&dir, &item.label).map_err(fail)?;
-            let ai = match arms.iter().position(|a| *a == e.arm) {
+            let ai = match arms.iter().position(|a| *a == e.group) {
                 Some(i) => i,
                 None => {
-                    arms.push(e.arm.clone());
+                    arms.push(e.group.clone());
                     arms.len() - 1
                 }
             };
-            if evals.contains_key(&(ai, e.iteration)) {
+            let slot = evals.entry((ai, e.iteration)).or_default();
+            if slot.iter().any(|x| x.arm == e.arm && x.seed == e.seed) {
                 ctx.log(format!(
                     "note: two evaluations of arm `{}` at iteration {}; the first is used",
                     e.arm, e.iteration
                 ));
                 continue;
             }
-            evals.insert((ai, e.iteration), e);
+            slot.push(e);
         }
         if evals.is_empty() {
             return Err(fail("input `evals` holds no evaluation"));
         }
-        let base = match distinct(&optional_items(ctx, "base")).first() {
-            Some(item) => {
-                let dir = ctx.item_path("base", item)?;
-                Some(read_eval(&dir, "").map_err(fail)?)
+        for slot in evals.values_mut() {
+            slot.sort_by(|a, b| a.seed.cmp(&b.seed).then_with(|| a.arm.cmp(&b.arm)));
+        }
+        // The base: one evaluation per seed (a global task gets one item per arm).
+        let mut base: Vec<EvalReport> = Vec::new();
+        for item in distinct(&optional_items(ctx, "base")) {
+            let dir = ctx.item_path("base", &item)?;
+            let b = read_eval(&dir, "").map_err(fail)?;
+            if !base.iter().any(|x| x.seed == b.seed) {
+                base.push(b);
             }
-            None => None,
-        };
+        }
+        base.sort_by_key(|b| b.seed);
         let mut rewards: Vec<RewardPoint> = Vec::new();
         for item in optional_items(ctx, "rewards") {
             let path = ctx.item_path("rewards", &item)?;
@@ -147,7 +158,7 @@ impl Report {
             let r = read_rewards(&path, &item.label).map_err(fail)?;
             if !rewards
                 .iter()
-                .any(|x| x.arm == r.arm && x.iteration == r.iteration)
+                .any(|x| x.arm == r.arm && x.seed == r.seed && x.iteration == r.iteration)
             {
                 rewards.push(r);
             }

@@ -168,6 +168,7 @@ pub fn write(
                     .filter_map(|s| Some((s.x?, f(s)?)))
                     .collect(),
                 color: None,
+                err: Vec::new(),
             })
             .collect();
         let r = match c.r {

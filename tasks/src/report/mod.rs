@@ -41,7 +41,12 @@ use std::path::{Path, PathBuf};
 /// One `eval` report as the report sees it.
 #[derive(Debug, Clone)]
 pub struct EvalReport {
+    /// The arm's full name (`<group>,seed=<v>` under `sweep.seeds`).
     pub arm: String,
+    /// The arm without its seed suffix ([`split_seed`]): what the table's row is.
+    pub group: String,
+    /// The evaluation's `seed` param (its sampling noise; the RL seed under `sweep.seeds`).
+    pub seed: Option<u64>,
     pub iteration: u64,
     pub label: String,
     pub rows: Vec<TypeRow>,
@@ -59,6 +64,26 @@ struct TableJson {
     iteration: Option<u64>,
     rows: Vec<TypeRow>,
     overall: TypeRow,
+    #[serde(default)]
+    params: Option<Value>,
+}
+
+/// An arm name without the seed suffix the engine's `sweep.seeds` appends
+/// (`<group>,<param>=<value>` where the param is `seed` or ends in `_seed`), and that
+/// suffix's value; a name of the suffix alone (a sweep of seeds only) has the group
+/// `default`.
+pub fn split_seed(arm: &str) -> (String, Option<String>) {
+    let (head, last) = match arm.rsplit_once(',') {
+        Some((h, l)) => (h, l),
+        None => ("", arm),
+    };
+    if let Some((k, v)) = last.split_once('=')
+        && (k == "seed" || k.ends_with("_seed"))
+    {
+        let group = if head.is_empty() { "default" } else { head };
+        return (group.to_string(), Some(v.to_string()));
+    }
+    (arm.to_string(), None)
 }
 
 /// (arm, iteration) from an engine item label: `<arm>/iter=<i>`, `<arm>` or empty.
@@ -80,8 +105,16 @@ pub fn read_eval(dir: &Path, item_label: &str) -> Result<EvalReport, String> {
     let t: TableJson = serde_json::from_str(&text)
         .map_err(|e| format!("`{}` is not an eval table: {e}", path.display()))?;
     let (l_arm, l_iter) = parse_label(item_label);
+    let arm = t.arm.or(l_arm).unwrap_or_else(|| "default".into());
+    let seed = t
+        .params
+        .as_ref()
+        .and_then(|p| p.get("seed"))
+        .and_then(Value::as_u64);
     Ok(EvalReport {
-        arm: t.arm.or(l_arm).unwrap_or_else(|| "default".into()),
+        group: split_seed(&arm).0,
+        arm,
+        seed,
         iteration: t.iteration.or(l_iter).unwrap_or(0),
         label: t.label.unwrap_or_default(),
         rows: t.rows,
@@ -120,7 +153,10 @@ fn report_images(dir: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
 /// Mean rewards of one RL iteration of one arm.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RewardPoint {
+    /// The arm without its seed suffix ([`split_seed`]).
     pub arm: String,
+    /// The seed suffix's value, under `sweep.seeds`.
+    pub seed: Option<String>,
     pub iteration: u64,
     /// (name, mean) of r_mllm, r_sim, r_raw where defined for some sample.
     pub means: BTreeMap<String, f64>,
@@ -145,8 +181,10 @@ pub fn read_rewards(path: &Path, item_label: &str) -> Result<RewardPoint, String
             means.insert(name.to_string(), x);
         }
     }
+    let (arm, seed) = split_seed(&l_arm.unwrap_or_else(|| "default".into()));
     Ok(RewardPoint {
-        arm: l_arm.unwrap_or_else(|| "default".into()),
+        arm,
+        seed,
         iteration: l_iter.or_else(|| v["iteration"].as_u64()).unwrap_or(0),
         means,
     })
@@ -155,13 +193,32 @@ pub fn read_rewards(path: &Path, item_label: &str) -> Result<RewardPoint, String
 /// Picks a value out of an evaluation's overall row.
 type Metric = dyn Fn(&TypeRow) -> Option<f64>;
 
-/// A sweep's evaluations (by arm index in order of first appearance, and iteration), the
-/// base's evaluation and the training rewards.
+/// A sweep's evaluations (by arm group index in order of first appearance, and iteration;
+/// one per seed, in seed order), the base's evaluations (one per seed) and the training
+/// rewards.
 pub struct Sweep {
+    /// Arm groups: arm names without their seed suffix.
     pub arms: Vec<String>,
-    pub evals: BTreeMap<(usize, u64), EvalReport>,
-    pub base: Option<EvalReport>,
+    pub evals: BTreeMap<(usize, u64), Vec<EvalReport>>,
+    pub base: Vec<EvalReport>,
     pub rewards: Vec<RewardPoint>,
+}
+
+/// Mean and sample standard deviation over seeds of `f` on the reports' overall rows.
+fn over_seeds(reports: &[EvalReport], f: &Metric) -> Option<(f64, Option<f64>)> {
+    let v: Vec<f64> = reports.iter().filter_map(|e| f(&e.overall)).collect();
+    table::mean_std(&v)
+}
+
+fn parts(reports: &[EvalReport]) -> Vec<table::Part<'_>> {
+    reports
+        .iter()
+        .map(|e| table::Part {
+            seed: e.seed,
+            rows: &e.rows,
+            overall: &e.overall,
+        })
+        .collect()
 }
 
 /// What [`write`] wrote that the kind reports.
@@ -197,29 +254,28 @@ pub fn write(
         std::fs::write(out.join(name), text).map_err(|e| format!("writing `{name}`: {e}"))
     };
 
-    // The table: base + each arm's last evaluation.
-    let last: Vec<&EvalReport> = (0..arms.len())
+    // The table: base + each arm's last evaluation (means over seeds).
+    let last: Vec<&Vec<EvalReport>> = (0..arms.len())
         .filter_map(|ai| evals.range((ai, 0)..=(ai, u64::MAX)).last().map(|(_, e)| e))
         .collect();
     let mut inputs = Vec::new();
-    if let Some(b) = &base {
+    if let Some(b) = base.first() {
         inputs.push(table::RowInput {
             name: "base".into(),
             arm: None,
             iteration: 0,
             label: b.label.clone(),
-            rows: &b.rows,
-            overall: &b.overall,
+            parts: parts(base),
         });
     }
-    for e in &last {
+    for es in &last {
+        let e = &es[0];
         inputs.push(table::RowInput {
-            name: e.arm.clone(),
-            arm: Some(e.arm.clone()),
+            name: e.group.clone(),
+            arm: Some(e.group.clone()),
             iteration: e.iteration,
             label: e.label.clone(),
-            rows: &e.rows,
-            overall: &e.overall,
+            parts: parts(es),
         });
     }
     let t = table::build(p.title, &inputs);
@@ -231,26 +287,30 @@ pub fn write(
         &(serde_json::to_string_pretty(&t).map_err(|e| e.to_string())? + "\n"),
     )?;
 
-    // Curves over iterations: one line per arm, starting at the base (iteration 0).
+    // Curves over iterations: one line per arm, starting at the base (iteration 0); with
+    // several seeds the mean and ± one standard deviation as error bars.
     let curve = |f: &Metric| -> Vec<Series> {
         arms.iter()
             .enumerate()
             .map(|(ai, arm)| {
                 let mut pts = Vec::new();
-                if let Some(b) = &base
-                    && let Some(y) = f(&b.overall)
-                {
+                let mut err = Vec::new();
+                if let Some((y, sd)) = over_seeds(base, f) {
                     pts.push((0.0, y));
+                    err.push(sd.unwrap_or(0.0));
                 }
-                for ((_, it), e) in evals.range((ai, 0)..=(ai, u64::MAX)) {
-                    if let Some(y) = f(&e.overall) {
+                for ((_, it), es) in evals.range((ai, 0)..=(ai, u64::MAX)) {
+                    if let Some((y, sd)) = over_seeds(es, f) {
                         pts.push((*it as f64, y));
+                        err.push(sd.unwrap_or(0.0));
                     }
                 }
+                let any = err.iter().any(|e| *e > 0.0);
                 Series {
                     name: arm.clone(),
                     points: pts,
                     color: None,
+                    err: if any { err } else { Vec::new() },
                 }
             })
             .collect()
@@ -296,16 +356,27 @@ pub fn write(
         let series = arms
             .iter()
             .map(|arm| {
-                let mut pts: Vec<(f64, f64)> = rewards
-                    .iter()
-                    .filter(|r| &r.arm == arm)
-                    .filter_map(|r| r.means.get(key).map(|m| (r.iteration as f64, *m)))
-                    .collect();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                // Mean over seeds per iteration.
+                let mut by: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+                for r in rewards.iter().filter(|r| &r.arm == arm) {
+                    if let Some(m) = r.means.get(key) {
+                        by.entry(r.iteration).or_default().push(*m);
+                    }
+                }
+                let mut pts = Vec::new();
+                let mut err = Vec::new();
+                for (it, vs) in &by {
+                    if let Some((m, sd)) = table::mean_std(vs) {
+                        pts.push((*it as f64, m));
+                        err.push(sd.unwrap_or(0.0));
+                    }
+                }
+                let any = err.iter().any(|e| *e > 0.0);
                 Series {
                     name: arm.clone(),
                     points: pts,
                     color: None,
+                    err: if any { err } else { Vec::new() },
                 }
             })
             .collect();
@@ -331,30 +402,37 @@ pub fn write(
         if items.is_empty() {
             grid_note = "No sample grid: the benchmark has no local-type items.\n".into();
         } else {
+            // Each column: the first seed's evaluation.
             let mut cols = Vec::new();
-            if let Some(b) = &base {
+            if let Some(b) = base.first() {
                 cols.push(grid::OutputColumn {
                     name: "base".into(),
                     images: report_images(&b.dir)?,
                 });
             }
-            for e in &last {
+            for es in &last {
+                let e = &es[0];
                 cols.push(grid::OutputColumn {
-                    name: format!("{} (it {})", e.arm, e.iteration),
+                    name: format!("{} (it {})", e.group, e.iteration),
                     images: report_images(&e.dir)?,
                 });
             }
             let layout =
                 grid::write_grid(&out.join("samples.png"), &ds, &items, &cols, p.grid_scale)?;
             grid_note = format!(
-                "![sample grid](samples.png)\n\nColumns: source | edit mask (white = edited region) | {}; images ×{} (nearest), {}×{} px.\n\nRows:\n\n",
+                "![sample grid](samples.png)\n\nColumns: instruction | source | target | edit mask (white = edited region) | {}; images ×{} (nearest), {}×{} px{}.\n\nRows:\n\n",
                 cols.iter()
                     .map(|c| c.name.clone())
                     .collect::<Vec<_>>()
                     .join(" | "),
                 p.grid_scale,
                 layout.width,
-                layout.height
+                layout.height,
+                if es_seeds(&last) > 1 {
+                    "; arm columns show the first seed"
+                } else {
+                    ""
+                }
             );
             for (i, r) in items.iter().enumerate() {
                 grid_note.push_str(&format!(
@@ -370,7 +448,7 @@ pub fn write(
 
     // The index.
     let mut idx = format!("# {}\n\n{md}\n", p.title);
-    idx.push_str("Rows: the base model (iteration 0) and every arm at its last evaluated iteration; bold: the best value of the column (all higher-is-better). Also as [CSV](table.csv) and [JSON](table.json).\n\n");
+    idx.push_str("Rows: the base model (iteration 0) and every arm at its last evaluated iteration; with several seeds, mean ± sample standard deviation over seeds. Bold: the best mean of the column (all higher-is-better); italics: within the seed spread of the best (|difference| ≤ √(s² + s_best²)), not distinguishable with these seeds. Differences from the base are paired by seed. Also as [CSV](table.csv) and [JSON](table.json).\n\n");
     idx.push_str("## Curves\n\n");
     for (stem, what) in [
         ("judge_vs_iteration", "judge overall vs iteration"),
@@ -393,7 +471,13 @@ pub fn write(
     for (ai, arm) in arms.iter().enumerate() {
         let ev: Vec<String> = evals
             .range((ai, 0)..=(ai, u64::MAX))
-            .map(|((_, it), _)| it.to_string())
+            .map(|((_, it), es)| {
+                if es.len() > 1 {
+                    format!("{it} (×{})", es.len())
+                } else {
+                    it.to_string()
+                }
+            })
             .collect();
         let mut rw: Vec<u64> = rewards
             .iter()
@@ -401,6 +485,7 @@ pub fn write(
             .map(|r| r.iteration)
             .collect();
         rw.sort();
+        rw.dedup();
         idx.push_str(&format!(
             "| {arm} | {} | {} |\n",
             ev.join(", "),
@@ -415,9 +500,32 @@ pub fn write(
     })
 }
 
+/// The most seeds behind one arm's last evaluation.
+fn es_seeds(last: &[&Vec<EvalReport>]) -> usize {
+    last.iter().map(|es| es.len()).max().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_suffixes_split_off() {
+        assert_eq!(
+            split_seed("ratio-0.8-0.2,seed=2"),
+            ("ratio-0.8-0.2".into(), Some("2".into()))
+        );
+        assert_eq!(
+            split_seed("lr=0.1,ratio=0.5,rl_seed=0"),
+            ("lr=0.1,ratio=0.5".into(), Some("0".into()))
+        );
+        assert_eq!(split_seed("seed=4"), ("default".into(), Some("4".into())));
+        assert_eq!(
+            split_seed("lr=0.1,ratio=0.5"),
+            ("lr=0.1,ratio=0.5".into(), None)
+        );
+        assert_eq!(split_seed("none"), ("none".into(), None));
+    }
 
     #[test]
     fn labels_give_arm_and_iteration() {

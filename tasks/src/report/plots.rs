@@ -52,6 +52,9 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// A fixed colour (e.g. black for the base); `None`: the next palette colour.
     pub color: Option<(u8, u8, u8)>,
+    /// ± error per point (e.g. the standard deviation over seeds), drawn as vertical bars;
+    /// empty: none.
+    pub err: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +142,15 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[Panel]) -> 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let pts = || p.series.iter().flat_map(|s| s.points.iter().copied());
+    // The y range covers the error bars.
+    let ys = p.series.iter().flat_map(|s| {
+        s.points.iter().enumerate().flat_map(move |(i, &(_, y))| {
+            let e = s.err.get(i).copied().unwrap_or(0.0);
+            [y - e, y + e]
+        })
+    });
     let (x0, x1) = range(pts().map(|(x, _)| x), p.integer_x);
-    let (y0, y1) = range(pts().map(|(_, y)| y), false);
+    let (y0, y1) = range(ys, false);
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, (FONT_FAMILY, 18))
         .margin(12)
@@ -204,6 +214,20 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
                     });
                 chart
                     .draw_series(pts.iter().map(|&q| Circle::new(q, 3, color.filled())))
+                    .map_err(err)?;
+                let bars: Vec<(f64, f64, f64)> = s
+                    .points
+                    .iter()
+                    .zip(&s.err)
+                    .filter(|((x, y), e)| {
+                        x.is_finite() && y.is_finite() && e.is_finite() && **e > 0.0
+                    })
+                    .map(|(&(x, y), &e)| (x, y, e))
+                    .collect();
+                chart
+                    .draw_series(bars.iter().map(|&(x, y, e)| {
+                        ErrorBar::new_vertical(x, y - e, y, y + e, color.stroke_width(1), 6)
+                    }))
                     .map_err(err)?;
             }
             PanelKind::Points => {

@@ -384,6 +384,8 @@ fn report_and_correlate_through_the_engine() {
             "judge_remove": ["b"],
             "judge_tone": ["base", "a"],
             "judge_overall": ["b"],
+            "judge_effect": ["b"],
+            "judge_quality": ["b"],
             "psnr_db": ["a"],
             "ssim": ["a", "b"],
         })
@@ -399,15 +401,15 @@ fn report_and_correlate_through_the_engine() {
     };
     assert_eq!(
         md_row("a"),
-        "| a | 3 | **0.700** | 0.300 | **0.600** | 0.530 | **25.00** | **0.8000** |"
+        "| a | 3 | 1 | **0.700** | 0.300 | **0.600** | 0.530 | 0.530 | 0.530 | **25.00** | **0.8000** |"
     );
     assert_eq!(
         md_row("b"),
-        "| b | 3 | 0.600 | **0.450** | – | **0.550** | 22.00 | **0.8000** |"
+        "| b | 3 | 1 | 0.600 | **0.450** | – | **0.550** | **0.550** | **0.550** | 22.00 | **0.8000** |"
     );
     assert_eq!(
         md_row("base"),
-        "| base | 0 | 0.500 | 0.400 | **0.600** | 0.500 | 20.00 | 0.7000 |"
+        "| base | 0 | 1 | 0.500 | 0.400 | **0.600** | 0.500 | 0.500 | 0.500 | 20.00 | 0.7000 |"
     );
     assert!(
         r.log("report").contains(&md_row("a")),
@@ -424,23 +426,51 @@ fn report_and_correlate_through_the_engine() {
             "iteration",
             "label",
             "n",
+            "seeds",
             "judge_add",
             "judge_remove",
             "judge_tone",
             "judge_overall",
+            "judge_effect",
+            "judge_quality",
             "psnr_db",
             "ssim",
+            "judge_add_std",
+            "judge_remove_std",
+            "judge_tone_std",
+            "judge_overall_std",
+            "judge_effect_std",
+            "judge_quality_std",
+            "psnr_db_std",
+            "ssim_std",
             "best"
         ]
     );
     assert_eq!(lines.len(), 4);
     for l in &lines {
-        assert_eq!(l.len(), 12, "{l:?}");
+        assert_eq!(l.len(), 23, "{l:?}");
     }
-    assert_eq!(lines[2][..5], ["a", "a", "3", "iteration 3", "6"]);
-    assert_eq!(lines[2][9].parse::<f64>().unwrap(), 25.0);
-    assert_eq!(lines[3][7], "");
-    assert_eq!(lines[3][11], "judge_remove;judge_overall;ssim");
+    assert_eq!(lines[2][..6], ["a", "a", "3", "iteration 3", "6", ""]);
+    assert_eq!(lines[2][12].parse::<f64>().unwrap(), 25.0);
+    assert_eq!(lines[2][20], "", "one evaluation: no std");
+    assert_eq!(lines[3][8], "");
+    assert_eq!(
+        lines[3][22],
+        "judge_remove;judge_overall;judge_effect;judge_quality;ssim"
+    );
+    // Differences from the base (one evaluation each: no spread).
+    let deltas = t["deltas"].as_array().unwrap();
+    let d = deltas
+        .iter()
+        .find(|d| d["name"] == "a" && d["column"] == "psnr_db")
+        .unwrap();
+    assert_eq!(d["mean"], json!(5.0));
+    assert_eq!(d["std"], Value::Null);
+    assert_eq!(d["within_spread"], json!(false));
+    assert!(
+        md.contains("| a | +0.030 | +0.030 | +0.030 | +5.00 | +0.1000 |"),
+        "{md}"
+    );
 
     // Charts.
     for stem in [
@@ -468,22 +498,30 @@ fn report_and_correlate_through_the_engine() {
     );
 
     // The sample grid: rows add-0, remove-0, add-1 (round-robin over local types);
-    // columns source | mask | base | a | b; tiles 8×6 ×4 = 32×24, pad 4, header 36.
+    // columns instruction (200 px) | source | target | mask | base | a | b; tiles 8×6 ×4 =
+    // 32×24, pad 4, header 36.
     let g = png(&out.join("samples.png"));
-    assert_eq!(g.dimensions(), (4 + 5 * (32 + 4), 36 + 3 * (24 + 4)));
-    let tile =
-        |row: u32, col: u32, dx: u32, dy: u32| g.get_pixel(4 + col * 36 + dx, 36 + row * 28 + dy).0;
+    let x0 = 4 + 200 + 4;
+    assert_eq!(g.dimensions(), (x0 + 6 * (32 + 4), 36 + 3 * (24 + 4)));
+    let tile = |row: u32, col: u32, dx: u32, dy: u32| {
+        g.get_pixel(x0 + col * 36 + dx, 36 + row * 28 + dy).0
+    };
     assert_eq!(tile(0, 0, 5, 5), [200, 10, 10]); // add-0's source
     assert_eq!(tile(1, 0, 31, 23), [200, 200, 10]); // remove-0's source
     assert_eq!(tile(2, 0, 0, 0), [10, 200, 10]); // add-1's source
-    assert_eq!(tile(0, 1, 2, 2), [255, 255, 255]); // mask: left half edited
-    assert_eq!(tile(0, 1, 30, 2), [0, 0, 0]);
-    assert_eq!(tile(0, 2, 3, 3), BASE_COLOUR);
-    assert_eq!(tile(1, 3, 3, 3), A_COLOUR); // a's last iteration, not iteration 2
-    assert_eq!(tile(2, 4, 3, 3), B_COLOUR);
+    assert_eq!(tile(0, 1, 5, 5), [200, 200, 200]); // no target: grey
+    assert_eq!(tile(0, 2, 2, 2), [255, 255, 255]); // mask: left half edited
+    assert_eq!(tile(0, 2, 30, 2), [0, 0, 0]);
+    assert_eq!(tile(0, 3, 3, 3), BASE_COLOUR);
+    assert_eq!(tile(1, 4, 3, 3), A_COLOUR); // a's last iteration, not iteration 2
+    assert_eq!(tile(2, 5, 3, 3), B_COLOUR);
     assert!(
-        (0..36).any(|y| (4..36).any(|x| g.get_pixel(x, y).0 != [255, 255, 255])),
+        (0..36).any(|y| (x0..x0 + 32).any(|x| g.get_pixel(x, y).0 != [255, 255, 255])),
         "column labels in the header band"
+    );
+    assert!(
+        (36..36 + 24).any(|y| (4..204).any(|x| g.get_pixel(x, y).0 != [255, 255, 255])),
+        "the instruction beside the first row"
     );
     let index = std::fs::read_to_string(out.join("index.md")).unwrap();
     for link in [
@@ -585,7 +623,7 @@ fn bad_params_and_inputs_are_refused() {
     assert!(c.check_params(&json!({"x": "psnr_db"})).is_err());
     assert_eq!(
         c.check_params(&json!({})).unwrap(),
-        json!({"x": "judge_quality", "psnr_cap_db": 100.0})
+        json!({"x": "judge_quality", "psnr_cap_db": 58.92})
     );
 }
 

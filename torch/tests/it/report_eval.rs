@@ -59,7 +59,11 @@ tasks:
     // The targets are the judge's ceiling.
     assert_eq!(t["best"]["judge_overall"], json!(["targets"]), "{t:#}");
     let g = png(&out.join("samples.png"));
-    assert_eq!(g.dimensions(), (4 + 5 * (64 + 4), 36 + 4 * (64 + 4)));
+    // instruction column, then source | target | mask | base | sources | targets.
+    assert_eq!(
+        g.dimensions(),
+        (4 + 200 + 4 + 6 * (64 + 4), 36 + 4 * (64 + 4))
+    );
     let c: Value = serde_json::from_slice(
         &std::fs::read(
             r.output("correlate", "correlation")
