@@ -3,7 +3,8 @@
 //!
 //! - `model_index.json` (a diffusers repository as `save_pretrained` writes it), by its
 //!   `_class_name`: `FluxKontextPipeline` → [`Backend::FluxKontext`], `QwenImageEditPipeline`
-//!   → [`Backend::QwenImageEdit`]; any other pipeline is an error naming it.
+//!   or `QwenImageEditPlusPipeline` (2509 and later) → [`Backend::QwenImageEdit`]; any other
+//!   pipeline is an error naming it.
 //! - `config.json` + `model.safetensors` (what `pretrain` writes): [`Backend::TinyKontext`].
 //!
 //! A trait object rather than an enum: rollout, training and evaluation only use the trait,
@@ -35,20 +36,21 @@ impl Backend {
             let v: serde_json::Value = super::checkpoint::read_json(&index)?;
             let flux = super::flux_kontext::pipeline::PIPELINE_CLASS;
             let qwen = super::qwen_image_edit::pipeline::PIPELINE_CLASS;
+            let qwen_plus = super::qwen_image_edit::pipeline::PLUS_PIPELINE_CLASS;
             return match v.get("_class_name").and_then(|c| c.as_str()) {
                 Some(c) if c == flux => {
                     super::flux_kontext::pipeline::check_repository(dir)?;
                     Ok(Backend::FluxKontext)
                 }
-                Some(c) if c == qwen => {
+                Some(c) if c == qwen || c == qwen_plus => {
                     super::qwen_image_edit::pipeline::check_repository(dir)?;
                     Ok(Backend::QwenImageEdit)
                 }
                 Some(c) => Err(bad(
                     index,
                     format!(
-                        "a diffusers `{c}` repository: cocoflow runs `{flux}` (FLUX.1 Kontext) \
-                         and `{qwen}` (Qwen-Image-Edit) repositories"
+                        "a diffusers `{c}` repository: cocoflow runs `{flux}` (FLUX.1 Kontext), \
+                         `{qwen}` and `{qwen_plus}` (Qwen-Image-Edit) repositories"
                     ),
                 )),
                 None => Err(bad(

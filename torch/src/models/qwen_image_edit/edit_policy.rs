@@ -10,11 +10,16 @@
 //!   `negative_prompt_mask` (the same for the reference's negative prompt `" "`). The encoder
 //!   runs in [`EditPolicy::condition`] only, once per (instruction, source image) and task: the
 //!   policy keeps every encoding it made ([`QwenImageEdit::cached_prompts`]).
-//! - The condition image the encoder sees: [`EditPolicy::encode_condition`] (what `cocoflow
-//!   edit` calls) gives it the source pixels, as `QwenImageEditPipeline` does when the source
-//!   is already at the condition size; [`EditPolicy::condition`] (what the RL kinds call: the
-//!   rollouts artifact keeps source *latents*) gives it the VAE decode of the source latent, so
-//!   that rollouts, training forwards and evaluations see the same conditioning.
+//! - Pipelines: `QwenImageEditPipeline` (Qwen-Image-Edit) and `QwenImageEditPlusPipeline`
+//!   (2509 and later: the template's image as `Picture 1: `, the encoder's image at 384² pixels;
+//!   one source image per edit), by the repository's `_class_name`.
+//! - The condition image: [`EditPolicy::encode_condition`] (what `cocoflow edit` calls) uses
+//!   the source pixels, as the pipelines do when the source is already at the VAE's condition
+//!   size; [`EditPolicy::condition`] (what the RL kinds call: the rollouts artifact keeps source
+//!   *latents*) uses the VAE decode of the source latent, so that rollouts, training forwards
+//!   and evaluations see the same conditioning. The VAE encodes it at its own size (the
+//!   pipelines first resize it to about 1024² pixels); the prompt encoder sees it at that size
+//!   (Edit) or resized to 384² pixels (Plus).
 //! - Guidance: the reference's true CFG, applied inside the velocity
 //!   ([`EditPolicy::embeds_guidance`] is true: the sampler passes its `guidance` value to every
 //!   velocity call instead of mixing velocities itself): with a value > 1 the velocity is
@@ -36,7 +41,9 @@ use super::super::checkpoint;
 use super::super::error::ModelError;
 use super::super::lora::{AdapterSet, LoraConfig, adapter_shapes, linear_layers};
 use super::super::policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
-use super::pipeline::{NEGATIVE_PROMPT, QwenImageEditPipeline, true_cfg};
+use super::image::{calculate_dimensions, pil_lanczos_resize};
+use super::pipeline::{NEGATIVE_PROMPT, PLUS_CONDITION_AREA, QwenImageEditPipeline, true_cfg};
+use super::prompt::PromptStyle;
 use super::transformer::QwenInputs;
 use super::{pack_latents, unpack_latents};
 use crate::sampling::SchedulerConfig;
@@ -125,6 +132,20 @@ impl QwenImageEdit {
         Ok(())
     }
 
+    /// The image the prompt encoder sees of a condition image: itself (`QwenImageEditPipeline`
+    /// at the source's size), or for `QwenImageEditPlusPipeline` its Lanczos resize to
+    /// [`PLUS_CONDITION_AREA`] (the pipeline's `CONDITION_IMAGE_SIZE`).
+    fn encoder_image(&self, image: &Tensor) -> Result<Tensor, ModelError> {
+        match self.pipeline.encoder.style {
+            PromptStyle::Edit => Ok(image.shallow_clone()),
+            PromptStyle::EditPlus => {
+                let s = image.size();
+                let (w, h) = calculate_dimensions(PLUS_CONDITION_AREA, s[2] as f64 / s[1] as f64);
+                pil_lanczos_resize(image, w, h)
+            }
+        }
+    }
+
     /// The encoder's states of `prompt` with the condition image `image` (uint8 `(3, H, W)`),
     /// `(L, hidden)`, from the cache or made now.
     fn prompt(&self, prompt: &str, image: &Tensor, digest: &str) -> Result<Prompt, ModelError> {
@@ -176,8 +197,9 @@ impl QwenImageEdit {
                 h.update(format!("{:?}", img.size()).as_bytes());
                 h.update(&bytes);
                 let digest = h.finalize().to_hex().to_string();
-                pos.push(self.prompt(ins, &img, &digest)?);
-                neg.push(self.prompt(NEGATIVE_PROMPT, &img, &digest)?);
+                let shown = self.encoder_image(&img)?;
+                pos.push(self.prompt(ins, &shown, &digest)?);
+                neg.push(self.prompt(NEGATIVE_PROMPT, &shown, &digest)?);
             }
             let (pe, pm) = pad_prompts(&pos, self.device());
             let (ne, nm) = pad_prompts(&neg, self.device());

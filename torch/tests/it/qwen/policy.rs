@@ -2,9 +2,10 @@
 //! its errors, the conditioning (Qwen2.5-VL encodings made once per (instruction, source)),
 //! true CFG inside the velocity and the conditional branch in training, padded batches, and
 //! the RL kinds (`rollout` → `reward` → `nft-train` → `ema`) on the tiny random repository
-//! whose θ, exported by `cocoflow export-lora`, loads into `QwenImageEditPipeline` with
-//! `load_lora_weights` (`lora_edit.py`) and edits the same as `cocoflow edit`'s library from
-//! the same noise: max relative error ≤ 1e-4 in float32.
+//! whose θ, exported by `cocoflow export-lora`, loads into `QwenImageEditPipeline` (and, with
+//! the repository's class renamed, `QwenImageEditPlusPipeline`) with `load_lora_weights`
+//! (`lora_edit.py`) and edits the same as `cocoflow edit`'s library from the same noise: max
+//! relative error ≤ 1e-4 in float32.
 
 use super::{golden_dir, rel_err, repo};
 use cocoflow_torch::edit::{EditSettings, Noise, edit, load_lora};
@@ -72,6 +73,13 @@ fn backend_detection_and_errors() {
             && e.contains("FluxKontextPipeline"),
         "{e}"
     );
+    // 2509 and later: the Plus pipeline, the same backend
+    std::fs::write(
+        &index,
+        text.replace("QwenImageEditPipeline", "QwenImageEditPlusPipeline"),
+    )
+    .unwrap();
+    assert_eq!(Backend::detect(&copy).unwrap(), Backend::QwenImageEdit);
     std::fs::write(&index, "{}").unwrap();
     let e = Backend::detect(&copy).unwrap_err().to_string();
     assert!(e.contains("no `_class_name`"), "{e}");
@@ -409,41 +417,80 @@ fn nft_trained_lora_loads_in_diffusers_and_edits_the_same() {
         ]),
     )
     .unwrap();
-    let out = tmp.path().join("diffusers.safetensors");
-    let args = serde_json::json!({
-        "repo": repo(), "lora": lora, "inputs": inputs, "prompt": prompt,
-        "steps": 3, "true_cfg_scale": 4.0, "out": out,
-    });
-    let args_file = tmp.path().join("args.json");
-    std::fs::write(&args_file, args.to_string()).unwrap();
-    let script = golden_dir().join("lora_edit.py");
-    let py = std::process::Command::new(python())
-        .arg(&script)
-        .arg(&args_file)
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("DIFFUSERS_VERBOSITY", "error")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .env("TOKENIZERS_PARALLELISM", "false")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} (scripts/setup.sh makes it): {e}",
-                python().display()
-            )
+    let diffusers = |name: &str, repo: &Path, plus: bool| {
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        let args = serde_json::json!({
+            "repo": repo, "lora": lora, "inputs": inputs, "prompt": prompt,
+            "steps": 3, "true_cfg_scale": 4.0, "out": out, "plus": plus,
         });
+        let args_file = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&args_file, args.to_string()).unwrap();
+        let py = std::process::Command::new(python())
+            .arg(golden_dir().join("lora_edit.py"))
+            .arg(&args_file)
+            .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            .env("DIFFUSERS_VERBOSITY", "error")
+            .env("TRANSFORMERS_VERBOSITY", "error")
+            .env("TOKENIZERS_PARALLELISM", "false")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} (scripts/setup.sh makes it): {e}",
+                    python().display()
+                )
+            });
+        assert!(
+            py.status.success(),
+            "lora_edit.py failed:\n{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        read_safetensors(&out).unwrap()
+    };
+    let compare =
+        |what: &str, ours: &cocoflow_torch::edit::Edited, theirs: &BTreeMap<String, Tensor>| {
+            let e_lat = rel_err(&pack_latents(&ours.latents).unwrap(), &theirs["latents"]);
+            let e_img = rel_err(&ours.image.unsqueeze(0), &theirs["image"]);
+            eprintln!(
+                "qwen lora ({what}): cocoflow vs diffusers load_lora_weights: latents {e_lat:.3e}, \
+             image {e_img:.3e}"
+            );
+            assert!(
+                e_lat <= 1e-4,
+                "{what} latents: max relative error {e_lat:.3e}"
+            );
+            assert!(
+                e_img <= 1e-4,
+                "{what} image: max relative error {e_img:.3e}"
+            );
+        };
+    compare(
+        "QwenImageEditPipeline",
+        &ours,
+        &diffusers("edit", &repo(), false),
+    );
+
+    // the same repository as a QwenImageEditPlusPipeline (2509's template and encoder image)
+    let plus_repo = tmp.path().join("plus");
+    copy_repo(&plus_repo);
+    let index = plus_repo.join("model_index.json");
+    let text = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(
+        &index,
+        text.replace("QwenImageEditPipeline", "QwenImageEditPlusPipeline"),
+    )
+    .unwrap();
+    let mut plus = open(&plus_repo, Device::Cpu).unwrap();
+    load_lora(&mut *plus, &lora).unwrap();
+    let ours_plus = edit(&*plus, &settings(packed.copy())).unwrap();
     assert!(
-        py.status.success(),
-        "lora_edit.py failed:\n{}",
-        String::from_utf8_lossy(&py.stderr)
+        rel_err(&ours_plus.latents, &ours.latents) > 1e-4,
+        "the Plus template and encoder image change the edit"
     );
-    let theirs = read_safetensors(&out).unwrap();
-    let e_lat = rel_err(&pack_latents(&ours.latents).unwrap(), &theirs["latents"]);
-    let e_img = rel_err(&ours.image.unsqueeze(0), &theirs["image"]);
-    eprintln!(
-        "qwen lora: cocoflow vs diffusers load_lora_weights: latents {e_lat:.3e}, image {e_img:.3e}"
+    compare(
+        "QwenImageEditPlusPipeline",
+        &ours_plus,
+        &diffusers("plus", &plus_repo, true),
     );
-    assert!(e_lat <= 1e-4, "latents: max relative error {e_lat:.3e}");
-    assert!(e_img <= 1e-4, "image: max relative error {e_img:.3e}");
 }
 
 /// The sampler's σ schedule from the policy's scheduler config (float64) is the pipeline's
