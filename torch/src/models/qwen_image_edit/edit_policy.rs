@@ -59,7 +59,7 @@ pub const NEGATIVE_PROMPT_EMBEDS: &str = "negative_prompt_embeds";
 pub const NEGATIVE_PROMPT_MASK: &str = "negative_prompt_mask";
 pub const SOURCE_TOKENS: &str = "source_tokens";
 
-/// One prompt's encoding, unpadded: states `(L, hidden)` and its length.
+/// One prompt's encoding, unpadded: the states `(L, hidden)` of its L tokens.
 type Prompt = Tensor;
 
 /// A Qwen-Image-Edit repository loaded as an editing policy.
