@@ -3,6 +3,7 @@
 
 mod cli;
 mod flux_e2e;
+mod qwen_e2e;
 mod resume;
 mod rl_resume;
 mod workers;

@@ -5,13 +5,16 @@
 //! ([`crate::sampling::sample_noise`]). A given tensor is one of
 //! - the policy's latent layout `(1, C, h, w)` (or `(C, h, w)`): FLUX's normalised VAE latents
 //!   unpacked, `h = H/8`, `w = W/8`; or
-//! - for FLUX.1 Kontext, diffusers' packed layout `(1, (h/2)·(w/2), 4·C)` — what
-//!   `FluxKontextPipeline(latents=...)` takes — unpacked here.
+//! - for FLUX.1 Kontext and Qwen-Image-Edit, diffusers' packed layout `(1, (h/2)·(w/2), 4·C)`
+//!   — what `FluxKontextPipeline(latents=...)` / `QwenImageEditPipeline(latents=...)` take —
+//!   unpacked here (Qwen: `C` = the VAE's `z_dim`, `h = H/8`, `w = W/8`, the VAE's
+//!   normalised latents `(z − latents_mean)/latents_std`).
 //!
 //! The schedule is the model's shifted σ schedule for the target's image tokens; the solver is
 //! `euler` (the pipeline's `FlowMatchEulerDiscreteScheduler`) unless `dpm2` is asked for.
-//! Guidance: the embedded value for models with a guidance embedding (FLUX.1 [dev]),
-//! classifier-free guidance otherwise ([`crate::sampling::guidance_of`]).
+//! Guidance: the embedded value for models with a guidance embedding (FLUX.1 [dev]), the
+//! true-CFG scale for Qwen-Image-Edit (applied inside its velocity against the negative
+//! prompt `" "`), classifier-free guidance otherwise ([`crate::sampling::guidance_of`]).
 
 use crate::models::flux_kontext::vae::unpack_latents;
 use crate::models::{ActiveAdapter, EditPolicy, ModelError, THETA};
@@ -75,7 +78,12 @@ fn initial(
         Noise::Latents(t) => t.to_kind(kind).to_device(dev),
     };
     let s = t.size();
-    let flux = policy.backend() == crate::models::flux_kontext::BACKEND;
+    // FLUX.1 Kontext and Qwen-Image-Edit pack 2×2 latent cells into one token alike
+    let flux = [
+        crate::models::flux_kontext::BACKEND,
+        crate::models::qwen_image_edit::BACKEND,
+    ]
+    .contains(&policy.backend());
     let t = match s.as_slice() {
         [cc, hh, ww] if [*cc, *hh, *ww] == [c, h, w] => t.unsqueeze(0),
         [1, cc, hh, ww] if [*cc, *hh, *ww] == [c, h, w] => t,

@@ -14,12 +14,12 @@ pub enum Solver {
 }
 
 /// One edit of one image by one instruction, with any backend's model directory (tiny-kontext,
-/// a diffusers FLUX.1 Kontext repository) and optionally a LoRA adapter.
+/// a diffusers FLUX.1 Kontext or Qwen-Image-Edit repository) and optionally a LoRA adapter.
 #[derive(Debug, Parser)]
 #[command(name = "edit", max_term_width = 100)]
 pub struct EditArgs {
-    /// The model directory: a diffusers FLUX.1 Kontext repository (`model_index.json`) or a
-    /// tiny-kontext model (`config.json` + `model.safetensors`).
+    /// The model directory: a diffusers FLUX.1 Kontext or Qwen-Image-Edit repository
+    /// (`model_index.json`) or a tiny-kontext model (`config.json` + `model.safetensors`).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// The source image (PNG or JPEG).
@@ -36,14 +36,16 @@ pub struct EditArgs {
     #[arg(long, default_value_t = 28, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub steps: u32,
     /// Embedded guidance for models with a guidance embedding (FLUX.1 [dev]; default 3.5 as
-    /// the pipeline's), classifier-free guidance scale otherwise (default: none).
+    /// the pipeline's), the true-CFG scale for Qwen-Image-Edit (default 4.0 as the pipeline's),
+    /// classifier-free guidance scale otherwise (default: none).
     #[arg(long)]
     pub guidance: Option<f64>,
     /// Seed of the initial noise (drawn as a rollout sample's noise).
     #[arg(long, default_value_t = 0, conflicts_with = "latents")]
     pub seed: u64,
     /// The initial noise: a safetensors file with one tensor, `(1, C, h, w)` in the model's
-    /// latent layout or, for FLUX.1 Kontext, diffusers' packed `(1, (h/2)(w/2), 4·C)`.
+    /// latent layout or, for FLUX.1 Kontext and Qwen-Image-Edit, diffusers' packed
+    /// `(1, (h/2)(w/2), 4·C)`.
     #[arg(long, value_name = "FILE.safetensors")]
     pub latents: Option<PathBuf>,
     /// Target height in pixels (default: the source's).

@@ -6,8 +6,9 @@ use clap::{CommandFactory, Parser};
 use std::path::PathBuf;
 
 /// Writes a LoRA adapter (a PEFT directory, or an RL state whose `theta/` holds θ) as
-/// `pytorch_lora_weights.safetensors` for `FluxKontextPipeline.load_lora_weights(DIR)`: keys
-/// `transformer.<module>.lora_{A,B}.weight`, rank and alpha in the file's metadata.
+/// `pytorch_lora_weights.safetensors` for `FluxKontextPipeline.load_lora_weights(DIR)` or
+/// `QwenImageEditPipeline.load_lora_weights(DIR)`: keys `transformer.<module>.lora_{A,B}.weight`,
+/// rank and alpha in the file's metadata.
 #[derive(Debug, Parser)]
 #[command(name = "export-lora", max_term_width = 100)]
 pub struct ExportLoraArgs {

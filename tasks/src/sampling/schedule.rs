@@ -25,6 +25,10 @@ pub struct SchedulerConfig {
     /// With `false`, μ = 0: no shift at all.
     #[serde(default = "yes")]
     pub use_dynamic_shifting: bool,
+    /// The shifted σ stretched so that the last step's σ is this value (diffusers'
+    /// `stretch_shift_to_terminal`; Qwen-Image: 0.02); absent or 0: no stretch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_terminal: Option<f64>,
 }
 
 fn base_seq() -> u64 {
@@ -51,6 +55,7 @@ impl Default for SchedulerConfig {
             base_shift: base_shift(),
             max_shift: max_shift(),
             use_dynamic_shifting: true,
+            shift_terminal: None,
         }
     }
 }
@@ -77,7 +82,20 @@ impl SchedulerConfig {
 
     /// `steps + 1` sigmas: the shifted `linspace(1, 1/N, N)`, then 0.
     pub fn sigmas(&self, steps: usize, image_seq_len: u64) -> Vec<f64> {
-        shifted_sigmas(steps, self.mu(image_seq_len))
+        let mut s = shifted_sigmas(steps, self.mu(image_seq_len));
+        if let Some(term) = self.shift_terminal.filter(|t| *t != 0.0) {
+            // 1 − (1 − σ)/k with k = (1 − σ_last)/(1 − terminal): σ_last becomes `terminal`;
+            // the final 0 stays 0. One step (σ_last = 1) has nothing to stretch (diffusers
+            // divides 0 by 0 there).
+            let n = s.len() - 1;
+            let k = (1.0 - s[n - 1]) / (1.0 - term);
+            if k > 0.0 {
+                for v in &mut s[..n] {
+                    *v = 1.0 - (1.0 - *v) / k;
+                }
+            }
+        }
+        s
     }
 }
 

@@ -47,11 +47,13 @@ pub fn run(_: &Rollout, p: RolloutParams, ctx: &mut TaskCtx) -> Result<(), TaskE
     ctx.check_cancelled()?;
 
     // Source latents and decoded images: tiny-kontext's affine codec on the CPU (the same on
-    // every device); a FLUX VAE on the task's device (a second CPU copy of the pipeline would
+    // every device); a FLUX or Qwen VAE on the task's device (a second CPU copy of the pipeline would
     // cost tens of GB at full size).
     let codec_device = match crate::models::Backend::detect(&model_dir)? {
         crate::models::Backend::TinyKontext => Device::Cpu,
-        crate::models::Backend::FluxKontext => device_of(&ctx.cuda_ordinals),
+        crate::models::Backend::FluxKontext | crate::models::Backend::QwenImageEdit => {
+            device_of(&ctx.cuda_ordinals)
+        }
     };
     let (codec, _) = load_rollout_policy(&base, &state_dir, codec_device).map_err(fail)?;
     let source_latents = codec.encode(&prompts.sources)?.to_device(Device::Cpu);

@@ -42,12 +42,12 @@ impl BaseModel {
     }
 
     /// The base model on `device` as its backend's policy ([`super::open()`]).
-    /// tiny-kontext weights are shared through the cache; a FLUX.1 Kontext repository is
-    /// loaded per call (the cache holds no FLUX weights yet).
+    /// tiny-kontext weights are shared through the cache; a FLUX.1 Kontext or
+    /// Qwen-Image-Edit repository is loaded per call (the cache holds no such weights yet).
     pub fn load(&self, device: Device) -> Result<Box<dyn EditPolicy>, ModelError> {
         match Backend::detect(&self.dir)? {
             Backend::TinyKontext => Ok(Box::new(self.load_tiny(device)?)),
-            Backend::FluxKontext => super::open(&self.dir, device),
+            Backend::FluxKontext | Backend::QwenImageEdit => super::open(&self.dir, device),
         }
     }
 

@@ -3,11 +3,16 @@
 //! leaves the layer's output bit-identical. Several named adapters share one base layer; the
 //! caller picks which one is active (or none) per forward.
 
+use super::checkpoint;
+use super::error::{ModelError, TensorDiff};
+use super::peft;
+use super::policy::{ActiveAdapter, Trainable};
 use super::random::uniform_tensor;
 use crate::rng::StreamRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tch::{Tensor, nn};
+use std::path::Path;
+use tch::{Kind, Tensor, nn};
 
 /// Adapter names of the policy roles (method-spec §4–§5).
 pub const THETA: &str = "default";
@@ -164,4 +169,237 @@ impl LoraLinear {
             None => y,
         }
     }
+}
+
+/// The LoRA bookkeeping every [`EditPolicy`](super::policy::EditPolicy) backend shares: the
+/// adapters' configs by name, the active adapter (θ, θ_old or off) and which variables train.
+/// A backend keeps one and forwards the trait's adapter methods to it; the matrices stay in the
+/// backend's variable store, named `<module path>.lora_{A,B}.<adapter>.weight`
+/// ([`LoraLinear::add_adapter`]).
+#[derive(Debug, Clone)]
+pub struct AdapterSet {
+    configs: BTreeMap<String, LoraConfig>,
+    active: ActiveAdapter,
+    trainable: Trainable,
+}
+
+impl AdapterSet {
+    /// No adapters, none active, `trainable` as the backend starts.
+    pub fn new(trainable: Trainable) -> AdapterSet {
+        AdapterSet {
+            configs: BTreeMap::new(),
+            active: ActiveAdapter::Off,
+            trainable,
+        }
+    }
+
+    /// `must_exist`: `name` is a known adapter; else a valid name not taken yet.
+    pub fn check_name(&self, name: &str, must_exist: bool) -> Result<(), ModelError> {
+        if must_exist {
+            if !self.configs.contains_key(name) {
+                return Err(ModelError::UnknownAdapter(name.into(), self.known()));
+            }
+        } else {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(ModelError::BadAdapterName(name.into()));
+            }
+            if self.configs.contains_key(name) {
+                return Err(ModelError::AdapterExists(name.into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn known(&self) -> String {
+        if self.configs.is_empty() {
+            "none".into()
+        } else {
+            self.configs
+                .keys()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    /// Checks a new adapter before the backend creates its matrices: a free valid name and a
+    /// positive rank.
+    pub fn check_new(&self, name: &str, cfg: &LoraConfig) -> Result<(), ModelError> {
+        self.check_name(name, false)?;
+        if cfg.r <= 0 {
+            return Err(ModelError::InvalidConfig(format!(
+                "LoRA rank `r` must be positive, got {}",
+                cfg.r
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records adapter `name` (its matrices exist in the backend now).
+    pub fn insert(&mut self, name: &str, cfg: &LoraConfig) {
+        self.configs.insert(name.to_string(), cfg.clone());
+    }
+
+    /// Names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.configs.keys().cloned().collect()
+    }
+
+    pub fn config(&self, name: &str) -> Result<LoraConfig, ModelError> {
+        self.check_name(name, true)?;
+        Ok(self.configs[name].clone())
+    }
+
+    /// Checks that `adapter` names a known adapter (or is off).
+    pub fn check_active(&self, adapter: &ActiveAdapter) -> Result<(), ModelError> {
+        match adapter.name() {
+            Some(n) => self.check_name(n, true),
+            None => Ok(()),
+        }
+    }
+
+    pub fn set_active(&mut self, adapter: ActiveAdapter) -> Result<(), ModelError> {
+        self.check_active(&adapter)?;
+        self.active = adapter;
+        Ok(())
+    }
+
+    pub fn active(&self) -> ActiveAdapter {
+        self.active.clone()
+    }
+
+    pub fn trainable(&self) -> &Trainable {
+        &self.trainable
+    }
+
+    /// Checks `which` (a named adapter must exist) and records it; the backend then sets
+    /// `requires_grad` with [`AdapterSet::trains`].
+    pub fn set_trainable(&mut self, which: Trainable) -> Result<(), ModelError> {
+        if let Trainable::Adapter(n) = &which {
+            self.check_name(n, true)?;
+        }
+        self.trainable = which;
+        Ok(())
+    }
+
+    /// Whether variable `key` of the store trains under the current [`Trainable`], given
+    /// whether it is a base weight.
+    pub fn trains(&self, key: &str, is_base: bool) -> bool {
+        match &self.trainable {
+            Trainable::Base => is_base,
+            Trainable::Adapter(n) => is_lora_key(key, n),
+            Trainable::Nothing => false,
+        }
+    }
+
+    /// Adapter `name`'s matrices among a store's `variables`, keyed as PEFT does (the adapter
+    /// name dropped: `<path>.lora_A.weight`).
+    pub fn variables(
+        &self,
+        name: &str,
+        variables: impl IntoIterator<Item = (String, Tensor)>,
+    ) -> Result<BTreeMap<String, Tensor>, ModelError> {
+        self.check_name(name, true)?;
+        let mut out = BTreeMap::new();
+        for (k, v) in variables {
+            for ab in ["lora_A", "lora_B"] {
+                if let Some(path) = k.strip_suffix(&format!(".{ab}.{name}.weight")) {
+                    out.insert(format!("{path}.{ab}.weight"), v);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every adapter matrix that requires grad, by PEFT key (`variables_of(name)`: the
+    /// backend's [`AdapterSet::variables`]).
+    pub fn trainable_variables(
+        &self,
+        variables_of: impl Fn(&str) -> Result<BTreeMap<String, Tensor>, ModelError>,
+    ) -> BTreeMap<String, Tensor> {
+        let mut out = BTreeMap::new();
+        for name in self.configs.keys() {
+            for (k, v) in variables_of(name).expect("known adapter") {
+                if v.requires_grad() {
+                    out.insert(k, v);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes adapter `name`'s `variables` (PEFT keys) to `dir` in the PEFT layout.
+    pub fn save(
+        &self,
+        name: &str,
+        dir: &Path,
+        variables: &BTreeMap<String, Tensor>,
+    ) -> Result<(), ModelError> {
+        peft::export(dir, &self.config(name)?, variables)
+    }
+
+    /// Reads the PEFT- or diffusers-layout adapter in `dir` for a new adapter `name`, checked
+    /// against the `(shape, kind)` by PEFT key that `expected(config)` says the backend would
+    /// create (missing, unexpected and mis-shaped tensors are an error naming the file).
+    pub fn read(
+        &self,
+        dir: &Path,
+        name: &str,
+        expected: impl Fn(&LoraConfig) -> BTreeMap<String, (Vec<i64>, Kind)>,
+    ) -> Result<peft::ImportedAdapter, ModelError> {
+        self.check_name(name, false)?;
+        let imp = peft::import(dir)?;
+        let expected = expected(&imp.config);
+        let mut diff: TensorDiff = checkpoint::compare_shapes(&imp.tensors, &expected);
+        if !imp.explicit_targets && expected.is_empty() {
+            diff.unexpected = imp.tensors.keys().cloned().collect();
+        }
+        if !diff.is_empty() {
+            return Err(ModelError::Checkpoint {
+                path: dir.join(peft::ADAPTER_WEIGHTS),
+                diff,
+            });
+        }
+        Ok(imp)
+    }
+}
+
+/// Whether store variable `key` is one of adapter `name`'s LoRA matrices.
+pub fn is_lora_key(key: &str, name: &str) -> bool {
+    key.contains(&format!(".lora_A.{name}.")) || key.contains(&format!(".lora_B.{name}."))
+}
+
+/// The `(shape, kind)` by PEFT key of the matrices adapter `cfg` adds to `layers`
+/// (`(module path, in, out, kind)` of every LoRA-capable linear layer).
+pub fn adapter_shapes<'a>(
+    cfg: &LoraConfig,
+    layers: impl IntoIterator<Item = (&'a str, i64, i64, Kind)>,
+) -> BTreeMap<String, (Vec<i64>, Kind)> {
+    let mut out = BTreeMap::new();
+    for (path, i, o, kind) in layers {
+        if cfg.targets(path) {
+            out.insert(format!("{path}.lora_A.weight"), (vec![cfg.r, i], kind));
+            out.insert(format!("{path}.lora_B.weight"), (vec![o, cfg.r], kind));
+        }
+    }
+    out
+}
+
+/// `(module path, in, out, kind)` of every 2-D `<path>.weight` among a state dict's `base`
+/// variables: the linear layers LoRA can target ([`adapter_shapes`]).
+pub fn linear_layers(base: &BTreeMap<String, Tensor>) -> Vec<(&str, i64, i64, Kind)> {
+    base.iter()
+        .filter_map(|(k, w)| {
+            let path = k.strip_suffix(".weight")?;
+            match w.size().as_slice() {
+                [o, i] => Some((path, *i, *o, w.kind())),
+                _ => None,
+            }
+        })
+        .collect()
 }

@@ -6,7 +6,10 @@
 //!   file per component: [`embeddings`], [`attention`], [`block`], [`text_encoder`],
 //!   [`tokenizer`].
 //! - [`open`]: the backend seam — [`open()`] picks a directory's backend and returns a boxed
-//!   [`EditPolicy`]; [`flux_kontext`]: FLUX.1 Kontext ([`flux_kontext::FluxKontext`]).
+//!   [`EditPolicy`]; [`flux_kontext`]: FLUX.1 Kontext ([`flux_kontext::FluxKontext`]);
+//!   [`qwen_image_edit`]: Qwen-Image-Edit ([`qwen_image_edit::QwenImageEdit`]).
+//! - [`lora::AdapterSet`]: the adapter bookkeeping (names, configs, active, trainable) every
+//!   backend shares.
 //! - [`base`]: [`BaseModel`], a base loaded per task or shared through the model cache.
 //! - [`lora`]: LoRA layers and configs; [`peft`]: the PEFT file layout.
 //! - [`checkpoint`]: safetensors and JSON I/O with name/shape validation; [`flow`]: the

@@ -1,15 +1,16 @@
 //! The backend seam: [`open`] picks a model directory's backend from what the directory holds
 //! and returns it as a boxed [`EditPolicy`]; [`weights_digest`] names a directory's weights.
 //!
-//! - `model_index.json` naming `FluxKontextPipeline` (a diffusers repository as
-//!   `save_pretrained` writes it): [`Backend::FluxKontext`].
+//! - `model_index.json` (a diffusers repository as `save_pretrained` writes it), by its
+//!   `_class_name`: `FluxKontextPipeline` → [`Backend::FluxKontext`], `QwenImageEditPipeline`
+//!   or `QwenImageEditPlusPipeline` (2509 and later) → [`Backend::QwenImageEdit`]; any other
+//!   pipeline is an error naming it.
 //! - `config.json` + `model.safetensors` (what `pretrain` writes): [`Backend::TinyKontext`].
 //!
 //! A trait object rather than an enum: rollout, training and evaluation only use the trait,
 //! and a new backend then touches this file and its own folder only.
 
 use super::error::ModelError;
-use super::flux_kontext::pipeline::check_repository;
 use super::policy::EditPolicy;
 use super::tiny_kontext::TinyKontext;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use tch::Device;
 pub enum Backend {
     TinyKontext,
     FluxKontext,
+    QwenImageEdit,
 }
 
 impl Backend {
@@ -29,9 +31,33 @@ impl Backend {
         if !dir.is_dir() {
             return Err(bad(dir.to_path_buf(), "not a directory".into()));
         }
-        if dir.join("model_index.json").is_file() {
-            check_repository(dir)?;
-            return Ok(Backend::FluxKontext);
+        let index = dir.join("model_index.json");
+        if index.is_file() {
+            let v: serde_json::Value = super::checkpoint::read_json(&index)?;
+            let flux = super::flux_kontext::pipeline::PIPELINE_CLASS;
+            let qwen = super::qwen_image_edit::pipeline::PIPELINE_CLASS;
+            let qwen_plus = super::qwen_image_edit::pipeline::PLUS_PIPELINE_CLASS;
+            return match v.get("_class_name").and_then(|c| c.as_str()) {
+                Some(c) if c == flux => {
+                    super::flux_kontext::pipeline::check_repository(dir)?;
+                    Ok(Backend::FluxKontext)
+                }
+                Some(c) if c == qwen || c == qwen_plus => {
+                    super::qwen_image_edit::pipeline::check_repository(dir)?;
+                    Ok(Backend::QwenImageEdit)
+                }
+                Some(c) => Err(bad(
+                    index,
+                    format!(
+                        "a diffusers `{c}` repository: cocoflow runs `{flux}` (FLUX.1 Kontext), \
+                         `{qwen}` and `{qwen_plus}` (Qwen-Image-Edit) repositories"
+                    ),
+                )),
+                None => Err(bad(
+                    index,
+                    "no `_class_name`: not a diffusers pipeline index".into(),
+                )),
+            };
         }
         let config = dir.join(super::checkpoint::CONFIG_FILE);
         if config.is_file() {
@@ -56,8 +82,8 @@ impl Backend {
         }
         Err(bad(
             dir.to_path_buf(),
-            "not a model directory: expected `model_index.json` (a diffusers FLUX.1 Kontext \
-             repository) or `config.json` + `model.safetensors` (tiny-kontext)"
+            "not a model directory: expected `model_index.json` (a diffusers FLUX.1 Kontext or \
+             Qwen-Image-Edit repository) or `config.json` + `model.safetensors` (tiny-kontext)"
                 .into(),
         ))
     }
@@ -66,6 +92,7 @@ impl Backend {
         match self {
             Backend::TinyKontext => super::tiny_kontext::BACKEND,
             Backend::FluxKontext => super::flux_kontext::BACKEND,
+            Backend::QwenImageEdit => super::qwen_image_edit::BACKEND,
         }
     }
 }
@@ -75,6 +102,9 @@ pub fn open(dir: &Path, device: Device) -> Result<Box<dyn EditPolicy>, ModelErro
     Ok(match Backend::detect(dir)? {
         Backend::TinyKontext => Box::new(TinyKontext::load(dir, device)?),
         Backend::FluxKontext => Box::new(super::flux_kontext::FluxKontext::load(dir, device)?),
+        Backend::QwenImageEdit => {
+            Box::new(super::qwen_image_edit::QwenImageEdit::load(dir, device)?)
+        }
     })
 }
 
@@ -89,17 +119,16 @@ pub fn file_digest(path: &Path) -> Result<String, ModelError> {
 }
 
 /// The digest of a model directory's weights: tiny-kontext, BLAKE3 of `model.safetensors`;
-/// a FLUX.1 Kontext repository, [`cocoflow_tasks::weights::dir_digest`] (every file, by
-/// reference: nothing is copied).
+/// a FLUX.1 Kontext or Qwen-Image-Edit repository, [`cocoflow_tasks::weights::dir_digest`]
+/// (every file, by reference: nothing is copied).
 pub fn weights_digest(dir: &Path) -> Result<String, ModelError> {
     match Backend::detect(dir)? {
         Backend::TinyKontext => file_digest(&dir.join(super::checkpoint::WEIGHTS_FILE)),
-        Backend::FluxKontext => {
-            cocoflow_tasks::weights::dir_digest(dir).map_err(|source| ModelError::Io {
+        Backend::FluxKontext | Backend::QwenImageEdit => cocoflow_tasks::weights::dir_digest(dir)
+            .map_err(|source| ModelError::Io {
                 op: "read",
                 path: dir.to_owned(),
                 source,
-            })
-        }
+            }),
     }
 }

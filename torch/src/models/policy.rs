@@ -62,7 +62,9 @@ pub struct Encoded {
 /// `z_src`), and the backend's encodings of the instructions and source, batch-first by name:
 /// tiny-kontext `text_ids` (token ids, encoded inside the forward); FLUX.1 Kontext
 /// `prompt_embeds` (T5), `pooled_prompt_embeds` (CLIP) and `source_tokens` (packed source
-/// latents; their position ids follow from the latent's size).
+/// latents; their position ids follow from the latent's size); Qwen-Image-Edit
+/// `prompt_embeds` / `prompt_mask` and their `negative_` twins (Qwen2.5-VL) and
+/// `source_tokens`.
 #[derive(Debug)]
 pub struct Conditioning {
     /// Source latent `(B, C, h, w)`.
@@ -157,7 +159,10 @@ impl Conditioning {
                             if extra == 0 {
                                 t.shallow_clone()
                             } else {
-                                t.pad([0, extra], "constant", Some(pad))
+                                // (0, 0) for every dimension after 1, then (0, extra)
+                                let mut spec = vec![0; 2 * t.dim().saturating_sub(2)];
+                                spec.extend([0, extra]);
+                                t.pad(spec, "constant", Some(pad))
                             }
                         })
                         .collect();
@@ -222,11 +227,28 @@ pub trait EditPolicy: Send {
         self.condition(&cond.source, &vec![""; b])
     }
 
-    /// Whether the model embeds a guidance value (FLUX.1 [dev]'s guidance embedding): then the
-    /// sampler's `guidance` setting is passed to every velocity call (rollouts and training
-    /// forwards alike) instead of mixing two velocities (classifier-free guidance).
+    /// Whether the model takes the guidance value itself — FLUX.1 [dev]'s guidance embedding,
+    /// or Qwen-Image-Edit's true CFG applied inside the velocity: then the sampler's `guidance`
+    /// setting is passed to every velocity call (and to training forwards when
+    /// [`EditPolicy::guidance_in_training`]) instead of mixing two velocities (classifier-free
+    /// guidance).
     fn embeds_guidance(&self) -> bool {
         false
+    }
+
+    /// Whether the training forwards (`nft-train`'s θ, θ_old and reference velocities) get the
+    /// sampler's guidance value as well: yes for a guidance embedding (the value is part of
+    /// the model's input), no for a backend that applies guidance inside the velocity when
+    /// sampling (Qwen-Image-Edit's true CFG: training forwards are its conditional branch).
+    fn guidance_in_training(&self) -> bool {
+        self.embeds_guidance()
+    }
+
+    /// The guidance value the model's pipeline uses when none is set (for a model that
+    /// [`EditPolicy::embeds_guidance`]); `None`: FLUX's 3.5
+    /// ([`crate::sampling::DEFAULT_EMBEDDED_GUIDANCE`]).
+    fn default_guidance(&self) -> Option<f64> {
+        None
     }
 
     /// The velocity `v(x_t, t, c)` under `adapter`: `x_t` `(B, C, h, w)`, `t` `(B,)` in

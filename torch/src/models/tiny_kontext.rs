@@ -20,8 +20,8 @@ use super::checkpoint::{self, CONFIG_FILE, WEIGHTS_FILE};
 use super::config::TinyKontextConfig;
 use super::embeddings::{TimeTextEmbed, pos_embed_2d};
 use super::error::ModelError;
-use super::lora::{LoraConfig, LoraLinear};
-use super::policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
+use super::lora::{AdapterSet, LoraConfig, LoraLinear, adapter_shapes};
+use super::policy::{Conditioning, EditPolicy, Trainable};
 use super::random::uniform_tensor;
 use super::text_encoder::TextEncoder;
 use crate::rng::StreamRng;
@@ -48,9 +48,7 @@ pub struct TinyKontext {
     norm_out: LoraLinear,
     proj_out: LoraLinear,
     base_names: BTreeSet<String>,
-    adapters: BTreeMap<String, LoraConfig>,
-    active: ActiveAdapter,
-    trainable: Trainable,
+    adapters: AdapterSet,
     /// Built on a [`SharedBase`]: the base tensors are shared with other models and must
     /// never be written (the base cannot be made trainable).
     shared_base: bool,
@@ -61,8 +59,6 @@ impl std::fmt::Debug for TinyKontext {
         f.debug_struct("TinyKontext")
             .field("cfg", &self.cfg)
             .field("adapters", &self.adapters)
-            .field("active", &self.active)
-            .field("trainable", &self.trainable)
             .finish_non_exhaustive()
     }
 }
@@ -127,9 +123,7 @@ impl TinyKontext {
             norm_out,
             proj_out,
             base_names,
-            adapters: BTreeMap::new(),
-            active: ActiveAdapter::Off,
-            trainable: Trainable::Base,
+            adapters: AdapterSet::new(Trainable::Base),
             shared_base: false,
         })
     }
@@ -191,50 +185,11 @@ impl TinyKontext {
 
     /// The `(name → (shape, kind))` an adapter with `cfg` has, without creating it.
     fn adapter_shapes(&self, cfg: &LoraConfig) -> BTreeMap<String, (Vec<i64>, Kind)> {
-        let mut out = BTreeMap::new();
-        for l in self.lora_layers().filter(|l| cfg.targets(&l.path)) {
-            out.insert(
-                format!("{}.lora_A.weight", l.path),
-                (vec![cfg.r, l.in_dim], Kind::Float),
-            );
-            out.insert(
-                format!("{}.lora_B.weight", l.path),
-                (vec![l.out_dim, cfg.r], Kind::Float),
-            );
-        }
-        out
-    }
-
-    fn check_name(&self, name: &str, must_exist: bool) -> Result<(), ModelError> {
-        if must_exist {
-            if !self.adapters.contains_key(name) {
-                return Err(ModelError::UnknownAdapter(name.into(), self.known()));
-            }
-        } else {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                return Err(ModelError::BadAdapterName(name.into()));
-            }
-            if self.adapters.contains_key(name) {
-                return Err(ModelError::AdapterExists(name.into()));
-            }
-        }
-        Ok(())
-    }
-
-    fn known(&self) -> String {
-        if self.adapters.is_empty() {
-            "none".into()
-        } else {
-            self.adapters
-                .keys()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        adapter_shapes(
+            cfg,
+            self.lora_layers()
+                .map(|l| (l.path.as_str(), l.in_dim, l.out_dim, Kind::Float)),
+        )
     }
 
     /// `(B, C, H, W)` → `(B, (H/p)(W/p), C·p·p)`, FLUX's `_pack_latents` order.

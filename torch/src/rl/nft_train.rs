@@ -86,7 +86,9 @@ pub fn accumulate(
     let steps = m.sampler.steps;
     let n_t = train_timesteps(steps, set.timestep_fraction);
     // The embedded guidance the rollouts were sampled with reaches every training forward.
+    // (A backend that applies guidance itself when sampling trains its conditional branch.)
     let (_, guidance) = guidance_of(&*model, &m.sampler);
+    let guidance = guidance.filter(|_| model.guidance_in_training());
     // Conditioning of every group on the device.
     model
         .set_trainable(Trainable::Adapter(THETA.into()))

@@ -162,7 +162,7 @@ pub fn read_info(dir: &Path) -> Result<Option<StateInfo>, RlError> {
             return Ok(None);
         }
         return Err(RlError::Invalid(format!(
-            "`{}` is neither an RL state (no `{STATE_FILE}`) nor a base model directory (`{CONFIG_FILE}` + `{WEIGHTS_FILE}`, or a FLUX.1 Kontext repository's `model_index.json`)",
+            "`{}` is neither an RL state (no `{STATE_FILE}`) nor a base model directory (`{CONFIG_FILE}` + `{WEIGHTS_FILE}`, or a diffusers repository's `model_index.json`)",
             dir.display()
         )));
     }

@@ -37,14 +37,20 @@ pub fn stack_x0(samples: &[Sample]) -> Tensor {
 }
 
 /// How the sampler's `guidance` setting applies to `policy`: `(classifier-free scale,
-/// embedded value)`. A model with a guidance embedding (FLUX.1 [dev]) gets the value in every
-/// velocity call (default [`DEFAULT_EMBEDDED_GUIDANCE`]) and no classifier-free guidance; other
+/// embedded value)`. A model with a guidance embedding (FLUX.1 [dev]) or its own true CFG
+/// (Qwen-Image-Edit) gets the value in every velocity call (default: the model's
+/// [`EditPolicy::default_guidance`], else [`DEFAULT_EMBEDDED_GUIDANCE`]) and no
+/// classifier-free mixing here; other
 /// models get classifier-free guidance unless the scale is absent or 1.
 pub fn guidance_of(policy: &dyn EditPolicy, cfg: &SamplerConfig) -> (Option<f64>, Option<f64>) {
     if policy.embeds_guidance() {
         (
             None,
-            Some(cfg.guidance.unwrap_or(DEFAULT_EMBEDDED_GUIDANCE)),
+            Some(
+                cfg.guidance
+                    .or(policy.default_guidance())
+                    .unwrap_or(DEFAULT_EMBEDDED_GUIDANCE),
+            ),
         )
     } else {
         (cfg.guidance.filter(|g| *g != 1.0), None)

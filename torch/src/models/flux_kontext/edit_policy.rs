@@ -18,9 +18,8 @@
 //!   (only LoRA trains: [`Trainable::Base`] is refused).
 
 use super::super::checkpoint;
-use super::super::error::{ModelError, TensorDiff};
-use super::super::lora::LoraConfig;
-use super::super::peft;
+use super::super::error::ModelError;
+use super::super::lora::{AdapterSet, LoraConfig, adapter_shapes, linear_layers};
 use super::super::policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
 use super::pipeline::FluxKontextPipeline;
 use super::rope::{latent_image_ids, text_ids};
@@ -43,9 +42,7 @@ pub const SOURCE_TOKENS: &str = "source_tokens";
 pub struct FluxKontext {
     pub pipeline: FluxKontextPipeline,
     pub max_sequence_length: usize,
-    adapters: BTreeMap<String, LoraConfig>,
-    active: ActiveAdapter,
-    trainable: Trainable,
+    adapters: AdapterSet,
 }
 
 fn input_err(what: &'static str, message: String) -> ModelError {
@@ -64,9 +61,7 @@ impl FluxKontext {
         let mut m = FluxKontext {
             pipeline: FluxKontextPipeline::load(dir, device, kind)?,
             max_sequence_length: MAX_SEQUENCE_LENGTH,
-            adapters: BTreeMap::new(),
-            active: ActiveAdapter::Off,
-            trainable: Trainable::Nothing,
+            adapters: AdapterSet::new(Trainable::Nothing),
         };
         let p = &m.pipeline;
         for vs in [
@@ -86,33 +81,10 @@ impl FluxKontext {
         self.pipeline.transformer.kind()
     }
 
-    fn check_name(&self, name: &str, exists: bool) -> Result<(), ModelError> {
-        if self.adapters.contains_key(name) != exists {
-            return Err(ModelError::InvalidConfig(if exists {
-                format!("no LoRA adapter `{name}` (have {:?})", self.adapter_names())
-            } else {
-                format!("LoRA adapter `{name}` exists already")
-            }));
-        }
-        Ok(())
-    }
-
     /// `(shape, kind)` of every LoRA matrix adapter `cfg` would add, by PEFT key.
     fn adapter_shapes(&self, cfg: &LoraConfig) -> BTreeMap<String, (Vec<i64>, Kind)> {
-        let mut out = BTreeMap::new();
-        for (k, w) in self.pipeline.transformer.base_variables() {
-            let size = w.size();
-            let (Some(path), [o, i]) = (k.strip_suffix(".weight"), size.as_slice()) else {
-                continue;
-            };
-            let (o, i) = (*o, *i);
-            if cfg.targets(path) {
-                let kind = w.kind();
-                out.insert(format!("{path}.lora_A.weight"), (vec![cfg.r, i], kind));
-                out.insert(format!("{path}.lora_B.weight"), (vec![o, cfg.r], kind));
-            }
-        }
-        out
+        let base = self.pipeline.transformer.base_variables();
+        adapter_shapes(cfg, linear_layers(&base))
     }
 
     /// Packed-token position ids of a target `(h, w)` then a source `(hs, ws)` latent.
@@ -211,9 +183,7 @@ impl EditPolicy for FluxKontext {
         adapter: &ActiveAdapter,
         guidance: Option<f64>,
     ) -> Result<Tensor, ModelError> {
-        if let Some(n) = adapter.name() {
-            self.check_name(n, true)?;
-        }
+        self.adapters.check_active(adapter)?;
         let s = x_t.size();
         if s.len() != 4 || s[0] != cond.batch() {
             return Err(input_err(
@@ -247,77 +217,47 @@ impl EditPolicy for FluxKontext {
     }
 
     fn add_adapter(&mut self, name: &str, cfg: &LoraConfig) -> Result<(), ModelError> {
-        self.check_name(name, false)?;
-        if cfg.r <= 0 {
-            return Err(ModelError::InvalidConfig(format!(
-                "LoRA rank `r` must be positive, got {}",
-                cfg.r
-            )));
-        }
+        self.adapters.check_new(name, cfg)?;
         if self.pipeline.transformer.add_lora(name, cfg) == 0 {
             return Err(ModelError::InvalidConfig(format!(
                 "LoRA `target_modules` {:?} match no linear layer of the FLUX transformer",
                 cfg.target_modules
             )));
         }
-        self.adapters.insert(name.to_string(), cfg.clone());
-        self.set_trainable(self.trainable.clone())
+        self.adapters.insert(name, cfg);
+        self.set_trainable(self.adapters.trainable().clone())
     }
 
     fn adapter_names(&self) -> Vec<String> {
-        self.adapters.keys().cloned().collect()
+        self.adapters.names()
     }
 
     fn adapter_config(&self, name: &str) -> Result<LoraConfig, ModelError> {
-        self.check_name(name, true)?;
-        Ok(self.adapters[name].clone())
+        self.adapters.config(name)
     }
 
     fn set_adapter(&mut self, adapter: ActiveAdapter) -> Result<(), ModelError> {
-        if let Some(n) = adapter.name() {
-            self.check_name(n, true)?;
-        }
-        self.active = adapter;
-        Ok(())
+        self.adapters.set_active(adapter)
     }
 
     fn active_adapter(&self) -> ActiveAdapter {
-        self.active.clone()
+        self.adapters.active()
     }
 
     fn adapter_variables(&self, name: &str) -> Result<BTreeMap<String, Tensor>, ModelError> {
-        self.check_name(name, true)?;
-        let mut out = BTreeMap::new();
-        for (k, v) in self.pipeline.transformer.var_store().variables() {
-            for ab in ["lora_A", "lora_B"] {
-                let tag = format!(".{ab}.{name}.weight");
-                if let Some(path) = k.strip_suffix(&tag) {
-                    out.insert(format!("{path}.{ab}.weight"), v.shallow_clone());
-                }
-            }
-        }
-        Ok(out)
+        self.adapters
+            .variables(name, self.pipeline.transformer.var_store().variables())
     }
 
     fn save_adapter(&self, name: &str, dir: &Path) -> Result<(), ModelError> {
-        let vars = self.adapter_variables(name)?;
-        peft::export(dir, &self.adapters[name], &vars)
+        self.adapters
+            .save(name, dir, &self.adapter_variables(name)?)
     }
 
     fn load_adapter(&mut self, dir: &Path, name: &str) -> Result<(), ModelError> {
-        self.check_name(name, false)?;
-        let imp = peft::import(dir)?;
-        let expected = self.adapter_shapes(&imp.config);
-        let mut diff: TensorDiff = checkpoint::compare_shapes(&imp.tensors, &expected);
-        if !imp.explicit_targets && expected.is_empty() {
-            diff.unexpected = imp.tensors.keys().cloned().collect();
-        }
-        if !diff.is_empty() {
-            return Err(ModelError::Checkpoint {
-                path: dir.join(peft::ADAPTER_WEIGHTS),
-                diff,
-            });
-        }
+        let imp = self
+            .adapters
+            .read(dir, name, |cfg| self.adapter_shapes(cfg))?;
         self.add_adapter(name, &imp.config)?;
         checkpoint::copy_all(&self.adapter_variables(name)?, &imp.tensors)
     }
@@ -327,38 +267,21 @@ impl EditPolicy for FluxKontext {
     }
 
     fn set_trainable(&mut self, which: Trainable) -> Result<(), ModelError> {
-        match &which {
-            Trainable::Base => {
-                return Err(ModelError::InvalidConfig(
-                    "FLUX.1 Kontext trains LoRA adapters only, not its base weights".into(),
-                ));
-            }
-            Trainable::Adapter(n) => self.check_name(n, true)?,
-            Trainable::Nothing => {}
+        if which == Trainable::Base {
+            return Err(ModelError::InvalidConfig(
+                "FLUX.1 Kontext trains LoRA adapters only, not its base weights".into(),
+            ));
         }
+        self.adapters.set_trainable(which)?;
         for (k, v) in self.pipeline.transformer.var_store().variables() {
-            let on = match &which {
-                Trainable::Adapter(n) => {
-                    k.contains(&format!(".lora_A.{n}.")) || k.contains(&format!(".lora_B.{n}."))
-                }
-                _ => false,
-            };
-            let _ = v.set_requires_grad(on);
+            let _ = v.set_requires_grad(self.adapters.trains(&k, false));
         }
-        self.trainable = which;
         Ok(())
     }
 
     fn trainable_variables(&self) -> BTreeMap<String, Tensor> {
-        let mut out = BTreeMap::new();
-        for name in self.adapters.keys() {
-            for (k, v) in self.adapter_variables(name).expect("known adapter") {
-                if v.requires_grad() {
-                    out.insert(k, v);
-                }
-            }
-        }
-        out
+        self.adapters
+            .trainable_variables(|n| self.adapter_variables(n))
     }
 
     fn save(&self, dir: &Path) -> Result<(), ModelError> {

@@ -84,5 +84,6 @@ pub fn sampler_config(cfg: &FlowMatchEulerDiscreteSchedulerConfig) -> SchedulerC
         base_shift: cfg.base_shift,
         max_shift: cfg.max_shift,
         use_dynamic_shifting: cfg.use_dynamic_shifting,
+        shift_terminal: None,
     }
 }

@@ -1,10 +1,12 @@
 //! Qwen-Image-Edit on libtorch: the components of a diffusers `QwenImageEditPipeline`
 //! repository, numerically matching diffusers 0.42 / transformers 5.25 (golden tests in
-//! `torch/tests/it/qwen.rs`, references from `torch/tests/golden/qwen/gen.py`).
+//! `torch/tests/it/qwen/`, references from `torch/tests/golden/qwen/gen.py`), and
+//! [`QwenImageEdit`], the backend behind [`crate::models::open()`] ([`edit_policy`]).
 
 pub mod attention;
 pub mod config;
 pub mod config_vl;
+pub mod edit_policy;
 pub mod image;
 pub mod layers;
 pub mod pipeline;
@@ -21,6 +23,7 @@ pub mod vision;
 pub use super::flux_kontext::vae::{pack_latents, unpack_latents};
 pub use config::{AutoencoderKLQwenImageConfig, QwenImageTransformer2DModelConfig};
 pub use config_vl::{Qwen2VLImageProcessorConfig, Qwen25VlConfig};
+pub use edit_policy::{BACKEND, QwenImageEdit};
 pub use image::{Qwen2VlImageProcessor, calculate_dimensions, pil_lanczos_resize, smart_resize};
 pub use pipeline::{QwenEditRequest, QwenImageEditPipeline, qwen_schedule, true_cfg};
 pub use prompt::{PromptEncoding, QwenVlPromptEncoder};

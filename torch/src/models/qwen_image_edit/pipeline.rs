@@ -23,7 +23,7 @@ use super::super::flux_kontext::scheduler::{FlowMatchSchedule, calculate_shift};
 use super::super::flux_kontext::vae::{pack_latents, unpack_latents};
 use super::config::{ModelIndex, read_config, validate_scheduler};
 use super::image::{calculate_dimensions, pil_lanczos_resize, vae_preprocess};
-use super::prompt::{PromptEncoding, QwenVlPromptEncoder};
+use super::prompt::{PromptEncoding, PromptStyle, QwenVlPromptEncoder};
 use super::rope::ImageShape;
 use super::transformer::{QwenImageTransformer2DModel, QwenInputs};
 use super::vae::AutoencoderKLQwenImage;
@@ -31,6 +31,14 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 pub const PIPELINE_CLASS: &str = "QwenImageEditPipeline";
+/// Qwen-Image-Edit-2509 and later: the same components, the prompt template with `Picture 1: `
+/// ([`super::prompt::PromptStyle::EditPlus`]) and the prompt encoder's image at
+/// [`PLUS_CONDITION_AREA`].
+pub const PLUS_PIPELINE_CLASS: &str = "QwenImageEditPlusPipeline";
+
+/// `QwenImageEditPlusPipeline`'s `CONDITION_IMAGE_SIZE`: the area of the image the prompt
+/// encoder sees (the VAE's is [`CONDITION_AREA`]).
+pub const PLUS_CONDITION_AREA: f64 = 384.0 * 384.0;
 
 /// The reference's negative prompt for true CFG.
 pub const NEGATIVE_PROMPT: &str = " ";
@@ -47,7 +55,7 @@ const COMPONENTS: &[(&str, &str)] = &[
 ];
 
 /// Checks that `dir` is a diffusers Qwen-Image-Edit repository: `model_index.json` names
-/// `QwenImageEditPipeline` and the components cocoflow loads.
+/// `QwenImageEditPipeline` or `QwenImageEditPlusPipeline` and the components cocoflow loads.
 pub fn check_repository(dir: &Path) -> Result<ModelIndex, ModelError> {
     let path = dir.join("model_index.json");
     if !path.exists() {
@@ -61,9 +69,10 @@ pub fn check_repository(dir: &Path) -> Result<ModelIndex, ModelError> {
         path: path.clone(),
         message,
     };
-    if index.class_name != PIPELINE_CLASS {
+    if index.class_name != PIPELINE_CLASS && index.class_name != PLUS_PIPELINE_CLASS {
         return Err(bad(format!(
-            "not a Qwen-Image-Edit repository: `_class_name` is `{}`, expected `{PIPELINE_CLASS}`",
+            "not a Qwen-Image-Edit repository: `_class_name` is `{}`, expected `{PIPELINE_CLASS}` \
+             or `{PLUS_PIPELINE_CLASS}`",
             index.class_name
         )));
     }
@@ -181,22 +190,26 @@ pub struct EditConditions {
 impl QwenImageEditPipeline {
     /// Loads every component of a diffusers `QwenImageEditPipeline` directory.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
-        check_repository(dir)?;
+        let index = check_repository(dir)?;
         let scheduler: FlowMatchEulerDiscreteSchedulerConfig =
             read_config(&dir.join("scheduler").join("scheduler_config.json"))?;
         validate_scheduler(&scheduler).map_err(|e| ModelError::Config {
             path: dir.join("scheduler").join("scheduler_config.json"),
             message: e.to_string(),
         })?;
+        let mut encoder = QwenVlPromptEncoder::load(
+            &dir.join("text_encoder"),
+            &dir.join("processor"),
+            device,
+            kind,
+        )?;
+        if index.class_name == PLUS_PIPELINE_CLASS {
+            encoder.style = PromptStyle::EditPlus;
+        }
         Ok(QwenImageEditPipeline {
             transformer: QwenImageTransformer2DModel::load(&dir.join("transformer"), device, kind)?,
             vae: AutoencoderKLQwenImage::load(&dir.join("vae"), device, kind)?,
-            encoder: QwenVlPromptEncoder::load(
-                &dir.join("text_encoder"),
-                &dir.join("processor"),
-                device,
-                kind,
-            )?,
+            encoder,
             scheduler,
         })
     }

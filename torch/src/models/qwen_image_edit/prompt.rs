@@ -30,6 +30,21 @@ use tch::{Device, Kind, Tensor, nn};
 /// `QwenImageEditPipeline.prompt_template_encode` (`{}`: the instruction).
 pub const PROMPT_TEMPLATE: &str = "<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, objects, background), then explain how the user's text instruction should alter or modify the image. Generate a new image that meets the user's requirements while maintaining consistency with the original input where appropriate.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{}<|im_end|>\n<|im_start|>assistant\n";
 
+/// `QwenImageEditPlusPipeline` (Qwen-Image-Edit-2509 and later): the same template with the
+/// image introduced as `Picture 1: ` before its vision tokens (one image per instruction).
+pub const PLUS_IMAGE_PREFIX: &str = "Picture 1: ";
+
+/// Which pipeline's template the encoder fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptStyle {
+    /// `QwenImageEditPipeline`: [`PROMPT_TEMPLATE`].
+    #[default]
+    Edit,
+    /// `QwenImageEditPlusPipeline`: [`PROMPT_TEMPLATE`] with [`PLUS_IMAGE_PREFIX`] before the
+    /// image.
+    EditPlus,
+}
+
 /// `prompt_template_encode_start_idx`: template tokens dropped from the front of each row.
 pub const PROMPT_TEMPLATE_START_IDX: i64 = 64;
 
@@ -69,6 +84,8 @@ pub struct QwenVlPromptEncoder {
     pub vision: Qwen25VisionTransformer,
     pub tokenizer: Qwen2Tokenizer,
     pub processor: Qwen2VlImageProcessor,
+    /// The template [`Self::inputs`] fills (default [`PromptStyle::Edit`]).
+    pub style: PromptStyle,
 }
 
 impl std::fmt::Debug for QwenVlPromptEncoder {
@@ -144,6 +161,7 @@ impl QwenVlPromptEncoder {
             vision,
             tokenizer,
             processor,
+            style: PromptStyle::Edit,
         };
         Checkpoint::open(text_encoder_dir, "model")?
             .load_into(&enc.variables(), &text_encoder_key)?;
@@ -197,7 +215,17 @@ impl QwenVlPromptEncoder {
         let texts = instructions
             .iter()
             .zip(&vi.grid_thw)
-            .map(|(t, (gt, gh, gw))| Self::template_text(t, gt * gh * gw / unit))
+            .map(|(t, (gt, gh, gw))| {
+                let text = Self::template_text(t, gt * gh * gw / unit)?;
+                Ok::<_, ModelError>(match self.style {
+                    PromptStyle::Edit => text,
+                    PromptStyle::EditPlus => text.replacen(
+                        "<|vision_start|>",
+                        &format!("{PLUS_IMAGE_PREFIX}<|vision_start|>"),
+                        1,
+                    ),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let toks = self.tokenizer.encode(&refs, Device::Cpu)?;

@@ -3,9 +3,8 @@
 //! weights train.
 
 use super::super::checkpoint::{self, CONFIG_FILE, WEIGHTS_FILE};
-use super::super::error::{ModelError, TensorDiff};
+use super::super::error::ModelError;
 use super::super::lora::LoraConfig;
-use super::super::peft;
 use super::super::policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
 use super::{BACKEND, TinyKontext, input_err};
 use crate::sampling::SchedulerConfig;
@@ -114,20 +113,12 @@ impl EditPolicy for TinyKontext {
         adapter: &ActiveAdapter,
         _guidance: Option<f64>,
     ) -> Result<Tensor, ModelError> {
-        if let Some(n) = adapter.name() {
-            self.check_name(n, true)?;
-        }
+        self.adapters.check_active(adapter)?;
         self.forward(x_t, t, cond, adapter.name())
     }
 
     fn add_adapter(&mut self, name: &str, cfg: &LoraConfig) -> Result<(), ModelError> {
-        self.check_name(name, false)?;
-        if cfg.r <= 0 {
-            return Err(ModelError::InvalidConfig(format!(
-                "LoRA rank `r` must be positive, got {}",
-                cfg.r
-            )));
-        }
+        self.adapters.check_new(name, cfg)?;
         if self.adapter_shapes(cfg).is_empty() {
             return Err(ModelError::InvalidConfig(format!(
                 "LoRA `target_modules` {:?} match no attention projection of tiny-kontext",
@@ -142,62 +133,39 @@ impl EditPolicy for TinyKontext {
                 }
             }
         }
-        self.adapters.insert(name.to_string(), cfg.clone());
-        self.set_trainable(self.trainable.clone())
+        self.adapters.insert(name, cfg);
+        self.set_trainable(self.adapters.trainable().clone())
     }
 
     fn adapter_names(&self) -> Vec<String> {
-        self.adapters.keys().cloned().collect()
+        self.adapters.names()
     }
 
     fn adapter_config(&self, name: &str) -> Result<LoraConfig, ModelError> {
-        self.check_name(name, true)?;
-        Ok(self.adapters[name].clone())
+        self.adapters.config(name)
     }
 
     fn set_adapter(&mut self, adapter: ActiveAdapter) -> Result<(), ModelError> {
-        if let Some(n) = adapter.name() {
-            self.check_name(n, true)?;
-        }
-        self.active = adapter;
-        Ok(())
+        self.adapters.set_active(adapter)
     }
 
     fn active_adapter(&self) -> ActiveAdapter {
-        self.active.clone()
+        self.adapters.active()
     }
 
     fn adapter_variables(&self, name: &str) -> Result<BTreeMap<String, Tensor>, ModelError> {
-        self.check_name(name, true)?;
-        let mut out = BTreeMap::new();
-        for l in self.lora_layers() {
-            if let Some(pair) = l.adapters.get(name) {
-                out.insert(format!("{}.lora_A.weight", l.path), pair.a.shallow_clone());
-                out.insert(format!("{}.lora_B.weight", l.path), pair.b.shallow_clone());
-            }
-        }
-        Ok(out)
+        self.adapters.variables(name, self.vs.variables())
     }
 
     fn save_adapter(&self, name: &str, dir: &Path) -> Result<(), ModelError> {
-        let vars = self.adapter_variables(name)?;
-        peft::export(dir, &self.adapters[name], &vars)
+        self.adapters
+            .save(name, dir, &self.adapter_variables(name)?)
     }
 
     fn load_adapter(&mut self, dir: &Path, name: &str) -> Result<(), ModelError> {
-        self.check_name(name, false)?;
-        let imp = peft::import(dir)?;
-        let expected = self.adapter_shapes(&imp.config);
-        let mut diff: TensorDiff = checkpoint::compare_shapes(&imp.tensors, &expected);
-        if !imp.explicit_targets && expected.is_empty() {
-            diff.unexpected = imp.tensors.keys().cloned().collect();
-        }
-        if !diff.is_empty() {
-            return Err(ModelError::Checkpoint {
-                path: dir.join(peft::ADAPTER_WEIGHTS),
-                diff,
-            });
-        }
+        let imp = self
+            .adapters
+            .read(dir, name, |cfg| self.adapter_shapes(cfg))?;
         self.add_adapter(name, &imp.config)?;
         checkpoint::copy_all(&self.adapter_variables(name)?, &imp.tensors)
     }
@@ -211,9 +179,6 @@ impl EditPolicy for TinyKontext {
     }
 
     fn set_trainable(&mut self, which: Trainable) -> Result<(), ModelError> {
-        if let Trainable::Adapter(n) = &which {
-            self.check_name(n, true)?;
-        }
         if self.shared_base && which == Trainable::Base {
             return Err(ModelError::InvalidConfig(
                 "this model's base weights are shared (the model cache): train a model from \
@@ -221,17 +186,10 @@ impl EditPolicy for TinyKontext {
                     .into(),
             ));
         }
+        self.adapters.set_trainable(which)?;
         for (k, v) in self.vs.variables() {
-            let on = match &which {
-                Trainable::Base => self.base_names.contains(&k),
-                Trainable::Adapter(n) => {
-                    k.contains(&format!(".lora_A.{n}.")) || k.contains(&format!(".lora_B.{n}."))
-                }
-                Trainable::Nothing => false,
-            };
-            let _ = v.set_requires_grad(on);
+            let _ = v.set_requires_grad(self.adapters.trains(&k, self.base_names.contains(&k)));
         }
-        self.trainable = which;
         Ok(())
     }
 
@@ -241,13 +199,10 @@ impl EditPolicy for TinyKontext {
             .into_iter()
             .filter(|(_, v)| v.requires_grad())
             .collect();
-        for name in self.adapters.keys() {
-            for (k, v) in self.adapter_variables(name).expect("known adapter") {
-                if v.requires_grad() {
-                    out.insert(k, v);
-                }
-            }
-        }
+        out.extend(
+            self.adapters
+                .trainable_variables(|n| self.adapter_variables(n)),
+        );
         out
     }
 

@@ -59,7 +59,7 @@ fn wrong_repository_layouts_are_named() {
         load_err(&dir),
         format!(
             "bad config `{}`: not a Qwen-Image-Edit repository: `_class_name` is \
-             `QwenImagePipeline`, expected `QwenImageEditPipeline`",
+             `QwenImagePipeline`, expected `QwenImageEditPipeline` or `QwenImageEditPlusPipeline`",
             index.display()
         )
     );

@@ -6,6 +6,7 @@
 
 mod edit;
 mod errors;
+mod policy;
 mod prompt;
 
 use cocoflow_torch::models::checkpoint::read_safetensors;
