@@ -4,8 +4,9 @@
 //!
 //! Input `data`: a dataset in the manifest format whose records have `source`, `target` (the
 //! edited image; `edited` in imported datasets) and `edit_mask` — e.g. `synth-data`'s
-//! `train`, or any imported editing dataset. Records without an edited image or a mask, and
-//! records of global edit types ([`crate::eval::is_local_type`]), are counted and left out.
+//! `train`, or any imported editing dataset. Records without an edited image or a mask,
+//! records of global edit types ([`crate::eval::is_local_type`]) and records whose mask covers
+//! the whole image are counted and left out.
 //!
 //! Per pair: the judge (`judge`, as in `eval` and `curate`: the rule judge by default, or any
 //! OpenAI-compatible server) is asked [`crate::judge::prompts::CONSISTENCY`] through
@@ -159,7 +160,7 @@ impl Correlate {
         let ds = Dataset::open(&root)
             .map_err(|e| fail(format!("input `data` (`{}`): {e}", root.display())))?;
         let judge = p.judge.build(ctx.store()).map_err(fail)?;
-        let (mut no_pair, mut global) = (0usize, 0usize);
+        let (mut no_pair, mut global, mut no_keep) = (0usize, 0usize, 0usize);
         let mut pairs = Vec::new();
         for r in &ds.records {
             if p.limit.is_some_and(|l| pairs.len() >= l) {
@@ -171,6 +172,8 @@ impl Correlate {
                 continue;
             }
             match load(&ds, r).map_err(|e| fail(format!("input `data`: {e}")))? {
+                // a mask over the whole image leaves nothing to compare
+                Some(pair) if pair.edit.iter().all(|&e| e) => no_keep += 1,
                 Some(pair) => pairs.push(pair),
                 None => no_pair += 1,
             }
@@ -178,13 +181,14 @@ impl Correlate {
         if pairs.is_empty() {
             return Err(fail(format!(
                 "input `data` (`{}`): no usable pair among {} records ({no_pair} without a \
-                 `target` or an `edit_mask`, {global} of global edit types)",
+                 `target` or an `edit_mask`, {global} of global edit types, {no_keep} whose \
+                 mask covers the whole image)",
                 root.display(),
                 ds.records.len()
             )));
         }
         ctx.log(format!(
-            "correlate: {} pairs ({no_pair} records without target or mask, {global} global left out); judge {}",
+            "correlate: {} pairs ({no_pair} records without target or mask, {global} global, {no_keep} without a keep region left out); judge {}",
             pairs.len(),
             judge.describe()
         ));
@@ -281,7 +285,7 @@ impl Correlate {
                 "without_target_or_mask": no_pair,
                 "global_types": global,
                 "judge_invalid": invalid.len(),
-                "no_keep_region": samples.iter().filter(|s| s.psnr.is_none()).count(),
+                "no_keep_region": no_keep,
             }),
         );
         header.insert(

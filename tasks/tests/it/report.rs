@@ -140,14 +140,17 @@ const P: u32 = 16;
 ///   makes itself, its left and its upper neighbour edge pixels) → severity
 ///   1 − (1 − 4/112)(1 − 24/112) = 0.2423, 9 − 8·√0.2423 = 5.06 → 5.
 ///
+/// - `dots-keep`: `dots` with its mask stored as a keep mask (`mask_polarity: keep`): the same.
+///
 /// The judge ignores the mask and a 1-pixel rim (x ≤ 8): 7 × 16 = 112 background pixels;
 /// PSNR uses the keep region x ≥ 8 (128 pixels). Plus a global `tone` pair and a record
 /// without a target (both left out).
-const PAIRS: [(&str, &str); 4] = [
+const PAIRS: [(&str, &str); 5] = [
     ("same", "remove"),
     ("shift20", "remove"),
     ("shift5", "replace"),
     ("dots", "replace"),
+    ("dots-keep", "replace"),
 ];
 const DOTS: [(u32, u32); 4] = [(11, 3), (13, 7), (11, 11), (14, 13)];
 
@@ -156,6 +159,8 @@ fn write_pairs(dir: &Path) {
     let grey = image::RgbImage::from_pixel(P, P, image::Rgb([100, 100, 100]));
     let mask = image::GrayImage::from_fn(P, P, |x, _| image::Luma([if x < 8 { 255 } else { 0 }]));
     mask.save(dir.join("img/mask.png")).unwrap();
+    let keep = image::GrayImage::from_fn(P, P, |x, _| image::Luma([if x < 8 { 0 } else { 255 }]));
+    keep.save(dir.join("img/keep.png")).unwrap();
     grey.save(dir.join("img/source.png")).unwrap();
     let mut lines = String::new();
     for (key, t) in PAIRS.iter().copied().chain([("tone", "tone")]) {
@@ -166,18 +171,20 @@ fn write_pairs(dir: &Path) {
             let v = match key {
                 "shift20" => 120,
                 "shift5" => 105,
-                "dots" if DOTS.contains(&(x, y)) => 200,
+                "dots" | "dots-keep" if DOTS.contains(&(x, y)) => 200,
                 "tone" => 60,
                 _ => 100,
             };
             image::Rgb([v, v, v])
         });
         target.save(dir.join(format!("img/{key}.png"))).unwrap();
-        lines.push_str(
-            &json!({"key": key, "source": "img/source.png", "target": format!("img/{key}.png"),
-                    "edit_mask": "img/mask.png", "instruction": format!("do {t}"), "edit_type": t})
-            .to_string(),
-        );
+        let mut rec = json!({"key": key, "source": "img/source.png", "target": format!("img/{key}.png"),
+                "edit_mask": "img/mask.png", "instruction": format!("do {t}"), "edit_type": t});
+        if key == "dots-keep" {
+            rec["edit_mask"] = json!("img/keep.png");
+            rec["mask_polarity"] = json!("keep");
+        }
+        lines.push_str(&rec.to_string());
         lines.push('\n');
     }
     lines.push_str(
@@ -574,17 +581,18 @@ fn report_and_correlate_through_the_engine() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let keys: Vec<&str> = recs.iter().map(|r| r["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["same", "shift20", "shift5", "dots"]);
+    assert_eq!(keys, ["same", "shift20", "shift5", "dots", "dots-keep"]);
     let consistency: Vec<f64> = recs
         .iter()
         .map(|r| r["consistency"].as_f64().unwrap())
         .collect();
-    assert_eq!(consistency, [10.0, 1.0, 9.0, 5.0]);
+    assert_eq!(consistency, [10.0, 1.0, 9.0, 5.0, 5.0]);
     let psnr_dots = -10.0 * (4.0 * (100.0f64 / 255.0).powi(2) / 128.0).log10();
     let want_psnr = [
         100.0,
         20.0 * (255.0f64 / 20.0).log10(),
         20.0 * (255.0f64 / 5.0).log10(),
+        psnr_dots,
         psnr_dots,
     ];
     for (r, w) in recs.iter().zip(want_psnr) {
@@ -619,20 +627,24 @@ fn report_and_correlate_through_the_engine() {
         pearson(&consistency, &ssim).r,
     );
     close(&c["pooled"]["psnr_ssim"], pearson(&want_psnr, &ssim).r);
-    assert_eq!(c["pooled"]["consistency_psnr"]["n"], json!(4));
+    assert_eq!(c["pooled"]["consistency_psnr"]["n"], json!(5));
+    assert_eq!(
+        recs[4]["ssim"], recs[3]["ssim"],
+        "the keep mask reads as the same region"
+    );
     // per type: two pairs each → r = ±1
     close(
         &c["by_type"]["remove"]["consistency_psnr"],
         pearson(&consistency[..2], &want_psnr[..2]).r,
     );
-    assert_eq!(c["by_type"]["replace"]["psnr_ssim"]["n"], json!(2));
+    assert_eq!(c["by_type"]["replace"]["psnr_ssim"]["n"], json!(3));
     assert!(
         c["by_type"].get("tone").is_none(),
         "global types are left out"
     );
     assert_eq!(
         c["data"],
-        json!({"records": 6, "pairs": 4, "without_target_or_mask": 1, "global_types": 1,
+        json!({"records": 7, "pairs": 5, "without_target_or_mask": 1, "global_types": 1,
                "judge_invalid": 0, "no_keep_region": 0})
     );
     assert_eq!(c["prompt"], json!("consistency@1"));

@@ -3,8 +3,8 @@
 //! not as a pixel statistic.
 //!
 //! The judge ignores the white (edited) area of the mask and a 1-pixel rim around it (the
-//! seam a viewer attributes to the edit) and looks at the rest of the image, the background
-//! B (`n` pixels):
+//! seam a viewer attributes to the edit; where nothing else is left, the rim is looked at
+//! too) and looks at the rest of the image, the background B (`n` pixels):
 //! - **changed**: the fraction `f` of B whose colour changed perceptibly — some channel by
 //!   more than [`PERCEPTIBLE`] of 255 (about 5 %; smaller steps are invisible side by side);
 //! - **structure**: the fraction `s` of B whose edge status differs — a pixel is on an edge
@@ -56,8 +56,15 @@ impl RuleJudge {
                 });
             }
         }
-        let ignored = curation::grow(&curation::mask_bits(mask), w, h, 1);
-        let bg: Vec<bool> = ignored.iter().map(|&m| !m).collect();
+        let white = curation::mask_bits(mask);
+        let mut bg: Vec<bool> = curation::grow(&white, w, h, 1)
+            .iter()
+            .map(|&m| !m)
+            .collect();
+        if !bg.contains(&true) {
+            // a background thinner than the rim: look at all of it
+            bg = white.iter().map(|&m| !m).collect();
+        }
         let n = bg.iter().filter(|&&b| b).count();
         if n == 0 {
             return Err(RuleError::NotFound(
