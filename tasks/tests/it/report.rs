@@ -134,10 +134,11 @@ const P: u32 = 16;
 /// An editing dataset for `correlate`: grey sources, targets red in the edit region and with
 /// a hand-made background change outside it. (key, edit type, background change):
 /// - `same`: none → consistency 10, PSNR ∞ (→ the cap), SSIM 1;
-/// - `shift20`: +20 on every channel → every background pixel visibly changed: 1;
+/// - `shift20`: +20 on every channel → every background pixel visibly changed (no step
+///   between neighbours changes): 1;
 /// - `shift5`: +5 → not identical, nothing visible: 9;
-/// - `dots`: 4 isolated pixels +100 → f = 4/112 changed, s = 12/112 edge pixels (each dot
-///   makes itself, its left and its upper neighbour edge pixels) → severity
+/// - `dots`: 4 isolated pixels +100 → f = 4/112 changed, s = 12/112 pixels whose luma step
+///   to a neighbour changed (each dot: itself, its left and its upper neighbour) → severity
 ///   1 − (1 − 4/112)(1 − 24/112) = 0.2423, 9 − 8·√0.2423 = 5.06 → 5.
 ///
 /// - `dots-keep`: `dots` with its mask stored as a keep mask (`mask_polarity: keep`): the same.

@@ -7,9 +7,10 @@
 //! too) and looks at the rest of the image, the background B (`n` pixels):
 //! - **changed**: the fraction `f` of B whose colour changed perceptibly — some channel by
 //!   more than [`PERCEPTIBLE`] of 255 (about 5 %; smaller steps are invisible side by side);
-//! - **structure**: the fraction `s` of B whose edge status differs — a pixel is on an edge
-//!   where the luma step to its right or lower neighbour (both in B) exceeds [`EDGE`]; edges
-//!   that appear, vanish or move are what a viewer notices first, so `s` counts double.
+//! - **structure**: the fraction `s` of B whose local contrast changed — the luma step to its
+//!   right or lower neighbour (both in B) differs between the images by more than
+//!   [`STRUCTURE`] of 255: an edge appeared, vanished or moved. What a viewer notices first,
+//!   so `s` counts double.
 //!
 //! `severity = 1 − (1 − f)·(1 − min(1, 2s))`, and the score is 10 only when B is identical
 //! pixel for pixel (as the prompt asks); otherwise `round(9 − 8·√severity)` clamped to 1–9:
@@ -23,8 +24,10 @@ use super::*;
 
 /// A channel step above this (of 255) is visible.
 pub const PERCEPTIBLE: u8 = 12;
-/// A luma step above this (of 255) between neighbours is an edge.
-pub const EDGE: f64 = 20.0;
+/// A change of the luma step between neighbours above this (of 255) is a change of structure:
+/// an edge appeared, vanished or moved (twice [`PERCEPTIBLE`], so invisible colour noise never
+/// counts).
+pub const STRUCTURE: f64 = 24.0;
 
 /// The rule judge's answer to [`prompts::CONSISTENCY`], in the prompt's field order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,23 +84,21 @@ impl RuleJudge {
             max_step = max_step.max(step);
             changed += (step > PERCEPTIBLE) as usize;
         }
-        let edge = |img: &RgbImage, x: u32, y: u32| {
-            let i = (y * w + x) as usize;
-            if !bg[i] {
-                return false;
-            }
-            let l = luma(img.get_pixel(x, y).0);
-            let right =
-                x + 1 < w && bg[i + 1] && (luma(img.get_pixel(x + 1, y).0) - l).abs() > EDGE;
-            let down = y + 1 < h
-                && bg[i + w as usize]
-                && (luma(img.get_pixel(x, y + 1).0) - l).abs() > EDGE;
-            right || down
-        };
+        // luma of both images, for the local contrast of each background pixel
+        let la: Vec<f64> = source.pixels().map(|p| luma(p.0)).collect();
+        let lb: Vec<f64> = edited.pixels().map(|p| luma(p.0)).collect();
+        let step_changed =
+            |i: usize, j: usize| bg[j] && ((la[j] - la[i]) - (lb[j] - lb[i])).abs() > STRUCTURE;
         let mut moved = 0usize;
         for y in 0..h {
             for x in 0..w {
-                moved += (edge(source, x, y) != edge(edited, x, y)) as usize;
+                let i = (y * w + x) as usize;
+                if bg[i]
+                    && ((x + 1 < w && step_changed(i, i + 1))
+                        || (y + 1 < h && step_changed(i, i + w as usize)))
+                {
+                    moved += 1;
+                }
             }
         }
         let f = changed as f64 / n as f64;
@@ -112,8 +113,8 @@ impl RuleJudge {
             "the background is identical pixel for pixel".to_string()
         } else {
             format!(
-                "{:.1} % of the background changed visibly (largest step {max_step}/255); edge \
-                 structure differs on {:.1} %",
+                "{:.1} % of the background changed visibly (largest step {max_step}/255); \
+                 structure (edges) changed on {:.1} %",
                 100.0 * f,
                 100.0 * s
             )
