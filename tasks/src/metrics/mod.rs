@@ -131,7 +131,7 @@ mod tests {
             let p = a.get_pixel(x, y).0;
             Rgb([p[0] + 10, p[1] + 10, p[2] + 10])
         });
-        let m = masked_rgb(&a, &b, &vec![true; 144]).unwrap();
+        let m = masked_rgb(&a, &b, &[true; 144]).unwrap();
         assert!((m.psnr_db - 20.0 * 25.5f64.log10()).abs() < 1e-9, "{m:?}");
         // a shift changes the luminance term only a little: SSIM just below 1
         assert!(m.ssim > 0.9 && m.ssim < 1.0, "{m:?}");
