@@ -5,8 +5,9 @@
 //! report format is [`crate::artifacts::eval_report`].
 
 use crate::artifacts::eval_report::BenchScores;
+use crate::judge::published::{self, BenchPrompts};
 use crate::judge::spec::JudgeParams;
-use crate::judge::{Invalid, Judge, JudgeRequest, OpenAiJudge, Scores, prompts};
+use crate::judge::{Invalid, Judge, JudgeError, JudgeRequest, OpenAiJudge, Scores, prompts};
 use crate::net::StoreCache;
 use cocoflow_engine::kind::{TaskCtx, TaskError};
 use futures::StreamExt as _;
@@ -88,23 +89,57 @@ pub fn bench_judge(
     }
 }
 
-/// Asks the protocol's prompts about one sample.
+/// Asks the protocol's prompts about one sample: the builtin ones
+/// ([`prompts::GEDIT_SC`], [`prompts::GEDIT_PQ`], [`prompts::IMGEDIT`]) or the benchmark's own
+/// ([`crate::judge::published`]; ImgEdit's rubric by the request's `edit_type` var).
 pub async fn ask_bench(
     judge: &OpenAiJudge,
     protocol: Protocol,
+    bench_prompts: &BenchPrompts,
     req: &JudgeRequest,
 ) -> Result<BenchScores, Invalid> {
-    match protocol {
-        Protocol::Gedit => {
+    match (protocol, bench_prompts) {
+        (Protocol::Gedit, BenchPrompts::Builtin) => {
             let sc = judge.ask(&prompts::GEDIT_SC, req).await?;
             let pq = judge.ask(&prompts::GEDIT_PQ, req).await?;
             Ok(BenchScores::gedit(&sc.answer, &pq.answer))
         }
-        Protocol::Imgedit => {
+        (Protocol::Imgedit, BenchPrompts::Builtin) => {
             let a = judge.ask(&prompts::IMGEDIT, req).await?;
             Ok(BenchScores::imgedit(&a.answer))
         }
-        Protocol::Synthetic => unreachable!("the synthetic protocol asks the judge's own prompt"),
+        (Protocol::Gedit, BenchPrompts::Gedit { sc, pq, .. }) => {
+            // VIEScore takes min(score) and sqrt(SC·PQ): a negative score has no meaning
+            let read = |t: &str| {
+                let v = published::read_viescore(t)?;
+                match v.iter().find(|&&x| x < 0.0) {
+                    Some(x) => Err(format!("`score` holds {x}, below 0")),
+                    None => Ok(v),
+                }
+            };
+            let s = judge.ask_published(sc, req, read).await?;
+            let q = judge.ask_published(pq, req, read).await?;
+            Ok(BenchScores::gedit_published(&s.value, &q.value))
+        }
+        (Protocol::Imgedit, BenchPrompts::Imgedit { .. }) => {
+            let t = req.var("edit_type").unwrap_or_default();
+            let rubric = bench_prompts.rubric(&t).ok_or_else(|| Invalid {
+                error: JudgeError::Unsupported {
+                    judge: judge.describe(),
+                    prompt: format!("imgedit/{t} (the prompts file has no rubric for it)"),
+                },
+                attempts: 0,
+                raw: None,
+            })?;
+            let a = judge
+                .ask_published(rubric, req, published::read_imgedit)
+                .await?;
+            Ok(BenchScores::imgedit_published(&a.value))
+        }
+        (Protocol::Synthetic, _) => {
+            unreachable!("the synthetic protocol asks the judge's own prompt")
+        }
+        _ => unreachable!("BenchPrompts::load gives the protocol's own prompts"),
     }
 }
 
@@ -155,12 +190,13 @@ pub type Judged = (
     Option<BenchScores>,
 );
 
-/// The judge's verdicts on one chunk (the synthetic protocol's judge, or a benchmark's).
+/// The judge's verdicts on one chunk (the synthetic protocol's judge, or a benchmark's with
+/// its prompts). Benchmark requests carry the record's `edit_type` var (ImgEdit's rubrics).
 pub fn judge_chunk(
     ctx: &TaskCtx,
     protocol: Protocol,
     judge: Option<&dyn Judge>,
-    bench: Option<&OpenAiJudge>,
+    bench: Option<(&OpenAiJudge, &BenchPrompts)>,
     reqs: &[JudgeRequest],
     concurrency: usize,
 ) -> Vec<Judged> {
@@ -182,9 +218,9 @@ pub fn judge_chunk(
                 })
                 .collect()
         }
-        (None, Some(bj)) => {
+        (None, Some((bj, bp))) => {
             let verdicts: Vec<Result<BenchScores, Invalid>> = ctx.runtime().block_on(
-                futures::stream::iter(reqs.iter().map(|r| ask_bench(bj, protocol, r)))
+                futures::stream::iter(reqs.iter().map(|r| ask_bench(bj, protocol, bp, r)))
                     .buffered(concurrency.max(1))
                     .collect(),
             );

@@ -6,6 +6,7 @@
 use crate::eval::Protocol;
 use crate::judge::extract::Answer;
 use crate::judge::prompts;
+use crate::judge::published::BenchPrompts;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -102,6 +103,57 @@ impl BenchScores {
         }
     }
 
+    /// From the `score` lists of a published VIEScore SC and PQ answer
+    /// ([`crate::judge::published::read_viescore`]): SC = min, PQ = min, O = sqrt(SC·PQ), as
+    /// VIEScore computes them. Two-score lists are named as the prompts define them
+    /// (editing success, over-editing; naturalness, artifacts), others `sc_1`, `pq_1`, ….
+    pub fn gedit_published(sc: &[f64], pq: &[f64]) -> BenchScores {
+        let mut scores = BTreeMap::new();
+        let mut name = |list: &[f64], two: [&str; 2], prefix: &str| {
+            for (i, v) in list.iter().enumerate() {
+                let k = if list.len() == 2 {
+                    two[i].to_string()
+                } else {
+                    format!("{prefix}_{}", i + 1)
+                };
+                scores.insert(k, *v);
+            }
+        };
+        name(sc, ["editing_success", "overediting"], "sc");
+        name(pq, ["naturalness", "artifacts"], "pq");
+        let min = |l: &[f64]| l.iter().copied().fold(f64::INFINITY, f64::min);
+        let (s, q) = (min(sc), min(pq));
+        BenchScores {
+            scores,
+            sc: Some(s),
+            pq: Some(q),
+            score: (s * q).sqrt(),
+        }
+    }
+
+    /// From the `(name, value)` scores of a published ImgEdit answer
+    /// ([`crate::judge::published::read_imgedit`]): their mean rounded to 2 decimals, as
+    /// `step1_get_avgscore.py` computes it. A repeated name gets ` (2)`, ` (3)`, ….
+    pub fn imgedit_published(found: &[(String, f64)]) -> BenchScores {
+        let mut scores = BTreeMap::new();
+        for (k, v) in found {
+            let mut key = k.clone();
+            let mut n = 1;
+            while scores.contains_key(&key) {
+                n += 1;
+                key = format!("{k} ({n})");
+            }
+            scores.insert(key, *v);
+        }
+        let mean = found.iter().map(|(_, v)| v).sum::<f64>() / found.len().max(1) as f64;
+        BenchScores {
+            scores,
+            sc: None,
+            pq: None,
+            score: crate::judge::published::round2(mean),
+        }
+    }
+
     /// (effect, quality, overall) in [0, 1] (module docs).
     pub fn normalized(&self, protocol: Protocol) -> (f64, f64, f64) {
         match protocol {
@@ -111,12 +163,17 @@ impl BenchScores {
                 self.score / 10.0,
             ),
             _ => {
-                let n = |k: &str| (self.scores.get(k).copied().unwrap_or(1.0) - 1.0) / 4.0;
-                (
-                    n("prompt_compliance"),
-                    0.5 * (n("visual_naturalness") + n("physical_integrity")),
-                    (self.score - 1.0) / 4.0,
-                )
+                let n = |v: f64| (v - 1.0) / 4.0;
+                let get = |k: &str| self.scores.get(k).copied();
+                match (
+                    get("prompt_compliance"),
+                    get("visual_naturalness"),
+                    get("physical_integrity"),
+                ) {
+                    (Some(c), Some(v), Some(i)) => (n(c), 0.5 * (n(v) + n(i)), n(self.score)),
+                    // a published rubric names its own criteria: the score stands for all three
+                    _ => (n(self.score), n(self.score), n(self.score)),
+                }
             }
         }
     }
@@ -262,6 +319,18 @@ pub fn table_markdown_bench(
         }
     }
     s
+}
+
+/// A benchmark protocol's report says where its prompts came from: `table["prompts"]` (with
+/// the label [`crate::judge::published::BUILTIN_LABEL`] for the builtin ones) and a line
+/// under the Markdown title. Returns the Markdown with that line.
+pub fn label_prompts(table: &mut Value, md: &str, prompts: &BenchPrompts) -> String {
+    table["prompts"] = prompts.describe();
+    let line = prompts.markdown_line();
+    match md.find("\n\n") {
+        Some(i) => format!("{}\n\n{line}\n{}", &md[..i], &md[i + 2..]),
+        None => format!("{md}\n{line}"),
+    }
 }
 
 /// Writes `records.jsonl`, `table.json` (`table` with `format` and `version` added) and

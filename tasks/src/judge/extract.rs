@@ -79,6 +79,12 @@ pub enum AnswerError {
         min: u32,
         max: u32,
     },
+    /// A benchmark's own prompt ([`super::published`]): its script could not read the answer.
+    #[error("the answer cannot be read the way {reader} reads it: {reason}")]
+    Unparsed {
+        reader: &'static str,
+        reason: String,
+    },
     #[error(
         "the response carries no token logprobs (the server must return `top_logprobs`; or use extraction `generate`)"
     )]

@@ -28,6 +28,7 @@ pub mod extract;
 pub mod image;
 pub mod openai;
 pub mod prompts;
+pub mod published;
 
 pub mod server;
 pub mod spec;
@@ -35,7 +36,7 @@ pub mod wire;
 
 pub use self::image::JudgeImage;
 pub use extract::Extraction;
-pub use openai::{Asked, OpenAiConfig, OpenAiJudge};
+pub use openai::{Asked, AskedPublished, OpenAiConfig, OpenAiJudge};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, StreamExt as _};

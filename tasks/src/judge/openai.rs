@@ -18,6 +18,7 @@
 use super::cache::CacheKeyParts;
 use super::extract::{self, Answer, AnswerError, Extraction};
 use super::prompts::{ImageRole, Prompt};
+use super::published::{PublishedPrompt, Reader};
 use super::wire::{ChatMessage, ChatRequest, ChatResponse, ContentPart, ImageUrl, MessageContent};
 use super::{Invalid, Judge, JudgeError, JudgeRequest, Judgement, ScoreVariant, Verdict};
 use crate::net::{
@@ -381,6 +382,135 @@ impl OpenAiJudge {
                     raw: last_raw,
                 })
             }
+        }
+    }
+}
+
+/// An answer to a benchmark's own prompt, read by its script's rules.
+#[derive(Debug, Clone)]
+pub struct AskedPublished<T> {
+    /// What the reader made of the answer.
+    pub value: T,
+    /// The model's answer text.
+    pub raw: String,
+    pub cached: bool,
+    pub attempts: u32,
+}
+
+impl OpenAiJudge {
+    /// Asks a benchmark's own prompt ([`super::published`]) about one sample, as the
+    /// benchmark's script sends it: one user message, the rendered text first, then the
+    /// prompt's images (no system message, no label lines, no logprobs). `read` reads the
+    /// answer text the way the benchmark's script does; an answer it cannot read is retried
+    /// like any unusable answer. Cached under the rendered text, the template's digest, the
+    /// images and the decoding.
+    pub async fn ask_published<T>(
+        &self,
+        prompt: &PublishedPrompt,
+        req: &JudgeRequest,
+        read: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<AskedPublished<T>, Invalid> {
+        let user = prompt.render(&req.instruction);
+        let mut key = CacheKeyParts {
+            model: &self.config.model,
+            prompt: format!("published/{}", prompt.name),
+            prompt_digest: prompt.digest(),
+            system: "",
+            user: &user,
+            instruction: &req.instruction,
+            images: Vec::new(),
+            decoding: serde_json::Value::Null,
+        };
+        let mut parts = vec![ContentPart::Text { text: user.clone() }];
+        for &role in prompt.images {
+            let img = match role {
+                ImageRole::Source => &req.source,
+                ImageRole::Edited => &req.edited,
+                ImageRole::Mask => req.mask.as_ref().ok_or_else(|| Invalid {
+                    error: JudgeError::MissingImage {
+                        prompt: prompt.name.clone(),
+                        role,
+                    },
+                    attempts: 0,
+                    raw: None,
+                })?,
+            };
+            key.images.push((role, img.digest()));
+            parts.push(ContentPart::ImageUrl {
+                image_url: ImageUrl {
+                    url: img.data_url(),
+                },
+            });
+        }
+        let d = &self.config.decoding;
+        let body = ChatRequest {
+            model: self.config.model.clone(),
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: MessageContent::Parts(parts),
+            }],
+            temperature: Some(d.temperature),
+            max_tokens: Some(d.max_tokens),
+            logprobs: None,
+            top_logprobs: None,
+            seed: d.seed,
+            response_format: None,
+        };
+        key.decoding = serde_json::json!({
+            "temperature": d.temperature,
+            "max_tokens": d.max_tokens,
+            "seed": d.seed,
+        });
+        let key = key.key();
+        let body = Bytes::from(serde_json::to_vec(&body).expect("a chat request serialises"));
+        let reader = match prompt.reader {
+            Reader::Viescore => "VIEScore's mllm_output_to_dict",
+            Reader::Imgedit => "ImgEdit's step1_get_avgscore.py",
+        };
+        let mut last_raw = None;
+        let called = self
+            .service
+            .call(&key, &body, |bytes| {
+                let resp: ChatResponse = serde_json::from_slice(bytes)
+                    .map_err(|e| JudgeError::MalformedResponse(e.to_string()))?;
+                let choice = resp
+                    .choices
+                    .into_iter()
+                    .next()
+                    .ok_or(JudgeError::Answer(AnswerError::NoChoices))?;
+                let content = choice.message.content.unwrap_or_default();
+                last_raw = Some(content.clone());
+                match read(&content) {
+                    Ok(v) => Ok((v, content)),
+                    Err(reason) => {
+                        let e = AnswerError::Unparsed { reader, reason };
+                        Err(JudgeError::Answer(match choice.finish_reason.as_deref() {
+                            Some("length") => AnswerError::Truncated {
+                                max_tokens: d.max_tokens,
+                                greedy: d.temperature == 0.0,
+                                error: Box::new(e),
+                            },
+                            _ => e,
+                        }))
+                    }
+                }
+            })
+            .await;
+        match called {
+            Ok(c) => {
+                let (value, raw) = c.value;
+                Ok(AskedPublished {
+                    value,
+                    raw,
+                    cached: c.cached,
+                    attempts: c.attempts,
+                })
+            }
+            Err(f) => Err(Invalid {
+                error: f.error,
+                attempts: f.attempts,
+                raw: last_raw,
+            }),
         }
     }
 }

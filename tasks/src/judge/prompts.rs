@@ -1,6 +1,8 @@
 //! The judge's prompts, versioned: the reward prompt (method-spec §2), curation (paper A.2
 //! locate, A.3 refine, A.4 filter), the consistency prompt of the correlation study (C.4) and
-//! the GEdit-Bench (VIEScore SC/PQ) and ImgEdit-Bench rubrics (§8). The wording is ours.
+//! the GEdit-Bench (VIEScore SC/PQ) and ImgEdit-Bench rubrics (§8). The wording is ours: numbers
+//! judged with these rubrics are not comparable with published ones (`eval` labels them so);
+//! the benchmarks' own prompt files are read by [`super::published`].
 //!
 //! A prompt's rendered text is part of every judge cache key, and [`Prompt::digest`] of each
 //! prompt is pinned in a test: change any text, field or image list and bump `version`.

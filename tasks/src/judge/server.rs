@@ -5,9 +5,10 @@
 //! The server reads the chat request like a vision model would: the images from the
 //! `image_url` data URLs in the order received, the instruction from the user text (the line
 //! of the reward prompt's template), and the prompt from the system text (`reward`,
-//! `reward-single` and the curation prompts `curation-locate`, `curation-refine` and
-//! `curation-filter` (with the mask as third image) are answered; other prompts get HTTP
-//! 400). Curation answers are the judge's [`Judge::ask`] text, their integer scores exact.
+//! `reward-single`, the curation prompts `curation-locate`, `curation-refine` and
+//! `curation-filter`, and the correlation study's `consistency` (the last three with the mask
+//! as third image) are answered; other prompts get HTTP 400). Curation and consistency answers
+//! are the judge's [`Judge::ask`] text, their integer scores exact.
 //! Reward prompts are answered in the prompt's JSON format with integer scores
 //! (`round(5·score)`) from [`Judge::judge`], and, when the request asks for `logprobs`, with
 //! `logprobs.content[*].top_logprobs` whose digit distribution at each score position has the
@@ -213,7 +214,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
         return error_reply(
             StatusCode::BAD_REQUEST,
             "this server answers the `reward`, `reward-single`, `curation-locate`, \
-             `curation-refine` and `curation-filter` prompts only",
+             `curation-refine`, `curation-filter` and `consistency` prompts only",
         );
     };
     if seen.images.len() != prompt.images.len() {
@@ -232,7 +233,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Reply {
             ),
         );
     }
-    let Some(instruction) = seen.instruction.clone() else {
+    // the consistency prompt shows no instruction
+    let needs_instruction = prompt.placeholders().contains(&"instruction");
+    let Some(instruction) = seen
+        .instruction
+        .clone()
+        .or_else(|| (!needs_instruction).then(String::new))
+    else {
         return error_reply(
             StatusCode::BAD_REQUEST,
             "no `Editing instruction:` line in the user text",
@@ -331,6 +338,7 @@ const ANSWERED: &[&str] = &[
     prompts::LOCATE.id,
     prompts::REFINE.id,
     prompts::FILTER.id,
+    prompts::CONSISTENCY.id,
 ];
 
 /// Runs a judge call on a blocking thread (a rule judge computes; it must not hold up the

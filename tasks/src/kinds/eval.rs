@@ -35,9 +35,17 @@
 //! need a mask: records without one have none. The benchmark prompts need an
 //! OpenAI-compatible judge (`judge: {kind: openai, ...}`); the rule judge only knows the
 //! synthetic world.
+//!
+//! `prompts` (benchmark protocols): `builtin` (default) asks our own wording of the rubrics
+//! (above), and the report labels its numbers "builtin prompts: not comparable with published
+//! numbers" (`table.json` `prompts`, a line in `table.md`); a PATH reads the benchmark's own
+//! prompt file (GEdit-Bench's `vie_prompts.py`; ImgEdit's prompts JSON, one rubric per edit
+//! type — a record whose type has none fails the task before any editing) and reads the
+//! judge's text answers the way the benchmark's scripts do ([`crate::judge::published`]).
 
 pub use crate::eval::EvalImages;
 use crate::eval::Protocol;
+use crate::judge::published::PromptSource;
 use crate::judge::spec::JudgeParams;
 use crate::metrics::MetricsConfig;
 use crate::sampling::SamplerConfig;
@@ -75,6 +83,14 @@ pub struct EvalParams {
     /// keys and reports stay as they were.
     #[serde(skip_serializing_if = "Protocol::is_synthetic")]
     pub protocol: Protocol,
+    /// Where the benchmark protocols' prompts come from: `builtin` (default: ours; reports
+    /// label the numbers "builtin prompts: not comparable with published numbers") or the
+    /// path of the benchmark's own prompt file (GEdit-Bench's `vie_prompts.py`, ImgEdit's
+    /// prompts JSON; [`crate::judge::published`]). Left out of the canonical params when
+    /// `builtin`.
+    #[serde(skip_serializing_if = "PromptSource::is_builtin")]
+    #[schemars(with = "String")]
+    pub prompts: PromptSource,
 }
 
 impl Default for EvalParams {
@@ -94,6 +110,7 @@ impl Default for EvalParams {
             threads: 1,
             images: EvalImages::default(),
             protocol: Protocol::default(),
+            prompts: PromptSource::default(),
         }
     }
 }
@@ -143,6 +160,13 @@ fn check(p: &EvalParams) -> Result<(), ParamError> {
             ),
         ));
     }
+    if p.protocol.is_synthetic() && !p.prompts.is_builtin() {
+        return Err(bad(
+            "prompts",
+            "only the benchmark protocols (`protocol: gedit` or `imgedit`) read a prompt file; \
+             the synthetic protocol asks the judge's own prompt",
+        ));
+    }
     Ok(())
 }
 
@@ -151,7 +175,7 @@ pub struct Eval;
 impl Kind for Eval {
     type Params = EvalParams;
     const NAME: &'static str = "eval";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const DESCRIBE: &'static str = "runs a policy over a benchmark: judge scores, masked PSNR/SSIM per edit type, edited images";
     const INPUTS: Option<&'static [Input]> = Some(&[
         Input::optional(
@@ -222,5 +246,23 @@ mod tests {
             "protocol `gedit` asks the benchmark's rubric prompts, which the rule judge cannot answer; \
              set `judge: {kind: openai, base_url: ..., model: ...}`"
         );
+    }
+
+    #[test]
+    fn prompts_default_to_builtin_out_of_the_canonical_params_and_need_a_benchmark() {
+        let (p, v) = typed_params::<EvalParams>(&json!({})).unwrap();
+        assert!(p.prompts.is_builtin() && v.get("prompts").is_none(), "{v}");
+        let (p, v) = typed_params::<EvalParams>(&json!({"prompts": "builtin"})).unwrap();
+        assert!(p.prompts.is_builtin() && v.get("prompts").is_none(), "{v}");
+        let judge = json!({"kind": "openai", "base_url": "http://x/v1", "model": "m"});
+        let (p, v) = typed_params::<EvalParams>(
+            &json!({"protocol": "imgedit", "prompts": "/b/prompts.json", "judge": judge}),
+        )
+        .unwrap();
+        assert_eq!(v["prompts"], "/b/prompts.json");
+        assert!(check(&p).is_ok());
+        let (p, _) = typed_params::<EvalParams>(&json!({"prompts": "/b/vie_prompts.py"})).unwrap();
+        assert_eq!(check(&p).unwrap_err().path, "prompts");
+        assert!(typed_params::<EvalParams>(&json!({"prompts": ""})).is_err());
     }
 }

@@ -1,22 +1,17 @@
 //! The correlation study of paper appendix C.4 (what the `correlate` kind writes,
-//! [`crate::kinds::correlate`]): Pearson r between a judge score and masked PSNR / masked SSIM
-//! over the samples of one or more `eval` reports, with scatter plots.
+//! [`crate::kinds::correlate`]): over the pairs of an editing dataset (original, edited image,
+//! edit mask), the judge's mask-aware consistency score ([`crate::judge::prompts::CONSISTENCY`],
+//! 1–10) against masked PSNR and masked SSIM over the non-edit region, and PSNR against SSIM:
+//! Pearson r pooled and per edit type, with scatter plots.
 //!
-//! Input `evals`: one or more `eval` report directories (their `records.jsonl`). Param `x`:
-//! the judge field of the records to correlate (default `judge_quality`). The paper's
-//! consistency score comes from a dedicated prompt ([`crate::judge::prompts::CONSISTENCY`]),
-//! which no judge backend scores yet, and `eval` records hold `judge_effect`,
-//! `judge_quality` and `judge_overall`; of these, visual quality is the closest to
-//! consistency. Any numeric record field can be named (e.g. a future `judge_consistency`).
+//! Samples: the pairs of local edit types ([`crate::eval::is_local_type`]); a correlation
+//! uses the pairs that have both of its values. PSNR is capped at `psnr_cap_db` (an identical
+//! keep region has PSNR = ∞). r is undefined (`null`, with the reason) when there are fewer
+//! than 2 pairs or either variable is constant — never NaN.
 //!
-//! Samples: every record of a local edit type ([`crate::eval::is_local_type`]) with both
-//! values; PSNR is capped at `psnr_cap_db`, as in `eval`'s means (an identical keep region
-//! has PSNR = ∞, which `records.jsonl` stores as `null` beside a number SSIM: it counts as
-//! the cap). r is undefined (`null`, with the reason) when there are fewer than 2 samples or
-//! either variable is constant — never NaN.
-//!
-//! Output `correlation`: `correlation.json` (pooled and per edit type: n, r, means),
-//! `judge_vs_psnr.{png,svg}`, `judge_vs_ssim.{png,svg}` (points coloured by edit type).
+//! Output: `correlation.json` (pooled and per type: n, r, means), `records.jsonl` (one line
+//! per pair), `consistency_vs_psnr`, `consistency_vs_ssim`, `psnr_vs_ssim` (`.png` and
+//! `.svg`, points coloured by edit type).
 
 use super::plots::{self, Panel, PanelKind, Series};
 use serde::Serialize;
@@ -85,79 +80,79 @@ pub fn pearson(xs: &[f64], ys: &[f64]) -> Correlation {
     }
 }
 
-/// One sample: edit type, x, PSNR (capped), SSIM.
+/// One pair: edit type, the judge's consistency score (1–10), masked PSNR (capped) and SSIM.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub edit_type: String,
-    pub x: Option<f64>,
+    pub consistency: Option<f64>,
     pub psnr: Option<f64>,
     pub ssim: Option<f64>,
 }
 
-pub fn num(r: &Map<String, Value>, k: &str) -> Option<f64> {
-    r.get(k).and_then(Value::as_f64).filter(|v| v.is_finite())
+/// The three correlations of the study.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Study {
+    pub consistency_psnr: Correlation,
+    pub consistency_ssim: Correlation,
+    pub psnr_ssim: Correlation,
 }
 
-/// A record's masked PSNR, capped. `eval` scores PSNR and SSIM together, and JSON has no ∞:
-/// a `null` PSNR next to a number SSIM is an identical keep region (PSNR = ∞ → the cap).
-pub fn psnr(r: &Map<String, Value>, cap: f64) -> Option<f64> {
-    match (r.get("psnr_db"), num(r, "ssim")) {
-        (Some(Value::Number(n)), _) => n.as_f64().map(|v| v.min(cap)),
-        (None | Some(Value::Null), Some(_)) => Some(cap),
-        _ => None,
+type Var = fn(&Sample) -> Option<f64>;
+
+const CONSISTENCY: Var = |s| s.consistency;
+const PSNR: Var = |s| s.psnr;
+const SSIM: Var = |s| s.ssim;
+
+fn pairs<'a>(samples: impl Iterator<Item = &'a Sample>, x: Var, y: Var) -> (Vec<f64>, Vec<f64>) {
+    samples.filter_map(|s| Some((x(s)?, y(s)?))).unzip()
+}
+
+fn study<'a>(samples: impl Iterator<Item = &'a Sample> + Clone) -> Study {
+    let r = |x, y| {
+        let (a, b) = pairs(samples.clone(), x, y);
+        pearson(&a, &b)
+    };
+    Study {
+        consistency_psnr: r(CONSISTENCY, PSNR),
+        consistency_ssim: r(CONSISTENCY, SSIM),
+        psnr_ssim: r(PSNR, SSIM),
     }
 }
 
-fn pairs(samples: &[Sample], y: impl Fn(&Sample) -> Option<f64>) -> (Vec<f64>, Vec<f64>) {
-    samples.iter().filter_map(|s| Some((s.x?, y(s)?))).unzip()
-}
-
-/// Pooled and per-type correlations of `samples`, written to `out` (`correlation.json` and
-/// the two scatter plots); returns the pooled (PSNR, SSIM) correlations.
+/// Pooled and per-type correlations of `samples`, written to `out` (`correlation.json`,
+/// `records.jsonl` from `records`, the three scatter plots); `header` goes into
+/// `correlation.json` as it is. Returns the pooled study.
 pub fn write(
     out: &Path,
-    x: &str,
-    psnr_cap_db: f64,
-    reports: Vec<Value>,
+    mut header: Map<String, Value>,
     samples: &[Sample],
-) -> Result<(Correlation, Correlation), String> {
-    let (xp, yp) = pairs(samples, |s| s.psnr);
-    let (xs, ys) = pairs(samples, |s| s.ssim);
-    let c_psnr = pearson(&xp, &yp);
-    let c_ssim = pearson(&xs, &ys);
-    let mut by_type: BTreeMap<String, Value> = BTreeMap::new();
+    records: &[Value],
+) -> Result<Study, String> {
+    let pooled = study(samples.iter());
     let mut types: Vec<&str> = samples.iter().map(|s| s.edit_type.as_str()).collect();
     types.sort();
     types.dedup();
-    for t in &types {
-        let sub: Vec<Sample> = samples
-            .iter()
-            .filter(|s| s.edit_type == *t)
-            .cloned()
-            .collect();
-        let (a, b) = pairs(&sub, |s| s.psnr);
-        let (c, d) = pairs(&sub, |s| s.ssim);
-        by_type.insert(
-            t.to_string(),
-            json!({"psnr_db": pearson(&a, &b), "ssim": pearson(&c, &d)}),
-        );
-    }
-    let result = json!({
-        "x": x,
-        "psnr_cap_db": psnr_cap_db,
-        "reports": reports,
-        "pairs": {"psnr_db": c_psnr, "ssim": c_ssim},
-        "by_type": by_type,
-        "notes": "Pearson r over local-type samples with both values; PSNR capped at psnr_cap_db (a null PSNR beside a number SSIM is an identical keep region, PSNR = inf, counted as the cap); r is null when undefined (n < 2 or a constant variable)",
-    });
-    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let by_type: BTreeMap<&str, Study> = types
+        .iter()
+        .map(|t| (*t, study(samples.iter().filter(|s| s.edit_type == *t))))
+        .collect();
+    header.insert("pooled".into(), json!(pooled));
+    header.insert("by_type".into(), json!(by_type));
+    std::fs::create_dir_all(out).map_err(|e| format!("creating `{}`: {e}", out.display()))?;
     std::fs::write(
         out.join("correlation.json"),
-        serde_json::to_string_pretty(&result).expect("json") + "\n",
+        serde_json::to_string_pretty(&Value::Object(header)).expect("json") + "\n",
     )
     .map_err(|e| format!("writing `correlation.json`: {e}"))?;
+    let mut lines = String::new();
+    for r in records {
+        lines.push_str(&serde_json::to_string(r).expect("json"));
+        lines.push('\n');
+    }
+    std::fs::write(out.join("records.jsonl"), lines)
+        .map_err(|e| format!("writing `records.jsonl`: {e}"))?;
 
-    let scatter = |y: &str, ylabel: &str, c: &Correlation, f: &dyn Fn(&Sample) -> Option<f64>| {
+    let scatter = |x: Var, xl: &str, y: Var, yl: &str, c: &Correlation| {
         let series = types
             .iter()
             .map(|t| Series {
@@ -165,7 +160,7 @@ pub fn write(
                 points: samples
                     .iter()
                     .filter(|s| s.edit_type == *t)
-                    .filter_map(|s| Some((s.x?, f(s)?)))
+                    .filter_map(|s| Some((x(s)?, y(s)?)))
                     .collect(),
                 color: None,
                 err: Vec::new(),
@@ -176,27 +171,44 @@ pub fn write(
             None => "r undefined".into(),
         };
         Panel {
-            title: format!("{} vs {y}: {r} (n = {})", x, c.n),
-            x_label: x.to_string(),
-            y_label: ylabel.into(),
+            title: format!("{yl} vs {xl}: {r} (n = {})", c.n),
+            x_label: xl.to_string(),
+            y_label: yl.to_string(),
             series,
             kind: PanelKind::Points,
             integer_x: false,
         }
     };
+    let judge = "judge consistency (1-10)";
+    let (p, s) = ("masked PSNR (dB)", "masked SSIM");
     plots::write_chart(
-        &out,
-        "judge_vs_psnr",
-        &[scatter("masked PSNR", "masked PSNR (dB)", &c_psnr, &|s| {
-            s.psnr
-        })],
+        out,
+        "consistency_vs_psnr",
+        &[scatter(
+            CONSISTENCY,
+            judge,
+            PSNR,
+            p,
+            &pooled.consistency_psnr,
+        )],
     )?;
     plots::write_chart(
-        &out,
-        "judge_vs_ssim",
-        &[scatter("masked SSIM", "masked SSIM", &c_ssim, &|s| s.ssim)],
+        out,
+        "consistency_vs_ssim",
+        &[scatter(
+            CONSISTENCY,
+            judge,
+            SSIM,
+            s,
+            &pooled.consistency_ssim,
+        )],
     )?;
-    Ok((c_psnr, c_ssim))
+    plots::write_chart(
+        out,
+        "psnr_vs_ssim",
+        &[scatter(PSNR, p, SSIM, s, &pooled.psnr_ssim)],
+    )?;
+    Ok(pooled)
 }
 
 #[cfg(test)]

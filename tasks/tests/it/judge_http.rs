@@ -376,6 +376,67 @@ async fn images_go_in_the_order_source_edited_with_the_instruction() {
     }
 }
 
+/// The correlation study's consistency prompt over HTTP (what `correlate` asks with
+/// `judge: {kind: openai}`): the server's rule judge reads the mask, and the client's score
+/// equals the rule judge's own answer under both extractions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consistency_prompt_is_answered_over_http_with_the_mask() {
+    let server = serve(FaultPlan::default()).await;
+    // local types: the global ones mask the whole image, leaving no background to judge
+    let types = EditType::LOCAL;
+    let rule = RuleJudge::default();
+    let mut scores = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        let e = sample(300 + i as u64, 32, *t).expect("a sample");
+        let mask = image::RgbImage::from_fn(32, 32, |x, y| {
+            let v = if e.edit_mask[(y * 32 + x) as usize] {
+                255
+            } else {
+                0
+            };
+            image::Rgb([v, v, v])
+        });
+        let req = JudgeRequest::new(
+            JudgeImage::from_rgb(to_rgb(&e.source_image)),
+            JudgeImage::from_rgb(to_rgb(&e.target_image)),
+            e.instruction,
+        );
+        // without the mask the prompt cannot be asked
+        let j = OpenAiJudge::new(config(&server, Extraction::Generate)).unwrap();
+        let inv = j.ask(&prompts::CONSISTENCY, &req).await.unwrap_err();
+        assert!(
+            matches!(inv.error, JudgeError::MissingImage { .. }),
+            "{inv}"
+        );
+        let req = req.with_mask(JudgeImage::from_rgb(mask));
+        let want = rule
+            .consistency(
+                req.source.pixels(),
+                req.edited.pixels(),
+                req.mask.as_ref().unwrap().pixels(),
+            )
+            .unwrap()
+            .consistency_score as f64;
+        for extraction in [Extraction::Generate, Extraction::Logprobs] {
+            let j = OpenAiJudge::new(config(&server, extraction)).unwrap();
+            let a = j.ask(&prompts::CONSISTENCY, &req).await.unwrap();
+            let got = a.answer.scores["consistency_score"].value;
+            assert!(
+                (got - want).abs() < 1e-6,
+                "{t:?} {extraction:?}: {got} vs {want}"
+            );
+        }
+        scores.push(want);
+    }
+    assert!(
+        scores.iter().all(|s| (1.0..=10.0).contains(s)),
+        "{scores:?}"
+    );
+    let got = server.received();
+    assert_eq!(got.last().unwrap().prompt.as_deref(), Some("consistency@1"));
+    assert_eq!(got.last().unwrap().image_digests.len(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_concurrency_limit_holds() {
     let server = server::start_local(ServerConfig {

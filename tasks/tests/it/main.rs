@@ -12,6 +12,7 @@ fn register_kinds(r: &mut cocoflow_engine::kind::Registry) {
 mod curate;
 mod judge_curation;
 mod judge_http;
+mod published_prompts;
 mod report;
 mod sam2_server;
 mod segment_http;

@@ -1,10 +1,12 @@
 //! The `report` and `correlate` kinds through the real engine, on hand-made eval reports,
 //! reward files and a tiny benchmark: a two-arm sweep whose loop "evaluates" (shell tasks
-//! copying prepared reports) at iterations 2 and 3, a global `report` and two `correlate`s.
+//! copying prepared reports) at iterations 2 and 3, a global `report`, and `correlate` on a
+//! hand-made editing dataset (the rule judge's consistency score vs masked PSNR/SSIM).
 //! Checks the table (a row per arm plus base, best-per-column marks on hand-made numbers,
 //! CSV header and shape), the attribution of evaluations and rewards to arms and iterations,
-//! the charts (PNG decodes, SVG is XML), the sample grid's size and pixels, Pearson r against
-//! a hand-computed value and undefined r, and byte-identical outputs across fresh stores.
+//! the charts (PNG decodes, SVG is XML), the sample grid's size and pixels, the judge's
+//! consistency scores, masked PSNR and Pearson r against hand-computed values, and
+//! byte-identical outputs across fresh stores.
 
 use serde_json::{Value, json};
 use std::path::Path;
@@ -126,6 +128,75 @@ fn write_rewards(path: &Path, iteration: u64, mllm: f64, sim: f64) {
     std::fs::write(path, serde_json::to_vec_pretty(&f).unwrap()).unwrap();
 }
 
+/// Side of the pair images; the edit mask is white (edited) in the left half, x < 8.
+const P: u32 = 16;
+
+/// An editing dataset for `correlate`: grey sources, targets red in the edit region and with
+/// a hand-made background change outside it. (key, edit type, background change):
+/// - `same`: none → consistency 10, PSNR ∞ (→ the cap), SSIM 1;
+/// - `shift20`: +20 on every channel → every background pixel visibly changed (no step
+///   between neighbours changes): 1;
+/// - `shift5`: +5 → not identical, nothing visible: 9;
+/// - `dots`: 4 isolated pixels +100 → f = 4/112 changed, s = 12/112 pixels whose luma step
+///   to a neighbour changed (each dot: itself, its left and its upper neighbour) → severity
+///   1 − (1 − 4/112)(1 − 24/112) = 0.2423, 9 − 8·√0.2423 = 5.06 → 5.
+///
+/// - `dots-keep`: `dots` with its mask stored as a keep mask (`mask_polarity: keep`): the same.
+///
+/// The judge ignores the mask and a 1-pixel rim (x ≤ 8): 7 × 16 = 112 background pixels;
+/// PSNR uses the keep region x ≥ 8 (128 pixels). Plus a global `tone` pair and a record
+/// without a target (both left out).
+const PAIRS: [(&str, &str); 5] = [
+    ("same", "remove"),
+    ("shift20", "remove"),
+    ("shift5", "replace"),
+    ("dots", "replace"),
+    ("dots-keep", "replace"),
+];
+const DOTS: [(u32, u32); 4] = [(11, 3), (13, 7), (11, 11), (14, 13)];
+
+fn write_pairs(dir: &Path) {
+    std::fs::create_dir_all(dir.join("img")).unwrap();
+    let grey = image::RgbImage::from_pixel(P, P, image::Rgb([100, 100, 100]));
+    let mask = image::GrayImage::from_fn(P, P, |x, _| image::Luma([if x < 8 { 255 } else { 0 }]));
+    mask.save(dir.join("img/mask.png")).unwrap();
+    let keep = image::GrayImage::from_fn(P, P, |x, _| image::Luma([if x < 8 { 0 } else { 255 }]));
+    keep.save(dir.join("img/keep.png")).unwrap();
+    grey.save(dir.join("img/source.png")).unwrap();
+    let mut lines = String::new();
+    for (key, t) in PAIRS.iter().copied().chain([("tone", "tone")]) {
+        let target = image::RgbImage::from_fn(P, P, |x, y| {
+            if x < 8 {
+                return image::Rgb([220, 20, 20]);
+            }
+            let v = match key {
+                "shift20" => 120,
+                "shift5" => 105,
+                "dots" | "dots-keep" if DOTS.contains(&(x, y)) => 200,
+                "tone" => 60,
+                _ => 100,
+            };
+            image::Rgb([v, v, v])
+        });
+        target.save(dir.join(format!("img/{key}.png"))).unwrap();
+        let mut rec = json!({"key": key, "source": "img/source.png", "target": format!("img/{key}.png"),
+                "edit_mask": "img/mask.png", "instruction": format!("do {t}"), "edit_type": t});
+        if key == "dots-keep" {
+            rec["edit_mask"] = json!("img/keep.png");
+            rec["mask_polarity"] = json!("keep");
+        }
+        lines.push_str(&rec.to_string());
+        lines.push('\n');
+    }
+    lines.push_str(
+        &json!({"key": "no-target", "source": "img/source.png", "edit_mask": "img/mask.png",
+                "instruction": "do remove", "edit_type": "remove"})
+        .to_string(),
+    );
+    lines.push('\n');
+    std::fs::write(dir.join("manifest.jsonl"), lines).unwrap();
+}
+
 const BASE_COLOUR: [u8; 3] = [1, 2, 3];
 const A_COLOUR: [u8; 3] = [250, 0, 250];
 const B_COLOUR: [u8; 3] = [0, 250, 250];
@@ -133,6 +204,7 @@ const B_COLOUR: [u8; 3] = [0, 250, 250];
 /// Everything the workflow copies in: `bench/`, `base/`, `<arm>/<iter>/{report/, rewards.json}`.
 fn write_fixtures(dir: &Path) {
     write_bench(&dir.join("bench"));
+    write_pairs(&dir.join("pairs"));
     let recs = records();
     write_eval(
         &dir.join("base"),
@@ -248,15 +320,18 @@ tasks:
     scope: global
     inputs: {{evals: "rl[*].eval.report"}}
     params: {{title: evals only}}
+  pairs:
+    kind: shell
+    params: {{cmd: 'mkdir -p pairs && cp -r "$SRC"/pairs/. pairs/', env: {{SRC: "{src}"}}, outputs: {{data: pairs/}}}}
   correlate:
     kind: correlate
     scope: global
-    inputs: {{evals: "rl[*].eval.report"}}
-  correlate_base:
+    inputs: {{data: pairs.data}}
+  correlate_limit:
     kind: correlate
     scope: global
-    inputs: {{evals: eval_base.report}}
-    params: {{x: judge_quality}}
+    inputs: {{data: pairs.data}}
+    params: {{limit: 2, judge: {{kind: rule}}}}
 "#
     )
 }
@@ -534,53 +609,104 @@ fn report_and_correlate_through_the_engine() {
     }
     assert!(index.contains("| a | 2, 3 | 1, 2, 3 |"), "{index}");
 
-    // correlate over the base: x = .1 .2 .3 .4, PSNR 20 40 50 40 (add-2 has none, tone-0 is
-    // global): Sxy = 0.1·(−1.5·−17.5 − .5·2.5 + .5·12.5 + 1.5·2.5) = 3.5, Sxx = .05,
-    // Syy = 475 → r = 3.5/√23.75 ≈ 0.7182.
-    let c: Value = serde_json::from_slice(
-        &std::fs::read(
-            r.output("correlate_base", "correlation")
-                .join("correlation.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let want = 3.5 / 23.75f64.sqrt();
-    assert_eq!(c["pairs"]["psnr_db"]["n"], json!(4));
-    assert!(
-        (c["pairs"]["psnr_db"]["r"].as_f64().unwrap() - want).abs() < 1e-12,
-        "{c:#}"
-    );
-    assert_eq!(
-        c["pairs"]["ssim"]["r"],
-        Value::Null,
-        "constant SSIM: r undefined"
-    );
-    assert_eq!(c["pairs"]["ssim"]["n"], json!(4));
-    assert!(
-        c["pairs"]["ssim"]["undefined"]
-            .as_str()
-            .unwrap()
-            .contains("constant")
-    );
-    assert_eq!(
-        c["reports"].as_array().unwrap().len(),
-        1,
-        "equal producers are one report"
-    );
-    // Pooled over the four arm reports (identical records): the same r, n = 16.
+    // correlate: the rule judge's consistency per pair (module docs of the fixture), masked
+    // PSNR in closed form, r against the same numbers computed here.
     let cdir = r.output("correlate", "correlation");
     let c: Value =
         serde_json::from_slice(&std::fs::read(cdir.join("correlation.json")).unwrap()).unwrap();
-    assert_eq!(c["pairs"]["psnr_db"]["n"], json!(16));
-    assert!((c["pairs"]["psnr_db"]["r"].as_f64().unwrap() - want).abs() < 1e-12);
-    for stem in ["judge_vs_psnr", "judge_vs_ssim"] {
+    let recs: Vec<Value> = std::fs::read_to_string(cdir.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys: Vec<&str> = recs.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["same", "shift20", "shift5", "dots", "dots-keep"]);
+    let consistency: Vec<f64> = recs
+        .iter()
+        .map(|r| r["consistency"].as_f64().unwrap())
+        .collect();
+    assert_eq!(consistency, [10.0, 1.0, 9.0, 5.0, 5.0]);
+    let psnr_dots = -10.0 * (4.0 * (100.0f64 / 255.0).powi(2) / 128.0).log10();
+    let want_psnr = [
+        100.0,
+        20.0 * (255.0f64 / 20.0).log10(),
+        20.0 * (255.0f64 / 5.0).log10(),
+        psnr_dots,
+        psnr_dots,
+    ];
+    for (r, w) in recs.iter().zip(want_psnr) {
+        assert!(
+            (r["psnr_db"].as_f64().unwrap() - w).abs() < 1e-9,
+            "{r} vs {w}"
+        );
+    }
+    assert_eq!(recs[0]["psnr_infinite"], json!(true));
+    assert_eq!(recs[0]["ssim"], json!(1.0));
+    let ssim: Vec<f64> = recs.iter().map(|r| r["ssim"].as_f64().unwrap()).collect();
+    assert!(ssim[1..].iter().all(|&s| s < 1.0 && s > 0.0), "{ssim:?}");
+    assert!(
+        recs[3]["judge_answer"]
+            .as_str()
+            .unwrap()
+            .contains("3.6 % of the background changed visibly (largest step 100/255)"),
+        "{}",
+        recs[3]
+    );
+    use cocoflow_tasks::report::correlation::pearson;
+    let close = |got: &Value, want: Option<f64>| match (got["r"].as_f64(), want) {
+        (Some(g), Some(w)) => assert!((g - w).abs() < 1e-12, "{got} vs {w}"),
+        (g, w) => panic!("{got} vs {w:?} ({g:?})"),
+    };
+    close(
+        &c["pooled"]["consistency_psnr"],
+        pearson(&consistency, &want_psnr).r,
+    );
+    close(
+        &c["pooled"]["consistency_ssim"],
+        pearson(&consistency, &ssim).r,
+    );
+    close(&c["pooled"]["psnr_ssim"], pearson(&want_psnr, &ssim).r);
+    assert_eq!(c["pooled"]["consistency_psnr"]["n"], json!(5));
+    assert_eq!(
+        recs[4]["ssim"], recs[3]["ssim"],
+        "the keep mask reads as the same region"
+    );
+    // per type: two pairs each → r = ±1
+    close(
+        &c["by_type"]["remove"]["consistency_psnr"],
+        pearson(&consistency[..2], &want_psnr[..2]).r,
+    );
+    assert_eq!(c["by_type"]["replace"]["psnr_ssim"]["n"], json!(3));
+    assert!(
+        c["by_type"].get("tone").is_none(),
+        "global types are left out"
+    );
+    assert_eq!(
+        c["data"],
+        json!({"records": 7, "pairs": 5, "without_target_or_mask": 1, "global_types": 1,
+               "judge_invalid": 0, "no_keep_region": 0})
+    );
+    assert_eq!(c["prompt"], json!("consistency@1"));
+    assert!(c["judge"].as_str().unwrap().starts_with("rule("));
+    for stem in ["consistency_vs_psnr", "consistency_vs_ssim", "psnr_vs_ssim"] {
         assert_eq!(
             png(&cdir.join(format!("{stem}.png"))).dimensions(),
             (800, 450)
         );
         assert_svg(&cdir.join(format!("{stem}.svg")));
     }
+    // `limit`: the first usable pairs only (`same`, `shift20`: consistency 10, 1 and PSNR
+    // 100, 22.1 dB → r = 1)
+    let c: Value = serde_json::from_slice(
+        &std::fs::read(
+            r.output("correlate_limit", "correlation")
+                .join("correlation.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["data"]["pairs"], json!(2));
+    assert_eq!(c["pooled"]["consistency_psnr"]["r"], json!(1.0));
 
     // Only `evals`: the table without a base row, curves, empty reward curves, no grid.
     let o = r.output("report_evals_only", "report");
@@ -620,11 +746,18 @@ fn bad_params_and_inputs_are_refused() {
             .is_ok()
     );
     let c = cocoflow_engine::kind::Declared(cocoflow_tasks::kinds::correlate::Correlate);
-    assert!(c.check_params(&json!({"x": "psnr_db"})).is_err());
+    // the eval-report form is gone: `x` is no param
+    assert!(c.check_params(&json!({"x": "judge_quality"})).is_err());
+    assert!(c.check_params(&json!({"psnr_cap_db": 0})).is_err());
+    assert!(c.check_params(&json!({"limit": 0})).is_err());
+    let p = c.check_params(&json!({})).unwrap();
     assert_eq!(
-        c.check_params(&json!({})).unwrap(),
-        json!({"x": "judge_quality", "psnr_cap_db": 58.92})
+        p,
+        json!({"judge": {"kind": "rule", "min_area_fraction": 0.0025, "variant": "mean"},
+               "psnr_cap_db": 58.92, "max_invalid_fraction": 0.1, "limit": null})
     );
+    assert!(c.check_inputs(&p, &["evals"]).is_err());
+    assert!(c.check_inputs(&p, &["data"]).is_ok());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! worker binary registers.
 
 use crate::artifacts::eval_report::{
-    self, EvalRecord, TypeRow, summarize, table_markdown, table_markdown_bench,
+    self, EvalRecord, TypeRow, label_prompts, summarize, table_markdown, table_markdown_bench,
 };
 use crate::data::{Dataset, RecordTensors as _};
 use crate::device::select_device;
@@ -11,6 +11,7 @@ use crate::eval::{
     Protocol, bench_judge, edit_chunk, has_consistency_metrics, judge_chunk, load_policy,
     safe_name, sample_seed,
 };
+use crate::judge::published::BenchPrompts;
 use crate::judge::{Judge, JudgeImage, JudgeImageTensor as _, JudgeRequest, pool_concurrency};
 use crate::metrics::masked_metrics;
 use cocoflow_engine::kind::{TaskCtx, TaskError};
@@ -62,6 +63,14 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
         Protocol::Synthetic => None,
         _ => Some(bench_judge(&p.judge, ctx.store())?),
     };
+    // The benchmark's prompts, read (and every record's rubric found) before any editing.
+    let bench_prompts = BenchPrompts::load(p.protocol, &p.prompts).map_err(TaskError::Failed)?;
+    bench_prompts
+        .check_types(
+            recs.iter()
+                .map(|r| (r.key.as_str(), r.edit_type.as_deref().unwrap_or("unknown"))),
+        )
+        .map_err(TaskError::Failed)?;
     let concurrency = pool_concurrency(&ctx.pools).unwrap_or(8);
     let work = ctx.workdir()?;
     let out = work.join("report");
@@ -129,13 +138,17 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
                 let src = JudgeImage::from_tensor(&sources.get(i)).map_err(|e| fail(&r.key, &e))?;
                 let out_img =
                     JudgeImage::from_tensor(&edited.get(i)).map_err(|e| fail(&r.key, &e))?;
-                reqs.push(JudgeRequest::new(src, out_img, r.instruction.clone()));
+                let et = r.edit_type.as_deref().unwrap_or("unknown");
+                reqs.push(
+                    JudgeRequest::new(src, out_img, r.instruction.clone())
+                        .with_var("edit_type", et),
+                );
             }
             let judged = judge_chunk(
                 ctx,
                 p.protocol,
                 judge.as_deref(),
-                bench.as_ref(),
+                bench.as_ref().map(|b| (b, &bench_prompts)),
                 &reqs,
                 concurrency,
             );
@@ -197,7 +210,7 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
         EvalImages::Policy if adapter.is_some() => "policy θ".into(),
         EvalImages::Policy => "base".into(),
     });
-    write_report(&out, &label, &records, &rows, &overall, &p)?;
+    write_report(&out, &label, &records, &rows, &overall, &p, &bench_prompts)?;
     ctx.metric("judge_overall", overall.judge_overall);
     ctx.metric("psnr_db", overall.psnr_db);
     ctx.metric("ssim", overall.ssim);
@@ -206,7 +219,8 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
         ctx.log(table_markdown(&label, &rows, &overall));
     } else {
         ctx.metric("bench_score", overall.bench_score);
-        ctx.log(table_markdown_bench(&label, p.protocol, &rows, &overall));
+        let md = table_markdown_bench(&label, p.protocol, &rows, &overall);
+        ctx.log(label_prompts(&mut json!({}), &md, &bench_prompts));
     }
     ctx.output_dir("report", &out)
 }
@@ -218,6 +232,7 @@ fn write_report(
     rows: &[TypeRow],
     overall: &TypeRow,
     p: &EvalParams,
+    bench_prompts: &BenchPrompts,
 ) -> Result<(), TaskError> {
     let mut table = json!({
         "label": label,
@@ -244,7 +259,8 @@ fn write_report(
     let md = if p.protocol.is_synthetic() {
         table_markdown(label, rows, overall)
     } else {
-        table_markdown_bench(label, p.protocol, rows, overall)
+        let md = table_markdown_bench(label, p.protocol, rows, overall);
+        label_prompts(&mut table, &md, bench_prompts)
     };
     eval_report::write(out, records, table, &md).map_err(fail)
 }

@@ -320,11 +320,18 @@ fn stub(answer: Arc<Answerer>) -> (String, Arc<AtomicUsize>) {
                 };
                 c.fetch_add(1, Ordering::SeqCst);
                 let req: ChatRequest = serde_json::from_slice(&body).unwrap();
-                let system = req.messages[0].content.text();
-                let MessageContent::Parts(parts) = &req.messages[1].content else {
+                // builtin prompts: system + user (labelled images); a benchmark's own prompt
+                // (`prompts: PATH`): one user message, the text, then the images (edited last)
+                let (system, user_msg) = match req.messages.as_slice() {
+                    [u] => (String::new(), u),
+                    [sys, u] => (sys.content.text(), u),
+                    other => panic!("{} messages", other.len()),
+                };
+                let MessageContent::Parts(parts) = &user_msg.content else {
                     panic!("the user message has parts");
                 };
                 let mut edited = None;
+                let mut last_image = None;
                 let mut user = String::new();
                 for (i, part) in parts.iter().enumerate() {
                     match part {
@@ -335,8 +342,18 @@ fn stub(answer: Arc<Answerer>) -> (String, Arc<AtomicUsize>) {
                             }
                         }
                         ContentPart::Text { text } => user = text.clone(),
-                        _ => {}
+                        ContentPart::ImageUrl { image_url } => {
+                            let img = JudgeImage::from_data_url(&image_url.url).unwrap();
+                            last_image = Some(img.pixels().get_pixel(0, 0).0);
+                        }
                     }
+                }
+                if system.is_empty() {
+                    assert!(
+                        matches!(parts.first(), Some(ContentPart::Text { .. })),
+                        "a benchmark's own prompt goes text first"
+                    );
+                    edited = last_image;
                 }
                 let content = answer(&system, &user, edited.expect("an edited image"));
                 let resp = json!({"id": "stub", "object": "chat.completion", "created": 0, "model": "stub",
@@ -389,6 +406,9 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
 /// range: an invalid sample).
 fn answers(system: &str, user: &str, edited: [u8; 3]) -> String {
     let instruction = |p: &prompts::Prompt| p.extract_var(user, "instruction").unwrap();
+    if system.is_empty() {
+        return published_answers(user, edited);
+    }
     if system == prompts::GEDIT_SC.system {
         let (es, oe) = match instruction(&prompts::GEDIT_SC).as_str() {
             "Add a red hat to the cat." => (8, 6),
@@ -423,9 +443,92 @@ fn answers(system: &str, user: &str, edited: [u8; 3]) -> String {
     }
 }
 
+/// The benchmarks' own prompt files, in their formats, with this test's text: GEdit-Bench's
+/// `viescore/vie_prompts.py` and ImgEdit's prompts JSON (a rubric per edit type).
+fn write_prompt_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let vie = dir.join("viescore/vie_prompts.py");
+    std::fs::create_dir_all(vie.parent().unwrap()).unwrap();
+    std::fs::write(
+        &vie,
+        "_context_no_delimit = \"\"\"TEST CONTEXT: answer {\"score\": [...], \"reasoning\": \"...\"}\"\"\"\n\
+         _prompts_0shot_two_image_edit_rule = \"\"\"TEST TWO-IMAGE RULE\"\"\"\n\
+         _prompts_0shot_tie_rule_SC = \"\"\"TEST SC RULE\nEditing instruction: <instruction>\n\"\"\"\n\
+         _prompts_0shot_rule_PQ = \"\"\"TEST PQ RULE\"\"\"\n",
+    )
+    .unwrap();
+    let json = dir.join("imgedit_prompts.json");
+    let rubric = |t: &str| format!("TEST RUBRIC {t}\nInstruction: <edit_prompt>\nEnd.");
+    std::fs::write(
+        &json,
+        json!({"add": rubric("add"), "remove": rubric("remove"), "style": rubric("style")})
+            .to_string(),
+    )
+    .unwrap();
+    (vie, json)
+}
+
+/// The same scores as [`answers`], written the way the benchmarks' judges answer their own
+/// prompts: VIEScore's `score` lists (SC in a fenced JSON block, PQ a bare list) and ImgEdit's
+/// `Name: score` lines ("Remove the cup" answers without a score line: an invalid sample).
+fn published_answers(user: &str, edited: [u8; 3]) -> String {
+    let after = |prefix: &str| {
+        user.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {user:?}"))
+            .to_string()
+    };
+    if user.contains("TEST SC RULE") {
+        assert!(user.starts_with("TEST CONTEXT: answer {\"score\": [...], \"reasoning\": \"...\"}\nTEST TWO-IMAGE RULE\nTEST SC RULE\nEditing instruction: "), "{user:?}");
+        let (es, oe) = match after("Editing instruction: ").as_str() {
+            "Add a red hat to the cat." => (8, 6),
+            "Add a bird to the sky." => (3, 7),
+            "Turn the photo into a watercolor painting." => (10, 10),
+            other => panic!("unexpected instruction {other:?}"),
+        };
+        format!("```json\n{{\n\"score\" : [{es}, {oe}],\n\"reasoning\" : \"fine\"\n}}\n```")
+    } else if user.contains("TEST PQ RULE") {
+        assert_eq!(
+            user,
+            "TEST CONTEXT: answer {\"score\": [...], \"reasoning\": \"...\"}\nTEST PQ RULE"
+        );
+        let (na, ar) = match edited {
+            [200, 30, 30] => (9, 4),
+            [30, 200, 30] => (3, 5),
+            [30, 30, 200] => (4, 9),
+            other => panic!("unexpected image {other:?}"),
+        };
+        format!("[{na}, {ar}]")
+    } else if user.starts_with("TEST RUBRIC ") {
+        let (c, n, i) = match after("Instruction: ").as_str() {
+            "Add a red hat to the dog." => (5, 4, 3),
+            "Make the dog wear sunglasses." => (2, 2, 5),
+            "Remove the cup from the table." => return "No scores today.".into(),
+            "Transfer the image into a watercolor style." => (1, 2, 3),
+            other => panic!("unexpected instruction {other:?}"),
+        };
+        format!(
+            "Brief reasoning: ok.\nPrompt Compliance: {c}\nVisual Seamlessness: {n}\nPhysical & Detail Fidelity: {i}"
+        )
+    } else {
+        panic!("unexpected published prompt: {user:?}")
+    }
+}
+
 // ---------------------------------------------------------------- the engine
 
 fn workflow(base_url: &str) -> String {
+    workflow_with(base_url, None)
+}
+
+/// With `prompts`: both evals read the benchmarks' own prompt files.
+fn workflow_with(base_url: &str, prompts: Option<(&Path, &Path)>) -> String {
+    let (gx, ix) = match prompts {
+        Some((g, i)) => (
+            format!(", prompts: \"{}\"", g.display()),
+            format!(", prompts: \"{}\"", i.display()),
+        ),
+        None => (String::new(), String::new()),
+    };
     let fx = fixtures();
     let g = fx.join("gedit");
     let i = fx.join("imgedit");
@@ -444,11 +547,11 @@ tasks:
   gedit_eval:
     kind: eval
     inputs: {{data: gedit.data}}
-    params: {{protocol: gedit, images: source, label: gedit, judge: {judge}}}
+    params: {{protocol: gedit, images: source, label: gedit, judge: {judge}{gx}}}
   imgedit_eval:
     kind: eval
     inputs: {{data: imgedit.data}}
-    params: {{protocol: imgedit, images: source, label: imgedit, batch_size: 3, max_invalid_fraction: 0.5, judge: {judge}}}
+    params: {{protocol: imgedit, images: source, label: imgedit, batch_size: 3, max_invalid_fraction: 0.5, judge: {judge}{ix}}}
 "#,
         gp = g.display(),
         gm = g.join("masks").display(),
@@ -498,6 +601,15 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     let rep = r.output("gedit_eval", "report");
     let t = read_json(&rep.join("table.json"));
     assert_eq!(t["protocol"], "gedit");
+    assert_eq!(
+        t["prompts"],
+        json!({"source": "builtin", "label": "builtin prompts: not comparable with published numbers"})
+    );
+    assert!(
+        std::fs::read_to_string(rep.join("table.md"))
+            .unwrap()
+            .contains("**builtin prompts: not comparable with published numbers.**")
+    );
     let add = row(&t, "subject-add");
     assert_eq!(add["n"], 2);
     close(&add["bench_sc"], 4.5);
@@ -604,4 +716,79 @@ fn eval_protocols_score_benchmarks_against_hand_computed_numbers() {
     let md = std::fs::read_to_string(rep.join("table.md")).unwrap();
     assert!(md.contains("| add | 2 | 3.500 | 0 | – | – |"), "{md}");
     assert!(md.contains("| overall | 4 | 2.750 | 1 | – | – |"), "{md}");
+}
+
+/// `prompts: PATH`: the same hand-computed benchmark numbers when the judge is asked the
+/// benchmarks' own prompt files and answers in the benchmarks' formats; the reports name the
+/// file instead of the builtin label.
+#[test]
+fn eval_protocols_with_the_benchmarks_own_prompt_files() {
+    let answer: Arc<Answerer> = Arc::new(answers);
+    let (base_url, requests) = stub(answer);
+    let tmp = tempfile::tempdir().unwrap();
+    let (vie, json_file) = write_prompt_files(tmp.path());
+    let prompts_dir = vie.parent().unwrap().parent().unwrap().to_path_buf();
+    let r = run(
+        &tmp.path().join("run"),
+        &workflow_with(&base_url, Some((&prompts_dir, &json_file))),
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 10);
+    let rep = r.output("gedit_eval", "report");
+    let t = read_json(&rep.join("table.json"));
+    assert_eq!(t["prompts"]["source"], "published");
+    assert_eq!(t["prompts"]["file"], json!(vie.display().to_string()));
+    assert!(t["prompts"].get("label").is_none());
+    let add_o = (24f64.sqrt() + 3.0) / 2.0;
+    let add = row(&t, "subject-add");
+    close(&add["bench_sc"], 4.5);
+    close(&add["bench_pq"], 3.5);
+    close(&add["bench_score"], add_o);
+    close(&t["overall"]["bench_score"], (add_o + 40f64.sqrt()) / 2.0);
+    let g1 = &records(&rep)[0];
+    assert_eq!(
+        g1["bench"]["scores"],
+        json!({"artifacts": 4.0, "editing_success": 8.0, "naturalness": 9.0, "overediting": 6.0})
+    );
+    let md = std::fs::read_to_string(rep.join("table.md")).unwrap();
+    assert!(!md.contains("not comparable"), "{md}");
+    assert!(md.contains("Prompts: the benchmark's own"), "{md}");
+
+    let rep = r.output("imgedit_eval", "report");
+    let t = read_json(&rep.join("table.json"));
+    assert_eq!(
+        t["prompts"]["edit_types"],
+        json!(["add", "remove", "style"])
+    );
+    close(&row(&t, "add")["bench_score"], 3.5);
+    close(&row(&t, "style")["bench_score"], 2.0);
+    assert_eq!(row(&t, "remove")["judge_invalid"], 1);
+    close(&t["overall"]["bench_score"], (3.5 + 2.0) / 2.0);
+    let recs = records(&rep);
+    assert_eq!(
+        recs[0]["bench"]["scores"],
+        json!({"Physical & Detail Fidelity": 3.0, "Prompt Compliance": 5.0, "Visual Seamlessness": 4.0})
+    );
+    let err = recs[1]["judge_error"].as_str().unwrap();
+    assert!(err.contains("step1_get_avgscore.py"), "{err}");
+
+    // A rubric file without the benchmark's `style` type: the task fails before editing,
+    // naming the file, the type and the record.
+    let partial = tmp.path().join("partial.json");
+    std::fs::write(
+        &partial,
+        json!({"add": "A <edit_prompt>", "remove": "R <edit_prompt>"}).to_string(),
+    )
+    .unwrap();
+    let yaml = workflow_with(&base_url, Some((&prompts_dir, &partial)));
+    let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
+    let r = crate::common::try_run(rt, &tmp.path().join("run2"), &yaml, &[]);
+    assert_eq!(r.report.failed, 1, "{:?}", r.report);
+    let log = r.attempt_log("imgedit_eval").unwrap();
+    assert!(
+        log.contains(&format!(
+            "`prompts` `{}` has no rubric for edit type `style` (record `3`)",
+            partial.display()
+        )),
+        "{log}"
+    );
 }

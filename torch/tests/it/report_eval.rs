@@ -1,5 +1,6 @@
 //! `report` and `correlate` on what `synth-data` and `eval` really write (the report kinds'
-//! own tests on fixtures are `cocoflow-tasks`').
+//! own tests on fixtures are `cocoflow-tasks`'), and `correlate`'s torch-free masked PSNR/SSIM
+//! checked against this crate's metrics on the same pairs.
 
 use serde_json::{Value, json};
 use std::path::Path;
@@ -22,7 +23,7 @@ fn report_and_correlate_on_real_eval_reports() {
 tasks:
   data:
     kind: synth-data
-    params: {seed: 1, n_train: 4, n_bench: 16, size: 16, max_objects: 2}
+    params: {seed: 1, n_train: 24, n_bench: 16, size: 16, max_objects: 2}
   eval_src:
     kind: eval
     inputs: {data: data.bench}
@@ -37,7 +38,7 @@ tasks:
     params: {grid_items: 4}
   correlate:
     kind: correlate
-    inputs: {evals: [eval_src.report, eval_tgt.report]}
+    inputs: {data: data.train}
 "#;
     let r = run(tmp.path(), yaml);
     let out = r.output("report", "report");
@@ -72,11 +73,63 @@ tasks:
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(c["x"], json!("judge_quality"));
-    assert_eq!(c["reports"].as_array().unwrap().len(), 2);
-    // Infinite PSNR (identical keep regions: `null` beside a number SSIM) counts as the cap.
-    assert_eq!(c["pairs"]["psnr_db"]["n"], c["pairs"]["ssim"]["n"], "{c:#}");
-    assert!(c["pairs"]["psnr_db"]["n"].as_u64().unwrap() > 0);
+    assert_eq!(c["x"], json!("consistency"));
+    let n = c["data"]["pairs"].as_u64().unwrap();
+    assert!(n > 0, "{c:#}");
+    assert_eq!(c["pooled"]["psnr_ssim"]["n"], json!(n), "{c:#}");
+    // The torch-free metrics of `correlate` (`cocoflow_tasks::metrics::masked_rgb`, the same
+    // kernel source) equal `masked_metrics` on the same 8-bit pairs, to 1e-12.
+    use cocoflow_torch::data::{Dataset, RecordTensors as _};
+    let ds = Dataset::open(&r.output("data", "train")).unwrap();
+    let recs: Vec<Value> =
+        std::fs::read_to_string(r.output("correlate", "correlation").join("records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(recs.len() as u64, n);
+    for rec in &recs {
+        let key = rec["key"].as_str().unwrap();
+        let r = ds.records.iter().find(|r| r.key == key).unwrap();
+        let src = ds
+            .source(r)
+            .unwrap()
+            .unsqueeze(0)
+            .to_kind(tch::Kind::Double);
+        let tgt = ds
+            .target(r)
+            .unwrap()
+            .unwrap()
+            .unsqueeze(0)
+            .to_kind(tch::Kind::Double);
+        let edit = ds
+            .edit_mask(r)
+            .unwrap()
+            .unwrap()
+            .unsqueeze(0)
+            .to_kind(tch::Kind::Double);
+        let keep = edit.ones_like() - edit;
+        let m = cocoflow_torch::metrics::masked_metrics(
+            &src,
+            &tgt,
+            &keep,
+            &cocoflow_torch::metrics::MetricsConfig::default(),
+        )
+        .unwrap();
+        let m = m[0].as_ref().unwrap();
+        let psnr = rec["psnr_db"].as_f64().unwrap();
+        assert!(
+            (psnr - m.psnr_db.min(100.0)).abs() < 1e-12,
+            "{key}: {psnr} vs {}",
+            m.psnr_db
+        );
+        assert!(
+            (rec["ssim"].as_f64().unwrap() - m.ssim).abs() < 1e-12,
+            "{key}"
+        );
+        let s = rec["consistency"].as_f64().unwrap();
+        assert!((1.0..=10.0).contains(&s) && s.fract() == 0.0, "{rec}");
+    }
     eprintln!("{}", std::fs::read_to_string(out.join("table.md")).unwrap());
     eprintln!("{c:#}");
 }

@@ -128,12 +128,14 @@ pub struct RuleJudge {
     pub config: RuleJudgeConfig,
 }
 
+mod consistency;
 mod curation;
 mod effect;
 pub mod instruction;
 mod quality;
 mod vision;
 
+pub use consistency::ConsistencyAnswer;
 pub use curation::{FilterAnswer, LocateAnswer, edit_phrase};
 
 /// The `single` variant's one grade, as the `reward-single` prompt asks a judge for it: an
@@ -179,8 +181,9 @@ impl RuleJudge {
     }
 
     /// The answer text to `prompt`, in the JSON form it asks for: `reward` and
-    /// `reward-single` (integer scores, rounded), `curation-locate`, `curation-refine` and
-    /// `curation-filter`; other prompts are not supported.
+    /// `reward-single` (integer scores, rounded), `curation-locate`, `curation-refine`,
+    /// `curation-filter` and `consistency` (the correlation study's mask-aware background
+    /// score, `consistency.rs`); other prompts are not supported.
     pub fn answer(&self, prompt: &Prompt, req: &JudgeRequest) -> Result<String, JudgeError> {
         prompt.render_user(|n| req.var(n))?;
         let mask = if prompt.images.contains(&ImageRole::Mask) {
@@ -220,6 +223,11 @@ impl RuleJudge {
             id if id == prompts::FILTER.id => {
                 let mask = mask.expect("checked above").pixels();
                 serde_json::to_value(self.filter(src, edt, instr, mask).map_err(rule)?)
+                    .expect("an answer serialises")
+            }
+            id if id == prompts::CONSISTENCY.id => {
+                let mask = mask.expect("checked above").pixels();
+                serde_json::to_value(self.consistency(src, edt, mask).map_err(rule)?)
                     .expect("an answer serialises")
             }
             _ => {
