@@ -78,6 +78,28 @@ pub fn open(dir: &Path, device: Device) -> Result<Box<dyn EditPolicy>, ModelErro
     })
 }
 
+/// The text encoders of the model in `dir` on `device`, loaded on their own, for a backend that
+/// encodes instructions apart from the source ([`EditPolicy::separate_prompt_encoding`]):
+/// FLUX.1 Kontext's CLIP + T5. `None` for a backend that encodes them inline (tiny-kontext).
+pub fn prompt_encoder(
+    dir: &Path,
+    device: Device,
+) -> Result<Option<Box<dyn super::policy::PromptEncoder>>, ModelError> {
+    Ok(match Backend::detect(dir)? {
+        Backend::TinyKontext => None,
+        Backend::FluxKontext => {
+            let kind = if device.is_cuda() {
+                tch::Kind::BFloat16
+            } else {
+                tch::Kind::Float
+            };
+            Some(Box::new(super::flux_kontext::FluxPromptEncoder::load(
+                dir, device, kind,
+            )?))
+        }
+    })
+}
+
 /// A file's BLAKE3 ([`cocoflow_tasks::weights::file_digest`]: hashed once per (path, size,
 /// mtime) and machine).
 pub fn file_digest(path: &Path) -> Result<String, ModelError> {

@@ -4,7 +4,8 @@
 //! excluded; stream `nft/<step>/perm/<sample>`), with fresh noise ε (stream
 //! `nft/<step>/eps/<sample>/<slot>`): `x_t = (1 − t)·x0 + t·ε`; `v_old` (θ_old) and `v_ref`
 //! (adapters off) without gradient, `v_θ` with; [`nft_loss`]; the backward of each
-//! micro-batch and timestep is scaled by `1/(micro-batches × timesteps)`. The `nft-train`
+//! micro-batch and timestep is scaled by `1/(micro-batches × timesteps)`. θ's forward may use
+//! gradient checkpointing ([`Settings::gradient_checkpointing`]; FLUX.1 Kontext). The `nft-train`
 //! kind ([`crate::kinds::nft_train`]) then clips and steps.
 
 use crate::artifacts::rewards::RewardsFile;
@@ -68,6 +69,9 @@ pub struct Settings<'a> {
     pub timestep_fraction: f64,
     pub micro_batch: usize,
     pub device: Device,
+    /// θ's forward with gradient checkpointing where the backend has it
+    /// ([`EditPolicy::velocity_for_training`]); the gradient is the same either way.
+    pub gradient_checkpointing: bool,
 }
 
 /// Accumulates θ's gradient (adapter `default`) over every sample in the loss and its
@@ -170,9 +174,17 @@ pub fn accumulate(
                 Ok((v_old, v_ref))
             })
             .map_err(fail)?;
-            let v_theta = model
-                .velocity_with(&x_t, &t, &cond, &ActiveAdapter::theta(), guidance)
+            let fwd = model
+                .velocity_for_training(
+                    &x_t,
+                    &t,
+                    &cond,
+                    &ActiveAdapter::theta(),
+                    guidance,
+                    set.gradient_checkpointing,
+                )
                 .map_err(fail)?;
+            let v_theta = fwd.velocity.shallow_clone();
             let terms = nft_loss(
                 &NftBatch {
                     x0: &x0,
@@ -189,7 +201,7 @@ pub fn accumulate(
                 },
                 &cfg,
             );
-            (&terms.loss * scale).backward();
+            fwd.backward(&(&terms.loss * scale)).map_err(fail)?;
             let f = |x: &Tensor| x.double_value(&[]);
             sums.n += 1.0;
             sums.loss += f(&terms.loss);
