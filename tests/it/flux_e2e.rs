@@ -1,8 +1,10 @@
 //! The whole CoCoEdit workflow on FLUX.1 Kontext: `cocoflow run workflows/cocoedit.yaml
 //! --params configs/presets/flux-kontext.yaml --set model=<the tiny random repository>` with
 //! small settings runs synth-data → base by reference → eval → 2 × (rollout → reward →
-//! nft-train → ema → eval); the weights are never copied into the store; a run killed with
-//! SIGKILL during iteration 2 and run again ends with byte-identical RL state and evaluations.
+//! nft-train → ema → eval); the weights are never copied into the store; each worker loads the
+//! FLUX pipeline at most once (the per-worker model cache) and without its text encoders
+//! (`encode-prompts` made the prompt encodings); a run killed with SIGKILL during iteration 2
+//! and run again ends with byte-identical RL state and evaluations.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -127,6 +129,20 @@ fn cocoedit_on_flux_runs_and_resumes_after_kill_9_bit_identically() {
     std::fs::create_dir_all(&clean).unwrap();
     let (code, err) = run(&clean);
     assert_eq!(code, 0, "{err}");
+    // The model cache: 2 rollouts (sampling + VAE), 2 nft-train and 3 evals use the base; a
+    // worker loads it once (the text encoders not at all: encode-prompts runs them alone,
+    // outside the cache).
+    let status = cmd(&clean).args(["status", "--json"]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let (loads, workers) = (
+        st["run"]["model_loads"].as_u64().unwrap(),
+        st["run"]["workers_started"].as_u64().unwrap(),
+    );
+    eprintln!("flux e2e: {loads} model loads by {workers} workers");
+    assert!(loads >= 1 && loads <= workers, "{}", st["run"]);
+    assert!(workers < 7, "{}", st["run"]);
+    let logs = clean.join(".cocoflow");
+    assert!(find(&logs, "prompts.1.log"), "encode-prompts ran");
     let a = exported(&clean);
     let states: Vec<&String> = a.keys().filter(|k| k.ends_with("state.json")).collect();
     assert_eq!(states.len(), 2, "{:?}", a.keys().collect::<Vec<_>>());
