@@ -100,6 +100,17 @@ pub fn prompt_encoder(
     })
 }
 
+/// Checks the LoRA adapter directory `adapter` against the model in `dir` before the model is
+/// loaded, where that saves a costly load: a FLUX.1 Kontext adapter's matrices against the
+/// transformer's safetensors headers (an adapter for another model is reported with its file
+/// and keys). tiny-kontext loads in milliseconds and checks in `load_adapter`.
+pub fn check_adapter(dir: &Path, adapter: &Path) -> Result<(), ModelError> {
+    match Backend::detect(dir)? {
+        Backend::TinyKontext => Ok(()),
+        Backend::FluxKontext => super::flux_kontext::preflight::check_adapter(dir, adapter),
+    }
+}
+
 /// A file's BLAKE3 ([`cocoflow_tasks::weights::file_digest`]: hashed once per (path, size,
 /// mtime) and machine).
 pub fn file_digest(path: &Path) -> Result<String, ModelError> {

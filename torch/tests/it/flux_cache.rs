@@ -458,3 +458,41 @@ fn a_bad_later_component_is_named_before_any_weights_are_read() {
         "{e}"
     );
 }
+
+/// An adapter for another model (tiny-kontext's shapes) is refused from its file and the
+/// repository's headers — naming the file and the key — before the pipeline is loaded (the
+/// model cache stays empty), by `eval`'s policy loading and by an RL state's loading.
+#[test]
+fn a_lora_for_another_model_is_named_before_the_pipeline_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad: BTreeMap<String, Tensor> = BTreeMap::from([(
+        "transformer_blocks.0.attn.to_q.lora_A.weight".to_string(),
+        Tensor::zeros([4, 96], (Kind::Float, Device::Cpu)),
+    )]);
+    let adapter = tmp.path().join("theta");
+    cocoflow_torch::models::peft::export(&adapter, &lora(), &bad).unwrap();
+    let cache = Arc::new(ModelCache::with_limit(1 << 30));
+    let base = BaseModel::cached(&repo(), cache.clone(), "d");
+    let e = cocoflow_torch::eval::load_policy(&base, Some(&adapter), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    let file = adapter.join("adapter_model.safetensors");
+    assert!(
+        e.contains(&file.display().to_string())
+            && e.contains("`transformer_blocks.0.attn.to_q.lora_A.weight` (file [4, 96] Float, model [4, 32] Float)"),
+        "{e}"
+    );
+    assert_eq!(cache.loads(), 0, "nothing was loaded");
+    // the same adapter from the headers alone
+    let e = cocoflow_torch::models::open::check_adapter(&repo(), &adapter)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing"), "the other targets are missing: {e}");
+    // an adapter made for this repository passes
+    let good = tmp.path().join("good");
+    let mut p = open(&repo(), Device::Cpu).unwrap();
+    p.add_adapter(THETA, &lora()).unwrap();
+    p.save_adapter(THETA, &good).unwrap();
+    cocoflow_torch::models::open::check_adapter(&repo(), &good).unwrap();
+}

@@ -11,6 +11,8 @@
 //!   [`prompt_encoder`]: the four together (`encode_prompt`), loadable on their own.
 //! - [`scheduler`]: the pipeline's shifted σ schedule; [`pipeline`]: a whole edit and its
 //!   pieces (`encode_prompt`, `prepare_source`, `velocity`, `decode`).
+//! - [`preflight`]: a LoRA adapter checked against a repository from headers alone, before
+//!   the pipeline is loaded.
 //! - [`config`]: every `config.json` as a struct; [`weights`]: sharded safetensors loading
 //!   with per-file, per-key errors; [`layers`]: the plain layers.
 //! - [`bench`]: throughput and memory of the full-size transformer with random weights
@@ -37,6 +39,7 @@ pub mod layers;
 pub mod lora_export;
 pub mod normalization;
 pub mod pipeline;
+pub mod preflight;
 pub mod prompt_encoder;
 pub mod rope;
 pub mod scheduler;
