@@ -60,11 +60,6 @@ impl BaseModel {
         self
     }
 
-    /// Whether policies come without their text encoders, on cached prompt encodings.
-    pub fn has_prompts(&self) -> bool {
-        self.prompts.is_some()
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
