@@ -104,6 +104,26 @@ fn find(dir: &Path, name: &str) -> bool {
     })
 }
 
+/// The text of the first file named `name` under `dir`.
+fn read_log(dir: &Path, name: &str) -> String {
+    fn search(dir: &Path, name: &str) -> Option<PathBuf> {
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == name) {
+                return Some(p);
+            }
+            if p.is_dir()
+                && let Some(f) = search(&p, name)
+            {
+                return Some(f);
+            }
+        }
+        None
+    }
+    let path = search(dir, name).unwrap_or_else(|| panic!("no `{name}` under {}", dir.display()));
+    std::fs::read_to_string(path).unwrap()
+}
+
 /// The largest file under `dir` (bytes).
 fn largest(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -143,6 +163,14 @@ fn cocoedit_on_flux_runs_and_resumes_after_kill_9_bit_identically() {
     assert!(workers < 7, "{}", st["run"]);
     let logs = clean.join(".cocoflow");
     assert!(find(&logs, "prompts.1.log"), "encode-prompts ran");
+    // rollout, nft-train and eval conditioned on the cached encodings, without text encoders
+    for task in ["rl_1_.rollout", "rl_1_.train", "rl_2_.eval"] {
+        let log = read_log(&logs, &format!("{task}.1.log"));
+        assert!(
+            log.contains("the text encoders are not loaded"),
+            "{task}: {log}"
+        );
+    }
     let a = exported(&clean);
     let states: Vec<&String> = a.keys().filter(|k| k.ends_with("state.json")).collect();
     assert_eq!(states.len(), 2, "{:?}", a.keys().collect::<Vec<_>>());
