@@ -95,6 +95,19 @@ fn the_model_cache_loads_flux_once_and_leases_it() {
         assert!(probe(&*a).equal(&fresh), "θ_ref ignores adapters");
     }
     assert_eq!(cache.loads(), 1);
+    {
+        // the returned pipeline holds no LoRA: neither layers nor variables
+        let f = base.load_flux(Device::Cpu, true).unwrap();
+        let tf = &f.pipeline.transformer;
+        assert!(
+            tf.attention_projections()
+                .iter()
+                .all(|l| l.adapters.is_empty())
+        );
+        let vs = tf.var_store();
+        assert!(!vs.variables().keys().any(|k| k.contains(".lora_")));
+        assert!(vs.trainable_variables().iter().all(|v| !v.requires_grad()));
+    }
     let b = base.load(Device::Cpu).unwrap();
     assert_eq!(
         cache.loads(),
