@@ -159,9 +159,10 @@ impl PromptSource for PromptTable {
                     self.manifest.instructions.len()
                 ),
             })?;
-            if !read.contains_key(&i) {
-                let row = checkpoint::read_safetensors(&self.dir.join(&self.manifest.files[i]))?;
-                read.insert(i, row);
+            if let std::collections::hash_map::Entry::Vacant(e) = read.entry(i) {
+                e.insert(checkpoint::read_safetensors(
+                    &self.dir.join(&self.manifest.files[i]),
+                )?);
             }
             for (k, t) in &read[&i] {
                 parts.entry(k.clone()).or_default().push(t.shallow_clone());

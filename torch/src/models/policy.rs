@@ -215,6 +215,9 @@ pub trait PromptEncoder: Send {
     fn encode_prompts(&self, instructions: &[&str]) -> Result<PromptEncodings, ModelError>;
 }
 
+/// A backend's own backward of a loss (see [`TrainingVelocity`]).
+pub type BackwardFn<'a> = Box<dyn FnOnce(&Tensor) -> Result<(), ModelError> + 'a>;
+
 /// A velocity computed for training and how to back-propagate a loss made from it
 /// ([`EditPolicy::velocity_for_training`]): a plain autograd graph (`loss.backward()`), or a
 /// backend's own backward (FLUX.1 Kontext's block-wise gradient checkpointing recomputes the
@@ -222,7 +225,7 @@ pub trait PromptEncoder: Send {
 pub struct TrainingVelocity<'a> {
     /// `(B, C, h, w)`, with a graph to the trainable variables.
     pub velocity: Tensor,
-    backward: Option<Box<dyn FnOnce(&Tensor) -> Result<(), ModelError> + 'a>>,
+    backward: Option<BackwardFn<'a>>,
 }
 
 impl std::fmt::Debug for TrainingVelocity<'_> {

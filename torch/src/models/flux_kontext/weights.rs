@@ -265,6 +265,9 @@ pub fn same_name(key: &str) -> Option<String> {
     Some(key.to_string())
 }
 
+/// Maps a checkpoint key to the variable it fills (`None`: a key the model ignores).
+pub type Rename = Box<dyn Fn(&str) -> Option<String>>;
+
 /// A component built with zero weights whose checkpoint's headers were read but whose data was
 /// not: [`Self::validate`] compares the headers with the variables (no tensor data is read),
 /// [`Self::load`] validates and copies. The pipeline builds every component this way and
@@ -273,7 +276,7 @@ pub fn same_name(key: &str) -> Option<String> {
 pub struct PendingWeights {
     pub checkpoint: Checkpoint,
     vars: BTreeMap<String, Tensor>,
-    rename: Box<dyn Fn(&str) -> Option<String>>,
+    rename: Rename,
 }
 
 impl std::fmt::Debug for PendingWeights {
