@@ -47,6 +47,7 @@ pub fn declare(registry: &mut cocoflow_engine::kind::Registry) {
     register_torch_free(registry);
     registry.declare_kind(kinds::torch_info::TorchInfoKind);
     registry.declare_kind(kinds::rollout::Rollout);
+    registry.declare_kind(kinds::encode_prompts::EncodePrompts);
     registry.declare_kind(kinds::reward::RewardKind);
     registry.declare_kind(kinds::nft_train::NftTrain);
     registry.declare_kind(kinds::ema::EmaKind);

@@ -1,8 +1,10 @@
 //! The whole CoCoEdit workflow on FLUX.1 Kontext: `cocoflow run workflows/cocoedit.yaml
 //! --params configs/presets/flux-kontext.yaml --set model=<the tiny random repository>` with
 //! small settings runs synth-data → base by reference → eval → 2 × (rollout → reward →
-//! nft-train → ema → eval); the weights are never copied into the store; a run killed with
-//! SIGKILL during iteration 2 and run again ends with byte-identical RL state and evaluations.
+//! nft-train → ema → eval); the weights are never copied into the store; each worker loads the
+//! FLUX pipeline at most once (the per-worker model cache) and without its text encoders
+//! (`encode-prompts` made the prompt encodings); a run killed with SIGKILL during iteration 2
+//! and run again ends with byte-identical RL state and evaluations.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,26 @@ fn find(dir: &Path, name: &str) -> bool {
     })
 }
 
+/// The text of the first file named `name` under `dir`.
+fn read_log(dir: &Path, name: &str) -> String {
+    fn search(dir: &Path, name: &str) -> Option<PathBuf> {
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == name) {
+                return Some(p);
+            }
+            if p.is_dir()
+                && let Some(f) = search(&p, name)
+            {
+                return Some(f);
+            }
+        }
+        None
+    }
+    let path = search(dir, name).unwrap_or_else(|| panic!("no `{name}` under {}", dir.display()));
+    std::fs::read_to_string(path).unwrap()
+}
+
 /// The largest file under `dir` (bytes).
 fn largest(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -127,6 +149,28 @@ fn cocoedit_on_flux_runs_and_resumes_after_kill_9_bit_identically() {
     std::fs::create_dir_all(&clean).unwrap();
     let (code, err) = run(&clean);
     assert_eq!(code, 0, "{err}");
+    // The model cache: 2 rollouts (sampling + VAE), 2 nft-train and 3 evals use the base; a
+    // worker loads it once (the text encoders not at all: encode-prompts runs them alone,
+    // outside the cache).
+    let status = cmd(&clean).args(["status", "--json"]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let (loads, workers) = (
+        st["run"]["model_loads"].as_u64().unwrap(),
+        st["run"]["workers_started"].as_u64().unwrap(),
+    );
+    eprintln!("flux e2e: {loads} model loads by {workers} workers");
+    assert!(loads >= 1 && loads <= workers, "{}", st["run"]);
+    assert!(workers < 7, "{}", st["run"]);
+    let logs = clean.join(".cocoflow");
+    assert!(find(&logs, "prompts.1.log"), "encode-prompts ran");
+    // rollout, nft-train and eval conditioned on the cached encodings, without text encoders
+    for task in ["rl_1_.rollout", "rl_1_.train", "rl_2_.eval"] {
+        let log = read_log(&logs, &format!("{task}.1.log"));
+        assert!(
+            log.contains("the text encoders are not loaded"),
+            "{task}: {log}"
+        );
+    }
     let a = exported(&clean);
     let states: Vec<&String> = a.keys().filter(|k| k.ends_with("state.json")).collect();
     assert_eq!(states.len(), 2, "{:?}", a.keys().collect::<Vec<_>>());

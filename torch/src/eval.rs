@@ -9,23 +9,32 @@ pub use cocoflow_tasks::eval::*;
 use std::path::Path;
 use tch::Tensor;
 
-/// Loads the policy to evaluate: the base, plus θ from `adapter` when given.
+/// Loads the policy to evaluate: the base, plus θ from `adapter` when given (checked against
+/// the base's files before the base is loaded: [`crate::models::open::check_adapter`]).
 pub fn load_policy(
     base: &BaseModel,
     adapter: Option<&Path>,
     device: tch::Device,
 ) -> Result<(Box<dyn EditPolicy>, ActiveAdapter), TaskError> {
-    let mut model = base
-        .load(device)
-        .map_err(|e| TaskError::Failed(format!("input `model`: {e}")))?;
-    let Some(dir) = adapter else {
-        return Ok((model, ActiveAdapter::Off));
-    };
-    let peft_dir = adapter_dir(dir)
+    let peft_dir = match adapter {
+        None => None,
+        Some(dir) => {
+            let peft_dir = adapter_dir(dir)
         .ok_or_else(|| TaskError::Failed(format!(
             "input `adapter` (`{}`): neither a PEFT adapter (adapter_config.json) nor an RL state with `theta/adapter_config.json`",
             dir.display()
         )))?;
+            crate::models::open::check_adapter(base.dir(), &peft_dir)
+                .map_err(|e| TaskError::Failed(format!("input `adapter`: {e}")))?;
+            Some(peft_dir)
+        }
+    };
+    let mut model = base
+        .load(device)
+        .map_err(|e| TaskError::Failed(format!("input `model`: {e}")))?;
+    let Some(peft_dir) = peft_dir else {
+        return Ok((model, ActiveAdapter::Off));
+    };
     model
         .load_adapter(&peft_dir, THETA)
         .map_err(|e| TaskError::Failed(format!("input `adapter`: {e}")))?;

@@ -37,6 +37,7 @@ pub fn register(registry: &mut cocoflow_engine::kind::Registry) {
     cocoflow_tasks::register_torch_free(registry);
     registry.register_kind(torch_info::TorchInfoKind, torch_info::run);
     registry.register_kind(rollout::Rollout, rollout::run);
+    registry.register_kind(encode_prompts::EncodePrompts, encode_prompts::run);
     registry.register_kind(reward::RewardKind, reward::run);
     registry.register_kind(nft_train::NftTrain, nft_train::run);
     registry.register_kind(ema::EmaKind, ema::run);

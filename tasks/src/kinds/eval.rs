@@ -2,7 +2,8 @@
 //!
 //! Inputs: `model` (a base model directory), `data` (a benchmark dataset in the manifest
 //! format, e.g. `synth-data`'s `bench`), and optionally `adapter` (a LoRA adapter in the PEFT
-//! layout, or an RL state directory whose `theta/` holds one: the policy θ is then evaluated).
+//! layout, or an RL state directory whose `theta/` holds one: the policy θ is then evaluated),
+//! `prompts` (cached prompt encodings from `encode-prompts`: the text encoders are not loaded).
 //! Output `report`: the [`crate::artifacts::eval_report`] (`records.jsonl`, `table.json`,
 //! `table.md`, `images/<key>.png`).
 //!
@@ -186,6 +187,10 @@ impl Kind for Eval {
         Input::optional(
             "adapter",
             "a PEFT adapter, or an RL state whose `theta/` holds one",
+        ),
+        Input::optional(
+            "prompts",
+            "cached prompt encodings (`encode-prompts`): the text encoders are not loaded",
         ),
     ]);
     const OUTPUTS: &'static [&'static str] = &["report"];

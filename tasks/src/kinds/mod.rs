@@ -1,13 +1,14 @@
 //! The task kinds, one thin file each: its params (one serde struct, defaults in its
 //! `Default`), inputs and outputs — what the front end checks and plans — and, for the kinds
 //! that need no tensors, the steps `run` calls. The kinds that run on libtorch (`rollout`,
-//! `reward`, `nft-train`, `ema`, `pretrain`, `eval`, `torch-info`) are declared here and run by
+//! `encode-prompts`, `reward`, `nft-train`, `ema`, `pretrain`, `eval`, `torch-info`) are declared here and run by
 //! `cocoflow_torch::kinds`. The work itself lives in the topic modules.
 
 pub mod bench_import;
 pub mod correlate;
 pub mod curate;
 pub mod ema;
+pub mod encode_prompts;
 pub mod eval;
 pub mod nft_train;
 pub mod pretrain;

@@ -2,7 +2,7 @@
 //! (method-spec §4, Alg. 1 lines 11–24).
 //!
 //! Inputs: `model` (base), `state` (RL state or the base dir at iteration 0), `rollouts`,
-//! `rewards`. Output `state`: θ after one AdamW step, θ_old unchanged (`ema` updates it),
+//! `rewards`, optional `prompts` (cached prompt encodings, as `rollout` takes them). Output `state`: θ after one AdamW step, θ_old unchanged (`ema` updates it),
 //! moments, counters (`step` and `iteration` + 1), reward-normalisation record, banned
 //! groups, history.
 //!
@@ -49,6 +49,12 @@ pub struct NftTrainParams {
     pub timestep_fraction: f64,
     /// Samples per forward/backward.
     pub micro_batch: usize,
+    /// θ's forward with block-wise gradient checkpointing (activations recomputed in the
+    /// backward: less memory, one more forward), where the backend has it (FLUX.1 Kontext);
+    /// the gradients are the plain forward's. Backends without it (tiny-kontext) run the plain
+    /// forward. Left out of the cache key while false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
     // --- adapters of a fresh state ---
     pub lora_rank: i64,
     pub lora_alpha: f64,
@@ -80,6 +86,7 @@ impl Default for NftTrainParams {
             max_grad_norm: 1.0,
             timestep_fraction: 0.99,
             micro_batch: 16,
+            gradient_checkpointing: false,
             lora_rank: DEFAULT_LORA_RANK,
             lora_alpha: DEFAULT_LORA_ALPHA,
             lora_init_seed: 0,
@@ -192,6 +199,10 @@ impl Kind for NftTrain {
         ),
         Input::required("rollouts", "the `rollout` kind's output"),
         Input::required("rewards", "the `reward` kind's output for those rollouts"),
+        Input::optional(
+            "prompts",
+            "cached prompt encodings (`encode-prompts`): the text encoders are not loaded",
+        ),
     ]);
     const OUTPUTS: &'static [&'static str] = &["state"];
 

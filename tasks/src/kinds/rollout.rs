@@ -1,7 +1,9 @@
 //! `rollout`: K samples per prompt from θ_old (method-spec §6, Alg. 1 lines 3–5).
 //!
 //! Inputs: `model` (base model dir), `state` (RL state, or the base model dir at iteration
-//! 0), `data` (dataset in the manifest format; records need an `edit_mask`).
+//! 0), `data` (dataset in the manifest format; records need an `edit_mask`), optional `prompts`
+//! (the `encode-prompts` artifact: instructions conditioned on its encodings, the model loaded
+//! without its text encoders).
 //! Output `rollouts`: the [`crate::artifacts::rollouts`] artifact. The iteration index comes
 //! from the state; prompts and per-sample seeds from [`crate::rl::rollout`]. Shards the
 //! samples across the granted GPUs (one model copy each). Resources: `gpus` (optional).
@@ -73,6 +75,10 @@ impl Kind for Rollout {
             "the RL state (or the base model directory at iteration 0)",
         ),
         Input::required("data", "a dataset whose records have an `edit_mask`"),
+        Input::optional(
+            "prompts",
+            "cached prompt encodings (`encode-prompts`): the text encoders are not loaded",
+        ),
     ]);
     const OUTPUTS: &'static [&'static str] = &["rollouts"];
 

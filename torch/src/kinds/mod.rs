@@ -2,6 +2,7 @@
 //! declaration in [`cocoflow_tasks::kinds`] (re-exported here, with the torch-free kinds).
 
 pub mod ema;
+pub mod encode_prompts;
 pub mod eval;
 pub mod nft_train;
 pub mod pretrain;
@@ -56,20 +57,41 @@ pub fn resolved_input(
 
 /// The task's `model` input (at `dir`) as a [`crate::models::BaseModel`] shared through the
 /// process's model cache (keyed by the input's content digest): a worker loads a base once
-/// however many tasks use it.
+/// however many tasks use it. With a `prompts` input that holds encodings (`encode-prompts`
+/// on a backend with separate text encoders), policies condition on them and are loaded
+/// without their text encoders; a pass-through `prompts` (tiny-kontext) changes nothing.
 pub fn base_model(
     ctx: &cocoflow_engine::kind::TaskCtx,
     dir: &std::path::Path,
 ) -> Result<crate::models::BaseModel, cocoflow_engine::kind::TaskError> {
+    use cocoflow_engine::kind::TaskError;
     let items = ctx.input_items("model")?;
     let digest = &items
         .first()
-        .ok_or_else(|| cocoflow_engine::kind::TaskError::Params("input `model` is empty".into()))?
+        .ok_or_else(|| TaskError::Params("input `model` is empty".into()))?
         .artifact
         .digest;
-    Ok(crate::models::BaseModel::cached(
-        dir,
-        ctx.models().clone(),
-        digest,
-    ))
+    let base = crate::models::BaseModel::cached(dir, ctx.models().clone(), digest);
+    if ctx.input_items("prompts").is_err() {
+        return Ok(base);
+    }
+    let pdir = ctx.input_path("prompts")?;
+    let table = crate::artifacts::prompts::PromptTable::open(&pdir)
+        .map_err(|e| TaskError::Failed(format!("input `prompts`: {e}")))?;
+    if &table.manifest.model_digest != digest {
+        return Err(TaskError::Failed(format!(
+            "input `prompts` (`{}`) was encoded from model {}, but the `model` input is {digest}",
+            pdir.display(),
+            table.manifest.model_digest
+        )));
+    }
+    if !table.encoded() {
+        return Ok(base);
+    }
+    ctx.log(format!(
+        "prompts: {} cached encodings ({}); the text encoders are not loaded",
+        table.manifest.instructions.len(),
+        table.manifest.backend
+    ));
+    Ok(base.with_prompts(std::sync::Arc::new(move || Box::new(table.clone()))))
 }

@@ -88,6 +88,7 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
             timestep_fraction: p.timestep_fraction,
             micro_batch: p.micro_batch,
             device,
+            gradient_checkpointing: p.gradient_checkpointing,
         },
         &mut |done, total, loss| {
             ctx.progress(done, total, format!("loss {loss:.4}"));

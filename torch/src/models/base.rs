@@ -2,21 +2,34 @@
 //! given the process's model cache and the directory's digest — builds it on weights loaded
 //! once per (digest, device) and shared by every task of the process (a worker of the
 //! `workers` executor, or the in-process executor).
+//!
+//! tiny-kontext shares its base tensors between live models ([`SharedBase`]). A FLUX.1 Kontext
+//! pipeline holds its weights inside its layers (with LoRA added in place), so the cache holds
+//! the loaded pipeline in a [`Slot`]: a task leases it ([`Leased`]) and gives it back, adapters
+//! removed, when its policy is dropped; a second task of the same process running at the same
+//! time on the same device gets a second slot (loaded once, then cached as well). Keys:
+//! `flux-kontext/<digest>/<device>/<full | no-text-encoders>/<slot>`.
 
 use super::error::ModelError;
+use super::flux_kontext::{FluxKontext, FluxKontextPipeline};
+use super::lease::{Leased, Slot};
 use super::open::Backend;
-use super::policy::EditPolicy;
+use super::policy::{EditPolicy, PromptSource};
 use super::tiny_kontext::{BACKEND, SharedBase, TinyKontext};
 use cocoflow_engine::kind::ModelCache;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::Device;
 
+/// Makes the cached prompt encodings a policy conditions on ([`BaseModel::with_prompts`]).
+pub type PromptSourceFn = Arc<dyn Fn() -> Box<dyn PromptSource> + Send + Sync>;
+
 /// A base model directory, and how to load it.
 #[derive(Clone)]
 pub struct BaseModel {
     dir: PathBuf,
     cache: Option<(Arc<ModelCache>, String)>,
+    prompts: Option<PromptSourceFn>,
 }
 
 impl BaseModel {
@@ -25,6 +38,7 @@ impl BaseModel {
         BaseModel {
             dir: dir.to_path_buf(),
             cache: None,
+            prompts: None,
         }
     }
 
@@ -34,21 +48,86 @@ impl BaseModel {
         BaseModel {
             dir: dir.to_path_buf(),
             cache: Some((cache, digest.to_string())),
+            prompts: None,
         }
+    }
+
+    /// Policies condition on the prompt encodings `source` makes (the `encode-prompts`
+    /// artifact) and are loaded without their separate text encoders (FLUX.1 Kontext's CLIP and
+    /// T5); backends that encode inline (tiny-kontext) load and run as before.
+    pub fn with_prompts(mut self, source: PromptSourceFn) -> BaseModel {
+        self.prompts = Some(source);
+        self
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The base model on `device` as its backend's policy ([`super::open()`]).
-    /// tiny-kontext weights are shared through the cache; a FLUX.1 Kontext or
-    /// Qwen-Image-Edit repository is loaded per call (the cache holds no such weights yet).
+    /// The base model on `device` as its backend's policy ([`super::open()`]), through the
+    /// model cache when there is one (tiny-kontext: shared weights; FLUX.1 Kontext: a leased
+    /// pipeline; Qwen-Image-Edit is loaded per call: the cache holds no such weights yet).
+    /// With [`Self::with_prompts`], without the text encoders and on the cached encodings.
     pub fn load(&self, device: Device) -> Result<Box<dyn EditPolicy>, ModelError> {
+        let Some(prompts) = &self.prompts else {
+            return self.load_with(device, true);
+        };
+        let mut model = self.load_with(device, false)?;
+        model.set_prompt_source(prompts());
+        Ok(model)
+    }
+
+    /// [`Self::load`]; `text_encoders: false` leaves out a backend's separate text encoders
+    /// (FLUX.1 Kontext's CLIP and T5) for a task whose prompt encodings come from an
+    /// `encode-prompts` artifact. Backends that encode instructions inline ignore it.
+    pub fn load_with(
+        &self,
+        device: Device,
+        text_encoders: bool,
+    ) -> Result<Box<dyn EditPolicy>, ModelError> {
         match Backend::detect(&self.dir)? {
             Backend::TinyKontext => Ok(Box::new(self.load_tiny(device)?)),
-            Backend::FluxKontext | Backend::QwenImageEdit => super::open(&self.dir, device),
+            Backend::FluxKontext => Ok(Box::new(self.load_flux(device, text_encoders)?)),
+            Backend::QwenImageEdit => super::open(&self.dir, device),
         }
+    }
+
+    /// The FLUX.1 Kontext pipeline on `device`: leased from the cache (loaded on first use),
+    /// or loaded for this task alone without one.
+    pub fn load_flux(
+        &self,
+        device: Device,
+        text_encoders: bool,
+    ) -> Result<FluxKontext, ModelError> {
+        let Some((cache, digest)) = &self.cache else {
+            let p = FluxKontext::load_pipeline(&self.dir, device, text_encoders)?;
+            return FluxKontext::from_leased(Leased::owned(p));
+        };
+        let parts = if text_encoders {
+            "full"
+        } else {
+            "no-text-encoders"
+        };
+        // Slots in use by concurrent tasks of this process are skipped; past this many, a
+        // task loads its own copy.
+        const MAX_SLOTS: usize = 16;
+        for n in 0..MAX_SLOTS {
+            let key = format!(
+                "{}/{digest}/{device:?}/{parts}/{n}",
+                super::flux_kontext::BACKEND
+            );
+            let slot: Arc<Slot<FluxKontextPipeline>> =
+                cache.get_or_try_insert_sized(&key, || {
+                    let p = FluxKontext::load_pipeline(&self.dir, device, text_encoders)?;
+                    let bytes = p.bytes();
+                    Ok::<_, ModelError>((Slot::new(p, bytes), bytes))
+                })?;
+            if let Some(p) = slot.take() {
+                return FluxKontext::from_leased(Leased::from_slot(p, slot));
+            }
+        }
+        let p = FluxKontext::load_pipeline(&self.dir, device, text_encoders)?;
+        FluxKontext::from_leased(Leased::owned(p))
     }
 
     /// The tiny-kontext base model on `device`.

@@ -38,6 +38,7 @@ pub mod embeddings;
 pub mod error;
 pub mod flow;
 pub mod flux_kontext;
+pub mod lease;
 pub mod lora;
 pub mod open;
 pub mod peft;
@@ -60,6 +61,9 @@ pub use error::{Mismatch, ModelError, TensorDiff};
 pub use flow::{flow_matching_loss, interpolate, x0_from_velocity};
 pub use lora::{LoraConfig, THETA, THETA_OLD};
 pub use open::{Backend, open, weights_digest};
-pub use policy::{ActiveAdapter, Conditioning, EditPolicy, Encoded, Trainable};
+pub use policy::{
+    ActiveAdapter, Conditioning, EditPolicy, Encoded, PromptEncoder, PromptEncodings, PromptSource,
+    Trainable, TrainingVelocity,
+};
 pub use tiny_kontext::{SharedBase, TinyKontext};
 pub use tokenizer::WordTokenizer;

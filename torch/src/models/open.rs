@@ -108,6 +108,42 @@ pub fn open(dir: &Path, device: Device) -> Result<Box<dyn EditPolicy>, ModelErro
     })
 }
 
+/// The text encoders of the model in `dir` on `device`, loaded on their own, for a backend that
+/// encodes instructions apart from the source ([`EditPolicy::separate_prompt_encoding`]):
+/// FLUX.1 Kontext's CLIP + T5. `None` for a backend that encodes them inline (tiny-kontext).
+pub fn prompt_encoder(
+    dir: &Path,
+    device: Device,
+) -> Result<Option<Box<dyn super::policy::PromptEncoder>>, ModelError> {
+    Ok(match Backend::detect(dir)? {
+        // Qwen-Image-Edit's Qwen2.5-VL encodes the instruction with the source image, inside
+        // the policy (once per (instruction, source) and task); no separate artifact yet.
+        Backend::TinyKontext | Backend::QwenImageEdit => None,
+        Backend::FluxKontext => {
+            let kind = if device.is_cuda() {
+                tch::Kind::BFloat16
+            } else {
+                tch::Kind::Float
+            };
+            Some(Box::new(super::flux_kontext::FluxPromptEncoder::load(
+                dir, device, kind,
+            )?))
+        }
+    })
+}
+
+/// Checks the LoRA adapter directory `adapter` against the model in `dir` before the model is
+/// loaded, where that saves a costly load: a FLUX.1 Kontext adapter's matrices against the
+/// transformer's safetensors headers (an adapter for another model is reported with its file
+/// and keys). tiny-kontext loads in milliseconds and, like Qwen-Image-Edit (not yet
+/// pre-checked), checks in `load_adapter`.
+pub fn check_adapter(dir: &Path, adapter: &Path) -> Result<(), ModelError> {
+    match Backend::detect(dir)? {
+        Backend::TinyKontext | Backend::QwenImageEdit => Ok(()),
+        Backend::FluxKontext => super::flux_kontext::preflight::check_adapter(dir, adapter),
+    }
+}
+
 /// A file's BLAKE3 ([`cocoflow_tasks::weights::file_digest`]: hashed once per (path, size,
 /// mtime) and machine).
 pub fn file_digest(path: &Path) -> Result<String, ModelError> {

@@ -180,6 +180,103 @@ impl Conditioning {
     }
 }
 
+/// Instruction encodings made apart from any source image, by a backend with separate text
+/// encoders (FLUX.1 Kontext: `prompt_embeds` `(N, L, 4096)` from T5, `pooled_prompt_embeds`
+/// `(N, 768)` from CLIP): one row per instruction, by part name. What the `encode-prompts`
+/// kind caches, so that RL tasks need not load the text encoders.
+#[derive(Debug)]
+pub struct PromptEncodings {
+    pub parts: BTreeMap<String, Tensor>,
+}
+
+impl PromptEncodings {
+    /// Rows `idx` (`(k,)` int64) of every part.
+    pub fn select(&self, idx: &Tensor) -> PromptEncodings {
+        PromptEncodings {
+            parts: self
+                .parts
+                .iter()
+                .map(|(k, t)| (k.clone(), t.index_select(0, &idx.to_device(t.device()))))
+                .collect(),
+        }
+    }
+}
+
+/// Where a policy takes cached prompt encodings from ([`EditPolicy::set_prompt_source`]): the
+/// `encode-prompts` artifact.
+pub trait PromptSource: Send {
+    /// The encodings of `instructions` (one row each, in order, on the CPU), or an error
+    /// naming an instruction that has none.
+    fn lookup(&self, instructions: &[&str]) -> Result<PromptEncodings, ModelError>;
+}
+
+/// A backend's text encoders loaded on their own ([`super::open::prompt_encoder`]): what the
+/// `encode-prompts` kind runs.
+pub trait PromptEncoder: Send {
+    fn backend(&self) -> &str;
+    /// One row per instruction; each instruction is encoded alone (batch 1), so a row does not
+    /// depend on what else was encoded with it, and the cached rows equal what the policy's
+    /// inline encoding gives.
+    fn encode_prompts(&self, instructions: &[&str]) -> Result<PromptEncodings, ModelError>;
+}
+
+/// A backend's own backward of a loss (see [`TrainingVelocity`]).
+pub type BackwardFn<'a> = Box<dyn FnOnce(&Tensor) -> Result<(), ModelError> + 'a>;
+
+/// A velocity computed for training and how to back-propagate a loss made from it
+/// ([`EditPolicy::velocity_for_training`]): a plain autograd graph (`loss.backward()`), or a
+/// backend's own backward (FLUX.1 Kontext's block-wise gradient checkpointing recomputes the
+/// blocks there).
+pub struct TrainingVelocity<'a> {
+    /// `(B, C, h, w)`, with a graph to the trainable variables.
+    pub velocity: Tensor,
+    backward: Option<BackwardFn<'a>>,
+}
+
+impl std::fmt::Debug for TrainingVelocity<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainingVelocity")
+            .field("velocity", &self.velocity.size())
+            .field("checkpointed", &self.backward.is_some())
+            .finish()
+    }
+}
+
+impl<'a> TrainingVelocity<'a> {
+    /// A velocity whose graph `loss.backward()` follows.
+    pub fn plain(velocity: Tensor) -> TrainingVelocity<'a> {
+        TrainingVelocity {
+            velocity,
+            backward: None,
+        }
+    }
+
+    /// A velocity whose loss is back-propagated by `backward(loss)`.
+    pub fn with_backward(
+        velocity: Tensor,
+        backward: impl FnOnce(&Tensor) -> Result<(), ModelError> + 'a,
+    ) -> TrainingVelocity<'a> {
+        TrainingVelocity {
+            velocity,
+            backward: Some(Box::new(backward)),
+        }
+    }
+
+    /// Whether the backward recomputes activations (gradient checkpointing).
+    pub fn is_checkpointed(&self) -> bool {
+        self.backward.is_some()
+    }
+
+    /// Back-propagates `loss` (a scalar computed from [`Self::velocity`]) into the trainable
+    /// variables' `.grad`.
+    pub fn backward(self, loss: &Tensor) -> Result<(), ModelError> {
+        match self.backward {
+            Some(f) => f(loss),
+            None => Ok(loss.f_backward()?),
+        }
+    }
+}
+
 /// A flow-matching image-editing model with LoRA adapters.
 ///
 /// Conventions (method-spec §4): `x_t = (1 − t)·x0 + t·ε`, the model predicts the velocity
@@ -221,6 +318,19 @@ pub trait EditPolicy: Send {
         let latent = self.encode(source_images)?;
         self.condition(&latent, instructions)
     }
+    /// Whether instructions are encoded by separate text encoders whose outputs can be cached
+    /// (`encode-prompts`); `false` (the default, tiny-kontext): the instructions are encoded
+    /// inside [`EditPolicy::condition`] / the velocity, and there is nothing to cache.
+    fn separate_prompt_encoding(&self) -> bool {
+        false
+    }
+    /// Cached prompt encodings for [`EditPolicy::condition`] to use instead of running text
+    /// encoders (which then need not be loaded). Backends without separate text encoders
+    /// ignore it (the default).
+    fn set_prompt_source(&mut self, source: Box<dyn PromptSource>) {
+        let _ = source;
+    }
+
     /// The same conditioning with empty instructions (classifier-free guidance's negative).
     fn unconditional(&self, cond: &Conditioning) -> Result<Conditioning, ModelError> {
         let b = cond.batch() as usize;
@@ -263,6 +373,31 @@ pub trait EditPolicy: Send {
         adapter: &ActiveAdapter,
         guidance: Option<f64>,
     ) -> Result<Tensor, ModelError>;
+    /// Whether [`EditPolicy::velocity_for_training`] can checkpoint (recompute activations in
+    /// the backward instead of keeping them).
+    fn supports_gradient_checkpointing(&self) -> bool {
+        false
+    }
+
+    /// [`EditPolicy::velocity_with`] for a training step, with how to back-propagate a loss
+    /// made from it. `checkpointing` asks for gradient checkpointing where the backend has it
+    /// ([`EditPolicy::supports_gradient_checkpointing`]); the gradients are those of the plain
+    /// forward either way (up to float summation order). The default is the plain forward.
+    fn velocity_for_training(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        cond: &Conditioning,
+        adapter: &ActiveAdapter,
+        guidance: Option<f64>,
+        checkpointing: bool,
+    ) -> Result<TrainingVelocity<'_>, ModelError> {
+        let _ = checkpointing;
+        Ok(TrainingVelocity::plain(
+            self.velocity_with(x_t, t, cond, adapter, guidance)?,
+        ))
+    }
+
     /// The velocity under the active adapter.
     fn velocity(
         &self,

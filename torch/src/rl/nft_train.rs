@@ -5,7 +5,8 @@
 //! `nft/<step>/eps/<sample>/<slot>`): `x_t = (1 − t)·x0 + t·ε`; `v_old` (θ_old) and `v_ref`
 //! (adapters off) without gradient, `v_θ` with; [`nft_loss`]; the backward of each
 //! micro-batch and timestep is scaled by `(samples in it)/(samples in the loss × timesteps)`, so
-//! the gradient is the mean over samples whatever the micro-batch size. The `nft-train`
+//! the gradient is the mean over samples whatever the micro-batch size. θ's forward may use
+//! gradient checkpointing ([`Settings::gradient_checkpointing`]; FLUX.1 Kontext). The `nft-train`
 //! kind ([`crate::kinds::nft_train`]) then clips and steps.
 
 use crate::artifacts::rewards::RewardsFile;
@@ -70,6 +71,9 @@ pub struct Settings<'a> {
     pub timestep_fraction: f64,
     pub micro_batch: usize,
     pub device: Device,
+    /// θ's forward with gradient checkpointing where the backend has it
+    /// ([`EditPolicy::velocity_for_training`]); the gradient is the same either way.
+    pub gradient_checkpointing: bool,
 }
 
 /// Accumulates θ's gradient (adapter `default`) over every sample in the loss and its
@@ -178,9 +182,17 @@ pub fn accumulate(
                 Ok((v_old, v_ref))
             })
             .map_err(fail)?;
-            let v_theta = model
-                .velocity_with(&x_t, &t, &cond, &ActiveAdapter::theta(), guidance)
+            let fwd = model
+                .velocity_for_training(
+                    &x_t,
+                    &t,
+                    &cond,
+                    &ActiveAdapter::theta(),
+                    guidance,
+                    set.gradient_checkpointing,
+                )
                 .map_err(fail)?;
+            let v_theta = fwd.velocity.shallow_clone();
             let terms = nft_loss(
                 &NftBatch {
                     x0: &x0,
@@ -197,7 +209,7 @@ pub fn accumulate(
                 },
                 &cfg,
             );
-            (&terms.loss * scale).backward();
+            fwd.backward(&(&terms.loss * scale)).map_err(fail)?;
             // Sums weighted by the micro-batch's samples, as the gradient is.
             let wt = chunk.len() as f64;
             let f = |x: &Tensor| wt * x.double_value(&[]);

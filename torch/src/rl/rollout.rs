@@ -50,6 +50,10 @@ pub fn load_rollout_policy(
     state_dir: &Path,
     device: Device,
 ) -> Result<(Box<dyn EditPolicy>, ActiveAdapter), String> {
+    if state::is_state(state_dir) {
+        crate::models::open::check_adapter(base.dir(), &state_dir.join(state::THETA_OLD_DIR))
+            .map_err(|e| e.to_string())?;
+    }
     let mut model = base.load(device).map_err(|e| e.to_string())?;
     model
         .set_trainable(Trainable::Nothing)

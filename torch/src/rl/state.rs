@@ -221,6 +221,12 @@ pub fn load(
 ) -> Result<LoadedState, RlError> {
     let info = read_info(state_dir)?;
     let digest = check_base(state_dir, info.as_ref(), base.dir())?;
+    if info.is_some() {
+        // the saved adapters against the base's files, before the base is loaded
+        for sub in [THETA_DIR, THETA_OLD_DIR] {
+            crate::models::open::check_adapter(base.dir(), &state_dir.join(sub))?;
+        }
+    }
     let mut model = base.load(device)?;
     model.set_trainable(Trainable::Nothing)?;
     match info {

@@ -528,9 +528,21 @@ fn cuda_matches_the_goldens() {
         &g["tf.out.src.t1.g1"],
         1e-3,
     );
-    let t5 = tch::no_grad(|| p.text_encoder_2.forward(&g["t5.ids"])).unwrap();
+    let t5 = tch::no_grad(|| {
+        p.prompt_encoder()
+            .unwrap()
+            .text_encoder_2
+            .forward(&g["t5.ids"])
+    })
+    .unwrap();
     assert_close("cuda fp32 t5", &t5, &g["t5.hidden"], 1e-3);
-    let clip = tch::no_grad(|| p.text_encoder.forward(&g["clip.ids"])).unwrap();
+    let clip = tch::no_grad(|| {
+        p.prompt_encoder()
+            .unwrap()
+            .text_encoder
+            .forward(&g["clip.ids"])
+    })
+    .unwrap();
     assert_close(
         "cuda fp32 clip pooled",
         &clip.pooler_output,
@@ -724,9 +736,21 @@ fn bf16_components_and_edit_match_bf16_references() {
     let g = golden();
     let m = &meta()["edit"];
     let p = FluxKontextPipeline::load(&repo(), Device::Cpu, Kind::BFloat16).unwrap();
-    let t5 = tch::no_grad(|| p.text_encoder_2.forward(&g["t5.ids"])).unwrap();
+    let t5 = tch::no_grad(|| {
+        p.prompt_encoder()
+            .unwrap()
+            .text_encoder_2
+            .forward(&g["t5.ids"])
+    })
+    .unwrap();
     assert_close("bf16 t5 hidden states", &t5, &g["t5.hidden_bf16"], 1e-2);
-    let clip = tch::no_grad(|| p.text_encoder.forward(&g["clip.ids"])).unwrap();
+    let clip = tch::no_grad(|| {
+        p.prompt_encoder()
+            .unwrap()
+            .text_encoder
+            .forward(&g["clip.ids"])
+    })
+    .unwrap();
     assert_close(
         "bf16 clip pooled",
         &clip.pooler_output,

@@ -17,6 +17,7 @@ mod benchmarks;
 mod edit_cli;
 mod flux;
 mod flux_bench;
+mod flux_cache;
 mod flux_lora;
 mod judge_real_server;
 mod metrics_golden;

@@ -13,7 +13,7 @@ use super::config::{ClipTextConfig, read_config};
 use super::layers::{
     Activation, Embedding, LayerNorm, activation, check_weight_kind, linear, var_store,
 };
-use super::weights::{Checkpoint, TRANSFORMERS_STEM};
+use super::weights::{Checkpoint, PendingWeights, TRANSFORMERS_STEM};
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -150,6 +150,18 @@ impl ClipTextModel {
 
     /// Loads a transformers `text_encoder/` directory (`config.json` + `model.safetensors`).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        let (model, weights) = Self::unloaded(dir, device, kind)?;
+        weights.load()?;
+        Ok(model)
+    }
+
+    /// The model of `dir`'s `config.json` with zero weights, and its checkpoint (headers read,
+    /// data not yet).
+    pub fn unloaded(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, PendingWeights), ModelError> {
         let config = dir.join("config.json");
         check_architecture(&config, "CLIPTextModel")?;
         let cfg: ClipTextConfig = read_config(&config)?;
@@ -162,8 +174,8 @@ impl ClipTextModel {
         let model = Self::new(&cfg, prefix, device, kind)?;
         // `position_ids` is a buffer some checkpoints carry; it is `arange`.
         let rename = |k: &str| (!k.ends_with("embeddings.position_ids")).then(|| k.to_string());
-        ckpt.load_into(&model.vs.variables().into_iter().collect(), &rename)?;
-        Ok(model)
+        let vars = model.vs.variables().into_iter().collect();
+        Ok((model, PendingWeights::new(ckpt, vars, rename)))
     }
 
     pub fn kind(&self) -> Kind {

@@ -6,7 +6,9 @@
 //!   and the NFT loss (masks downsampled to the latent grid) work unchanged.
 //! - [`Conditioning`]: `prompt_embeds` (T5, `(B, max_sequence_length, 4096)`),
 //!   `pooled_prompt_embeds` (CLIP, `(B, 768)`), `source_tokens` (the packed source latent);
-//!   the text encoders run once, in [`EditPolicy::condition`], never in the velocity.
+//!   the text encoders run once per distinct instruction, in [`EditPolicy::condition`], never
+//!   in the velocity — or not at all when cached encodings are set
+//!   ([`EditPolicy::set_prompt_source`]: the `encode-prompts` artifact).
 //! - Guidance: the transformer's guidance embedding gets the sampler's `guidance` value in
 //!   every velocity call ([`EditPolicy::embeds_guidance`]); t is σ, as the pipeline's
 //!   `timestep / 1000`.
@@ -19,8 +21,11 @@
 
 use super::super::checkpoint;
 use super::super::error::ModelError;
+use super::super::lease::Leased;
 use super::super::lora::{AdapterSet, LoraConfig, adapter_shapes, linear_layers};
-use super::super::policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
+use super::super::policy::{
+    ActiveAdapter, Conditioning, EditPolicy, PromptSource, Trainable, TrainingVelocity,
+};
 use super::pipeline::FluxKontextPipeline;
 use super::rope::{latent_image_ids, text_ids};
 use super::scheduler::sampler_config;
@@ -37,12 +42,19 @@ pub const MAX_SEQUENCE_LENGTH: usize = 512;
 pub const PROMPT_EMBEDS: &str = "prompt_embeds";
 pub const POOLED_PROMPT_EMBEDS: &str = "pooled_prompt_embeds";
 pub const SOURCE_TOKENS: &str = "source_tokens";
+/// The conditioning parts the prompt encoders make (what `encode-prompts` caches).
+pub const PROMPT_EMBEDS_KEYS: [&str; 2] = [PROMPT_EMBEDS, POOLED_PROMPT_EMBEDS];
 
 /// A FLUX.1 Kontext repository loaded as an editing policy.
 pub struct FluxKontext {
-    pub pipeline: FluxKontextPipeline,
+    /// The loaded pipeline: this policy's own, or leased from the per-worker model cache
+    /// ([`FluxKontext::from_leased`]) and returned to it, adapters removed, on drop.
+    pub pipeline: Leased<FluxKontextPipeline>,
     pub max_sequence_length: usize,
     adapters: AdapterSet,
+    /// Cached prompt encodings ([`EditPolicy::set_prompt_source`]); without them the text
+    /// encoders run in [`EditPolicy::condition`].
+    prompt_source: Option<Box<dyn PromptSource>>,
 }
 
 fn input_err(what: &'static str, message: String) -> ModelError {
@@ -53,26 +65,47 @@ impl FluxKontext {
     /// Loads every component of the repository `dir` (float32 on the CPU, bfloat16 on CUDA),
     /// base frozen.
     pub fn load(dir: &Path, device: Device) -> Result<FluxKontext, ModelError> {
+        Self::from_leased(Leased::owned(Self::load_pipeline(dir, device, true)?))
+    }
+
+    /// The pipeline of `dir` as [`FluxKontext::load`] loads it (`text_encoders: false`: without
+    /// CLIP and T5, for conditionings from cached prompt encodings), frozen.
+    pub fn load_pipeline(
+        dir: &Path,
+        device: Device,
+        text_encoders: bool,
+    ) -> Result<FluxKontextPipeline, ModelError> {
         let kind = if device.is_cuda() {
             Kind::BFloat16
         } else {
             Kind::Float
         };
-        let mut m = FluxKontext {
-            pipeline: FluxKontextPipeline::load(dir, device, kind)?,
-            max_sequence_length: MAX_SEQUENCE_LENGTH,
-            adapters: AdapterSet::new(Trainable::Nothing),
+        let p = if text_encoders {
+            FluxKontextPipeline::load(dir, device, kind)?
+        } else {
+            FluxKontextPipeline::load_without_text_encoders(dir, device, kind)?
         };
-        let p = &m.pipeline;
-        for vs in [
-            p.vae.var_store(),
-            p.text_encoder.var_store(),
-            p.text_encoder_2.var_store(),
-        ] {
+        let mut stores = vec![p.transformer.var_store(), p.vae.var_store()];
+        if let Some(e) = &p.prompt_encoder {
+            stores.extend([e.text_encoder.var_store(), e.text_encoder_2.var_store()]);
+        }
+        for vs in stores {
             for v in vs.trainable_variables() {
                 let _ = v.set_requires_grad(false);
             }
         }
+        Ok(p)
+    }
+
+    /// A policy on `pipeline`: its own, or leased from the model cache (it comes back,
+    /// without this policy's adapters, when the policy is dropped).
+    pub fn from_leased(pipeline: Leased<FluxKontextPipeline>) -> Result<FluxKontext, ModelError> {
+        let mut m = FluxKontext {
+            pipeline,
+            max_sequence_length: MAX_SEQUENCE_LENGTH,
+            adapters: AdapterSet::new(Trainable::Nothing),
+            prompt_source: None,
+        };
         m.set_trainable(Trainable::Nothing)?;
         Ok(m)
     }
@@ -85,6 +118,52 @@ impl FluxKontext {
     fn adapter_shapes(&self, cfg: &LoraConfig) -> BTreeMap<String, (Vec<i64>, Kind)> {
         let base = self.pipeline.transformer.base_variables();
         adapter_shapes(cfg, linear_layers(&base))
+    }
+
+    /// Checks a velocity call's inputs and hands the transformer's inputs (and the latent
+    /// grid `(h, w)`) to `f`: the plain and the checkpointed forward share them.
+    fn with_inputs<R>(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        cond: &Conditioning,
+        adapter: &ActiveAdapter,
+        guidance: Option<f64>,
+        f: impl FnOnce(&FluxInputs, (i64, i64)) -> Result<R, ModelError>,
+    ) -> Result<R, ModelError> {
+        self.adapters.check_active(adapter)?;
+        let s = x_t.size();
+        if s.len() != 4 || s[0] != cond.batch() {
+            return Err(input_err(
+                "x_t",
+                format!("expected ({}, C, h, w), got {s:?}", cond.batch()),
+            ));
+        }
+        let (b, h, w) = (s[0], s[2], s[3]);
+        let src = cond.source.size();
+        let dev = self.device();
+        let t = match t.size().as_slice() {
+            [] | [1] => t.reshape([1]).expand([b], false),
+            [n] if *n == b => t.shallow_clone(),
+            other => return Err(input_err("t", format!("expected ({b},), got {other:?}"))),
+        };
+        let g = guidance.map(|g| Tensor::full([b], g, (Kind::Float, dev)));
+        let prompt = cond.get(PROMPT_EMBEDS)?;
+        let latents = pack_latents(&x_t.to_device(dev).to_kind(self.model_kind()))?;
+        f(
+            &FluxInputs {
+                hidden_states: &latents,
+                source: Some(cond.get(SOURCE_TOKENS)?),
+                encoder_hidden_states: prompt,
+                pooled_projections: cond.get(POOLED_PROMPT_EMBEDS)?,
+                timestep: &t.to_device(dev),
+                guidance: g.as_ref(),
+                txt_ids: &text_ids(prompt.size()[1], dev),
+                img_ids: &self.img_ids((h, w), (src[2], src[3])),
+                adapter: adapter.name(),
+            },
+            (h, w),
+        )
     }
 
     /// Packed-token position ids of a target `(h, w)` then a source `(hs, ws)` latent.
@@ -159,16 +238,37 @@ impl EditPolicy for FluxKontext {
             ));
         }
         tch::no_grad(|| {
-            let p = self
-                .pipeline
-                .encode_prompt(instructions, self.max_sequence_length)?;
-            let source = source_latent.to_device(self.device()).to_kind(Kind::Float);
-            let tokens = pack_latents(&source.to_kind(self.model_kind()))?;
+            let (dev, kind) = (self.device(), self.model_kind());
+            let mut p = match &self.prompt_source {
+                Some(cached) => cached.lookup(instructions)?,
+                None => self.pipeline.prompt_encoder()?.encode_each(
+                    instructions,
+                    self.max_sequence_length,
+                    dev,
+                )?,
+            };
+            let mut part = |name: &str| {
+                p.parts
+                    .remove(name)
+                    .map(|t| t.to_device(dev).to_kind(kind))
+                    .ok_or_else(|| input_err("prompt encodings", format!("no `{name}`")))
+            };
+            let (embeds, pooled) = (part(PROMPT_EMBEDS)?, part(POOLED_PROMPT_EMBEDS)?);
+            let source = source_latent.to_device(dev).to_kind(Kind::Float);
+            let tokens = pack_latents(&source.to_kind(kind))?;
             Ok(Conditioning::new(source)
-                .with(PROMPT_EMBEDS, p.prompt_embeds, None)
-                .with(POOLED_PROMPT_EMBEDS, p.pooled_prompt_embeds, None)
+                .with(PROMPT_EMBEDS, embeds, None)
+                .with(POOLED_PROMPT_EMBEDS, pooled, None)
                 .with(SOURCE_TOKENS, tokens, None))
         })
+    }
+
+    fn separate_prompt_encoding(&self) -> bool {
+        true
+    }
+
+    fn set_prompt_source(&mut self, source: Box<dyn PromptSource>) {
+        self.prompt_source = Some(source);
     }
 
     fn embeds_guidance(&self) -> bool {
@@ -183,37 +283,39 @@ impl EditPolicy for FluxKontext {
         adapter: &ActiveAdapter,
         guidance: Option<f64>,
     ) -> Result<Tensor, ModelError> {
-        self.adapters.check_active(adapter)?;
-        let s = x_t.size();
-        if s.len() != 4 || s[0] != cond.batch() {
-            return Err(input_err(
-                "x_t",
-                format!("expected ({}, C, h, w), got {s:?}", cond.batch()),
-            ));
+        self.with_inputs(x_t, t, cond, adapter, guidance, |inp, (h, w)| {
+            let v = self.pipeline.transformer.forward(inp)?;
+            Ok(unpack_latents(&v, h, w)?.to_kind(x_t.kind()))
+        })
+    }
+
+    fn supports_gradient_checkpointing(&self) -> bool {
+        true
+    }
+
+    /// With `checkpointing`, the transformer's block-wise gradient checkpointing
+    /// ([`super::checkpointing`]): only each block's inputs are kept, and the backward
+    /// recomputes the blocks one at a time.
+    fn velocity_for_training(
+        &self,
+        x_t: &Tensor,
+        t: &Tensor,
+        cond: &Conditioning,
+        adapter: &ActiveAdapter,
+        guidance: Option<f64>,
+        checkpointing: bool,
+    ) -> Result<TrainingVelocity<'_>, ModelError> {
+        if !checkpointing {
+            let v = self.velocity_with(x_t, t, cond, adapter, guidance)?;
+            return Ok(TrainingVelocity::plain(v));
         }
-        let (b, h, w) = (s[0], s[2], s[3]);
-        let src = cond.source.size();
-        let dev = self.device();
-        let t = match t.size().as_slice() {
-            [] | [1] => t.reshape([1]).expand([b], false),
-            [n] if *n == b => t.shallow_clone(),
-            other => return Err(input_err("t", format!("expected ({b},), got {other:?}"))),
-        };
-        let g = guidance.map(|g| Tensor::full([b], g, (Kind::Float, dev)));
-        let prompt = cond.get(PROMPT_EMBEDS)?;
-        let latents = pack_latents(&x_t.to_device(dev).to_kind(self.model_kind()))?;
-        let v = self.pipeline.transformer.forward(&FluxInputs {
-            hidden_states: &latents,
-            source: Some(cond.get(SOURCE_TOKENS)?),
-            encoder_hidden_states: prompt,
-            pooled_projections: cond.get(POOLED_PROMPT_EMBEDS)?,
-            timestep: &t.to_device(dev),
-            guidance: g.as_ref(),
-            txt_ids: &text_ids(prompt.size()[1], dev),
-            img_ids: &self.img_ids((h, w), (src[2], src[3])),
-            adapter: adapter.name(),
-        })?;
-        Ok(unpack_latents(&v, h, w)?.to_kind(x_t.kind()))
+        self.with_inputs(x_t, t, cond, adapter, guidance, |inp, (h, w)| {
+            let ck = self.pipeline.transformer.forward_checkpointed(inp)?;
+            let v = unpack_latents(&ck.output, h, w)?.to_kind(x_t.kind());
+            Ok(TrainingVelocity::with_backward(v, move |loss: &Tensor| {
+                ck.backward(loss)
+            }))
+        })
     }
 
     fn add_adapter(&mut self, name: &str, cfg: &LoraConfig) -> Result<(), ModelError> {
@@ -290,5 +392,14 @@ impl EditPolicy for FluxKontext {
              reference",
             dir.display()
         )))
+    }
+}
+
+impl Drop for FluxKontext {
+    /// A cached pipeline goes back without this policy's adapters (and their gradients).
+    fn drop(&mut self) {
+        if self.pipeline.is_cached() {
+            self.pipeline.transformer.clear_lora();
+        }
     }
 }

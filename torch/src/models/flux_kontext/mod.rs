@@ -7,9 +7,12 @@
 //!   [`normalization`], [`embeddings`], [`rope`]); [`checkpointing`]: its block-wise
 //!   gradient checkpointing.
 //! - [`vae`] (+ [`vae_blocks`]): `AutoencoderKL`, FLUX's latent normalisation and packing.
-//! - [`clip`]: `CLIPTextModel`; [`t5`]: `T5EncoderModel`; [`tokenizers`]: both tokenizers.
+//! - [`clip`]: `CLIPTextModel`; [`t5`]: `T5EncoderModel`; [`tokenizers`]: both tokenizers;
+//!   [`prompt_encoder`]: the four together (`encode_prompt`), loadable on their own.
 //! - [`scheduler`]: the pipeline's shifted σ schedule; [`pipeline`]: a whole edit and its
 //!   pieces (`encode_prompt`, `prepare_source`, `velocity`, `decode`).
+//! - [`preflight`]: a LoRA adapter checked against a repository from headers alone, before
+//!   the pipeline is loaded.
 //! - [`config`]: every `config.json` as a struct; [`weights`]: sharded safetensors loading
 //!   with per-file, per-key errors; [`layers`]: the plain layers.
 //! - [`bench`]: throughput and memory of the full-size transformer with random weights
@@ -36,6 +39,8 @@ pub mod layers;
 pub mod lora_export;
 pub mod normalization;
 pub mod pipeline;
+pub mod preflight;
+pub mod prompt_encoder;
 pub mod rope;
 pub mod scheduler;
 pub mod t5;
@@ -52,8 +57,9 @@ pub use config::{
     AutoencoderKLConfig, ClipTextConfig, FlowMatchEulerDiscreteSchedulerConfig,
     FluxTransformer2DModelConfig, T5Config,
 };
-pub use edit_policy::{BACKEND, FluxKontext};
+pub use edit_policy::{BACKEND, FluxKontext, PROMPT_EMBEDS_KEYS};
 pub use pipeline::{EditRequest, FluxKontextPipeline, PromptEmbeds, SourceLatents};
+pub use prompt_encoder::FluxPromptEncoder;
 pub use scheduler::{FlowMatchSchedule, flux_schedule};
 pub use t5::T5EncoderModel;
 pub use tokenizers::{ClipTokenizer, T5Tokenizer};

@@ -9,12 +9,10 @@
 //! float32 and back, the timestep rounded to the latents' kind before `/ 1000`.
 
 use super::super::error::ModelError;
-use super::clip::ClipTextModel;
 use super::config::{FlowMatchEulerDiscreteSchedulerConfig, ModelIndex, read_config};
-use super::rope::{latent_image_ids, text_ids};
+use super::prompt_encoder::FluxPromptEncoder;
+use super::rope::latent_image_ids;
 use super::scheduler::{FlowMatchSchedule, flux_schedule};
-use super::t5::T5EncoderModel;
-use super::tokenizers::{ClipTokenizer, T5Tokenizer};
 use super::transformer::{FluxInputs, FluxTransformer2DModel, check_shape};
 use super::vae::{AutoencoderKL, pack_latents, unpack_latents};
 use std::path::Path;
@@ -68,10 +66,10 @@ pub struct EditRequest<'a> {
 pub struct FluxKontextPipeline {
     pub transformer: FluxTransformer2DModel,
     pub vae: AutoencoderKL,
-    pub text_encoder: ClipTextModel,
-    pub text_encoder_2: T5EncoderModel,
-    pub tokenizer: ClipTokenizer,
-    pub tokenizer_2: T5Tokenizer,
+    /// CLIP + T5 and their tokenizers; `None` when loaded without them
+    /// ([`FluxKontextPipeline::load_without_text_encoders`]: prompt encodings come from an
+    /// `encode-prompts` artifact).
+    pub prompt_encoder: Option<FluxPromptEncoder>,
     pub scheduler: FlowMatchEulerDiscreteSchedulerConfig,
 }
 
@@ -155,19 +153,79 @@ impl FluxKontextPipeline {
     /// Loads every component of a diffusers `FluxKontextPipeline` directory, weights in
     /// `kind` on `device` (T5's `wo` stays float32 in float16, as transformers keeps it).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        Self::load_components(dir, device, kind, true)
+    }
+
+    /// [`Self::load`] without the text encoders and tokenizers: [`Self::encode_prompt`] then
+    /// fails, and conditionings are built from cached prompt encodings.
+    pub fn load_without_text_encoders(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self, ModelError> {
+        Self::load_components(dir, device, kind, false)
+    }
+
+    /// Every component's config and safetensors header is checked before any weights are read
+    /// (a mis-shaped tensor, a wrong dtype, a missing shard or key of any component is reported
+    /// with its file and key first); then the weights are read, one file at a time.
+    fn load_components(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+        text_encoders: bool,
+    ) -> Result<Self, ModelError> {
         check_repository(dir)?;
         check_weight_files(dir)?;
         let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
         let scheduler: FlowMatchEulerDiscreteSchedulerConfig = read_config(&scheduler_path)?;
         scheduler.validate()?;
+        let (transformer, w_tf) =
+            FluxTransformer2DModel::unloaded(&dir.join("transformer"), device, kind)?;
+        let (vae, w_vae) = AutoencoderKL::unloaded(&dir.join("vae"), device, kind)?;
+        let mut pending = vec![w_tf, w_vae];
+        let prompt_encoder = if text_encoders {
+            let (enc, w) = FluxPromptEncoder::unloaded(dir, device, kind)?;
+            pending.extend(w);
+            Some(enc)
+        } else {
+            None
+        };
+        for p in &pending {
+            p.validate()?;
+        }
+        for p in pending {
+            p.load()?;
+        }
         Ok(FluxKontextPipeline {
-            transformer: FluxTransformer2DModel::load(&dir.join("transformer"), device, kind)?,
-            vae: AutoencoderKL::load(&dir.join("vae"), device, kind)?,
-            text_encoder: ClipTextModel::load(&dir.join("text_encoder"), device, kind)?,
-            text_encoder_2: T5EncoderModel::load(&dir.join("text_encoder_2"), device, kind)?,
-            tokenizer: ClipTokenizer::load(&dir.join("tokenizer"))?,
-            tokenizer_2: T5Tokenizer::load(&dir.join("tokenizer_2"))?,
+            transformer,
+            vae,
+            prompt_encoder,
             scheduler,
+        })
+    }
+
+    /// Bytes every loaded component's weights hold (what the model cache counts).
+    pub fn bytes(&self) -> u64 {
+        let vars = |vs: &tch::nn::VarStore| -> u64 {
+            vs.variables()
+                .into_values()
+                .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+                .sum()
+        };
+        vars(self.transformer.var_store())
+            + vars(self.vae.var_store())
+            + self.prompt_encoder.as_ref().map_or(0, |e| e.bytes())
+    }
+
+    /// The text encoders, or an error saying they were not loaded.
+    pub fn prompt_encoder(&self) -> Result<&FluxPromptEncoder, ModelError> {
+        self.prompt_encoder.as_ref().ok_or_else(|| {
+            ModelError::InvalidConfig(
+                "the FLUX text encoders are not loaded (the pipeline was opened for cached \
+                 prompt encodings): an instruction has no cached encoding"
+                    .into(),
+            )
         })
     }
 
@@ -186,26 +244,8 @@ impl FluxKontextPipeline {
         prompts: &[&str],
         max_sequence_length: usize,
     ) -> Result<PromptEmbeds, ModelError> {
-        let dev = self.text_encoder.device();
-        let clip_ids = self.tokenizer.encode(prompts, dev)?;
-        let pooled = self
-            .text_encoder
-            .forward(&clip_ids)?
-            .pooler_output
-            .to_kind(self.text_encoder.kind());
-        let t5_ids =
-            self.tokenizer_2
-                .encode(prompts, max_sequence_length, self.text_encoder_2.device())?;
-        let embeds = self
-            .text_encoder_2
-            .forward(&t5_ids)?
-            .to_kind(self.text_encoder_2.kind());
-        Ok(PromptEmbeds {
-            text_ids: text_ids(max_sequence_length as i64, self.device())
-                .to_kind(self.text_encoder.kind()),
-            prompt_embeds: embeds.to_device(self.device()),
-            pooled_prompt_embeds: pooled.to_device(self.device()),
-        })
+        self.prompt_encoder()?
+            .encode(prompts, max_sequence_length, self.device())
     }
 
     fn check_size(&self, what: &'static str, h: i64, w: i64) -> Result<(), ModelError> {

@@ -11,7 +11,7 @@ use super::super::error::ModelError;
 use super::super::lora::LoraLinear;
 use super::config::{T5Config, read_config};
 use super::layers::{Activation, Embedding, check_weight_kind, linear, var, var_store};
-use super::weights::{Checkpoint, TRANSFORMERS_STEM};
+use super::weights::{Checkpoint, PendingWeights, TRANSFORMERS_STEM};
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -181,19 +181,31 @@ impl T5EncoderModel {
     /// Loads a transformers `text_encoder_2/` directory. The embedding may be stored as
     /// `shared.weight`, `encoder.embed_tokens.weight` or both (tied).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        let (model, weights) = Self::unloaded(dir, device, kind)?;
+        weights.load()?;
+        Ok(model)
+    }
+
+    /// The model of `dir`'s `config.json` with zero weights, and its checkpoint (headers read,
+    /// data not yet).
+    pub fn unloaded(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, PendingWeights), ModelError> {
         let config = dir.join("config.json");
         super::clip::check_architecture(&config, "T5EncoderModel")?;
         let cfg: T5Config = read_config(&config)?;
-        let model = Self::new(&cfg, device, kind)?;
         let ckpt = Checkpoint::open(dir, TRANSFORMERS_STEM)?;
+        let model = Self::new(&cfg, device, kind)?;
         let has_shared = ckpt.contains("shared.weight");
-        let rename = |k: &str| match k {
+        let rename = move |k: &str| match k {
             "encoder.embed_tokens.weight" if has_shared => None,
             "encoder.embed_tokens.weight" => Some("shared.weight".to_string()),
             _ => Some(k.to_string()),
         };
-        ckpt.load_into(&model.vs.variables().into_iter().collect(), &rename)?;
-        Ok(model)
+        let vars = model.vs.variables().into_iter().collect();
+        Ok((model, PendingWeights::new(ckpt, vars, rename)))
     }
 
     pub fn kind(&self) -> Kind {

@@ -24,7 +24,7 @@ use super::layers::{check_weight_kind, linear, var_store};
 use super::normalization::AdaLayerNormContinuous;
 use super::rope::rope_cos_sin;
 use super::transformer_blocks::{Block, FluxSingleTransformerBlock, FluxTransformerBlock, Rope};
-use super::weights::{Checkpoint, DIFFUSERS_STEM, same_name};
+use super::weights::{Checkpoint, DIFFUSERS_STEM, PendingWeights, same_name};
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -174,12 +174,25 @@ impl FluxTransformer2DModel {
 
     /// Loads `config.json` and the weights of a diffusers `transformer/` directory.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        let (model, weights) = Self::unloaded(dir, device, kind)?;
+        weights.load()?;
+        Ok(model)
+    }
+
+    /// The model of `dir`'s `config.json` with zero weights, and its checkpoint (headers read,
+    /// data not yet).
+    pub fn unloaded(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, PendingWeights), ModelError> {
         let config = dir.join("config.json");
         check_class(&config, CLASS_NAME)?;
         let cfg: FluxTransformer2DModelConfig = read_config(&config)?;
+        let ckpt = Checkpoint::open(dir, DIFFUSERS_STEM)?;
         let model = Self::new(&cfg, device, kind)?;
-        model.load_weights(dir)?;
-        Ok(model)
+        let pending = PendingWeights::new(ckpt, model.base_variables(), same_name);
+        Ok((model, pending))
     }
 
     /// Fills the weights from `dir`'s `diffusion_pytorch_model` safetensors (all-or-nothing).
@@ -245,6 +258,26 @@ impl FluxTransformer2DModel {
             }
         }
         n
+    }
+
+    /// Removes every LoRA adapter (from the layers and the variable store): the model is its
+    /// base again, as loaded, for the next task that uses it (the per-worker model cache).
+    pub fn clear_lora(&mut self) {
+        for l in self.linears_mut() {
+            l.adapters.clear();
+        }
+        let is_lora = |k: &str| k.contains(".lora_A.") || k.contains(".lora_B.");
+        let mut vars = self.vs.variables_.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gone = std::collections::HashSet::new();
+        vars.named_variables.retain(|k, t| {
+            let keep = !is_lora(k);
+            if !keep {
+                gone.insert(t.data_ptr() as usize);
+            }
+            keep
+        });
+        vars.trainable_variables
+            .retain(|v| !gone.contains(&(v.tensor.data_ptr() as usize)));
     }
 
     /// Every linear layer of every block's attention, in block order (the LoRA targets).

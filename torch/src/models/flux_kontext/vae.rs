@@ -12,7 +12,7 @@ use super::config::{AutoencoderKLConfig, read_config};
 use super::layers::{Conv2d, GroupNorm, check_weight_kind, var_store};
 use super::transformer::check_class;
 use super::vae_blocks::{ResampleBlock, UNetMidBlock2D, VAE_EPS};
-use super::weights::{Checkpoint, DIFFUSERS_STEM, same_name};
+use super::weights::{Checkpoint, DIFFUSERS_STEM, PendingWeights, same_name};
 use std::path::Path;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -183,13 +183,25 @@ impl AutoencoderKL {
 
     /// Loads a diffusers `vae/` directory.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        let (model, weights) = Self::unloaded(dir, device, kind)?;
+        weights.load()?;
+        Ok(model)
+    }
+
+    /// The model of `dir`'s `config.json` with zero weights, and its checkpoint (headers read,
+    /// data not yet).
+    pub fn unloaded(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+    ) -> Result<(Self, PendingWeights), ModelError> {
         let config = dir.join("config.json");
         check_class(&config, CLASS_NAME)?;
         let cfg: AutoencoderKLConfig = read_config(&config)?;
+        let ckpt = Checkpoint::open(dir, DIFFUSERS_STEM)?;
         let model = Self::new(&cfg, device, kind)?;
-        Checkpoint::open(dir, DIFFUSERS_STEM)?
-            .load_into(&model.vs.variables().into_iter().collect(), &same_name)?;
-        Ok(model)
+        let vars = model.vs.variables().into_iter().collect();
+        Ok((model, PendingWeights::new(ckpt, vars, same_name)))
     }
 
     pub fn kind(&self) -> Kind {

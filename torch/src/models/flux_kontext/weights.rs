@@ -264,3 +264,51 @@ impl Checkpoint {
 pub fn same_name(key: &str) -> Option<String> {
     Some(key.to_string())
 }
+
+/// Maps a checkpoint key to the variable it fills (`None`: a key the model ignores).
+pub type Rename = Box<dyn Fn(&str) -> Option<String>>;
+
+/// A component built with zero weights whose checkpoint's headers were read but whose data was
+/// not: [`Self::validate`] compares the headers with the variables (no tensor data is read),
+/// [`Self::load`] validates and copies. The pipeline builds every component this way and
+/// validates all of them before reading any weights, so a bad file of the last component is
+/// reported before the first one's weights are read.
+pub struct PendingWeights {
+    pub checkpoint: Checkpoint,
+    vars: BTreeMap<String, Tensor>,
+    rename: Rename,
+}
+
+impl std::fmt::Debug for PendingWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingWeights")
+            .field("source", &self.checkpoint.source)
+            .field("variables", &self.vars.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingWeights {
+    /// `vars` (by name) to be filled from `checkpoint`, file keys mapped by `rename`.
+    pub fn new(
+        checkpoint: Checkpoint,
+        vars: BTreeMap<String, Tensor>,
+        rename: impl Fn(&str) -> Option<String> + 'static,
+    ) -> PendingWeights {
+        PendingWeights {
+            checkpoint,
+            vars,
+            rename: Box::new(rename),
+        }
+    }
+
+    /// [`Checkpoint::validate`]: headers only.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        self.checkpoint.validate(&self.vars, &*self.rename)
+    }
+
+    /// [`Checkpoint::load_into`]: validates, then reads and copies every file.
+    pub fn load(self) -> Result<(), ModelError> {
+        self.checkpoint.load_into(&self.vars, &*self.rename)
+    }
+}
