@@ -1,5 +1,6 @@
 //! The work of `encode-prompts` (declared in [`cocoflow_tasks::kinds::encode_prompts`]): every
-//! distinct instruction of the `data` inputs through the model's text encoders
+//! distinct instruction of the `data` inputs (the original and, where a record has one, the
+//! refined wording) through the model's text encoders
 //! ([`crate::models::open::prompt_encoder`], loaded on their own and freed when the task ends:
 //! they are not kept in the worker's model cache), written as the
 //! [`crate::artifacts::prompts`] artifact.
@@ -33,7 +34,12 @@ pub fn run(_: &EncodePrompts, p: EncodePromptsParams, ctx: &mut TaskCtx) -> Resu
         let path = ctx.item_path("data", &item)?;
         let ds = Dataset::open(&path)
             .map_err(|e| TaskError::Failed(format!("input `data` (`{}`): {e}", path.display())))?;
-        distinct.extend(ds.records.into_iter().map(|r| r.instruction));
+        // Both wordings: evaluations condition on `instruction`, rollouts and training on
+        // the refined one where a record has it (`Record::training_instruction`).
+        for r in ds.records {
+            distinct.insert(r.training_instruction().to_string());
+            distinct.insert(r.instruction);
+        }
     }
     let instructions: Vec<String> = distinct.into_iter().collect();
     let backend = Backend::detect(&model_dir)?;
