@@ -52,6 +52,9 @@ pub struct EvalReport {
     pub rows: Vec<TypeRow>,
     pub overall: TypeRow,
     pub dir: PathBuf,
+    /// The benchmark-prompt label of a `gedit`/`imgedit` evaluation (table.json `prompts.label`,
+    /// e.g. "builtin prompts: not comparable with published numbers"); `None` otherwise.
+    pub prompts_label: Option<String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -66,6 +69,8 @@ struct TableJson {
     overall: TypeRow,
     #[serde(default)]
     params: Option<Value>,
+    #[serde(default)]
+    prompts: Option<Value>,
 }
 
 /// An arm name without the seed suffix the engine's `sweep.seeds` appends
@@ -120,6 +125,12 @@ pub fn read_eval(dir: &Path, item_label: &str) -> Result<EvalReport, String> {
         rows: t.rows,
         overall: t.overall,
         dir: dir.to_path_buf(),
+        prompts_label: t
+            .prompts
+            .as_ref()
+            .and_then(|p| p.get("label"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
@@ -279,7 +290,19 @@ pub fn write(
         });
     }
     let t = table::build(p.title, &inputs);
-    let md = table::markdown(&t);
+    let mut md = table::markdown(&t);
+    // The benchmark-prompt labels of the evaluations (builtin rubrics are not comparable with
+    // published numbers): one line each under the table.
+    let mut labels: Vec<&str> = base
+        .iter()
+        .chain(evals.values().flatten())
+        .filter_map(|e| e.prompts_label.as_deref())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    for l in labels {
+        md.push_str(&format!("\n**{l}.**\n"));
+    }
     write("table.md", &md)?;
     write("table.csv", &table::csv(&t))?;
     write(

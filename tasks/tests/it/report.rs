@@ -222,6 +222,11 @@ fn write_fixtures(dir: &Path) {
         BASE_COLOUR,
         &recs,
     );
+    // The base's evaluation says its benchmark prompts were the builtin ones.
+    let tj = dir.join("base/table.json");
+    let mut t: Value = serde_json::from_slice(&std::fs::read(&tj).unwrap()).unwrap();
+    t["prompts"] = json!({"source": "builtin", "label": "builtin prompts: not comparable with published numbers"});
+    std::fs::write(&tj, serde_json::to_vec_pretty(&t).unwrap()).unwrap();
     // Iteration 2 (not the last: must not enter the table; PSNR 30 would otherwise be best).
     for arm in ["a", "b"] {
         write_eval(
@@ -485,6 +490,10 @@ fn report_and_correlate_through_the_engine() {
     assert_eq!(
         md_row("base"),
         "| base | 0 | 1 | 0.500 | 0.400 | **0.600** | 0.500 | 0.500 | 0.500 | 20.00 | 0.7000 |"
+    );
+    assert!(
+        md.contains("\n**builtin prompts: not comparable with published numbers.**\n"),
+        "the evaluations' prompt label: {md}"
     );
     assert!(
         r.log("report").contains(&md_row("a")),
