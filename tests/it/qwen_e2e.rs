@@ -163,6 +163,34 @@ fn cocoedit_on_qwen_runs_and_resumes_after_kill_9_bit_identically() {
         a.keys()
             .any(|k| k.starts_with("rl[2].eval/") && k.ends_with("table.json"))
     );
+    // the Qwen2.5-VL encodings are made once, by `encode-prompts`, keyed by (prompt, condition
+    // image); rollouts, training and evaluations take them from there and never load the encoder
+    let log = |name: &str| {
+        let p = std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no {name}"));
+        std::fs::read_to_string(p).unwrap()
+    };
+    let text = log("prompts.1.log");
+    assert!(
+        text.contains("(prompt, condition image) pairs of") && text.contains("Qwen2.5-VL"),
+        "{text}"
+    );
+    for name in [
+        "rl_1_.rollout.1.log",
+        "rl_2_.train.1.log",
+        "rl_2_.eval.1.log",
+    ] {
+        let text = log(name);
+        assert!(
+            text.contains("the text encoders are not loaded"),
+            "{name}: {text}"
+        );
+        assert!(!text.contains("were made here"), "{name}: {text}");
+    }
     // the transformer shards (the repository's largest files) are not in the store
     let shard = root()
         .join("torch/tests/golden/qwen/tiny-qwen-image-edit/transformer")

@@ -6,7 +6,11 @@
 //! Inputs: `model` (the base model directory), `data` (one dataset or a list of them: every
 //! record's instruction is encoded). Output `prompts`: the `cocoflow-prompt-encodings`
 //! artifact (`cocoflow_torch::artifacts::prompts`), keyed by instruction; its cache key is the
-//! model's and the datasets' keys. For a backend that encodes instructions inline
+//! model's and the datasets' keys. Qwen-Image-Edit's Qwen2.5-VL encoder sees the source image
+//! with the instruction: there the artifact is keyed by (instruction, condition image) — each
+//! record's instructions and the negative prompt `" "` with its source image as the RL kinds
+//! derive it (the VAE round trip, 8-bit) — and the 7B encoder stays off the GPU in rollouts,
+//! training and evaluation. For a backend that encodes instructions inline
 //! (tiny-kontext) it loads nothing and writes an artifact without encodings, which the readers
 //! pass through: their outputs are those of a workflow without this task. Resources: `gpus`
 //! (optional; the encoders run on the task's device).
@@ -34,7 +38,8 @@ pub struct EncodePrompts;
 impl Kind for EncodePrompts {
     type Params = EncodePromptsParams;
     const NAME: &'static str = "encode-prompts";
-    const VERSION: u32 = 1;
+    // 2: Qwen-Image-Edit encodings (version 1 passed Qwen through).
+    const VERSION: u32 = 2;
     const DESCRIBE: &'static str = "the instructions of some datasets through the model's text encoders, once (a cached artifact)";
     const INPUTS: Option<&'static [Input]> = Some(&[
         Input::required("model", "the base model directory"),

@@ -13,6 +13,12 @@
 //! One file per instruction, so a task reads only the instructions it conditions on. For a
 //! backend that encodes instructions inline (tiny-kontext) the artifact lists no files
 //! (`encoded: false`) and the readers encode as before: a pass-through.
+//!
+//! A backend whose prompt encoder also sees the source image (Qwen-Image-Edit: Qwen2.5-VL)
+//! keys each entry by (instruction, condition-image digest): `images[i]` is the digest of the
+//! image `instructions[i]` was encoded with, and the same instruction appears once per image
+//! (files `prompt_embeds` `(1, L, hidden)` with the prompt's L tokens, unpadded). `images` is
+//! absent for backends whose encodings do not depend on the image (FLUX.1 Kontext).
 
 use crate::models::checkpoint;
 use crate::models::{ModelError, PromptEncodings, PromptSource};
@@ -38,8 +44,13 @@ pub struct PromptsManifest {
     pub model_digest: String,
     /// Whether there are encodings: `false` for a backend that encodes inline.
     pub encoded: bool,
-    /// Distinct instructions, sorted; `files[i]` holds `instructions[i]`'s parts.
+    /// Distinct instructions (with `images`: distinct (instruction, image) pairs), sorted;
+    /// `files[i]` holds `instructions[i]`'s parts.
     pub instructions: Vec<String>,
+    /// Per entry, the digest of the condition image it was encoded with; empty (absent from
+    /// the file) for image-independent encodings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
     pub files: Vec<String>,
 }
 
@@ -79,6 +90,36 @@ pub fn write_manifest(
     instructions: &[String],
     files: Option<Vec<String>>,
 ) -> Result<PromptsManifest, ModelError> {
+    write_manifest_with_images(dir, backend, model_digest, instructions, &[], files)
+}
+
+/// Writes one entry's parts (tensors with a leading batch dimension of 1) as
+/// `encodings/NNNNNN.safetensors`; returns its relative path.
+pub fn write_entry(
+    dir: &Path,
+    index: usize,
+    parts: &BTreeMap<String, Tensor>,
+) -> Result<String, ModelError> {
+    std::fs::create_dir_all(dir.join(ENCODINGS_DIR)).map_err(|source| ModelError::Io {
+        op: "create",
+        path: dir.join(ENCODINGS_DIR),
+        source,
+    })?;
+    let rel = format!("{ENCODINGS_DIR}/{index:06}.safetensors");
+    checkpoint::write_safetensors(&dir.join(&rel), parts)?;
+    Ok(rel)
+}
+
+/// [`write_manifest`] for encodings keyed by (instruction, condition-image digest):
+/// `images[i]` goes with `instructions[i]` (empty: image-independent encodings).
+pub fn write_manifest_with_images(
+    dir: &Path,
+    backend: &str,
+    model_digest: &str,
+    instructions: &[String],
+    images: &[String],
+    files: Option<Vec<String>>,
+) -> Result<PromptsManifest, ModelError> {
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
         op: "create",
         path: dir.to_path_buf(),
@@ -91,6 +132,7 @@ pub fn write_manifest(
         model_digest: model_digest.into(),
         encoded: files.is_some(),
         instructions: instructions.to_vec(),
+        images: images.to_vec(),
         files: files.unwrap_or_default(),
     };
     checkpoint::write_json(&dir.join(MANIFEST_FILE), &m)?;
@@ -103,6 +145,8 @@ pub struct PromptTable {
     dir: PathBuf,
     pub manifest: PromptsManifest,
     index: HashMap<String, usize>,
+    /// (instruction, image digest) → entry, for image-keyed encodings.
+    by_image: HashMap<(String, String), usize>,
 }
 
 impl PromptTable {
@@ -127,16 +171,36 @@ impl PromptTable {
                 m.files.len()
             )));
         }
-        let index = m
-            .instructions
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), i))
-            .collect();
+        if !m.images.is_empty() && m.images.len() != m.instructions.len() {
+            return Err(bad(format!(
+                "{} instructions but {} image digests",
+                m.instructions.len(),
+                m.images.len()
+            )));
+        }
+        let (index, by_image) = if m.images.is_empty() {
+            let index = m
+                .instructions
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.clone(), i))
+                .collect();
+            (index, HashMap::new())
+        } else {
+            let by_image = m
+                .instructions
+                .iter()
+                .zip(&m.images)
+                .enumerate()
+                .map(|(i, (s, d))| ((s.clone(), d.clone()), i))
+                .collect();
+            (HashMap::new(), by_image)
+        };
         Ok(PromptTable {
             dir: dir.to_path_buf(),
             manifest: m,
             index,
+            by_image,
         })
     }
 
@@ -147,6 +211,22 @@ impl PromptTable {
 }
 
 impl PromptSource for PromptTable {
+    fn lookup_with_image(
+        &self,
+        prompt: &str,
+        image: &str,
+    ) -> Result<Option<BTreeMap<String, Tensor>>, ModelError> {
+        if !self.manifest.encoded {
+            return Ok(None);
+        }
+        match self.by_image.get(&(prompt.to_string(), image.to_string())) {
+            None => Ok(None),
+            Some(&i) => Ok(Some(checkpoint::read_safetensors(
+                &self.dir.join(&self.manifest.files[i]),
+            )?)),
+        }
+    }
+
     fn lookup(&self, instructions: &[&str]) -> Result<PromptEncodings, ModelError> {
         let mut parts: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
         let mut read: HashMap<usize, BTreeMap<String, Tensor>> = HashMap::new();
@@ -154,9 +234,15 @@ impl PromptSource for PromptTable {
             let i = *self.index.get(*s).ok_or_else(|| ModelError::Input {
                 what: "prompt encodings",
                 message: format!(
-                    "`{}` has no encoding of the instruction {s:?} (it encodes {} instructions)",
+                    "`{}` has no image-independent encoding of the instruction {s:?} (it \
+                     encodes {} entries{})",
                     self.dir.join(MANIFEST_FILE).display(),
-                    self.manifest.instructions.len()
+                    self.manifest.instructions.len(),
+                    if self.manifest.images.is_empty() {
+                        ""
+                    } else {
+                        ", each keyed by a condition image"
+                    }
                 ),
             })?;
             if let std::collections::hash_map::Entry::Vacant(e) = read.entry(i) {

@@ -222,6 +222,14 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
         let md = table_markdown_bench(&label, p.protocol, &rows, &overall);
         ctx.log(label_prompts(&mut json!({}), &md, &bench_prompts));
     }
+    if let Some((policy, _)) = &policy {
+        let inline = policy.inline_prompt_encodings();
+        if inline > 0 {
+            ctx.log(format!(
+                "prompts: {inline} encodings were not in the `prompts` input and were made here"
+            ));
+        }
+    }
     ctx.output_dir("report", &out)
 }
 

@@ -96,6 +96,12 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
         },
     )?;
     let (sums, used, n_t) = (acc.sums, acc.used, acc.timesteps);
+    let inline = st.model.inline_prompt_encodings();
+    if inline > 0 {
+        ctx.log(format!(
+            "prompts: {inline} encodings were not in the `prompts` input and were made here"
+        ));
+    }
     let params = st.model.adapter_variables(THETA)?;
 
     // Clip and step (no step when nothing is in the loss).

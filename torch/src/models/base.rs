@@ -8,18 +8,24 @@
 //! the loaded pipeline in a [`Slot`]: a task leases it ([`Leased`]) and gives it back, adapters
 //! removed, when its policy is dropped; a second task of the same process running at the same
 //! time on the same device gets a second slot (loaded once, then cached as well). Keys:
-//! `flux-kontext/<digest>/<device>/<full | no-text-encoders>/<slot>`.
+//! `flux-kontext/<digest>/<device>/<full | no-text-encoders>/<slot>`. Qwen-Image-Edit is
+//! cached the same way: `qwen-image-edit/<digest>/<device>/<full | no-text-encoders>/<slot>`.
 
 use super::error::ModelError;
 use super::flux_kontext::{FluxKontext, FluxKontextPipeline};
 use super::lease::{Leased, Slot};
 use super::open::Backend;
 use super::policy::{EditPolicy, PromptSource};
+use super::qwen_image_edit::{QwenImageEdit, QwenImageEditPipeline};
 use super::tiny_kontext::{BACKEND, SharedBase, TinyKontext};
 use cocoflow_engine::kind::ModelCache;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::Device;
+
+/// Slots per (model, device, parts): concurrent tasks of one process skip the slots in use;
+/// past this many, a task loads its own copy.
+const MAX_SLOTS: usize = 16;
 
 /// Makes the cached prompt encodings a policy conditions on ([`BaseModel::with_prompts`]).
 pub type PromptSourceFn = Arc<dyn Fn() -> Box<dyn PromptSource> + Send + Sync>;
@@ -53,8 +59,9 @@ impl BaseModel {
     }
 
     /// Policies condition on the prompt encodings `source` makes (the `encode-prompts`
-    /// artifact) and are loaded without their separate text encoders (FLUX.1 Kontext's CLIP and
-    /// T5); backends that encode inline (tiny-kontext) load and run as before.
+    /// artifact) and are loaded without their text encoders (FLUX.1 Kontext's CLIP and T5,
+    /// Qwen-Image-Edit's Qwen2.5-VL); backends that encode inline (tiny-kontext) load and run
+    /// as before.
     pub fn with_prompts(mut self, source: PromptSourceFn) -> BaseModel {
         self.prompts = Some(source);
         self
@@ -66,7 +73,7 @@ impl BaseModel {
 
     /// The base model on `device` as its backend's policy ([`super::open()`]), through the
     /// model cache when there is one (tiny-kontext: shared weights; FLUX.1 Kontext: a leased
-    /// pipeline; Qwen-Image-Edit is loaded per call: the cache holds no such weights yet).
+    /// pipeline; Qwen-Image-Edit: a leased pipeline).
     /// With [`Self::with_prompts`], without the text encoders and on the cached encodings.
     pub fn load(&self, device: Device) -> Result<Box<dyn EditPolicy>, ModelError> {
         let Some(prompts) = &self.prompts else {
@@ -88,8 +95,64 @@ impl BaseModel {
         match Backend::detect(&self.dir)? {
             Backend::TinyKontext => Ok(Box::new(self.load_tiny(device)?)),
             Backend::FluxKontext => Ok(Box::new(self.load_flux(device, text_encoders)?)),
-            Backend::QwenImageEdit => super::open(&self.dir, device),
+            Backend::QwenImageEdit => Ok(Box::new(self.load_qwen(device, text_encoders)?)),
         }
+    }
+
+    /// The Qwen-Image-Edit pipeline on `device`: leased from the cache (loaded on first use),
+    /// or loaded for this task alone without one.
+    pub fn load_qwen(
+        &self,
+        device: Device,
+        text_encoder: bool,
+    ) -> Result<QwenImageEdit, ModelError> {
+        let dir = &self.dir;
+        let Some((cache, digest)) = &self.cache else {
+            let p = QwenImageEdit::load_pipeline(dir, device, text_encoder)?;
+            return QwenImageEdit::from_leased(Leased::owned(p), dir);
+        };
+        self.leased(
+            cache,
+            &format!("{}/{digest}", super::qwen_image_edit::BACKEND),
+            device,
+            text_encoder,
+            || QwenImageEdit::load_pipeline(dir, device, text_encoder),
+            QwenImageEditPipeline::bytes,
+            |p| QwenImageEdit::from_leased(p, dir),
+        )
+    }
+
+    /// A pipeline leased from slot `<prefix>/<device>/<parts>/<n>` of `cache`: the first slot
+    /// no concurrent task of this process holds (loaded on first use); past [`MAX_SLOTS`] a
+    /// task loads its own copy.
+    #[allow(clippy::too_many_arguments)]
+    fn leased<P: Send + 'static, M>(
+        &self,
+        cache: &Arc<ModelCache>,
+        prefix: &str,
+        device: Device,
+        text_encoders: bool,
+        load: impl Fn() -> Result<P, ModelError>,
+        bytes: impl Fn(&P) -> u64,
+        wrap: impl FnOnce(Leased<P>) -> Result<M, ModelError>,
+    ) -> Result<M, ModelError> {
+        let parts = if text_encoders {
+            "full"
+        } else {
+            "no-text-encoders"
+        };
+        for n in 0..MAX_SLOTS {
+            let key = format!("{prefix}/{device:?}/{parts}/{n}");
+            let slot: Arc<Slot<P>> = cache.get_or_try_insert_sized(&key, || {
+                let p = load()?;
+                let b = bytes(&p);
+                Ok::<_, ModelError>((Slot::new(p, b), b))
+            })?;
+            if let Some(p) = slot.take() {
+                return wrap(Leased::from_slot(p, slot));
+            }
+        }
+        wrap(Leased::owned(load()?))
     }
 
     /// The FLUX.1 Kontext pipeline on `device`: leased from the cache (loaded on first use),
@@ -103,31 +166,16 @@ impl BaseModel {
             let p = FluxKontext::load_pipeline(&self.dir, device, text_encoders)?;
             return FluxKontext::from_leased(Leased::owned(p));
         };
-        let parts = if text_encoders {
-            "full"
-        } else {
-            "no-text-encoders"
-        };
-        // Slots in use by concurrent tasks of this process are skipped; past this many, a
-        // task loads its own copy.
-        const MAX_SLOTS: usize = 16;
-        for n in 0..MAX_SLOTS {
-            let key = format!(
-                "{}/{digest}/{device:?}/{parts}/{n}",
-                super::flux_kontext::BACKEND
-            );
-            let slot: Arc<Slot<FluxKontextPipeline>> =
-                cache.get_or_try_insert_sized(&key, || {
-                    let p = FluxKontext::load_pipeline(&self.dir, device, text_encoders)?;
-                    let bytes = p.bytes();
-                    Ok::<_, ModelError>((Slot::new(p, bytes), bytes))
-                })?;
-            if let Some(p) = slot.take() {
-                return FluxKontext::from_leased(Leased::from_slot(p, slot));
-            }
-        }
-        let p = FluxKontext::load_pipeline(&self.dir, device, text_encoders)?;
-        FluxKontext::from_leased(Leased::owned(p))
+        let dir = &self.dir;
+        self.leased(
+            cache,
+            &format!("{}/{digest}", super::flux_kontext::BACKEND),
+            device,
+            text_encoders,
+            || FluxKontext::load_pipeline(dir, device, text_encoders),
+            FluxKontextPipeline::bytes,
+            FluxKontext::from_leased,
+        )
     }
 
     /// The tiny-kontext base model on `device`.

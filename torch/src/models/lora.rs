@@ -403,3 +403,27 @@ pub fn linear_layers(base: &BTreeMap<String, Tensor>) -> Vec<(&str, i64, i64, Ki
         })
         .collect()
 }
+
+/// Removes every adapter from `linears` and their matrices from the variable store `vars`
+/// (a `VarStore`'s `variables_`): the model is its base again, as loaded, for the next task
+/// that leases it from the per-worker model cache.
+pub fn clear_adapters(
+    linears: Vec<&mut LoraLinear>,
+    vars: &std::sync::Arc<std::sync::Mutex<tch::nn::Variables>>,
+) {
+    for l in linears {
+        l.adapters.clear();
+    }
+    let is_lora = |k: &str| k.contains(".lora_A.") || k.contains(".lora_B.");
+    let mut vars = vars.lock().unwrap_or_else(|p| p.into_inner());
+    let mut gone = std::collections::HashSet::new();
+    vars.named_variables.retain(|k, t| {
+        let keep = !is_lora(k);
+        if !keep {
+            gone.insert(t.data_ptr() as usize);
+        }
+        keep
+    });
+    vars.trainable_variables
+        .retain(|v| !gone.contains(&(v.tensor.data_ptr() as usize)));
+}

@@ -116,8 +116,8 @@ pub fn prompt_encoder(
     device: Device,
 ) -> Result<Option<Box<dyn super::policy::PromptEncoder>>, ModelError> {
     Ok(match Backend::detect(dir)? {
-        // Qwen-Image-Edit's Qwen2.5-VL encodes the instruction with the source image, inside
-        // the policy (once per (instruction, source) and task); no separate artifact yet.
+        // Qwen-Image-Edit's Qwen2.5-VL encodes the instruction with the source image:
+        // `encode-prompts` runs its own path (`QwenConditionEncoder`), keyed by both.
         Backend::TinyKontext | Backend::QwenImageEdit => None,
         Backend::FluxKontext => {
             let kind = if device.is_cuda() {

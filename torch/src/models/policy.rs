@@ -208,6 +208,18 @@ pub trait PromptSource: Send {
     /// The encodings of `instructions` (one row each, in order, on the CPU), or an error
     /// naming an instruction that has none.
     fn lookup(&self, instructions: &[&str]) -> Result<PromptEncodings, ModelError>;
+
+    /// The cached parts of one prompt encoded together with a condition image, by the image's
+    /// digest (Qwen-Image-Edit: the Qwen2.5-VL states of the templated instruction and image);
+    /// `None` when the source holds no such encoding.
+    fn lookup_with_image(
+        &self,
+        prompt: &str,
+        image: &str,
+    ) -> Result<Option<BTreeMap<String, Tensor>>, ModelError> {
+        let _ = (prompt, image);
+        Ok(None)
+    }
 }
 
 /// A backend's text encoders loaded on their own ([`super::open::prompt_encoder`]): what the
@@ -329,6 +341,11 @@ pub trait EditPolicy: Send {
     /// ignore it (the default).
     fn set_prompt_source(&mut self, source: Box<dyn PromptSource>) {
         let _ = source;
+    }
+    /// How many prompt encodings the policy made itself although it had a prompt source (a
+    /// (prompt, image) pair the `encode-prompts` artifact lacks); 0 without a source.
+    fn inline_prompt_encodings(&self) -> u64 {
+        0
     }
 
     /// The same conditioning with empty instructions (classifier-free guidance's negative).

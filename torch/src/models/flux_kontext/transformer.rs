@@ -263,21 +263,8 @@ impl FluxTransformer2DModel {
     /// Removes every LoRA adapter (from the layers and the variable store): the model is its
     /// base again, as loaded, for the next task that uses it (the per-worker model cache).
     pub fn clear_lora(&mut self) {
-        for l in self.linears_mut() {
-            l.adapters.clear();
-        }
-        let is_lora = |k: &str| k.contains(".lora_A.") || k.contains(".lora_B.");
-        let mut vars = self.vs.variables_.lock().unwrap_or_else(|p| p.into_inner());
-        let mut gone = std::collections::HashSet::new();
-        vars.named_variables.retain(|k, t| {
-            let keep = !is_lora(k);
-            if !keep {
-                gone.insert(t.data_ptr() as usize);
-            }
-            keep
-        });
-        vars.trainable_variables
-            .retain(|v| !gone.contains(&(v.tensor.data_ptr() as usize)));
+        let vars = self.vs.variables_.clone();
+        super::super::lora::clear_adapters(self.linears_mut(), &vars);
     }
 
     /// Every linear layer of every block's attention, in block order (the LoRA targets).

@@ -9,7 +9,14 @@
 //!   zero-padded to the batch's longest, mask 1 = token) and `negative_prompt_embeds` /
 //!   `negative_prompt_mask` (the same for the reference's negative prompt `" "`). The encoder
 //!   runs in [`EditPolicy::condition`] only, once per (instruction, source image) and task: the
-//!   policy keeps every encoding it made ([`QwenImageEdit::cached_prompts`]).
+//!   policy keeps every encoding it made ([`QwenImageEdit::cached_prompts`]). With an
+//!   `encode-prompts` artifact ([`EditPolicy::set_prompt_source`]) the policy is loaded without
+//!   the encoder and takes the states from the artifact, keyed by (prompt, digest of the 8-bit
+//!   condition image); a pair the artifact lacks is encoded by the encoder loaded on demand
+//!   (counted: [`EditPolicy::inline_prompt_encodings`], and said once on stderr).
+//! - VAE encode and decode run one image at a time, so an image's latent (and the condition
+//!   image decoded from it) does not depend on the batch it came in: the digests that key
+//!   cached encodings are the same in `encode-prompts`, rollouts, training and evaluation.
 //! - Pipelines: `QwenImageEditPipeline` (Qwen-Image-Edit) and `QwenImageEditPlusPipeline`
 //!   (2509 and later: the template's image as `Picture 1: `, the encoder's image at 384² pixels;
 //!   one source image per edit), by the repository's `_class_name`.
@@ -36,20 +43,29 @@
 //!   [`crate::models::flux_kontext::lora_export`] writes the layout
 //!   `QwenImageEditPipeline.load_lora_weights` reads (the same `transformer.` keys).
 //! - Weights: float32 on the CPU, bfloat16 on CUDA; the base is frozen (only LoRA trains).
+//! - Model cache: the loaded pipeline is leased from the worker's cache
+//!   ([`QwenImageEdit::from_leased`], [`crate::models::BaseModel`]) and goes back, adapters
+//!   removed, when the policy is dropped.
 
 use super::super::checkpoint;
 use super::super::error::ModelError;
+use super::super::lease::Leased;
 use super::super::lora::{AdapterSet, LoraConfig, adapter_shapes, linear_layers};
-use super::super::policy::{ActiveAdapter, Conditioning, EditPolicy, Trainable};
+use super::super::policy::{ActiveAdapter, Conditioning, EditPolicy, PromptSource, Trainable};
 use super::image::{calculate_dimensions, pil_lanczos_resize};
-use super::pipeline::{NEGATIVE_PROMPT, PLUS_CONDITION_AREA, QwenImageEditPipeline, true_cfg};
-use super::prompt::PromptStyle;
+use super::pipeline::{
+    NEGATIVE_PROMPT, PLUS_CONDITION_AREA, QwenImageEditPipeline, check_repository,
+    load_prompt_encoder, style_of, true_cfg,
+};
+use super::prompt::{PromptStyle, QwenVlPromptEncoder};
 use super::transformer::QwenInputs;
+use super::vae::AutoencoderKLQwenImage;
 use super::{pack_latents, unpack_latents};
 use crate::sampling::SchedulerConfig;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tch::{Device, Kind, Tensor};
 
 pub const BACKEND: &str = "qwen-image-edit";
@@ -62,12 +78,25 @@ pub const SOURCE_TOKENS: &str = "source_tokens";
 /// One prompt's encoding, unpadded: the states `(L, hidden)` of its L tokens.
 type Prompt = Tensor;
 
+/// The part name of a cached Qwen2.5-VL encoding (`(1, L, hidden)`, unpadded).
+pub const CACHED_STATES: &str = "prompt_embeds";
+
 /// A Qwen-Image-Edit repository loaded as an editing policy.
 pub struct QwenImageEdit {
-    pub pipeline: QwenImageEditPipeline,
+    /// The loaded pipeline: this policy's own, or leased from the per-worker model cache and
+    /// returned to it, adapters removed, on drop.
+    pub pipeline: Leased<QwenImageEditPipeline>,
+    dir: PathBuf,
     adapters: AdapterSet,
     /// Encodings by (prompt, BLAKE3 of the uint8 condition image): made once per policy.
     prompts: Mutex<HashMap<(String, String), Prompt>>,
+    /// Cached encodings (`encode-prompts`), looked up before any encoder runs.
+    prompt_source: Option<Box<dyn PromptSource>>,
+    /// The prompt encoder loaded on demand, when the pipeline has none and a prompt is missing
+    /// from [`Self::prompt_source`].
+    late_encoder: Mutex<Option<QwenVlPromptEncoder>>,
+    /// Prompts encoded here rather than taken from the prompt source.
+    inline: AtomicU64,
 }
 
 impl std::fmt::Debug for QwenImageEdit {
@@ -83,26 +112,59 @@ fn input_err(what: &'static str, message: String) -> ModelError {
     ModelError::Input { what, message }
 }
 
+/// float32 on the CPU, bfloat16 on CUDA.
+fn kind_for(device: Device) -> Kind {
+    if device.is_cuda() {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    }
+}
+
 impl QwenImageEdit {
     /// Loads every component of the repository `dir` (float32 on the CPU, bfloat16 on CUDA),
     /// everything frozen.
     pub fn load(dir: &Path, device: Device) -> Result<QwenImageEdit, ModelError> {
-        let kind = if device.is_cuda() {
-            Kind::BFloat16
-        } else {
-            Kind::Float
-        };
+        Self::from_leased(Leased::owned(Self::load_pipeline(dir, device, true)?), dir)
+    }
+
+    /// The pipeline of `dir` as [`QwenImageEdit::load`] loads it (`text_encoder: false`:
+    /// without the Qwen2.5-VL prompt encoder, for conditionings from cached encodings), frozen.
+    pub fn load_pipeline(
+        dir: &Path,
+        device: Device,
+        text_encoder: bool,
+    ) -> Result<QwenImageEditPipeline, ModelError> {
+        let p = QwenImageEditPipeline::load_parts(dir, device, kind_for(device), text_encoder)?;
+        for v in p.vae.var_store().trainable_variables() {
+            let _ = v.set_requires_grad(false);
+        }
+        for v in p.transformer.var_store().trainable_variables() {
+            let _ = v.set_requires_grad(false);
+        }
+        if let Some(e) = &p.encoder {
+            for v in e.variables().values() {
+                let _ = v.set_requires_grad(false);
+            }
+        }
+        Ok(p)
+    }
+
+    /// A policy on `pipeline` (loaded from `dir`): its own, or leased from the model cache (it
+    /// comes back, without this policy's adapters, when the policy is dropped).
+    pub fn from_leased(
+        pipeline: Leased<QwenImageEditPipeline>,
+        dir: &Path,
+    ) -> Result<QwenImageEdit, ModelError> {
         let mut m = QwenImageEdit {
-            pipeline: QwenImageEditPipeline::load(dir, device, kind)?,
+            pipeline,
+            dir: dir.to_path_buf(),
             adapters: AdapterSet::new(Trainable::Nothing),
             prompts: Mutex::new(HashMap::new()),
+            prompt_source: None,
+            late_encoder: Mutex::new(None),
+            inline: AtomicU64::new(0),
         };
-        for v in m.pipeline.vae.var_store().trainable_variables() {
-            let _ = v.set_requires_grad(false);
-        }
-        for v in m.pipeline.encoder.variables().values() {
-            let _ = v.set_requires_grad(false);
-        }
         m.set_trainable(Trainable::Nothing)?;
         Ok(m)
     }
@@ -132,30 +194,68 @@ impl QwenImageEdit {
         Ok(())
     }
 
-    /// The image the prompt encoder sees of a condition image: itself (`QwenImageEditPipeline`
-    /// at the source's size), or for `QwenImageEditPlusPipeline` its Lanczos resize to
-    /// [`PLUS_CONDITION_AREA`] (the pipeline's `CONDITION_IMAGE_SIZE`).
-    fn encoder_image(&self, image: &Tensor) -> Result<Tensor, ModelError> {
-        match self.pipeline.encoder.style {
-            PromptStyle::Edit => Ok(image.shallow_clone()),
-            PromptStyle::EditPlus => {
-                let s = image.size();
-                let (w, h) = calculate_dimensions(PLUS_CONDITION_AREA, s[2] as f64 / s[1] as f64);
-                pil_lanczos_resize(image, w, h)
-            }
-        }
-    }
-
-    /// The encoder's states of `prompt` with the condition image `image` (uint8 `(3, H, W)`),
-    /// `(L, hidden)`, from the cache or made now.
+    /// The encoder's states of `prompt` with the condition image `image` (uint8 `(3, H, W)`,
+    /// the 8-bit condition image whose digest is `digest`), `(L, hidden)`: from this policy's
+    /// cache, the prompt source, or made now.
     fn prompt(&self, prompt: &str, image: &Tensor, digest: &str) -> Result<Prompt, ModelError> {
         let key = (prompt.to_string(), digest.to_string());
         if let Some(p) = self.prompts.lock().expect("not poisoned").get(&key) {
             return Ok(p.shallow_clone());
         }
-        let e = self.pipeline.encoder.encode(&[prompt], &[image])?;
-        let n = e.mask.sum(Kind::Int64).int64_value(&[]);
-        let states = e.embeds.get(0).narrow(0, 0, n).to_kind(self.model_kind());
+        let cached = match &self.prompt_source {
+            Some(src) => src.lookup_with_image(prompt, digest)?,
+            None => None,
+        };
+        let states = match cached {
+            Some(parts) => {
+                let t = parts.get(CACHED_STATES).ok_or_else(|| {
+                    input_err(
+                        "prompt encodings",
+                        format!("the cached encoding of {prompt:?} has no `{CACHED_STATES}`"),
+                    )
+                })?;
+                let hidden = self.pipeline.transformer.cfg.joint_attention_dim;
+                let sz = t.size();
+                if sz.len() != 3 || sz[0] != 1 || sz[2] != hidden {
+                    return Err(input_err(
+                        "prompt encodings",
+                        format!(
+                            "the cached encoding of {prompt:?} is {sz:?}, expected (1, L, {hidden})"
+                        ),
+                    ));
+                }
+                t.get(0).to_device(self.device()).to_kind(self.model_kind())
+            }
+            None => {
+                let image = encoder_image(self.pipeline.style, image)?;
+                let states = match &self.pipeline.encoder {
+                    Some(enc) => encode_prompt(enc, prompt, &image)?,
+                    None => {
+                        let mut late = self.late_encoder.lock().expect("not poisoned");
+                        if late.is_none() {
+                            eprintln!(
+                                "qwen-image-edit: the prompt {prompt:?} with condition image {} \
+                                 is not in the cached prompt encodings; loading the prompt \
+                                 encoder of `{}` to encode it (and any other missing one)",
+                                &digest[..12.min(digest.len())],
+                                self.dir.display()
+                            );
+                            *late = Some(load_prompt_encoder(
+                                &self.dir,
+                                self.pipeline.style,
+                                self.device(),
+                                self.model_kind(),
+                            )?);
+                        }
+                        encode_prompt(late.as_ref().expect("loaded"), prompt, &image)?
+                    }
+                };
+                if self.prompt_source.is_some() {
+                    self.inline.fetch_add(1, Ordering::Relaxed);
+                }
+                states.to_kind(self.model_kind())
+            }
+        };
         self.prompts
             .lock()
             .expect("not poisoned")
@@ -191,15 +291,10 @@ impl QwenImageEdit {
             let mut neg = Vec::new();
             for (i, ins) in instructions.iter().enumerate() {
                 let img = images.get(i as i64).contiguous();
-                let bytes = Vec::<u8>::try_from(img.reshape([-1]))
+                let digest = image_digest(&img)
                     .map_err(|e| input_err("source image", format!("item {i}: {e}")))?;
-                let mut h = blake3::Hasher::new();
-                h.update(format!("{:?}", img.size()).as_bytes());
-                h.update(&bytes);
-                let digest = h.finalize().to_hex().to_string();
-                let shown = self.encoder_image(&img)?;
-                pos.push(self.prompt(ins, &shown, &digest)?);
-                neg.push(self.prompt(NEGATIVE_PROMPT, &shown, &digest)?);
+                pos.push(self.prompt(ins, &img, &digest)?);
+                neg.push(self.prompt(NEGATIVE_PROMPT, &img, &digest)?);
             }
             let (pe, pm) = pad_prompts(&pos, self.device());
             let (ne, nm) = pad_prompts(&neg, self.device());
@@ -242,6 +337,147 @@ fn to_u8(images: &Tensor) -> Tensor {
         .to_kind(Kind::Uint8)
 }
 
+/// The key of a condition image: BLAKE3 of its shape and bytes (uint8 `(3, H, W)`).
+pub fn image_digest(img: &Tensor) -> Result<String, ModelError> {
+    let img = img.to_device(Device::Cpu).contiguous();
+    if img.kind() != Kind::Uint8 {
+        return Err(input_err(
+            "condition image",
+            format!("expected uint8, got {:?}", img.kind()),
+        ));
+    }
+    let bytes = Vec::<u8>::try_from(img.reshape([-1]))
+        .map_err(|e| input_err("condition image", e.to_string()))?;
+    let mut h = blake3::Hasher::new();
+    h.update(format!("{:?}", img.size()).as_bytes());
+    h.update(&bytes);
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// The image the prompt encoder sees of a condition image: itself (`QwenImageEditPipeline`
+/// at the source's size), or for `QwenImageEditPlusPipeline` its Lanczos resize to
+/// [`PLUS_CONDITION_AREA`] (the pipeline's `CONDITION_IMAGE_SIZE`).
+fn encoder_image(style: PromptStyle, image: &Tensor) -> Result<Tensor, ModelError> {
+    match style {
+        PromptStyle::Edit => Ok(image.shallow_clone()),
+        PromptStyle::EditPlus => {
+            let s = image.size();
+            let (w, h) = calculate_dimensions(PLUS_CONDITION_AREA, s[2] as f64 / s[1] as f64);
+            pil_lanczos_resize(image, w, h)
+        }
+    }
+}
+
+/// The states `(L, hidden)` of `prompt`'s L tokens with `image` (what the encoder sees).
+fn encode_prompt(
+    encoder: &QwenVlPromptEncoder,
+    prompt: &str,
+    image: &Tensor,
+) -> Result<Prompt, ModelError> {
+    let e = encoder.encode(&[prompt], &[image])?;
+    let n = e.mask.sum(Kind::Int64).int64_value(&[]);
+    Ok(e.embeds.get(0).narrow(0, 0, n))
+}
+
+/// `[0, 1]` images `(B, 3, H, W)` → normalised latents, one image at a time (a latent does not
+/// depend on its batch).
+fn vae_encode(
+    vae: &AutoencoderKLQwenImage,
+    images: &Tensor,
+    device: Device,
+) -> Result<Tensor, ModelError> {
+    let mut out = Vec::new();
+    for i in 0..images.size()[0] {
+        let x = images
+            .get(i)
+            .unsqueeze(0)
+            .to_device(device)
+            .to_kind(Kind::Float)
+            * 2.0
+            - 1.0;
+        out.push(
+            vae.normalize(&vae.encode_mean(&x.to_kind(vae.kind()))?)
+                .to_kind(Kind::Float),
+        );
+    }
+    Ok(Tensor::cat(&out, 0))
+}
+
+/// Normalised latents `(B, z_dim, h, w)` → images in [0, 1], one at a time.
+fn vae_decode(
+    vae: &AutoencoderKLQwenImage,
+    latents: &Tensor,
+    device: Device,
+) -> Result<Tensor, ModelError> {
+    let mut out = Vec::new();
+    for i in 0..latents.size()[0] {
+        let z = vae.denormalize(
+            &latents
+                .get(i)
+                .unsqueeze(0)
+                .to_device(device)
+                .to_kind(Kind::Float),
+        );
+        let image = vae.decode(&z.to_kind(vae.kind()))?;
+        out.push((image.to_kind(Kind::Float) / 2.0 + 0.5).clamp(0.0, 1.0));
+    }
+    Ok(Tensor::cat(&out, 0))
+}
+
+/// What `encode-prompts` runs for Qwen-Image-Edit: the VAE and the Qwen2.5-VL prompt encoder
+/// of a repository (not its transformer), making the encodings [`QwenImageEdit`] looks up.
+pub struct QwenConditionEncoder {
+    vae: AutoencoderKLQwenImage,
+    encoder: QwenVlPromptEncoder,
+    style: PromptStyle,
+    device: Device,
+}
+
+impl QwenConditionEncoder {
+    /// The VAE and prompt encoder of `dir` on `device` (float32 on the CPU, bfloat16 on CUDA).
+    pub fn load(dir: &Path, device: Device) -> Result<QwenConditionEncoder, ModelError> {
+        let index = check_repository(dir)?;
+        let kind = kind_for(device);
+        let style = style_of(&index);
+        Ok(QwenConditionEncoder {
+            vae: AutoencoderKLQwenImage::load(&dir.join("vae"), device, kind)?,
+            encoder: load_prompt_encoder(dir, style, device, kind)?,
+            style,
+            device,
+        })
+    }
+
+    /// The condition image the RL kinds derive from a source image `(3, H, W)` in [0, 1] (the
+    /// VAE decode of its latent, 8-bit: see the module documentation) and its digest.
+    pub fn condition_image(&self, source: &Tensor) -> Result<(Tensor, String), ModelError> {
+        let s = source.size();
+        let m = self.vae.scale_factor() * 2;
+        if s.len() != 3 || s[0] != 3 || s[1] % m != 0 || s[2] % m != 0 {
+            return Err(input_err(
+                "source image",
+                format!("expected (3, H, W) with H and W multiples of {m}, got {s:?}"),
+            ));
+        }
+        tch::no_grad(|| {
+            let z = vae_encode(&self.vae, &source.unsqueeze(0), self.device)?;
+            let img = to_u8(&vae_decode(&self.vae, &z, self.device)?).get(0);
+            let digest = image_digest(&img)?;
+            Ok((img, digest))
+        })
+    }
+
+    /// The states `(1, L, hidden)` of `prompt` with the condition image `image` (from
+    /// [`Self::condition_image`]), on the CPU: a [`CACHED_STATES`] entry.
+    pub fn encode(&self, prompt: &str, image: &Tensor) -> Result<Tensor, ModelError> {
+        tch::no_grad(|| {
+            let shown = encoder_image(self.style, image)?;
+            Ok(encode_prompt(&self.encoder, prompt, &shown)?
+                .unsqueeze(0)
+                .to_device(Device::Cpu))
+        })
+    }
+}
+
 impl EditPolicy for QwenImageEdit {
     fn backend(&self) -> &str {
         BACKEND
@@ -260,11 +496,7 @@ impl EditPolicy for QwenImageEdit {
             ));
         }
         self.check_size("images", s[2], s[3])?;
-        let vae = &self.pipeline.vae;
-        let x = images.to_device(self.device()).to_kind(Kind::Float) * 2.0 - 1.0;
-        Ok(vae
-            .normalize(&vae.encode_mean(&x.to_kind(vae.kind()))?)
-            .to_kind(Kind::Float))
+        vae_encode(&self.pipeline.vae, images, self.device())
     }
 
     fn decode(&self, latents: &Tensor) -> Result<Tensor, ModelError> {
@@ -276,10 +508,7 @@ impl EditPolicy for QwenImageEdit {
                 format!("expected (B, {z}, h, w), got {s:?}"),
             ));
         }
-        let vae = &self.pipeline.vae;
-        let z = vae.denormalize(&latents.to_device(self.device()).to_kind(Kind::Float));
-        let image = vae.decode(&z.to_kind(vae.kind()))?;
-        Ok((image.to_kind(Kind::Float) / 2.0 + 0.5).clamp(0.0, 1.0))
+        vae_decode(&self.pipeline.vae, latents, self.device())
     }
 
     fn latent_shape(&self, height: i64, width: i64) -> Result<[i64; 3], ModelError> {
@@ -338,6 +567,14 @@ impl EditPolicy for QwenImageEdit {
             out = out.with(to, cond.get(from)?.shallow_clone(), pad);
         }
         Ok(out)
+    }
+
+    fn set_prompt_source(&mut self, source: Box<dyn PromptSource>) {
+        self.prompt_source = Some(source);
+    }
+
+    fn inline_prompt_encodings(&self) -> u64 {
+        self.inline.load(Ordering::Relaxed)
     }
 
     fn embeds_guidance(&self) -> bool {
@@ -486,5 +723,14 @@ impl EditPolicy for QwenImageEdit {
              reference",
             dir.display()
         )))
+    }
+}
+
+impl Drop for QwenImageEdit {
+    /// A cached pipeline goes back without this policy's adapters (and their gradients).
+    fn drop(&mut self) {
+        if self.pipeline.is_cached() {
+            self.pipeline.transformer.clear_lora();
+        }
     }
 }

@@ -23,7 +23,7 @@ pub mod vision;
 pub use super::flux_kontext::vae::{pack_latents, unpack_latents};
 pub use config::{AutoencoderKLQwenImageConfig, QwenImageTransformer2DModelConfig};
 pub use config_vl::{Qwen2VLImageProcessorConfig, Qwen25VlConfig};
-pub use edit_policy::{BACKEND, QwenImageEdit};
+pub use edit_policy::{BACKEND, QwenConditionEncoder, QwenImageEdit};
 pub use image::{Qwen2VlImageProcessor, calculate_dimensions, pil_lanczos_resize, smart_resize};
 pub use pipeline::{QwenEditRequest, QwenImageEditPipeline, qwen_schedule, true_cfg};
 pub use prompt::{PromptEncoding, QwenVlPromptEncoder};

@@ -54,6 +54,32 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("scheduler", "FlowMatchEulerDiscreteScheduler"),
 ];
 
+/// The prompt style of a repository's pipeline class.
+pub fn style_of(index: &ModelIndex) -> PromptStyle {
+    if index.class_name == PLUS_PIPELINE_CLASS {
+        PromptStyle::EditPlus
+    } else {
+        PromptStyle::Edit
+    }
+}
+
+/// The repository's Qwen2.5-VL prompt encoder (`text_encoder` + `processor`) in `style`.
+pub fn load_prompt_encoder(
+    dir: &Path,
+    style: PromptStyle,
+    device: Device,
+    kind: Kind,
+) -> Result<QwenVlPromptEncoder, ModelError> {
+    let mut encoder = QwenVlPromptEncoder::load(
+        &dir.join("text_encoder"),
+        &dir.join("processor"),
+        device,
+        kind,
+    )?;
+    encoder.style = style;
+    Ok(encoder)
+}
+
 /// Checks that `dir` is a diffusers Qwen-Image-Edit repository: `model_index.json` names
 /// `QwenImageEditPipeline` or `QwenImageEditPlusPipeline` and the components cocoflow loads.
 pub fn check_repository(dir: &Path) -> Result<ModelIndex, ModelError> {
@@ -164,7 +190,11 @@ pub struct QwenEditRequest<'a> {
 pub struct QwenImageEditPipeline {
     pub transformer: QwenImageTransformer2DModel,
     pub vae: AutoencoderKLQwenImage,
-    pub encoder: QwenVlPromptEncoder,
+    /// The Qwen2.5-VL prompt encoder; `None` when loaded without it
+    /// ([`QwenImageEditPipeline::load_parts`]: conditionings from an `encode-prompts` artifact).
+    pub encoder: Option<QwenVlPromptEncoder>,
+    /// The prompt template and encoder-image size of the repository's pipeline class.
+    pub style: PromptStyle,
     pub scheduler: FlowMatchEulerDiscreteSchedulerConfig,
 }
 
@@ -190,6 +220,18 @@ pub struct EditConditions {
 impl QwenImageEditPipeline {
     /// Loads every component of a diffusers `QwenImageEditPipeline` directory.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        Self::load_parts(dir, device, kind, true)
+    }
+
+    /// [`Self::load`]; `text_encoder: false` leaves out the Qwen2.5-VL prompt encoder (by far
+    /// the largest component after the transformer) for tasks whose prompt encodings come from
+    /// an `encode-prompts` artifact.
+    pub fn load_parts(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+        text_encoder: bool,
+    ) -> Result<Self, ModelError> {
         let index = check_repository(dir)?;
         let scheduler: FlowMatchEulerDiscreteSchedulerConfig =
             read_config(&dir.join("scheduler").join("scheduler_config.json"))?;
@@ -197,21 +239,48 @@ impl QwenImageEditPipeline {
             path: dir.join("scheduler").join("scheduler_config.json"),
             message: e.to_string(),
         })?;
-        let mut encoder = QwenVlPromptEncoder::load(
-            &dir.join("text_encoder"),
-            &dir.join("processor"),
-            device,
-            kind,
-        )?;
-        if index.class_name == PLUS_PIPELINE_CLASS {
-            encoder.style = PromptStyle::EditPlus;
-        }
+        let style = style_of(&index);
+        let encoder = if text_encoder {
+            Some(load_prompt_encoder(dir, style, device, kind)?)
+        } else {
+            None
+        };
         Ok(QwenImageEditPipeline {
             transformer: QwenImageTransformer2DModel::load(&dir.join("transformer"), device, kind)?,
             vae: AutoencoderKLQwenImage::load(&dir.join("vae"), device, kind)?,
             encoder,
+            style,
             scheduler,
         })
+    }
+
+    /// The prompt encoder, or an error saying it was not loaded.
+    pub fn encoder(&self) -> Result<&QwenVlPromptEncoder, ModelError> {
+        self.encoder.as_ref().ok_or_else(|| {
+            ModelError::InvalidConfig(
+                "this Qwen-Image-Edit pipeline was loaded without its prompt encoder \
+                 (`text_encoder`): its prompts come from an `encode-prompts` artifact"
+                    .into(),
+            )
+        })
+    }
+
+    /// Bytes of every loaded weight (what the model cache charges for it).
+    pub fn bytes(&self) -> u64 {
+        let vars = |vs: &tch::nn::VarStore| -> u64 {
+            vs.variables()
+                .into_values()
+                .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+                .sum()
+        };
+        vars(self.transformer.var_store())
+            + vars(self.vae.var_store())
+            + self.encoder.as_ref().map_or(0, |e| {
+                e.variables()
+                    .values()
+                    .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+                    .sum()
+            })
     }
 
     /// `vae_scale_factor · 2`: target sides are floored to multiples of it.
@@ -242,9 +311,10 @@ impl QwenImageEditPipeline {
         let cond = pil_lanczos_resize(source, cw, ch)?;
         let z = self.vae.encode_mean(&vae_preprocess(&cond))?;
         let source_latents = pack_latents(&self.vae.normalize(&z))?;
-        let prompt = self.encoder.encode(&[prompt], &[&cond])?;
+        let encoder = self.encoder()?;
+        let prompt = encoder.encode(&[prompt], &[&cond])?;
         let negative = negative_prompt
-            .map(|n| self.encoder.encode(&[n], &[&cond]))
+            .map(|n| encoder.encode(&[n], &[&cond]))
             .transpose()?;
         Ok(EditConditions {
             condition_size: (cw, ch),

@@ -212,6 +212,13 @@ impl QwenImageTransformer2DModel {
         n
     }
 
+    /// Removes every LoRA adapter (from the layers and the variable store): the model is its
+    /// base again, as loaded, for the next task that uses it (the per-worker model cache).
+    pub fn clear_lora(&mut self) {
+        let vars = self.vs.variables_.clone();
+        super::super::lora::clear_adapters(self.linears_mut(), &vars);
+    }
+
     /// The velocity of the target tokens, `(B, N, patch² · out_channels)`.
     pub fn forward(&self, inp: &QwenInputs) -> Result<Tensor, ModelError> {
         let n = inp.hidden_states.size().get(1).copied().unwrap_or(0);

@@ -234,13 +234,15 @@ fn bad_inputs_are_named() {
         "bad input `latents`: expected (1, 24, 16) for a 96×64 target, got [1, 5, 16]"
     );
     let err = pipe
-        .encoder
+        .encoder()
+        .unwrap()
         .encode(&["a <|image_pad|> b"], &[&src])
         .unwrap_err()
         .to_string();
     assert!(err.contains("must not contain `<|image_pad|>`"), "{err}");
     let err = pipe
-        .encoder
+        .encoder()
+        .unwrap()
         .encode(&["a", "b"], &[&src])
         .unwrap_err()
         .to_string();

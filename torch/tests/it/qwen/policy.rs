@@ -521,3 +521,130 @@ fn sampler_schedule_is_the_pipelines() {
     // one step: nothing to stretch
     assert_eq!(cfg.sigmas(1, 4), vec![1.0, 0.0]);
 }
+
+/// `encode-prompts`' Qwen path (the VAE round trip and the Qwen2.5-VL states per (prompt,
+/// condition image)) written as the artifact, one instruction held back: a policy loaded
+/// without its prompt encoder conditions exactly as the full policy does, takes the encodings
+/// from the artifact, and encodes the held-back one with the encoder loaded on demand (counted).
+#[test]
+fn cached_prompt_encodings_replace_the_prompt_encoder() {
+    use cocoflow_torch::artifacts::prompts::{
+        PromptTable, write_entry, write_manifest_with_images,
+    };
+    use cocoflow_torch::models::lease::Leased;
+    use cocoflow_torch::models::qwen_image_edit::QwenConditionEncoder;
+    use cocoflow_torch::models::qwen_image_edit::edit_policy::{
+        CACHED_STATES, NEGATIVE_PROMPT_MASK,
+    };
+    use cocoflow_torch::models::qwen_image_edit::pipeline::NEGATIVE_PROMPT;
+
+    let images = source_images(2, 32, 32);
+    let ins = ["a", "turn the large red circle into a small blue square"];
+    let full = QwenImageEdit::load(&repo(), Device::Cpu).unwrap();
+    let src = full.encode(&images).unwrap();
+    // one image at a time: a latent does not depend on its batch
+    assert!(
+        full.encode(&images.narrow(0, 1, 1))
+            .unwrap()
+            .equal(&src.narrow(0, 1, 1))
+    );
+    let want = full.condition(&src, &ins).unwrap();
+
+    let enc = QwenConditionEncoder::load(&repo(), Device::Cpu).unwrap();
+    let mut entries = BTreeMap::new();
+    for i in 0..2 {
+        let (img, digest) = enc.condition_image(&images.get(i)).unwrap();
+        assert_eq!(img.kind(), Kind::Uint8);
+        let prompts: &[&str] = if i == 0 {
+            &[ins[0], NEGATIVE_PROMPT]
+        } else {
+            &[NEGATIVE_PROMPT] // ins[1] held back
+        };
+        for p in prompts {
+            entries.insert(
+                (p.to_string(), digest.clone()),
+                enc.encode(p, &img).unwrap(),
+            );
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("prompts");
+    let (mut prompts, mut digests, mut files) = (vec![], vec![], vec![]);
+    for (i, ((p, d), t)) in entries.into_iter().enumerate() {
+        let parts = BTreeMap::from([(CACHED_STATES.to_string(), t)]);
+        files.push(write_entry(&out, i, &parts).unwrap());
+        prompts.push(p);
+        digests.push(d);
+    }
+    write_manifest_with_images(
+        &out,
+        "qwen-image-edit",
+        "d",
+        &prompts,
+        &digests,
+        Some(files),
+    )
+    .unwrap();
+    let table = PromptTable::open(&out).unwrap();
+    assert_eq!(table.manifest.images.len(), 3);
+    // image-keyed entries are not found by instruction alone
+    let e = cocoflow_torch::models::PromptSource::lookup(&table, &["a"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keyed by a condition image"), "{e}");
+
+    let pipe = QwenImageEdit::load_pipeline(&repo(), Device::Cpu, false).unwrap();
+    assert!(pipe.encoder.is_none());
+    assert!(pipe.bytes() < full.pipeline.bytes());
+    let mut policy = QwenImageEdit::from_leased(Leased::owned(pipe), &repo()).unwrap();
+    policy.set_prompt_source(Box::new(table));
+    let got = policy.condition(&src, &ins).unwrap();
+    for k in [
+        PROMPT_EMBEDS,
+        PROMPT_MASK,
+        NEGATIVE_PROMPT_EMBEDS,
+        NEGATIVE_PROMPT_MASK,
+    ] {
+        assert!(
+            got.get(k).unwrap().equal(want.get(k).unwrap()),
+            "`{k}` differs from the full policy's"
+        );
+    }
+    assert_eq!(
+        policy.inline_prompt_encodings(),
+        1,
+        "the held-back instruction"
+    );
+    assert_eq!(full.inline_prompt_encodings(), 0, "no prompt source");
+}
+
+/// The per-worker model cache holds the Qwen-Image-Edit pipeline: a task leases it, and it
+/// comes back without that task's adapters; a concurrent task gets a second slot.
+#[test]
+fn the_model_cache_loads_qwen_once_and_leases_it() {
+    use cocoflow_engine::kind::ModelCache;
+    use cocoflow_torch::models::BaseModel;
+    use std::sync::Arc;
+    let cache = Arc::new(ModelCache::with_limit(1 << 30));
+    let base = BaseModel::cached(&repo(), cache.clone(), "digest-of-the-repo");
+    let lora = LoraConfig {
+        r: 4,
+        lora_alpha: 8.0,
+        ..LoraConfig::default()
+    };
+    {
+        let mut a = base.load(Device::Cpu).unwrap();
+        a.add_adapter(THETA, &lora).unwrap();
+        assert_eq!(a.adapter_names(), vec![THETA.to_string()]);
+        assert_eq!(cache.loads(), 1);
+    }
+    let b = base.load(Device::Cpu).unwrap();
+    assert_eq!(cache.loads(), 1, "leased again, not loaded");
+    assert!(b.adapter_names().is_empty(), "{:?}", b.adapter_names());
+    assert!(b.trainable_variables().is_empty());
+    let c = base.load(Device::Cpu).unwrap();
+    assert_eq!(cache.loads(), 2, "a concurrent task: a second slot");
+    drop((b, c));
+    let _d = base.load(Device::Cpu).unwrap();
+    assert_eq!(cache.loads(), 2);
+}
