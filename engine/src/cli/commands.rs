@@ -252,6 +252,9 @@ pub fn worker_exe(self_exe: &Path) -> PathBuf {
     self_exe.with_file_name("cocoflow-worker")
 }
 
+/// CPU slots of a run whose default executor is `slurm` (without `--cpus`).
+const SLURM_CPU_SLOTS: u32 = 1024;
+
 async fn cmd_run(
     state: &Path,
     registry: Registry,
@@ -292,7 +295,11 @@ async fn cmd_run(
         state_dir: state.to_path_buf(),
         base_dir: std::env::current_dir().unwrap_or_default(),
         gpus,
-        cpus: run.cpus,
+        // With Slurm the cluster, not this machine, bounds the CPUs: the run asks for up to
+        // SLURM_CPU_SLOTS at once unless `--cpus` says otherwise.
+        cpus: run
+            .cpus
+            .or((run.executor == "slurm").then_some(SLURM_CPU_SLOTS)),
         fail_fast: run.fail_fast,
         executor,
         grace,
@@ -321,6 +328,10 @@ async fn cmd_run(
     } else {
         String::new()
     };
+    let loads = report
+        .executor_notes
+        .iter()
+        .fold(loads, |acc, n| format!("{acc}; {n}"));
     let text = format!(
         "run {} {} in {}: {} ran, {} cached, {} failed, {} blocked, {} interrupted{loads}\n  details: cocoflow status {}",
         report.run_id,
@@ -333,7 +344,7 @@ async fn cmd_run(
         report.interrupted,
         report.run_id
     );
-    let summary = serde_json::json!({"run": report.run_id, "status": report.status.label(), "succeeded": report.succeeded, "cached": report.cached, "failed": report.failed, "blocked": report.blocked, "interrupted": report.interrupted, "seconds": report.elapsed.as_secs_f64(), "model_loads": report.model_loads, "workers_started": report.workers_started});
+    let summary = serde_json::json!({"run": report.run_id, "status": report.status.label(), "succeeded": report.succeeded, "cached": report.cached, "failed": report.failed, "blocked": report.blocked, "interrupted": report.interrupted, "seconds": report.elapsed.as_secs_f64(), "model_loads": report.model_loads, "workers_started": report.workers_started, "executor_notes": report.executor_notes});
     ui.done(&summary, &text);
     Ok(match report.status {
         RunStatus::Succeeded => EXIT_OK,

@@ -65,15 +65,16 @@ pub struct RunArgs {
     /// GPU ids to use (`0,1,2,3` or `none`); default: the workflow's, else discovered.
     #[arg(long)]
     pub gpus: Option<String>,
-    /// CPU slots (default: the machine's cores).
+    /// CPU slots (default: the machine's cores; with `--executor slurm`, 1024: the cluster
+    /// queues what it cannot run yet).
     #[arg(long)]
     pub cpus: Option<u32>,
     /// Stop launching after the first failure (default: keep going).
     #[arg(long)]
     pub fail_fast: bool,
     /// Default executor: `in-process` (this process; kinds that need libtorch then go to
-    /// `workers`), `workers` (long-lived worker processes), or `subprocess` (a fresh process
-    /// per attempt).
+    /// `workers`), `workers` (long-lived worker processes), `subprocess` (a fresh process
+    /// per attempt), or `slurm` (a Slurm batch job per attempt).
     #[arg(long, default_value = "in-process")]
     pub executor: String,
     /// After Ctrl-C, how long running tasks may finish before they are cancelled.
@@ -199,6 +200,9 @@ pub enum Command {
     Worker {
         #[arg(long)]
         job: PathBuf,
+        /// Run on the devices of `CUDA_VISIBLE_DEVICES` (a Slurm allocation's).
+        #[arg(long)]
+        gpus_from_env: bool,
     },
 }
 
@@ -244,8 +248,8 @@ pub fn main_with_extensions(registry: Registry, extensions: Vec<Extension>) -> i
             return EXIT_USAGE;
         }
     };
-    if let Command::Worker { job } = &cli.command {
-        return crate::exec::worker_main(job, &registry);
+    if let Command::Worker { job, gpus_from_env } = &cli.command {
+        return crate::exec::worker_main(job, &registry, *gpus_from_env);
     }
     if let Command::WorkerServe = &cli.command {
         return crate::exec::workers::serve_main(&registry);

@@ -8,9 +8,12 @@
 //! - `subprocess` ([`subprocess`]): one fresh process per attempt (isolation), the worker
 //!   binary for torch kinds and this program otherwise. Its stdout carries progress and the
 //!   outcome as JSON lines.
+//! - `slurm` ([`slurm`]): one Slurm batch job per attempt running the same program, followed
+//!   through its output file and `squeue`, re-attached after an engine restart.
 
 pub mod in_process;
 pub mod protocol;
+pub mod slurm;
 pub mod subprocess;
 pub mod workers;
 
@@ -100,6 +103,10 @@ pub struct Launch {
     pub needs_worker: bool,
     /// Kill the attempt after this long (the task's `timeout`).
     pub timeout: Option<std::time::Duration>,
+    /// CPU slots the task asked for (`resources: {cpus: N}`).
+    pub cpus: u32,
+    /// The task's own `slurm:` options (over the workflow's).
+    pub slurm: Option<serde_json::Value>,
     pub events: tokio::sync::mpsc::UnboundedSender<ExecEvent>,
 }
 
@@ -107,6 +114,7 @@ pub struct Launch {
 #[derive(Clone, Default)]
 pub struct Running {
     cancel: Arc<AtomicBool>,
+    killed: Arc<AtomicBool>,
     notify: Arc<tokio::sync::Notify>,
     /// The process group to signal, when the attempt has a process of its own.
     pgid: Arc<std::sync::Mutex<Option<i32>>>,
@@ -130,10 +138,19 @@ impl Running {
 
     /// Stops the attempt's process now (SIGKILL); in-process tasks cannot be killed.
     pub fn kill(&self) {
+        self.killed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.notify.notify_waiters();
         if let Some(pgid) = *self.pgid.lock().unwrap() {
             // SAFETY: signals the attempt's own process group.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
+    }
+
+    /// Whether [`Running::kill`] was called (an executor without a local process, e.g.
+    /// Slurm, stops the attempt its own way).
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -175,6 +192,10 @@ pub trait Executor: Send + Sync {
     fn model_loads(&self) -> u64 {
         0
     }
+    /// A line for the run summary (e.g. Slurm jobs submitted and re-attached), if any.
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The executors of a run, by name.
@@ -184,7 +205,7 @@ pub struct Executors {
 }
 
 /// The names of the built-in executors.
-pub const BUILTIN: [&str; 3] = ["in-process", "subprocess", "workers"];
+pub const BUILTIN: [&str; 4] = ["in-process", "subprocess", "workers", "slurm"];
 
 /// Checks an executor name against the built-ins (`known` adds registered ones).
 pub fn check_name(name: &str, known: &[&str]) -> Result<(), String> {
@@ -231,6 +252,11 @@ impl Executors {
     pub fn model_loads(&self) -> u64 {
         self.map.values().map(|e| e.model_loads()).sum()
     }
+
+    /// The executors' lines for the run summary.
+    pub fn summaries(&self) -> Vec<String> {
+        self.map.values().filter_map(|e| e.summary()).collect()
+    }
 }
 
 /// What the built-in executors need from a run.
@@ -244,6 +270,8 @@ pub struct ExecEnv {
     pub self_exe: PathBuf,
     /// The worker binary (`cocoflow-worker`), for kinds that need libtorch.
     pub worker_exe: PathBuf,
+    /// The workflow's `slurm:` options (the `slurm` executor's defaults).
+    pub slurm: slurm::SlurmOptions,
 }
 
 impl Executors {
@@ -253,6 +281,7 @@ impl Executors {
         e.register(Arc::new(in_process::InProcess::new(env)));
         e.register(Arc::new(subprocess::Subprocess::new(env)));
         e.register(Arc::new(workers::Workers::new(env)));
+        e.register(Arc::new(slurm::Slurm::new(env)));
         e
     }
 }
@@ -390,8 +419,10 @@ pub enum WorkerLine {
 
 pub const WORKER_PREFIX: &str = "@@cocoflow ";
 
-/// The `cocoflow worker --job FILE` entry point: runs the job, prints the outcome.
-pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
+/// The `cocoflow worker --job FILE` entry point: runs the job, prints the outcome. With
+/// `gpus_from_env` (a Slurm job) the attempt runs on the devices of `CUDA_VISIBLE_DEVICES` (the
+/// allocation's) instead of the ids the engine granted.
+pub fn worker_main(job_file: &std::path::Path, registry: &Registry, gpus_from_env: bool) -> i32 {
     let job: Job = match std::fs::read(job_file)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -402,6 +433,24 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry) -> i32 {
             return 70;
         }
     };
+    let mut job = job;
+    if gpus_from_env && !job.gpus.is_empty() {
+        let env = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+        match crate::gpu::parse_list(&env) {
+            Ok(ids) if ids.len() == job.gpus.len() => job.gpus = ids,
+            _ => {
+                print_line(&WorkerLine::Outcome(JobOutcome::Failed {
+                    message: format!(
+                        "the allocation's CUDA_VISIBLE_DEVICES is {env:?}, but the task asked \
+                         for {} GPU(s)",
+                        job.gpus.len()
+                    ),
+                    retryable: true,
+                }));
+                return 1;
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

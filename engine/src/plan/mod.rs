@@ -49,6 +49,8 @@ pub struct Instance {
     pub resources: ResourceSpec,
     pub retries: RetrySpec,
     pub executor: Option<String>,
+    /// The task's `slurm:` options (JSON), over the workflow's.
+    pub slurm: Option<Value>,
     /// Attempts are stopped after this long.
     pub timeout: Option<std::time::Duration>,
     pub priority: i64,
@@ -710,6 +712,7 @@ impl<'w, 'c> Builder<'w, 'c> {
             resources: spec.resources.clone(),
             retries: spec.retries.clone(),
             executor: spec.executor.clone(),
+            slurm: spec.slurm.clone(),
             timeout: spec.timeout,
             priority: spec.priority,
         });

@@ -134,6 +134,8 @@ impl Launcher<'_> {
                 job,
                 needs_worker,
                 timeout: inst.timeout,
+                cpus: inst.resources.cpus,
+                slurm: inst.slurm.clone(),
                 events: self.tx.clone(),
             }),
             None => {

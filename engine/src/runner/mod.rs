@@ -78,6 +78,8 @@ pub struct RunReport {
     pub model_loads: u64,
     /// Worker processes started (`workers` executor).
     pub workers_started: u64,
+    /// Lines the executors add to the summary (Slurm jobs submitted and re-attached).
+    pub executor_notes: Vec<String>,
 }
 
 pub fn hostname() -> String {
@@ -218,6 +220,7 @@ pub async fn run(
         state_dir: opts.state_dir.clone(),
         self_exe: opts.self_exe.clone(),
         worker_exe: opts.worker_exe.clone(),
+        slurm: plan.workflow.slurm.clone(),
     });
     crate::kind::workdirs::recycle(true);
     let mut launched: HashMap<InstanceId, Launched> = HashMap::new();
@@ -463,6 +466,7 @@ pub async fn run(
     executors.shutdown();
     let workers_started = executors.processes_started();
     let model_loads = executors.model_loads();
+    let executor_notes = executors.summaries();
     tracing::info!(run = %opts.run_id, seconds = t0.elapsed().as_secs_f64(), model_loads, workers_started, "run ends");
     lease_task.abort();
     crate::kind::workdirs::drop_spares();
@@ -515,6 +519,7 @@ pub async fn run(
         elapsed: t0.elapsed(),
         model_loads,
         workers_started,
+        executor_notes,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct Workflow {
     pub swept: bool,
     pub entries: IndexMap<String, Entry>,
     pub pools: PoolsSpec,
+    /// The `slurm:` options (the `slurm` executor's defaults).
+    pub slurm: crate::exec::slurm::SlurmOptions,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +74,8 @@ pub struct TaskSpec {
     pub retries: RetrySpec,
     /// The executor's name (checked against [`crate::exec::BUILTIN`]).
     pub executor: Option<String>,
+    /// The task's `slurm:` options (checked), as JSON.
+    pub slurm: Option<Value>,
     /// Attempts are stopped after this long.
     pub timeout: Option<std::time::Duration>,
     pub every: Option<Value>,
@@ -411,6 +415,14 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
     }
 
     let pools = build_pools(&ctx, &raw.resources)?;
+    let slurm = match &raw.slurm {
+        None => Default::default(),
+        Some(y) => {
+            let v = to_json(&ctx, "slurm", y)?;
+            crate::exec::slurm::SlurmOptions::from_json(&v)
+                .map_err(|m| ctx.err_value("slurm", m))?
+        }
+    };
     Ok(Workflow {
         name: raw.name,
         store: raw.store.unwrap_or_else(|| DEFAULT_STORE.to_string()),
@@ -420,6 +432,7 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
         swept,
         entries,
         pools,
+        slurm,
     })
 }
 
@@ -502,6 +515,7 @@ fn build_entry(
                 "resources",
                 "retries",
                 "executor",
+                "slurm",
                 "timeout",
                 "every",
                 "scope",
@@ -514,6 +528,7 @@ fn build_entry(
                     "resources" => !e.resources.is_empty(),
                     "retries" => e.retries.is_some(),
                     "executor" => e.executor.is_some(),
+                    "slurm" => e.slurm.is_some(),
                     "timeout" => e.timeout.is_some(),
                     "every" => e.every.is_some(),
                     "scope" => e.scope.is_some(),
@@ -587,6 +602,16 @@ fn build_entry(
                     Some(x.clone())
                 }
             };
+            let slurm = match &e.slurm {
+                None => None,
+                Some(y) => {
+                    let v = to_json(ctx, &format!("{path}.slurm"), y)?;
+                    crate::exec::slurm::SlurmOptions::from_json(&v).map_err(|m| {
+                        ctx.err_value(&format!("{path}.slurm"), format!("{m} (task `{name}`)"))
+                    })?;
+                    Some(v)
+                }
+            };
             let timeout = match &e.timeout {
                 None => None,
                 Some(t) => Some(crate::util::parse_duration(t).ok_or_else(|| {
@@ -633,6 +658,7 @@ fn build_entry(
                 resources,
                 retries,
                 executor,
+                slurm,
                 timeout,
                 every,
                 scope,

@@ -23,6 +23,9 @@ pub struct RawWorkflow {
     /// Resource pools: `gpus: [0, 1]` or `gpus: 2`, `cpus: 8`, `judge: 4`, ...
     #[serde(default)]
     pub resources: IndexMap<String, Yaml>,
+    /// Options of the `slurm` executor (partition, account, qos, time, mem, sbatch_args, poll).
+    #[serde(default)]
+    pub slurm: Option<Yaml>,
     pub tasks: IndexMap<String, RawEntry>,
 }
 
@@ -108,6 +111,9 @@ pub struct RawEntry {
     pub retries: Option<Yaml>,
     #[serde(default)]
     pub executor: Option<String>,
+    /// This task's `slurm` executor options, over the workflow's `slurm:`.
+    #[serde(default)]
+    pub slurm: Option<Yaml>,
     /// Stop an attempt after this long (`30m`); it fails and the retry policy applies.
     #[serde(default)]
     pub timeout: Option<String>,

@@ -34,7 +34,7 @@ fn unknown_key_names_key_and_position() {
     assert_eq!(code, INVALID);
     assert_eq!(
         err,
-        "error: tasks.a: unknown field `parms`, expected one of `kind`, `loop`, `description`, `needs`, `inputs`, `params`, `resources`, `retries`, `executor`, `timeout`, `every`, `scope`, `priority`\n --> w.yaml:5:5"
+        "error: tasks.a: unknown field `parms`, expected one of `kind`, `loop`, `description`, `needs`, `inputs`, `params`, `resources`, `retries`, `executor`, `slurm`, `timeout`, `every`, `scope`, `priority`\n --> w.yaml:5:5"
     );
 }
 
@@ -44,7 +44,7 @@ fn unknown_top_level_key() {
     assert_eq!(code, INVALID);
     assert_eq!(
         err,
-        "error: unknown field `task`, expected one of `name`, `description`, `store`, `params`, `sweep`, `resources`, `tasks`\n --> w.yaml:2:1"
+        "error: unknown field `task`, expected one of `name`, `description`, `store`, `params`, `sweep`, `resources`, `slurm`, `tasks`\n --> w.yaml:2:1"
     );
 }
 

@@ -9,3 +9,4 @@ mod library;
 mod maintenance;
 mod runs;
 mod s3;
+mod slurm;
