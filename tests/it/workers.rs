@@ -339,6 +339,17 @@ fn cocoedit(
     sets: &[&str],
     extra: &[&str],
 ) -> (serde_json::Value, BTreeMap<String, Vec<u8>>) {
+    cocoedit_env(program, dir, sets, extra, &[])
+}
+
+/// [`cocoedit`] with extra environment variables.
+fn cocoedit_env(
+    program: &str,
+    dir: &Path,
+    sets: &[&str],
+    extra: &[&str],
+    envs: &[(&str, &Path)],
+) -> (serde_json::Value, BTreeMap<String, Vec<u8>>) {
     let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/cocoedit.yaml");
     let mut args = vec!["run".to_string(), wf.display().to_string()];
     for s in sets {
@@ -350,6 +361,7 @@ fn cocoedit(
         .args(&args)
         .current_dir(dir)
         .env("COCOFLOW_WORKER", WORKER)
+        .envs(envs.iter().copied())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -453,4 +465,61 @@ fn a_worker_loads_the_base_model_once_for_every_task() {
     let e = tempfile::tempdir().unwrap();
     let (s, _) = cocoedit(WORKER, e.path(), &sets, &[]);
     assert_eq!(s["model_loads"], 1, "{s}");
+}
+
+/// A reachable Slurm cluster's config (`SLURM_CONF`, or the one `scripts/slurm/up.sh` writes).
+fn slurm_conf() -> Option<std::path::PathBuf> {
+    let conf = std::env::var_os("SLURM_CONF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(
+                &std::env::var("COCOFLOW_SLURM_DIR")
+                    .unwrap_or_else(|_| "/tmp/cocoflow-slurm".into()),
+            )
+            .join("slurm.conf")
+        });
+    let ok = conf.is_file()
+        && Command::new("timeout")
+            .args(["10", "sinfo", "-h"])
+            .env("SLURM_CONF", &conf)
+            .output()
+            .is_ok_and(|o| o.status.success());
+    ok.then_some(conf)
+}
+
+/// `workflows/cocoedit.yaml` at small settings with every task a Slurm job (`--executor
+/// slurm` against the real cluster of `scripts/slurm/up.sh`: the torch kinds run as
+/// `cocoflow-worker worker --job` inside their jobs) exports the same files as the `workers`
+/// executor. Skipped without a cluster unless `COCOFLOW_REQUIRE_SLURM=1`.
+#[test]
+fn cocoedit_through_slurm_gives_the_workers_outputs() {
+    let Some(conf) = slurm_conf() else {
+        assert!(
+            std::env::var("COCOFLOW_REQUIRE_SLURM").as_deref() != Ok("1"),
+            "no Slurm cluster answers and COCOFLOW_REQUIRE_SLURM=1 (bash scripts/slurm/up.sh)"
+        );
+        eprintln!("skipped: no Slurm cluster (bash scripts/slurm/up.sh starts one)");
+        return;
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, fa) = cocoedit(BIN, a.path(), SMALL, &[]);
+    let (sb, fb) = cocoedit_env(
+        BIN,
+        b.path(),
+        SMALL,
+        &["--executor", "slurm"],
+        &[("SLURM_CONF", &conf)],
+    );
+    let notes = sb["executor_notes"].to_string();
+    assert!(
+        notes.contains("slurm: 15 jobs submitted, 0 re-attached"),
+        "{sb}"
+    );
+    assert_eq!(fb.keys().collect::<Vec<_>>(), fa.keys().collect::<Vec<_>>());
+    for (k, v) in &fa {
+        assert!(
+            v == &fb[k],
+            "`{k}` differs between the slurm and workers executors"
+        );
+    }
 }
