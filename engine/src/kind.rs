@@ -426,6 +426,16 @@ impl TaskCtx {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// The progress reporter, for threads of the task ([`TaskCtx::progress`] from elsewhere).
+    pub fn progress_sink(&self) -> ProgressSink {
+        self.progress.clone()
+    }
+
+    /// The cancellation flag, for threads of the task ([`TaskCtx::is_cancelled`]).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
     /// Returns `Err(Cancelled)` once cancellation was requested: call between work units.
     pub fn check_cancelled(&self) -> Result<(), TaskError> {
         if self.is_cancelled() {

@@ -2,6 +2,11 @@
 //! - `noop`: N no-op in-process tasks as fan-out/fan-in and as a chain: tasks/s, peak RSS.
 //! - `replan`: re-plan of a fully cached N-instance workflow: seconds.
 //! - `shell`: N no-op `shell` tasks with the subprocess executor: tasks/s.
+//! - `packing`: N independent tasks needing 1, 2 or 4 of 8 GPUs with known durations (`sleep`,
+//!   priority = duration: longest first): makespan against its lower bound
+//!   max(longest task, GPU-seconds / 8), and a check that no GPU id was held by two tasks at
+//!   once (each task logs the ids it was given and when it ran). `--executor slurm` runs the
+//!   same tasks as Slurm jobs (the ids are then the allocations').
 
 use super::*;
 use std::fmt::Write as _;
@@ -10,9 +15,15 @@ use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// `noop`, `replan`, `shell` or `all`.
+    /// `noop`, `replan`, `shell`, `packing` or `all` (all but `packing`).
     #[arg(default_value = "all")]
     pub which: String,
+    /// `packing`: the executor that runs the tasks (`subprocess` or `slurm`).
+    #[arg(long, default_value = "subprocess")]
+    pub executor: String,
+    /// `packing`: multiplies every task's duration (1.0: 1–6 s).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
     /// Task count (default 10000; 1000 for `shell`).
     #[arg(short)]
     pub n: Option<usize>,
@@ -217,10 +228,115 @@ pub async fn run(args: BenchArgs, _registry: Registry) -> Result<i32, super::com
             ((n + 2) as f64 / secs) / floor
         );
     }
+    if which == "packing" {
+        let n = args.n.unwrap_or(48);
+        let d = scratch.join("packing");
+        std::fs::create_dir_all(&d).expect("scratch");
+        packing(&exe, &d, n, &args.executor, args.scale);
+    }
     if !args.keep {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     Ok(EXIT_OK)
+}
+
+/// The packing task set: `(gpus, seconds)` of `n` tasks, from a fixed seed (1, 2 or 4 GPUs in
+/// proportions 1:1:1 by task count, 1–6 s before `scale`).
+pub fn packing_tasks(n: usize, scale: f64) -> Vec<(u32, f64)> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // splitmix64
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..n)
+        .map(|i| {
+            let gpus = [1, 2, 4][i % 3];
+            let tenths = 10 + next() % 51; // 1.0–6.0 s
+            (gpus, tenths as f64 / 10.0 * scale)
+        })
+        .collect()
+}
+
+fn packing(exe: &Path, d: &Path, n: usize, executor: &str, scale: f64) {
+    let tasks = packing_tasks(n, scale);
+    let log = d.join("gpus.log");
+    let mut y = format!(
+        "name: bench-packing-{n}\nstore: file://{}/store\nslurm: {{poll: 200ms}}\ntasks:\n",
+        d.display()
+    );
+    for (i, (g, secs)) in tasks.iter().enumerate() {
+        let _ = write!(
+            y,
+            "  t{i}:\n    kind: shell\n    priority: {}\n    resources: {{gpus: {g}, cpus: 0}}\n    params: {{cmd: 'a=$(date +%s.%N); sleep {secs:.2}; echo \"t{i} $CUDA_VISIBLE_DEVICES $a $(date +%s.%N)\" >> {}; echo {i} > out.txt', outputs: {{out: out.txt}}}}\n",
+            (secs * 1000.0) as i64,
+            log.display()
+        );
+    }
+    let wf = d.join("packing.yaml");
+    std::fs::write(&wf, y).expect("write bench workflow");
+    let longest = tasks.iter().map(|t| t.1).fold(0.0, f64::max);
+    let gpu_secs: f64 = tasks.iter().map(|t| t.0 as f64 * t.1).sum();
+    let bound = longest.max(gpu_secs / 8.0);
+    // The engine places the tasks on 8 GPU ids (through Slurm: it asks for at most 8 GPUs at
+    // once, and Slurm picks the devices).
+    let ids = "0,1,2,3,4,5,6,7";
+    let (secs, code, _) = run_child(
+        exe,
+        d,
+        &[
+            "run",
+            &wf.display().to_string(),
+            "--gpus",
+            ids,
+            "--executor",
+            executor,
+        ],
+    );
+    // From the tasks' own log: the span from the first start to the last end, and every
+    // pair of tasks that ran at the same time on a common GPU id.
+    let rows: Vec<(String, Vec<u32>, f64, f64)> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ids = f
+                .get(1)?
+                .split(',')
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            Some((
+                f[0].to_string(),
+                ids,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let first = rows.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
+    let last = rows.iter().map(|r| r.3).fold(0.0, f64::max);
+    let mut clashes = 0;
+    for (i, a) in rows.iter().enumerate() {
+        for b in &rows[i + 1..] {
+            if a.2 < b.3 && b.2 < a.3 && a.1.iter().any(|g| b.1.contains(g)) {
+                clashes += 1;
+            }
+        }
+    }
+    let by = |g: u32| tasks.iter().filter(|t| t.0 == g).count();
+    println!(
+        "packing ({executor}) n={n} ({} × 1 GPU, {} × 2, {} × 4; {gpu_secs:.1} GPU-s, longest {longest:.1} s) on 8 GPUs:\n    lower bound max(longest, GPU-s/8) = {bound:.2} s; makespan: {secs:.2} s whole run ({:.3}× the bound), {:.2} s first start → last end ({:.3}×; goal ≤ 1.05×)\n    {} tasks logged, {clashes} pairs ran at the same time on a common GPU id (goal 0); exit {code}",
+        by(1),
+        by(2),
+        by(4),
+        secs / bound,
+        last - first,
+        (last - first) / bound,
+        rows.len()
+    );
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

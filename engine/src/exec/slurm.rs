@@ -25,7 +25,7 @@
 //! - Options (`slurm:` at the workflow's top level, overridden per task by a task's `slurm:`):
 //!   `partition`, `account`, `qos`, `time` (a Slurm time limit, e.g. `2:00:00`), `mem`,
 //!   `sbatch_args` (a list of extra `sbatch` arguments), `poll` (how often `squeue` is asked,
-//!   default `2s`). The Slurm clients are `sbatch`, `squeue`, `scontrol` and `scancel` on
+//!   default `2s`; the job's output file, which carries the outcome, is read every 100 ms). The Slurm clients are `sbatch`, `squeue`, `scontrol` and `scancel` on
 //!   `PATH` (`SLURM_CONF` is passed on as usual); each call runs under a 30 s timeout.
 
 use super::{
@@ -279,6 +279,9 @@ async fn client(program: &str, args: &[String]) -> Result<String, String> {
         ))
     }
 }
+
+/// How often a running job's output file is read (its outcome is noticed within this).
+const TICK: Duration = Duration::from_millis(100);
 
 /// Job states of a job that has not ended (Slurm's `squeue -o %T` names).
 const ACTIVE: &[&str] = &[
@@ -563,6 +566,7 @@ async fn follow(
     let poll = plan.opts.poll_interval();
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let (mut termed, mut killed) = (false, false);
+    let mut last_asked: Option<tokio::time::Instant> = None;
     // A worker stopped by a SIGTERM the engine did not ask for (`scancel` from outside,
     // preemption) reports `Cancelled`: that is a failure of the attempt, and retryable.
     let own = |o: JobOutcome, asked: bool| match o {
@@ -596,6 +600,15 @@ async fn follow(
                 crate::util::human_duration(timeout.unwrap_or_default())
             ));
         }
+        // The output file is read every tick (cheap); `squeue` is asked every `poll`.
+        if last_asked.is_some_and(|t: tokio::time::Instant| t.elapsed() < poll) {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK.min(poll)) => {}
+                _ = running.cancelled(), if !termed => {}
+            }
+            continue;
+        }
+        last_asked = Some(tokio::time::Instant::now());
         match queue_state(&job_id).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -616,7 +629,7 @@ async fn follow(
             Err(e) => tracing::warn!("slurm: {e}"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(TICK.min(poll)) => {}
             _ = running.cancelled(), if !termed => {}
         }
     };

@@ -55,6 +55,12 @@ pub struct NftTrainParams {
     /// forward. Left out of the cache key while false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gradient_checkpointing: bool,
+    /// Data-parallel replicas when the task runs on the CPU (a GPU task has one replica per
+    /// granted GPU): the micro-batches are dealt out to this many model replicas, each in its
+    /// own thread, and their θ gradients summed before the optimiser step — the same step as
+    /// one replica's up to float reordering. Left out of the cache key while 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub cpu_replicas: usize,
     // --- adapters of a fresh state ---
     pub lora_rank: i64,
     pub lora_alpha: f64,
@@ -87,6 +93,7 @@ impl Default for NftTrainParams {
             timestep_fraction: 0.99,
             micro_batch: 16,
             gradient_checkpointing: false,
+            cpu_replicas: 1,
             lora_rank: DEFAULT_LORA_RANK,
             lora_alpha: DEFAULT_LORA_ALPHA,
             lora_init_seed: 0,
@@ -151,6 +158,12 @@ fn check(p: &NftTrainParams) -> Result<(), ParamError> {
         }
     };
     pos("beta", p.beta)?;
+    if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
+        return bad(
+            "cpu_replicas",
+            format!("must be between 1 and 64, got {}", p.cpu_replicas),
+        );
+    }
     if let Some(a) = p.adv_clip {
         pos("adv_clip", a)?;
     }
@@ -240,4 +253,8 @@ mod tests {
         assert!(c.ner && c.er);
         assert_eq!((c.lambda_ner, c.lambda_er), (0.2, 0.2));
     }
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }

@@ -33,6 +33,17 @@ pub struct RolloutParams {
     pub batch: usize,
     /// libtorch intra-op threads (CPU determinism depends on it).
     pub threads: usize,
+    /// Data-parallel replicas when the task runs on the CPU (a GPU task has one replica per
+    /// granted GPU): the samples are split into contiguous shards (multiples of `batch`, so
+    /// every sampler batch holds the same samples as with one replica), one model replica
+    /// and thread each; per-sample seeds make the rollouts the same bytes as one replica's.
+    /// Left out of the cache key while 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub cpu_replicas: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for RolloutParams {
@@ -46,6 +57,7 @@ impl Default for RolloutParams {
             guidance: None,
             batch: 32,
             threads: 1,
+            cpu_replicas: 1,
         }
     }
 }
@@ -85,6 +97,12 @@ impl Kind for Rollout {
     fn validate(&self, p: &RolloutParams) -> Result<(), ParamError> {
         if p.groups == 0 {
             return bad("groups", "must be at least 1");
+        }
+        if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
+            return bad(
+                "cpu_replicas",
+                format!("must be between 1 and 64, got {}", p.cpu_replicas),
+            );
         }
         if p.k == 0 {
             return bad("k", "must be at least 1");

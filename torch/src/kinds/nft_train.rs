@@ -76,25 +76,73 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
         .nft_config(reward_adv_clip)
         .map_err(|e| TaskError::Params(e))?;
 
-    let acc = nft_train::accumulate(
-        &mut *st.model,
-        &m,
-        &t_all,
-        &rw,
-        &nft_train::Settings {
+    // Data parallelism: one replica per granted GPU (several), or `cpu_replicas` on the CPU;
+    // replica 0 is the state's model, the others copies of it on their devices.
+    let devices: Vec<tch::Device> = if ctx.cuda_ordinals.len() > 1 && tch::Cuda::is_available() {
+        ctx.cuda_ordinals
+            .iter()
+            .map(|&o| tch::Device::Cuda(o as usize))
+            .collect()
+    } else if device == tch::Device::Cpu {
+        vec![device; p.cpu_replicas]
+    } else {
+        vec![device]
+    };
+    let base = base_model(ctx, &model_dir)?;
+    let mut others = Vec::new();
+    for &d in &devices[1..] {
+        others.push(state::load(&base, &state_dir, d, &lora)?.model);
+    }
+    if !others.is_empty() {
+        ctx.log(format!(
+            "nft-train: data-parallel over {} replicas ({:?})",
+            devices.len(),
+            devices
+        ));
+    }
+    let settings: Vec<nft_train::Settings> = devices
+        .iter()
+        .enumerate()
+        .map(|(r, &d)| nft_train::Settings {
             cfg: &cfg,
             seed: p.seed,
             step,
             timestep_fraction: p.timestep_fraction,
             micro_batch: p.micro_batch,
-            device,
+            device: d,
             gradient_checkpointing: p.gradient_checkpointing,
-        },
-        &mut |done, total, loss| {
-            ctx.progress(done, total, format!("loss {loss:.4}"));
-            ctx.check_cancelled()
-        },
-    )?;
+            shard: (r, devices.len()),
+        })
+        .collect();
+    let progress = ctx.progress_sink();
+    let cancel = ctx.cancel_flag();
+    let acc = {
+        let mut replicas: Vec<&mut dyn crate::models::EditPolicy> = vec![st.model.as_mut()];
+        for o in others.iter_mut() {
+            replicas.push(o.as_mut());
+        }
+        nft_train::accumulate_parallel(
+            &mut replicas,
+            &m,
+            &t_all,
+            &rw,
+            &settings,
+            &mut |done, total, loss| {
+                progress(cocoflow_engine::kind::Progress {
+                    done,
+                    total,
+                    message: format!("loss {loss:.4}"),
+                });
+                if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    Err(TaskError::Cancelled)
+                } else {
+                    Ok(())
+                }
+            },
+        )
+    };
+    drop(others);
+    let acc = acc?;
     let (sums, used, n_t) = (acc.sums, acc.used, acc.timesteps);
     let inline = st.model.inline_prompt_encodings();
     if inline > 0 {

@@ -188,8 +188,10 @@ fn gather_prompts(ds: &Dataset, p: &RolloutParams, iteration: u64) -> Result<Pro
     })
 }
 
-/// Every sample's x0 `(N, C, h, w)` on the CPU, sharded over the granted GPUs (contiguous
-/// shards, one thread and one model copy per GPU, results in order) or on one device.
+/// Every sample's x0 `(N, C, h, w)` on the CPU, sharded over the granted GPUs (or
+/// `cpu_replicas` CPU replicas): contiguous shards whose sizes are multiples of `batch` (every
+/// sampler batch then holds the samples it holds on one device), one thread and one model
+/// copy per replica, results in order; or on one device.
 fn sample_all(
     ctx: &TaskCtx,
     p: &RolloutParams,
@@ -211,7 +213,12 @@ fn sample_all(
             .map(|&o| Device::Cuda(o as usize))
             .collect()
     } else {
-        vec![device_of(&ctx.cuda_ordinals)]
+        let d = device_of(&ctx.cuda_ordinals);
+        if d == Device::Cpu {
+            vec![d; p.cpu_replicas]
+        } else {
+            vec![d]
+        }
     };
     let done = std::sync::atomic::AtomicUsize::new(0);
     let progress = |m: usize| {
@@ -235,8 +242,13 @@ fn sample_all(
         )
         .map_err(fail);
     }
-    let per = n.div_ceil(devices.len());
+    let per = n.div_ceil(devices.len()).div_ceil(p.batch.max(1)) * p.batch.max(1);
     let shards: Vec<&[usize]> = all.chunks(per).collect();
+    ctx.log(format!(
+        "rollout: data-parallel over {} replicas ({:?}), shards of {per} samples",
+        shards.len(),
+        &devices[..shards.len()]
+    ));
     let results: Vec<Result<Tensor, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = shards
             .iter()

@@ -74,6 +74,9 @@ pub struct Settings<'a> {
     /// θ's forward with gradient checkpointing where the backend has it
     /// ([`EditPolicy::velocity_for_training`]); the gradient is the same either way.
     pub gradient_checkpointing: bool,
+    /// `(r, n)`: this replica takes micro-batches `r, r + n, r + 2n, …` (data parallelism,
+    /// [`accumulate_parallel`]); `(0, 1)`: all of them.
+    pub shard: (usize, usize),
 }
 
 /// Accumulates θ's gradient (adapter `default`) over every sample in the loss and its
@@ -122,7 +125,14 @@ pub fn accumulate(
             let _ = g.zero_();
         }
     }
-    let chunks: Vec<&[usize]> = used.chunks(set.micro_batch).collect();
+    let all_chunks: Vec<&[usize]> = used.chunks(set.micro_batch).collect();
+    let (r_shard, n_shard) = set.shard;
+    let chunks: Vec<&[usize]> = all_chunks
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| c % n_shard.max(1) == r_shard)
+        .map(|(_, c)| *c)
+        .collect();
     // Each micro-batch's loss is a mean over its samples: weighing it by its share of the
     // samples makes the accumulated gradient the mean over all samples, whatever the
     // micro-batch size (a short last micro-batch must not weigh as much as a full one).
@@ -228,10 +238,117 @@ pub fn accumulate(
 
     let micro_batches = chunks.len();
     drop(chunks);
+    drop(all_chunks);
     Ok(Accumulated {
         sums,
         used,
         timesteps: n_t,
         micro_batches,
     })
+}
+
+impl TermSums {
+    /// Adds another replica's sums.
+    pub fn add(&mut self, o: &TermSums) {
+        self.n += o.n;
+        self.loss += o.loss;
+        self.policy += o.policy;
+        self.kl += o.kl;
+        self.ner += o.ner;
+        self.er += o.er;
+        self.ner_active += o.ner_active;
+        self.er_active += o.er_active;
+    }
+}
+
+/// [`accumulate`] data-parallel over `models` (replicas with the same adapters, each on its
+/// device): replica r takes micro-batches r, r + R, …, in its own thread; the other replicas'
+/// θ gradients are then added into `models[0]`'s (copied to its device), so `models[0]` holds
+/// the gradient one replica would have accumulated (up to float reordering), and the sums are
+/// those of all micro-batches. A replica that fails fails the whole call (after every thread
+/// has ended). `on_step` sees the progress of all replicas.
+pub fn accumulate_parallel(
+    models: &mut [&mut dyn EditPolicy],
+    m: &RolloutManifest,
+    t_all: &RolloutTensors,
+    rw: &RewardsFile,
+    sets: &[Settings],
+    on_step: &mut (dyn FnMut(u64, u64, f64) -> Result<(), TaskError> + Send),
+) -> Result<Accumulated, TaskError> {
+    let n = models.len();
+    if n == 1 {
+        return accumulate(&mut *models[0], m, t_all, rw, &sets[0], on_step);
+    }
+    let progress = std::sync::Mutex::new((on_step, vec![(0u64, 0u64, 0.0f64, 0.0f64); n]));
+    let results: Vec<Result<Accumulated, TaskError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = models
+            .iter_mut()
+            .zip(sets)
+            .enumerate()
+            .map(|(r, (model, set))| {
+                let progress = &progress;
+                // Tensors are not `Sync`: each replica reads its own handles of them.
+                let t_r = RolloutTensors {
+                    x0: t_all.x0.shallow_clone(),
+                    source_latents: t_all.source_latents.shallow_clone(),
+                    edit_masks: t_all.edit_masks.shallow_clone(),
+                    sigmas: t_all.sigmas.shallow_clone(),
+                };
+                s.spawn(move || {
+                    let mut report = |done: u64, total: u64, mean: f64| {
+                        let mut g = progress.lock().unwrap_or_else(|p| p.into_inner());
+                        g.1[r] = (done, total, mean * done as f64, done as f64);
+                        let (d, t, l, w) = g.1.iter().fold((0, 0, 0.0, 0.0), |a, x| {
+                            (a.0 + x.0, a.1 + x.1, a.2 + x.2, a.3 + x.3)
+                        });
+                        (g.0)(d, t.max(d), if w > 0.0 { l / w } else { 0.0 })
+                    };
+                    accumulate(&mut **model, m, &t_r, rw, set, &mut report)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(TaskError::Failed("a data-parallel replica panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut accs = Vec::with_capacity(n);
+    for (r, res) in results.into_iter().enumerate() {
+        accs.push(res.map_err(|e| match e {
+            TaskError::Failed(msg) => {
+                TaskError::Failed(format!("data-parallel replica {r} of {n}: {msg}"))
+            }
+            other => other,
+        })?);
+    }
+    // The all-reduce: every replica's θ gradient into replica 0's.
+    let main = models[0].adapter_variables(THETA).map_err(fail)?;
+    tch::no_grad(|| -> Result<(), TaskError> {
+        for model in models[1..].iter() {
+            let vars = model.adapter_variables(THETA).map_err(fail)?;
+            for (k, v) in &main {
+                let g = vars.get(k).map(|o| o.grad()).filter(|g| g.defined());
+                let Some(g) = g else { continue };
+                let mut mg = v.grad();
+                if mg.defined() {
+                    let _ = mg.g_add_(&g.to_device(v.device()));
+                } else {
+                    return Err(fail(format!(
+                        "data-parallel: replica 0 has no gradient for `{k}`"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut out = accs.remove(0);
+    for a in &accs {
+        out.sums.add(&a.sums);
+        out.micro_batches += a.micro_batches;
+    }
+    Ok(out)
 }
