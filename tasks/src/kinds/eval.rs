@@ -75,6 +75,11 @@ pub struct EvalParams {
     /// libtorch intra-op threads (results on the CPU depend on the count; default 1, like the
     /// RL kinds, so evaluations running side by side agree with one running alone).
     pub threads: i32,
+    /// Data-parallel replicas when the task runs on the CPU (a GPU task has one per granted
+    /// GPU): whole batches are edited side by side, each exactly as one replica edits it, so
+    /// the report is the same bytes. Left out of the cache key while 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub cpu_replicas: usize,
     /// What is scored: the policy's edits (default), or, as reference rows, the benchmark's
     /// own `target` images (`target`: the judge's and metrics' ceiling) or the unedited
     /// sources (`source`: perfect consistency, no edit). The references need no `model`.
@@ -109,6 +114,7 @@ impl Default for EvalParams {
             arm: None,
             iteration: None,
             threads: 1,
+            cpu_replicas: 1,
             images: EvalImages::default(),
             protocol: Protocol::default(),
             prompts: PromptSource::default(),
@@ -124,6 +130,12 @@ fn bad(path: &str, message: impl Into<String>) -> ParamError {
 }
 
 fn check(p: &EvalParams) -> Result<(), ParamError> {
+    if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
+        return Err(bad(
+            "cpu_replicas",
+            format!("must be between 1 and 64, got {}", p.cpu_replicas),
+        ));
+    }
     if p.threads < 1 {
         return Err(bad("threads", format!("must be ≥ 1, got {}", p.threads)));
     }
@@ -270,4 +282,8 @@ mod tests {
         assert_eq!(check(&p).unwrap_err().path, "prompts");
         assert!(typed_params::<EvalParams>(&json!({"prompts": ""})).is_err());
     }
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }

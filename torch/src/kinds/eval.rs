@@ -30,17 +30,31 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
         Ok(_) => Some(ctx.input_path("adapter")?),
         Err(_) => None,
     };
-    let policy = match p.images {
-        EvalImages::Policy => {
-            let model_dir = super::model_dir(ctx)?;
-            Some(load_policy(
-                &super::base_model(ctx, &model_dir)?,
-                adapter.as_deref(),
-                device,
-            )?)
-        }
-        _ => None,
+    // One replica per granted GPU (several), or `cpu_replicas` on the CPU.
+    let devices: Vec<tch::Device> = if ordinals.len() > 1 && tch::Cuda::is_available() {
+        ordinals.iter().map(|&o| tch::Device::Cuda(o)).collect()
+    } else if device == tch::Device::Cpu {
+        vec![device; p.cpu_replicas]
+    } else {
+        vec![device]
     };
+    let mut replicas: Vec<(
+        Box<dyn crate::models::EditPolicy>,
+        crate::models::ActiveAdapter,
+    )> = Vec::new();
+    if p.images == EvalImages::Policy {
+        let model_dir = super::model_dir(ctx)?;
+        let base = super::base_model(ctx, &model_dir)?;
+        for &d in &devices {
+            replicas.push(load_policy(&base, adapter.as_deref(), d)?);
+        }
+        if devices.len() > 1 {
+            ctx.log(format!(
+                "eval: data-parallel over {} replicas ({devices:?})",
+                devices.len()
+            ));
+        }
+    }
     let data_root = ctx.input_path("data")?;
     let ds =
         Dataset::open(&data_root).map_err(|e| TaskError::Failed(format!("input `data`: {e}")))?;
@@ -82,55 +96,66 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
     let fail = |k: &str, e: &dyn std::fmt::Display| {
         TaskError::Failed(format!("input `data`, record `{k}`: {e}"))
     };
-    for batch_recs in recs.chunks(p.batch_size) {
+    // Data parallelism: `replicas` policies (one per granted GPU, or `cpu_replicas` on the
+    // CPU) edit whole batches side by side, each batch as one replica would (the same records
+    // in it, the same per-record seeds); judging, metrics and saving follow in record order.
+    let n_rep = replicas.len().max(1);
+    for group in recs.chunks(p.batch_size * n_rep) {
         ctx.check_cancelled()?;
-        let mut all_srcs = Vec::new();
-        let mut all_masks = Vec::new();
-        let mut all_has_mask = Vec::new();
-        for r in batch_recs {
-            let s = ds.source(r).map_err(|e| fail(&r.key, &e))?;
-            let (_, h, w) = s.size3().expect("(3, H, W)");
-            let m = ds.edit_mask(r).map_err(|e| fail(&r.key, &e))?;
-            all_has_mask.push(m.is_some());
-            let m =
-                m.unwrap_or_else(|| Tensor::zeros([1, h, w], (tch::Kind::Float, tch::Device::Cpu)));
-            if m.size()[1..] != s.size()[1..] {
-                return Err(fail(
-                    &r.key,
-                    &format!(
-                        "the mask is {:?}, the source {:?} (height, width)",
-                        &m.size()[1..],
-                        &s.size()[1..]
-                    ),
-                ));
+        let mut prepared: Vec<Prepared> = Vec::new();
+        for batch_recs in group.chunks(p.batch_size) {
+            let mut all_srcs = Vec::new();
+            let mut all_masks = Vec::new();
+            let mut all_has_mask = Vec::new();
+            for r in batch_recs {
+                let s = ds.source(r).map_err(|e| fail(&r.key, &e))?;
+                let (_, h, w) = s.size3().expect("(3, H, W)");
+                let m = ds.edit_mask(r).map_err(|e| fail(&r.key, &e))?;
+                all_has_mask.push(m.is_some());
+                let m = m.unwrap_or_else(|| {
+                    Tensor::zeros([1, h, w], (tch::Kind::Float, tch::Device::Cpu))
+                });
+                if m.size()[1..] != s.size()[1..] {
+                    return Err(fail(
+                        &r.key,
+                        &format!(
+                            "the mask is {:?}, the source {:?} (height, width)",
+                            &m.size()[1..],
+                            &s.size()[1..]
+                        ),
+                    ));
+                }
+                all_srcs.push(s);
+                all_masks.push(m);
             }
-            all_srcs.push(s);
-            all_masks.push(m);
+            // Runs of equal image size: one tensor per batch (the synthetic benchmark has one
+            // size, so its batches are whole).
+            let mut start = 0;
+            while start < batch_recs.len() {
+                let size = all_srcs[start].size();
+                let end = (start + 1..batch_recs.len())
+                    .find(|&j| all_srcs[j].size() != size)
+                    .unwrap_or(batch_recs.len());
+                let chunk = &batch_recs[start..end];
+                prepared.push(Prepared {
+                    chunk,
+                    has_mask: all_has_mask[start..end].to_vec(),
+                    sources: Tensor::stack(&all_srcs[start..end], 0),
+                    edit_masks: Tensor::stack(&all_masks[start..end], 0),
+                    seeds: chunk.iter().map(|r| sample_seed(p.seed, &r.key)).collect(),
+                });
+                start = end;
+            }
         }
-        // Runs of equal image size: one tensor per batch (the synthetic benchmark has one
-        // size, so its batches are whole).
-        let mut start = 0;
-        while start < batch_recs.len() {
-            let size = all_srcs[start].size();
-            let end = (start + 1..batch_recs.len())
-                .find(|&j| all_srcs[j].size() != size)
-                .unwrap_or(batch_recs.len());
-            let chunk = &batch_recs[start..end];
-            let has_mask = &all_has_mask[start..end];
-            let sources = Tensor::stack(&all_srcs[start..end], 0);
-            let edit_masks = Tensor::stack(&all_masks[start..end], 0);
-            start = end;
-            let seeds: Vec<u64> = chunk.iter().map(|r| sample_seed(p.seed, &r.key)).collect();
-            let edited = edit_chunk(
-                &p.sampler,
-                p.images,
-                policy.as_ref(),
-                &ds,
-                chunk,
-                &sources,
-                &seeds,
-                device,
-            )?;
+        let edits = edit_parallel(&p, &mut replicas, &ds, &prepared, &devices)?;
+        for (prep, edited) in prepared.iter().zip(edits) {
+            let (chunk, has_mask, sources, edit_masks, seeds) = (
+                prep.chunk,
+                &prep.has_mask,
+                &prep.sources,
+                &prep.edit_masks,
+                &prep.seeds,
+            );
             // Judge.
             let mut reqs = Vec::new();
             for (i, r) in chunk.iter().enumerate() {
@@ -153,7 +178,7 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
                 concurrency,
             );
             // Pixel metrics on the keep region.
-            let keep: Tensor = edit_masks.ones_like() - &edit_masks;
+            let keep: Tensor = edit_masks.ones_like() - edit_masks;
             let pm = masked_metrics(
                 &sources.to_kind(tch::Kind::Double),
                 &edited.to_kind(tch::Kind::Double),
@@ -188,8 +213,8 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
                     bench: bscores,
                 });
             }
+            ctx.progress(records.len() as u64, total, "edited and scored");
         }
-        ctx.progress(records.len() as u64, total, "edited and scored");
     }
     let invalid = records.iter().filter(|r| r.judge_overall.is_none()).count();
     if invalid as f64 > p.max_invalid_fraction * records.len() as f64 {
@@ -222,7 +247,7 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
         let md = table_markdown_bench(&label, p.protocol, &rows, &overall);
         ctx.log(label_prompts(&mut json!({}), &md, &bench_prompts));
     }
-    if let Some((policy, _)) = &policy {
+    if let Some((policy, _)) = replicas.first() {
         let inline = policy.inline_prompt_encodings();
         if inline > 0 {
             ctx.log(format!(
@@ -271,4 +296,98 @@ fn write_report(
         label_prompts(&mut table, &md, bench_prompts)
     };
     eval_report::write(out, records, table, &md).map_err(fail)
+}
+
+/// One chunk of records of one image size, loaded: what a replica edits.
+struct Prepared<'a> {
+    chunk: &'a [crate::data::Record],
+    has_mask: Vec<bool>,
+    sources: Tensor,
+    edit_masks: Tensor,
+    seeds: Vec<u64>,
+}
+
+/// The edited images of every prepared chunk, in order: chunk j by replica j mod R, the
+/// replicas in threads (one replica, or none for the reference images: in this thread).
+fn edit_parallel(
+    p: &EvalParams,
+    replicas: &mut [(
+        Box<dyn crate::models::EditPolicy>,
+        crate::models::ActiveAdapter,
+    )],
+    ds: &Dataset,
+    prepared: &[Prepared],
+    devices: &[tch::Device],
+) -> Result<Vec<Tensor>, TaskError> {
+    if replicas.len() <= 1 {
+        let policy = replicas.first();
+        return prepared
+            .iter()
+            .map(|c| {
+                edit_chunk(
+                    &p.sampler, p.images, policy, ds, c.chunk, &c.sources, &c.seeds, devices[0],
+                )
+            })
+            .collect();
+    }
+    let n = replicas.len();
+    // (chunk index, its tensors) per replica; tensors are not `Sync`, so each thread owns
+    // its handles.
+    type Job<'a> = (usize, &'a [crate::data::Record], Vec<u64>, Tensor);
+    let mut work: Vec<Vec<Job>> = (0..n).map(|_| Vec::new()).collect();
+    for (j, c) in prepared.iter().enumerate() {
+        work[j % n].push((j, c.chunk, c.seeds.clone(), c.sources.shallow_clone()));
+    }
+    let results: Vec<Result<Vec<(usize, Tensor)>, TaskError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = replicas
+            .iter_mut()
+            .zip(work)
+            .zip(devices)
+            .map(|((rep, jobs), &dev)| {
+                let threads = p.threads;
+                s.spawn(move || {
+                    tch::set_num_threads(threads);
+                    let rep = &*rep;
+                    jobs.into_iter()
+                        .map(|(j, chunk, seeds, sources)| {
+                            edit_chunk(
+                                &p.sampler,
+                                p.images,
+                                Some(rep),
+                                ds,
+                                chunk,
+                                &sources,
+                                &seeds,
+                                dev,
+                            )
+                            .map(|t| (j, t))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(TaskError::Failed(
+                        "a data-parallel eval replica panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut out: Vec<Option<Tensor>> = (0..prepared.len()).map(|_| None).collect();
+    for (r, res) in results.into_iter().enumerate() {
+        for (j, t) in res.map_err(|e| match e {
+            TaskError::Failed(m) => TaskError::Failed(format!("eval replica {r} of {n}: {m}")),
+            other => other,
+        })? {
+            out[j] = Some(t);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|t| t.expect("every chunk edited"))
+        .collect())
 }

@@ -453,7 +453,8 @@ fn bad_params_name_the_key() {
 /// (`cpu_replicas` on `rollout` and `nft-train`): the first iteration's rollouts are the same
 /// bytes (shards are whole sampler batches; per-sample seeds), and every iteration's losses
 /// and gradient norm, and the final θ and θ_old, agree within 1e-6 relative (the replicas'
-/// gradients are summed in another order than one replica accumulates them).
+/// gradients are summed in another order than one replica accumulates them); the first
+/// iteration's evaluation report (`eval` with `cpu_replicas`) is the same bytes.
 #[test]
 fn data_parallel_replicas_give_the_same_rollouts_and_training() {
     tch::set_num_threads(1);
@@ -463,13 +464,17 @@ fn data_parallel_replicas_give_the_same_rollouts_and_training() {
     let runs: Vec<_> = [1usize, 2, 4]
         .iter()
         .map(|&n| {
-            let w = wf
+            let mut w = wf
                 .replace(
                     "micro_batch: 4,",
                     &format!("micro_batch: 2, cpu_replicas: {n},"),
                 )
                 .replace("batch: 4}", &format!("batch: 2, cpu_replicas: {n}}}"));
             assert!(w.contains(&format!("batch: 2, cpu_replicas: {n}}}")), "{w}");
+            // an evaluation in the loop as well (the loop's tasks come last)
+            w.push_str(&format!(
+                "        eval:\n          kind: eval\n          inputs: {{model: base.model, adapter: ema.state, data: data.bench}}\n          params: {{seed: 2, batch_size: 1, cpu_replicas: {n}, sampler: {{steps: 2}}}}\n"
+            ));
             run(&tmp.path().join(format!("r{n}")), &w)
         })
         .collect();
@@ -486,6 +491,27 @@ fn data_parallel_replicas_give_the_same_rollouts_and_training() {
             &runs[0].output("rl[1].rollout", "rollouts"),
             &r.output("rl[1].rollout", "rollouts"),
         );
+    }
+    // evaluations: whole batches edited per replica, the same report bytes (iteration 1,
+    // where the evaluated adapters are the same bytes)
+    let log = runs[2].log("rl[1].eval");
+    assert!(log.contains("data-parallel over 4 replicas"), "{log}");
+    let report = |r: &crate::common::Run| {
+        let mut f = files(&r.output("rl[1].eval", "report"));
+        // the task's params (with `cpu_replicas`) are recorded in table.json: compare the rest
+        let mut t: serde_json::Value = serde_json::from_slice(&f["table.json"]).unwrap();
+        t.as_object_mut().unwrap().remove("params");
+        f.insert("table.json".into(), serde_json::to_vec(&t).unwrap());
+        f
+    };
+    let r0 = report(&runs[0]);
+    assert!(r0.keys().any(|k| k.ends_with(".png")), "{:?}", r0.keys());
+    for r in &runs[1..] {
+        let f = report(r);
+        assert_eq!(f.keys().collect::<Vec<_>>(), r0.keys().collect::<Vec<_>>());
+        for (k, v) in &r0 {
+            assert!(v == &f[k], "eval report `{k}` differs with replicas");
+        }
     }
     let rel = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-12);
     for it in 1..=3 {
