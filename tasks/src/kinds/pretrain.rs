@@ -49,6 +49,12 @@ pub struct PretrainParams {
     pub checkpoint_every: u64,
     pub log_every: u64,
     pub threads: Option<i32>,
+    /// Data-parallel replicas when the task runs on the CPU (a GPU task has one per granted
+    /// GPU): each step's batch is split into contiguous parts, one replica and thread each,
+    /// and their gradients summed before the step — the same step up to float reordering.
+    /// Left out of the cache key while 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub cpu_replicas: usize,
     /// Overrides of `TinyKontextConfig` fields.
     pub model: serde_json::Map<String, Value>,
     /// A base model directory to use by reference instead of pretraining (e.g. a diffusers
@@ -80,6 +86,7 @@ impl Default for PretrainParams {
             checkpoint_every: 50,
             log_every: 25,
             threads: None,
+            cpu_replicas: 1,
             model: serde_json::Map::new(),
             reference: None,
             reference_digest: None,
@@ -97,6 +104,12 @@ fn bad(path: &str, message: impl Into<String>) -> ParamError {
 fn check(p: &PretrainParams) -> Result<(), ParamError> {
     if p.steps == 0 {
         return Err(bad("steps", "must be at least 1"));
+    }
+    if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
+        return Err(bad(
+            "cpu_replicas",
+            format!("must be between 1 and 64, got {}", p.cpu_replicas),
+        ));
     }
     if p.batch_size == 0 || p.batch_size > 4096 {
         return Err(bad(
@@ -250,4 +263,8 @@ mod tests {
         let e = check(&params(json!({"batch_size": 0}))).unwrap_err();
         assert_eq!(e.path, "batch_size");
     }
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }

@@ -58,7 +58,7 @@ pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     let root = ctx.input_path("data")?;
     let data = load_train_set(&root, &|line| ctx.log(line))?;
     let n = data.instructions.len();
-    let model = TinyKontext::new(&cfg, device, p.seed)
+    let mut model = TinyKontext::new(&cfg, device, p.seed)
         .map_err(|e| TaskError::Failed(format!("model: {e}")))?;
     let params = model.trainable_variables();
     let adam_cfg = AdamWConfig {
@@ -92,6 +92,28 @@ pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
         lat_shape[2],
         p.edit_weight,
     );
+    // Data parallelism: replicas 1.. (copies of the model, one per further granted GPU, or
+    // `cpu_replicas` − 1 more on the CPU) each take a contiguous part of every batch.
+    let devices: Vec<tch::Device> = if ordinals.len() > 1 && tch::Cuda::is_available() {
+        ordinals.iter().map(|&o| tch::Device::Cuda(o)).collect()
+    } else if device == tch::Device::Cpu {
+        vec![device; p.cpu_replicas]
+    } else {
+        vec![device]
+    };
+    let mut replicas: Vec<TinyKontext> = Vec::new();
+    for &d in &devices[1..] {
+        let r = TinyKontext::new(&cfg, d, p.seed)
+            .map_err(|e| TaskError::Failed(format!("model: {e}")))?;
+        replicas.push(r);
+    }
+    sync_replicas(&params, &replicas);
+    if !replicas.is_empty() {
+        ctx.log(format!(
+            "pretrain: data-parallel over {} replicas ({devices:?})",
+            devices.len()
+        ));
+    }
     let schedule = lr_schedule(&p);
     let bsz = p.batch_size.min(n);
     let started = Instant::now();
@@ -104,23 +126,40 @@ pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
         let x0 = tgt_lat.index_select(0, &index);
         let src = src_lat.index_select(0, &index);
         let ins = data.phrasings(p.seed, step, &idx, p.refined_fraction);
-        let cond = model
-            .condition(&src, &ins)
-            .map_err(|e| TaskError::Failed(format!("conditioning: {e}")))?;
         for v in params.values() {
             v.shallow_clone().zero_grad();
         }
         let w = weights.as_ref().map(|w| w.index_select(0, &index));
-        let loss = loss(&model, &x0, &eps, &tt, &cond, w.as_ref())
-            .map_err(|e| TaskError::Failed(format!("forward: {e}")))?;
-        let lv = loss.double_value(&[]);
+        let lv = if replicas.is_empty() {
+            let cond = model
+                .condition(&src, &ins)
+                .map_err(|e| TaskError::Failed(format!("conditioning: {e}")))?;
+            let loss = loss(&model, &x0, &eps, &tt, &cond, w.as_ref())
+                .map_err(|e| TaskError::Failed(format!("forward: {e}")))?;
+            let lv = loss.double_value(&[]);
+            if lv.is_finite() {
+                loss.backward();
+            }
+            lv
+        } else {
+            data_parallel_step(
+                &mut model,
+                &mut replicas,
+                &params,
+                &x0,
+                &src,
+                &eps,
+                &tt,
+                &ins,
+                w.as_ref(),
+            )?
+        };
         if !lv.is_finite() {
             return Err(TaskError::Failed(format!(
                 "the loss is {lv} at step {step}; lower `lr` (now {})",
                 p.lr
             )));
         }
-        loss.backward();
         let grads: BTreeMap<String, Tensor> = params
             .iter()
             .map(|(k, v)| (k.clone(), v.grad()))
@@ -129,6 +168,7 @@ pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
         clip_grad_norm(&grads, p.grad_clip);
         opt.cfg.lr = schedule.at(step);
         opt.step(&params, &grads);
+        sync_replicas(&params, &replicas);
         window.push(lv);
         let done = step + 1;
         if done % p.log_every == 0 || done == p.steps {
@@ -175,6 +215,119 @@ pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     ctx.metric("steps_this_attempt", p.steps - start_step);
     ctx.metric("seconds", secs);
     ctx.output_dir("model", &out)
+}
+
+/// Copies the model's trainable weights into every replica (after each step).
+fn sync_replicas(params: &BTreeMap<String, Tensor>, replicas: &[TinyKontext]) {
+    tch::no_grad(|| {
+        for r in replicas {
+            let rv = r.trainable_variables();
+            for (k, v) in params {
+                if let Some(t) = rv.get(k) {
+                    t.shallow_clone().copy_(&v.to_device(t.device()));
+                }
+            }
+        }
+    });
+}
+
+/// One step's loss and gradient over the model and its replicas: the batch split into
+/// contiguous parts (part 0 for the model), each part's [`partial_loss`] over the whole
+/// batch's denominator back-propagated in its own thread, the replicas' gradients then added
+/// into the model's. Returns the batch's loss.
+#[allow(clippy::too_many_arguments)]
+fn data_parallel_step(
+    model: &mut TinyKontext,
+    replicas: &mut [TinyKontext],
+    params: &BTreeMap<String, Tensor>,
+    x0: &Tensor,
+    src: &Tensor,
+    eps: &Tensor,
+    tt: &Tensor,
+    ins: &[&str],
+    w: Option<&Tensor>,
+) -> Result<f64, TaskError> {
+    use crate::pretrain::partial_loss;
+    let b = x0.size()[0];
+    let c = x0.size()[1] as f64;
+    let denominator = match w {
+        None => x0.numel() as f64,
+        Some(w) => w.sum(tch::Kind::Double).double_value(&[]) * c,
+    };
+    let n = (replicas.len() + 1) as i64;
+    let per = (b + n - 1) / n;
+    let models: Vec<&mut TinyKontext> = std::iter::once(model).chain(replicas.iter_mut()).collect();
+    // Tensors are not `Sync`: each part is cut here and moved into its thread.
+    let mut parts = Vec::new();
+    for (r, m) in models.into_iter().enumerate() {
+        let start = r as i64 * per;
+        if start >= b {
+            break;
+        }
+        let len = per.min(b - start);
+        let dev = m.device();
+        let cut = |t: &Tensor| t.narrow(0, start, len).to_device(dev);
+        parts.push((
+            m,
+            cut(x0),
+            cut(src),
+            cut(eps),
+            cut(tt),
+            w.map(&cut),
+            ins[start as usize..(start + len) as usize]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<String>>(),
+        ));
+    }
+    let results: Vec<Result<f64, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|(m, x0, src, eps, tt, w, ins)| {
+                s.spawn(move || -> Result<f64, String> {
+                    let m: &TinyKontext = m;
+                    let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+                    let cond = m.condition(&src, &ins).map_err(|e| e.to_string())?;
+                    let loss = partial_loss(m, &x0, &eps, &tt, &cond, w.as_ref(), denominator)
+                        .map_err(|e| e.to_string())?;
+                    let lv = loss.double_value(&[]);
+                    if lv.is_finite() {
+                        loss.backward();
+                    }
+                    Ok(lv)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a data-parallel replica panicked".into()))
+            })
+            .collect()
+    });
+    let mut total = 0.0;
+    for (r, res) in results.into_iter().enumerate() {
+        total += res.map_err(|e| TaskError::Failed(format!("replica {r}: {e}")))?;
+    }
+    tch::no_grad(|| {
+        for rep in replicas.iter() {
+            for (k, t) in rep.trainable_variables() {
+                let g = t.grad();
+                if !g.defined() {
+                    continue;
+                }
+                if let Some(v) = params.get(&k) {
+                    let mut mg = v.grad();
+                    if mg.defined() {
+                        let _ = mg.g_add_(&g.to_device(v.device()));
+                    }
+                }
+                let _ = g.shallow_clone().zero_();
+            }
+        }
+    });
+    Ok(total)
 }
 
 #[cfg(test)]

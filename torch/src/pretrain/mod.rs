@@ -169,6 +169,29 @@ pub fn loss_weights(masks: &Tensor, h: i64, w: i64, edit_weight: f64) -> Option<
     })
 }
 
+/// A part of a batch's flow-matching loss (data parallelism): the part's squared errors
+/// summed (weighted by `weights`) and divided by `denominator`, the whole batch's — its
+/// element count `B·C·h·w`, or `C·Σ w` with weights — so the parts of a batch add up to
+/// [`loss`] of the whole batch.
+pub fn partial_loss(
+    model: &dyn EditPolicy,
+    x0: &Tensor,
+    eps: &Tensor,
+    t: &Tensor,
+    cond: &Conditioning,
+    weights: Option<&Tensor>,
+    denominator: f64,
+) -> Result<Tensor, crate::models::ModelError> {
+    let x_t = crate::models::interpolate(x0, eps, t);
+    let v = model.velocity_with(&x_t, t, cond, &ActiveAdapter::Off, None)?;
+    let d = (v - (eps - x0)).square();
+    let d = match weights {
+        None => d,
+        Some(w) => d * w,
+    };
+    Ok(d.sum(Kind::Float) / denominator)
+}
+
 /// The flow-matching loss of the base model (adapters off): the plain mean, or with cell
 /// weights `Σ w·(v − (ε − x0))² / (C·Σ w)`.
 pub fn loss(
