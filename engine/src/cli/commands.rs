@@ -252,9 +252,6 @@ pub fn worker_exe(self_exe: &Path) -> PathBuf {
     self_exe.with_file_name("cocoflow-worker")
 }
 
-/// CPU slots of a run whose default executor is `slurm` (without `--cpus`).
-const SLURM_CPU_SLOTS: u32 = 1024;
-
 async fn cmd_run(
     state: &Path,
     registry: Registry,
@@ -295,11 +292,7 @@ async fn cmd_run(
         state_dir: state.to_path_buf(),
         base_dir: std::env::current_dir().unwrap_or_default(),
         gpus,
-        // With Slurm the cluster, not this machine, bounds the CPUs: the run asks for up to
-        // SLURM_CPU_SLOTS at once unless `--cpus` says otherwise.
-        cpus: run
-            .cpus
-            .or((run.executor == "slurm").then_some(SLURM_CPU_SLOTS)),
+        cpus: run.cpus,
         fail_fast: run.fail_fast,
         executor,
         grace,

@@ -442,10 +442,11 @@ pub fn worker_main(job_file: &std::path::Path, registry: &Registry, gpus_from_en
                 print_line(&WorkerLine::Outcome(JobOutcome::Failed {
                     message: format!(
                         "the allocation's CUDA_VISIBLE_DEVICES is {env:?}, but the task asked \
-                         for {} GPU(s)",
+                         for {} GPU(s) (cocoflow reads integer device ids here, not UUIDs or \
+                         MIG names)",
                         job.gpus.len()
                     ),
-                    retryable: true,
+                    retryable: false,
                 }));
                 return 1;
             }

@@ -49,17 +49,45 @@ pub struct SlurmOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qos: Option<String>,
     /// Slurm's `--time` (e.g. `30`, `2:00:00`, `1-00:00:00`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text_or_number"
+    )]
     pub time: Option<String>,
-    /// Slurm's `--mem` (e.g. `64G`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Slurm's `--mem` (e.g. `64G`, or a number of megabytes).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text_or_number"
+    )]
     pub mem: Option<String>,
     /// Extra `sbatch` arguments, appended after cocoflow's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbatch_args: Option<Vec<String>>,
-    /// How often `squeue` is asked about a job (`2s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// How often `squeue` is asked about a job (`2s`; a number is seconds).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text_or_number"
+    )]
     pub poll: Option<String>,
+}
+
+/// A string, or a number written as its text (`time: 30`, `mem: 4096`).
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        I(i64),
+        F(f64),
+    }
+    Ok(Option::<V>::deserialize(d)?.map(|v| match v {
+        V::S(s) => s,
+        V::I(i) => i.to_string(),
+        V::F(f) => f.to_string(),
+    }))
 }
 
 impl SlurmOptions {
@@ -71,7 +99,7 @@ impl SlurmOptions {
             )
         })?;
         if let Some(p) = &o.poll
-            && crate::util::parse_duration(p).is_none()
+            && poll_duration(p).is_none()
         {
             return Err(format!("`poll: {p}` is not a duration like `2s`"));
         }
@@ -97,10 +125,29 @@ impl SlurmOptions {
     fn poll_interval(&self) -> Duration {
         self.poll
             .as_deref()
-            .and_then(crate::util::parse_duration)
+            .and_then(poll_duration)
             .unwrap_or(Duration::from_secs(2))
             .max(Duration::from_millis(50))
     }
+}
+
+/// `2s`, `200ms`, or a bare number of seconds.
+fn poll_duration(p: &str) -> Option<Duration> {
+    crate::util::parse_duration(p).or_else(|| {
+        p.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+    })
+}
+
+/// Job ids this process submitted or followed: never re-attached to (a retry must not pick up
+/// the job of the attempt it replaces), and the ones still followed are cancelled when the
+/// executor shuts down.
+#[derive(Default)]
+struct Jobs {
+    seen: std::collections::HashSet<String>,
+    live: std::collections::HashSet<String>,
 }
 
 pub struct Slurm {
@@ -114,6 +161,7 @@ pub struct Slurm {
     submitted: Arc<AtomicU64>,
     reattached: Arc<AtomicU64>,
     loads: Arc<AtomicU64>,
+    jobs: Arc<std::sync::Mutex<Jobs>>,
 }
 
 impl Slurm {
@@ -129,6 +177,7 @@ impl Slurm {
             submitted: Arc::default(),
             reattached: Arc::default(),
             loads: Arc::default(),
+            jobs: Arc::default(),
         }
     }
 }
@@ -151,6 +200,27 @@ impl Executor for Slurm {
 
     fn model_loads(&self) -> u64 {
         self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Cancels every job still followed (a run ending after Ctrl-C's grace, or with attempts
+    /// marked cancelled): they must not outlive the run. Pending jobs included — Slurm does not
+    /// deliver a signal to a job that has not started.
+    fn shutdown(&self) {
+        let live: Vec<String> = {
+            let j = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            j.live.iter().cloned().collect()
+        };
+        if live.is_empty() {
+            return;
+        }
+        let _ = std::process::Command::new("timeout")
+            .arg("30")
+            .arg("scancel")
+            .args(&live)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 
     fn summary(&self) -> Option<String> {
@@ -216,10 +286,11 @@ impl Executor for Slurm {
             cpus: l.cpus.max(1),
         };
         let r = running.clone();
-        let (submitted, reattached, loads) = (
+        let (submitted, reattached, loads, jobs) = (
             self.submitted.clone(),
             self.reattached.clone(),
             self.loads.clone(),
+            self.jobs.clone(),
         );
         self.rt.spawn(async move {
             let (id, attempt) = (l.id, l.attempt);
@@ -231,6 +302,7 @@ impl Executor for Slurm {
                 &r,
                 l.timeout,
                 (&submitted, &reattached, &loads),
+                &jobs,
             )
             .await;
             let _ = std::fs::remove_file(&plan.job_file);
@@ -324,6 +396,7 @@ async fn queue_state(job_id: &str) -> Result<Option<String>, String> {
 async fn find_by_name(name: &str) -> Result<Option<String>, String> {
     let args = vec![
         "-h".into(),
+        "--me".into(),
         "--name".into(),
         name.into(),
         "-t".into(),
@@ -506,16 +579,44 @@ async fn submit(plan: &Plan, job: &Job) -> Result<String, String> {
     Ok(id)
 }
 
-/// A job of this instance submitted earlier (by an engine since killed) and still queued or
-/// running: by the record, or by name.
-async fn earlier_job(plan: &Plan) -> Option<String> {
+/// What an earlier engine left of this instance's job.
+enum Earlier {
+    /// Still queued or running: follow it.
+    Active(String),
+    /// Ended while no engine followed it, with this outcome in its output file.
+    Ended(String, JobOutcome),
+    None,
+}
+
+/// A job of this instance submitted by an engine since killed (never one this process
+/// submitted or followed): by the record, or by name in the queue.
+async fn earlier_job(plan: &Plan, jobs: &std::sync::Mutex<Jobs>) -> Result<Earlier, String> {
+    let seen = |id: &str| {
+        jobs.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .contains(id)
+    };
     if let Ok(id) = std::fs::read_to_string(&plan.record) {
         let id = id.trim().to_string();
-        if let Ok(Some(_)) = queue_state(&id).await {
-            return Some(id);
+        if !id.is_empty() && !seen(&id) {
+            if queue_state(&id).await?.is_some() {
+                return Ok(Earlier::Active(id));
+            }
+            // it ended while the engine was down: its outcome, if it wrote one
+            let (mut offset, mut outcome) = (0, None);
+            let out = plan.dir.join(format!("{id}.out"));
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            read_lines(&out, &mut offset, 0, &tx, &AtomicU64::new(0), &mut outcome);
+            if let Some(o @ JobOutcome::Succeeded { .. }) = outcome {
+                return Ok(Earlier::Ended(id, o));
+            }
         }
     }
-    find_by_name(&plan.name).await.ok().flatten()
+    Ok(match find_by_name(&plan.name).await? {
+        Some(id) if !seen(&id) => Earlier::Active(id),
+        _ => Earlier::None,
+    })
 }
 
 /// Submits (or re-attaches to) the attempt's job and follows it to its outcome.
@@ -527,6 +628,7 @@ async fn follow(
     running: &Running,
     timeout: Option<Duration>,
     counters: (&AtomicU64, &AtomicU64, &AtomicU64),
+    jobs: &std::sync::Mutex<Jobs>,
 ) -> JobOutcome {
     let (submitted, reattached, loads) = counters;
     if !plan.exe.is_file() {
@@ -535,13 +637,24 @@ async fn follow(
             retryable: false,
         };
     }
-    let job_id = match earlier_job(plan).await {
-        Some(jid) => {
+    let job_id = match earlier_job(plan, jobs).await {
+        Err(e) => return fail(format!("slurm: {e}")),
+        Ok(Earlier::Ended(jid, o)) => {
+            reattached.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(instance = %job.name, job = %jid, "slurm: a job that ended while no engine ran");
+            jobs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seen
+                .insert(jid);
+            let _ = std::fs::remove_file(&plan.record);
+            return o;
+        }
+        Ok(Earlier::Active(jid)) => {
             reattached.fetch_add(1, Ordering::Relaxed);
             tracing::info!(instance = %job.name, job = %jid, "slurm: re-attached");
             jid
         }
-        None => {
+        Ok(Earlier::None) => {
             if running.is_cancelled() {
                 return JobOutcome::Cancelled;
             }
@@ -554,6 +667,11 @@ async fn follow(
             }
         }
     };
+    {
+        let mut j = jobs.lock().unwrap_or_else(|p| p.into_inner());
+        j.seen.insert(job_id.clone());
+        j.live.insert(job_id.clone());
+    }
     if let Err(e) = crate::store::write_atomic(&plan.record, job_id.as_bytes()) {
         tracing::warn!(
             "slurm: cannot record job {job_id} in `{}`: {e}",
@@ -564,7 +682,9 @@ async fn follow(
     let mut offset = 0u64;
     let mut outcome = None;
     let poll = plan.opts.poll_interval();
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    // The task's `timeout` counts from when the job runs, not from its submission.
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut state = String::new();
     let (mut termed, mut killed) = (false, false);
     let mut last_asked: Option<tokio::time::Instant> = None;
     // A worker stopped by a SIGTERM the engine did not ask for (`scancel` from outside,
@@ -585,11 +705,20 @@ async fn follow(
             let _ = client("scancel", std::slice::from_ref(&job_id)).await;
         } else if running.is_cancelled() && !termed {
             termed = true;
-            let _ = client(
-                "scancel",
-                &["--signal=TERM".into(), "--full".into(), job_id.clone()],
-            )
-            .await;
+            // A pending job takes no signal: cancel it outright.
+            if state.is_empty() || state == "PENDING" {
+                state = queue_state(&job_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+            }
+            let args: Vec<String> = if state == "PENDING" {
+                vec![job_id.clone()]
+            } else {
+                vec!["--signal=TERM".into(), "--full".into(), job_id.clone()]
+            };
+            let _ = client("scancel", &args).await;
         }
         if let Some(d) = deadline
             && tokio::time::Instant::now() >= d
@@ -610,7 +739,12 @@ async fn follow(
         }
         last_asked = Some(tokio::time::Instant::now());
         match queue_state(&job_id).await {
-            Ok(Some(_)) => {}
+            Ok(Some(st)) => {
+                if deadline.is_none() && st != "PENDING" {
+                    deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+                }
+                state = st;
+            }
             Ok(None) => {
                 // left the queue: the last lines, then its final state
                 read_lines(&out, &mut offset, id, tx, loads, &mut outcome);
@@ -621,7 +755,8 @@ async fn follow(
                     break JobOutcome::Cancelled;
                 }
                 break fail(format!(
-                    "Slurm job {job_id} {} without reporting an outcome; see the log `{}`",
+                    "Slurm job {job_id} ended without reporting an outcome ({}); see the log \
+                     `{}`",
                     describe(&job_id).await.2,
                     job.log_path.display()
                 ));
@@ -633,6 +768,10 @@ async fn follow(
             _ = running.cancelled(), if !termed => {}
         }
     };
+    jobs.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .live
+        .remove(&job_id);
     let _ = std::fs::remove_file(&plan.record);
     let _ = std::fs::remove_file(plan.job_file.with_extension("sh"));
     result

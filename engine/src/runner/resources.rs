@@ -5,6 +5,10 @@ use crate::core::resources::{Pools, Request};
 use crate::plan::Plan;
 use crate::ui::Ui;
 
+/// CPU slots of a run whose default executor is `slurm`, without `--cpus` or a workflow
+/// `resources: {cpus: N}`.
+pub const SLURM_CPU_SLOTS: u32 = 1024;
+
 /// Resolves the GPU pool and each instance's request; errors name the task and pool.
 pub fn resources(
     plan: &Plan,
@@ -19,10 +23,16 @@ pub fn resources(
             .map(|v| v.into_iter().map(|g| g.id).collect())
             .unwrap_or_default(),
     };
+    let slurm = opts.executor == "slurm";
     let cpus = opts.cpus.or(w.pools.cpus).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1)
+        if slurm {
+            // the cluster, not this machine, bounds the CPUs: it queues what it cannot run yet
+            SLURM_CPU_SLOTS
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
+        }
     });
     let pools = Pools::new(gpus.clone(), cpus, &w.pools.named);
     let gpu_tasks = plan
@@ -30,6 +40,13 @@ pub fn resources(
         .iter()
         .filter(|i| i.resources.gpus > 0)
         .count();
+    if gpus.is_empty() && gpu_tasks > 0 && slurm {
+        return Err(RunError::Invalid(format!(
+            "{gpu_tasks} task(s) ask for GPUs and `--executor slurm` takes them from the \
+             cluster: say how many GPUs the run may hold at once with `--gpus 0,1,...,N-1` \
+             (Slurm picks the devices) or `resources: {{gpus: N}}` in the workflow"
+        )));
+    }
     if gpus.is_empty() && gpu_tasks > 0 {
         ui.notice(&format!(
             "no GPU found: {gpu_tasks} GPU task(s) will run on the CPU"

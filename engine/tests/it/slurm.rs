@@ -9,8 +9,10 @@
 //!    called for them: counted through a wrapper on `PATH`) and finishes;
 //! 4. `scancel` of one job from outside: that task fails (its error says so), the others
 //!    finish;
-//! 5. Ctrl-C: every job of the run is cancelled (`squeue` shows none of them afterwards);
-//! 6. a job past its Slurm time limit is reported as such.
+//! 5. Ctrl-C: every job of the run is cancelled, pending ones included (`squeue` shows none
+//!    of them afterwards);
+//! 6. a failed attempt's retry is a new job, not the old one (still finishing) re-attached;
+//! 7. a job past its Slurm time limit is reported as such.
 //!
 //! Finds the cluster through `SLURM_CONF` (or `${COCOFLOW_SLURM_DIR:-/tmp/cocoflow-slurm}/
 //! slurm.conf`). Without a reachable cluster the test says so and passes, unless
@@ -310,13 +312,30 @@ fn slurm_executor_on_a_real_cluster() {
     assert!(err.contains("2 ran, 0 cached, 1 failed"), "{err}");
     assert!(err.contains("was cancelled"), "{err}");
 
-    // 5. Ctrl-C cancels every job of the run
+    // 5. Ctrl-C cancels every job of the run, the pending one too (3 jobs × 4 GPUs on a
+    // cluster of 8: the third waits for resources)
     let p = Project::new();
-    p.write("wf.yaml", &sleepers(3, 60, 0));
+    p.write(
+        "wf.yaml",
+        &sleepers(3, 60, 0).replace(
+            "    retries: 0\n",
+            "    retries: 0\n    resources: {gpus: 4}\n",
+        ),
+    );
+    assert!(p.read("wf.yaml").contains("gpus: 4"));
     let child = c
         .cmd(
             &p,
-            &["run", "wf.yaml", "--executor", "slurm", "--grace", "1s"],
+            &[
+                "run",
+                "wf.yaml",
+                "--executor",
+                "slurm",
+                "--grace",
+                "1s",
+                "--gpus",
+                "0,1,2,3,4,5,6,7,8,9,10,11",
+            ],
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -329,6 +348,11 @@ fn slurm_executor_on_a_real_cluster() {
         .iter()
         .map(|r| std::fs::read_to_string(r).unwrap().trim().to_string())
         .collect();
+    wait_for("one job pending", Duration::from_secs(30), || {
+        c.client("squeue", &["-h", "-t", "PENDING", "-o", "%j"])
+            .lines()
+            .any(|l| l.starts_with("cocoflow-"))
+    });
     // SAFETY: signals the engine child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t0 = Instant::now();
@@ -345,11 +369,28 @@ fn slurm_executor_on_a_real_cluster() {
         },
     );
 
-    // 6. a job past its time limit
+    // 6. a retry is a new job (never the failed attempt's, still finishing)
+    let p = Project::new();
+    let marker = p.path().join("failed-once");
+    p.write(
+        "wf.yaml",
+        &format!(
+            "name: retry\nslurm: {{poll: 200ms}}\ntasks:\n  flaky:\n    kind: shell\n    retries: {{count: 2, backoff: 0s}}\n    params: {{cmd: 'if [ -e {m} ]; then echo ok > out.txt; else touch {m}; exit 3; fi', outputs: {{out: out.txt}}}}\n",
+            m = marker.display()
+        ),
+    );
+    let (code, err) = c.run(&p, &["run", "wf.yaml", "--executor", "slurm"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("slurm: 2 jobs submitted, 0 re-attached"),
+        "{err}"
+    );
+
+    // 7. a job past its time limit (`time: 1`, a number: one minute)
     let p = Project::new();
     p.write(
         "wf.yaml",
-        "name: late\nslurm: {poll: 200ms}\ntasks:\n  late:\n    kind: shell\n    slurm: {time: '0:01'}\n    params: {cmd: 'sleep 120; echo > out.txt', outputs: {out: out.txt}}\n",
+        "name: late\nslurm: {poll: 200ms}\ntasks:\n  late:\n    kind: shell\n    slurm: {time: 1}\n    params: {cmd: 'sleep 120; echo > out.txt', outputs: {out: out.txt}}\n",
     );
     let (code, err) = c.run(&p, &["run", "wf.yaml", "--executor", "slurm"]);
     assert_eq!(code, 4, "{err}");

@@ -51,6 +51,10 @@ pub struct PromptsManifest {
     /// the file) for image-independent encodings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// With `images`: the device kind and dtype that made the condition images
+    /// (`cpu/Float`, `cuda/BFloat16`); a task on another finds none of its images here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_on: Option<String>,
     pub files: Vec<String>,
 }
 
@@ -90,7 +94,7 @@ pub fn write_manifest(
     instructions: &[String],
     files: Option<Vec<String>>,
 ) -> Result<PromptsManifest, ModelError> {
-    write_manifest_with_images(dir, backend, model_digest, instructions, &[], files)
+    write_manifest_with_images(dir, backend, model_digest, instructions, &[], None, files)
 }
 
 /// Writes one entry's parts (tensors with a leading batch dimension of 1) as
@@ -111,13 +115,15 @@ pub fn write_entry(
 }
 
 /// [`write_manifest`] for encodings keyed by (instruction, condition-image digest):
-/// `images[i]` goes with `instructions[i]` (empty: image-independent encodings).
+/// `images[i]` goes with `instructions[i]` (empty: image-independent encodings), made on
+/// `made_on` ([`PromptsManifest::made_on`]).
 pub fn write_manifest_with_images(
     dir: &Path,
     backend: &str,
     model_digest: &str,
     instructions: &[String],
     images: &[String],
+    made_on: Option<&str>,
     files: Option<Vec<String>>,
 ) -> Result<PromptsManifest, ModelError> {
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
@@ -133,6 +139,7 @@ pub fn write_manifest_with_images(
         encoded: files.is_some(),
         instructions: instructions.to_vec(),
         images: images.to_vec(),
+        made_on: made_on.map(str::to_string),
         files: files.unwrap_or_default(),
     };
     checkpoint::write_json(&dir.join(MANIFEST_FILE), &m)?;
@@ -211,6 +218,10 @@ impl PromptTable {
 }
 
 impl PromptSource for PromptTable {
+    fn made_on(&self) -> Option<String> {
+        self.manifest.made_on.clone()
+    }
+
     fn lookup_with_image(
         &self,
         prompt: &str,

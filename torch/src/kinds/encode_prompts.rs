@@ -166,6 +166,7 @@ fn run_qwen(
         digest,
         &prompts,
         &digests,
+        Some(&enc.made_on()),
         Some(files),
     )
     .map_err(fail)?;

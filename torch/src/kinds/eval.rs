@@ -247,8 +247,11 @@ pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> 
         let md = table_markdown_bench(&label, p.protocol, &rows, &overall);
         ctx.log(label_prompts(&mut json!({}), &md, &bench_prompts));
     }
-    if let Some((policy, _)) = replicas.first() {
-        let inline = policy.inline_prompt_encodings();
+    if !replicas.is_empty() {
+        let inline: u64 = replicas
+            .iter()
+            .map(|(p, _)| p.inline_prompt_encodings())
+            .sum();
         if inline > 0 {
             ctx.log(format!(
                 "prompts: {inline} encodings were not in the `prompts` input and were made here"

@@ -141,10 +141,11 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
             },
         )
     };
+    let inline_others: u64 = others.iter().map(|o| o.inline_prompt_encodings()).sum();
     drop(others);
     let acc = acc?;
     let (sums, used, n_t) = (acc.sums, acc.used, acc.timesteps);
-    let inline = st.model.inline_prompt_encodings();
+    let inline = st.model.inline_prompt_encodings() + inline_others;
     if inline > 0 {
         ctx.log(format!(
             "prompts: {inline} encodings were not in the `prompts` input and were made here"

@@ -220,6 +220,12 @@ pub trait PromptSource: Send {
         let _ = (prompt, image);
         Ok(None)
     }
+
+    /// Where image-keyed encodings were made (`cpu/Float`, `cuda/BFloat16`): condition
+    /// images — and so their digests — differ between device kinds and dtypes.
+    fn made_on(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A backend's text encoders loaded on their own ([`super::open::prompt_encoder`]): what the

@@ -233,9 +233,18 @@ impl QwenImageEdit {
                     None => {
                         let mut late = self.late_encoder.lock().expect("not poisoned");
                         if late.is_none() {
+                            let here = made_on(self.device(), self.pipeline.vae.kind());
+                            let why = match self.prompt_source.as_ref().and_then(|s| s.made_on()) {
+                                Some(there) if there != here => format!(
+                                    " (they were made on {there}, this task runs on {here}: \
+                                     the condition images differ; give `encode-prompts` the \
+                                     same kind of device as the RL tasks)"
+                                ),
+                                _ => String::new(),
+                            };
                             eprintln!(
                                 "qwen-image-edit: the prompt {prompt:?} with condition image {} \
-                                 is not in the cached prompt encodings; loading the prompt \
+                                 is not in the cached prompt encodings{why}; loading the prompt \
                                  encoder of `{}` to encode it (and any other missing one)",
                                 &digest[..12.min(digest.len())],
                                 self.dir.display()
@@ -335,6 +344,12 @@ fn to_u8(images: &Tensor) -> Tensor {
         .round()
         .clamp(0.0, 255.0)
         .to_kind(Kind::Uint8)
+}
+
+/// `cpu/Float`, `cuda/BFloat16`: what the condition images depend on besides the weights.
+fn made_on(device: Device, kind: Kind) -> String {
+    let d = if device.is_cuda() { "cuda" } else { "cpu" };
+    format!("{d}/{kind:?}")
 }
 
 /// The key of a condition image: BLAKE3 of its shape and bytes (uint8 `(3, H, W)`).
@@ -445,6 +460,11 @@ impl QwenConditionEncoder {
             style,
             device,
         })
+    }
+
+    /// The device kind and dtype of the condition images (`cpu/Float`, `cuda/BFloat16`).
+    pub fn made_on(&self) -> String {
+        made_on(self.device, self.vae.kind())
     }
 
     /// The condition image the RL kinds derive from a source image `(3, H, W)` in [0, 1] (the

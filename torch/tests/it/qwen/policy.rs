@@ -582,9 +582,11 @@ fn cached_prompt_encodings_replace_the_prompt_encoder() {
         "d",
         &prompts,
         &digests,
+        Some(&enc.made_on()),
         Some(files),
     )
     .unwrap();
+    assert_eq!(enc.made_on(), "cpu/Float");
     let table = PromptTable::open(&out).unwrap();
     assert_eq!(table.manifest.images.len(), 3);
     // image-keyed entries are not found by instruction alone
