@@ -40,7 +40,7 @@ pub fn timestep_slots(seed: u64, step: u64, sample: usize, steps: usize, t: usiz
 
 /// Running sums of the per-(micro-batch, timestep) terms, each weighted by its micro-batch's
 /// sample count (`n` = their total).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct TermSums {
     pub n: f64,
     pub loss: f64,
@@ -53,6 +53,7 @@ pub struct TermSums {
 }
 
 /// What the accumulation did.
+#[derive(Debug)]
 pub struct Accumulated {
     pub sums: TermSums,
     /// Samples in the loss.
@@ -280,13 +281,16 @@ pub fn accumulate_parallel(
         return accumulate(&mut *models[0], m, t_all, rw, &sets[0], on_step);
     }
     let progress = std::sync::Mutex::new((on_step, vec![(0u64, 0u64, 0.0f64, 0.0f64); n]));
+    // A replica that fails stops the others at their next step.
+    let abort = std::sync::atomic::AtomicBool::new(false);
+    const STOPPED: &str = "stopped: another data-parallel replica failed";
     let results: Vec<Result<Accumulated, TaskError>> = std::thread::scope(|s| {
         let handles: Vec<_> = models
             .iter_mut()
             .zip(sets)
             .enumerate()
             .map(|(r, (model, set))| {
-                let progress = &progress;
+                let (progress, abort) = (&progress, &abort);
                 // Tensors are not `Sync`: each replica reads its own handles of them.
                 let t_r = RolloutTensors {
                     x0: t_all.x0.shallow_clone(),
@@ -296,6 +300,9 @@ pub fn accumulate_parallel(
                 };
                 s.spawn(move || {
                     let mut report = |done: u64, total: u64, mean: f64| {
+                        if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(TaskError::Failed(STOPPED.into()));
+                        }
                         let mut g = progress.lock().unwrap_or_else(|p| p.into_inner());
                         g.1[r] = (done, total, mean * done as f64, done as f64);
                         let (d, t, l, w) = g.1.iter().fold((0, 0, 0.0, 0.0), |a, x| {
@@ -303,7 +310,11 @@ pub fn accumulate_parallel(
                         });
                         (g.0)(d, t.max(d), if w > 0.0 { l / w } else { 0.0 })
                     };
-                    accumulate(&mut **model, m, &t_r, rw, set, &mut report)
+                    let r = accumulate(&mut **model, m, &t_r, rw, set, &mut report);
+                    if r.is_err() {
+                        abort.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    r
                 })
             })
             .collect();
@@ -316,14 +327,24 @@ pub fn accumulate_parallel(
             })
             .collect()
     });
-    let mut accs = Vec::with_capacity(n);
-    for (r, res) in results.into_iter().enumerate() {
-        accs.push(res.map_err(|e| match e {
+    // The first replica's own error (not one stopped because another failed).
+    let stopped = |e: &TaskError| matches!(e, TaskError::Failed(m) if m == STOPPED);
+    if let Some((r, e)) = results
+        .iter()
+        .enumerate()
+        .find_map(|(r, x)| x.as_ref().err().filter(|e| !stopped(e)).map(|e| (r, e)))
+    {
+        return Err(match e {
             TaskError::Failed(msg) => {
                 TaskError::Failed(format!("data-parallel replica {r} of {n}: {msg}"))
             }
-            other => other,
-        })?);
+            TaskError::Cancelled => TaskError::Cancelled,
+            other => TaskError::Failed(format!("data-parallel replica {r} of {n}: {other}")),
+        });
+    }
+    let mut accs = Vec::with_capacity(n);
+    for res in results {
+        accs.push(res?);
     }
     // The all-reduce: every replica's θ gradient into replica 0's.
     let main = models[0].adapter_variables(THETA).map_err(fail)?;

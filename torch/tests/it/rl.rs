@@ -600,3 +600,57 @@ fn data_parallel_pretrain_gives_the_same_model() {
         assert!(e <= 2e-5, "relative error {e:.3e}");
     }
 }
+
+/// A data-parallel replica that fails (here one without the θ adapter) fails the step with
+/// its own error, naming the replica, and no thread is left waiting.
+#[test]
+fn a_failing_replica_fails_the_step_cleanly() {
+    use cocoflow_torch::artifacts::rewards::RewardsFile;
+    use cocoflow_torch::artifacts::rollouts::{RolloutManifest, RolloutTensors};
+    use cocoflow_torch::kinds::nft_train::NftTrainParams;
+    use cocoflow_torch::rl::nft_train::{Settings, accumulate_parallel};
+    use cocoflow_torch::rl::reward::Normalizer;
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_base(tmp.path());
+    let a = run(&tmp.path().join("a"), &workflow(&base, None, 1));
+    let rdir = a.output("rl[1].rollout", "rollouts");
+    let m = RolloutManifest::read(&rdir).unwrap();
+    let t = RolloutTensors::read(&rdir, &m).unwrap();
+    let rw = RewardsFile::read(&a.output("rl[1].reward", "rewards")).unwrap();
+    let clip = match rw.config.normalizer {
+        Normalizer::GlobalStd { adv_clip } => Some(adv_clip),
+        Normalizer::Constant { .. } => None,
+    };
+    let cfg = NftTrainParams::default().nft_config(clip).unwrap();
+    let bm = BaseModel::uncached(&base);
+    let lora = cocoflow_torch::kinds::lora_config(8, 16.0, 0);
+    let mut good = state::load(&bm, &base, Device::Cpu, &lora).unwrap().model;
+    let mut bad = bm.load(Device::Cpu).unwrap(); // no adapters: θ cannot train
+    let sets: Vec<Settings> = (0..2)
+        .map(|r| Settings {
+            cfg: &cfg,
+            seed: 5,
+            step: 0,
+            timestep_fraction: 0.99,
+            micro_batch: 2,
+            device: Device::Cpu,
+            gradient_checkpointing: false,
+            shard: (r, 2),
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let err = accumulate_parallel(
+        &mut [&mut *good, &mut *bad],
+        &m,
+        &t,
+        &rw,
+        &sets,
+        &mut |_, _, _| Ok(()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("data-parallel replica 1 of 2"), "{err}");
+    assert!(!err.contains("stopped"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+}
