@@ -10,7 +10,7 @@
 //!   directory, and results go to the store: both must be on storage every node sees (a shared
 //!   filesystem, or S3 for the store). A `memory://` store is refused.
 //! - State: the `.out` file (progress, outcome) and `squeue` while the job is queued or
-//!   running; a job that left the queue without an outcome is described from
+//!   running (one `squeue --me` listing per poll interval serves every followed job); a job that left the queue without an outcome is described from
 //!   `scontrol show job` (`TIMEOUT`, `NODE_FAIL`, `PREEMPTED`, `OUT_OF_MEMORY`, `CANCELLED`,
 //!   `FAILED` with its exit code), as a retryable failure: the retry policy applies.
 //! - Cancellation (Ctrl-C, `--fail-fast`): `scancel --signal=TERM` (the worker stops at its
@@ -32,6 +32,7 @@ use super::{
     ExecEnv, ExecEvent, Executor, Job, JobOutcome, Launch, Running, WORKER_PREFIX, WorkerLine,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,6 +163,7 @@ pub struct Slurm {
     reattached: Arc<AtomicU64>,
     loads: Arc<AtomicU64>,
     jobs: Arc<std::sync::Mutex<Jobs>>,
+    view: Arc<QueueView>,
 }
 
 impl Slurm {
@@ -178,6 +180,7 @@ impl Slurm {
             reattached: Arc::default(),
             loads: Arc::default(),
             jobs: Arc::default(),
+            view: Arc::default(),
         }
     }
 }
@@ -286,11 +289,12 @@ impl Executor for Slurm {
             cpus: l.cpus.max(1),
         };
         let r = running.clone();
-        let (submitted, reattached, loads, jobs) = (
+        let (submitted, reattached, loads, jobs, view) = (
             self.submitted.clone(),
             self.reattached.clone(),
             self.loads.clone(),
             self.jobs.clone(),
+            self.view.clone(),
         );
         self.rt.spawn(async move {
             let (id, attempt) = (l.id, l.attempt);
@@ -302,7 +306,7 @@ impl Executor for Slurm {
                 &r,
                 l.timeout,
                 (&submitted, &reattached, &loads),
-                &jobs,
+                (&jobs, &view),
             )
             .await;
             let _ = std::fs::remove_file(&plan.job_file);
@@ -389,6 +393,49 @@ async fn queue_state(job_id: &str) -> Result<Option<String>, String> {
         // a job id the controller has forgotten
         Err(e) if e.contains("Invalid job id") => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// The queue as one `squeue --me` lists it, shared by every job the executor follows: at
+/// most one listing per poll interval for all of them (one per job would load slurmctld with
+/// hundreds of calls a second on a large sweep).
+#[derive(Default)]
+struct QueueView {
+    inner: tokio::sync::Mutex<(Option<tokio::time::Instant>, HashMap<String, String>)>,
+}
+
+impl QueueView {
+    /// The state of `job_id` (`None`: not queued or running — it ended), from a listing taken
+    /// after `not_before` (the job's submission) and at most `max_age` old.
+    async fn state(
+        &self,
+        job_id: &str,
+        max_age: Duration,
+        not_before: tokio::time::Instant,
+    ) -> Result<Option<String>, String> {
+        let mut g = self.inner.lock().await;
+        let fresh =
+            g.0.is_some_and(|at| at >= not_before && at.elapsed() < max_age);
+        if !fresh {
+            let at = tokio::time::Instant::now();
+            let args: Vec<String> = ["-h", "--me", "-o", "%i %T"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let text = client("squeue", &args).await?;
+            g.1 = text
+                .lines()
+                .filter_map(|l| {
+                    let (id, st) = l.trim().split_once(' ')?;
+                    Some((id.to_string(), st.trim().to_string()))
+                })
+                .collect();
+            g.0 = Some(at);
+        }
+        Ok(g.1
+            .get(job_id)
+            .filter(|st| ACTIVE.contains(&st.as_str()))
+            .cloned())
     }
 }
 
@@ -628,7 +675,7 @@ async fn follow(
     running: &Running,
     timeout: Option<Duration>,
     counters: (&AtomicU64, &AtomicU64, &AtomicU64),
-    jobs: &std::sync::Mutex<Jobs>,
+    (jobs, view): (&std::sync::Mutex<Jobs>, &QueueView),
 ) -> JobOutcome {
     let (submitted, reattached, loads) = counters;
     if !plan.exe.is_file() {
@@ -672,6 +719,7 @@ async fn follow(
         j.seen.insert(job_id.clone());
         j.live.insert(job_id.clone());
     }
+    let since = tokio::time::Instant::now();
     if let Err(e) = crate::store::write_atomic(&plan.record, job_id.as_bytes()) {
         tracing::warn!(
             "slurm: cannot record job {job_id} in `{}`: {e}",
@@ -707,7 +755,8 @@ async fn follow(
             termed = true;
             // A pending job takes no signal: cancel it outright.
             if state.is_empty() || state == "PENDING" {
-                state = queue_state(&job_id)
+                state = view
+                    .state(&job_id, Duration::ZERO, since)
                     .await
                     .ok()
                     .flatten()
@@ -738,7 +787,7 @@ async fn follow(
             continue;
         }
         last_asked = Some(tokio::time::Instant::now());
-        match queue_state(&job_id).await {
+        match view.state(&job_id, poll, since).await {
             Ok(Some(st)) => {
                 if deadline.is_none() && st != "PENDING" {
                     deadline = timeout.map(|t| tokio::time::Instant::now() + t);
