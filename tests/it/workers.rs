@@ -523,3 +523,133 @@ fn cocoedit_through_slurm_gives_the_workers_outputs() {
         );
     }
 }
+
+/// `workflows/demo.yaml` with every task a Slurm job exports the same files as a local run;
+/// and an engine SIGKILLed while its jobs run, started again, re-attaches to them and still
+/// exports the same files. Skipped without a cluster unless `COCOFLOW_REQUIRE_SLURM=1`.
+#[test]
+fn demo_through_slurm_gives_the_local_outputs_also_after_a_kill() {
+    let Some(conf) = slurm_conf() else {
+        assert!(
+            std::env::var("COCOFLOW_REQUIRE_SLURM").as_deref() != Ok("1"),
+            "no Slurm cluster answers and COCOFLOW_REQUIRE_SLURM=1 (bash scripts/slurm/up.sh)"
+        );
+        eprintln!("skipped: no Slurm cluster (bash scripts/slurm/up.sh starts one)");
+        return;
+    };
+    let wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/demo.yaml");
+    let wf = wf.to_str().unwrap();
+    // demo's train tasks write the GPU ids they ran on (`gpu=[…]`): none locally here, the
+    // allocation's through Slurm; the files are compared with that field blanked, after
+    // checking that the Slurm run's ids are allocation ids.
+    let export = |dir: &Path, slurm: bool| {
+        let x = Command::new(BIN)
+            .args(["export", "--to", "exported"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(x.status.success(), "{}", text(&x));
+        files(&dir.join("exported"))
+            .into_iter()
+            .map(|(k, v)| {
+                let t = String::from_utf8_lossy(&v).into_owned();
+                if !t.contains("gpu=[") {
+                    return (k, v);
+                }
+                let mut out = String::new();
+                for line in t.lines() {
+                    let (head, rest) = line.split_once("gpu=[").unwrap_or((line, ""));
+                    let (ids, tail) = rest.split_once(']').unwrap_or(("", ""));
+                    if slurm && line.contains("gpu=[") {
+                        let id: u32 = ids.parse().unwrap_or_else(|_| panic!("{k}: {line}"));
+                        assert!(id < 8, "{k}: {line}");
+                    }
+                    out.push_str(&format!("{head}gpu=[]{tail}\n"));
+                }
+                (k, out.into_bytes())
+            })
+            .collect::<BTreeMap<String, Vec<u8>>>()
+    };
+    let (local, slurm, killed) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let o = cocoflow(local.path(), &["run", wf, "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run_slurm = |dir: &Path| {
+        Command::new(BIN)
+            .args([
+                "run",
+                wf,
+                "--executor",
+                "slurm",
+                "--gpus",
+                "0,1,2,3,4,5,6,7",
+            ])
+            .current_dir(dir)
+            .env("SLURM_CONF", &conf)
+            .env("COCOFLOW_WORKER", WORKER)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let o = run_slurm(slurm.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 re-attached"), "{}", text(&o));
+    let fl = export(local.path(), false);
+    assert!(!fl.is_empty());
+    let fs = export(slurm.path(), true);
+    assert_eq!(fs.keys().collect::<Vec<_>>(), fl.keys().collect::<Vec<_>>());
+    for (k, v) in &fl {
+        assert!(
+            v == &fs[k],
+            "`{k}` differs between the local and the Slurm run"
+        );
+    }
+    // killed while jobs run, run again: re-attached, the same files
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            wf,
+            "--executor",
+            "slurm",
+            "--gpus",
+            "0,1,2,3,4,5,6,7",
+            "-q",
+        ])
+        .current_dir(killed.path())
+        .env("SLURM_CONF", &conf)
+        .env("COCOFLOW_WORKER", WORKER)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let records = killed.path().join(".cocoflow/slurm");
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_dir(&records)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "job"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n >= 2 {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60), "no jobs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = run_slurm(killed.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(!t.contains(" 0 re-attached"), "nothing re-attached: {t}");
+    let fk = export(killed.path(), true);
+    assert_eq!(fk.keys().collect::<Vec<_>>(), fl.keys().collect::<Vec<_>>());
+    for (k, v) in &fl {
+        assert!(v == &fk[k], "`{k}` differs after kill -9 and re-run");
+    }
+}
