@@ -40,7 +40,9 @@ pub fn resources(
         .iter()
         .filter(|i| i.resources.gpus > 0)
         .count();
-    if gpus.is_empty() && gpu_tasks > 0 && slurm {
+    // Under Slurm an empty pool from discovery (a login node without GPUs) is not "no GPUs":
+    // ask; `--gpus none` says it.
+    if gpus.is_empty() && gpu_tasks > 0 && slurm && opts.gpus.is_none() && w.pools.gpus.is_none() {
         return Err(RunError::Invalid(format!(
             "{gpu_tasks} task(s) ask for GPUs and `--executor slurm` takes them from the \
              cluster: say how many GPUs the run may hold at once with `--gpus 0,1,...,N-1` \
