@@ -78,7 +78,7 @@ pub struct EvalParams {
     /// Data-parallel replicas when the task runs on the CPU (a GPU task has one per granted
     /// GPU): whole batches are edited side by side, each exactly as one replica edits it, so
     /// the report is the same bytes. Left out of the cache key while 1.
-    #[serde(skip_serializing_if = "is_one")]
+    #[serde(skip_serializing_if = "super::is_one")]
     pub cpu_replicas: usize,
     /// What is scored: the policy's edits (default), or, as reference rows, the benchmark's
     /// own `target` images (`target`: the judge's and metrics' ceiling) or the unedited
@@ -130,12 +130,7 @@ fn bad(path: &str, message: impl Into<String>) -> ParamError {
 }
 
 fn check(p: &EvalParams) -> Result<(), ParamError> {
-    if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
-        return Err(bad(
-            "cpu_replicas",
-            format!("must be between 1 and 64, got {}", p.cpu_replicas),
-        ));
-    }
+    super::check_cpu_replicas(p.cpu_replicas)?;
     if p.threads < 1 {
         return Err(bad("threads", format!("must be ≥ 1, got {}", p.threads)));
     }
@@ -282,8 +277,4 @@ mod tests {
         assert_eq!(check(&p).unwrap_err().path, "prompts");
         assert!(typed_params::<EvalParams>(&json!({"prompts": ""})).is_err());
     }
-}
-
-fn is_one(n: &usize) -> bool {
-    *n == 1
 }

@@ -36,6 +36,20 @@ pub fn check_threads(threads: usize) -> Result<(), ParamError> {
     Ok(())
 }
 
+/// `cpu_replicas` (data-parallel replicas on the CPU): 1..=64.
+pub fn check_cpu_replicas(n: usize) -> Result<(), ParamError> {
+    if !(1..=64).contains(&n) {
+        return bad("cpu_replicas", format!("must be in 1..=64, got {n}"));
+    }
+    Ok(())
+}
+
+/// `skip_serializing_if` of `cpu_replicas`: left out of the canonical params (and so of the
+/// cache key) while 1.
+pub fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 pub fn check_lora(rank: i64, alpha: f64) -> Result<(), ParamError> {
     if rank <= 0 {
         return bad("lora_rank", format!("must be positive, got {rank}"));

@@ -59,7 +59,7 @@ pub struct NftTrainParams {
     /// granted GPU): the micro-batches are dealt out to this many model replicas, each in its
     /// own thread, and their θ gradients summed before the optimiser step — the same step as
     /// one replica's up to float reordering. Left out of the cache key while 1.
-    #[serde(skip_serializing_if = "is_one")]
+    #[serde(skip_serializing_if = "super::is_one")]
     pub cpu_replicas: usize,
     // --- adapters of a fresh state ---
     pub lora_rank: i64,
@@ -158,12 +158,7 @@ fn check(p: &NftTrainParams) -> Result<(), ParamError> {
         }
     };
     pos("beta", p.beta)?;
-    if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
-        return bad(
-            "cpu_replicas",
-            format!("must be between 1 and 64, got {}", p.cpu_replicas),
-        );
-    }
+    super::check_cpu_replicas(p.cpu_replicas)?;
     if let Some(a) = p.adv_clip {
         pos("adv_clip", a)?;
     }
@@ -253,8 +248,4 @@ mod tests {
         assert!(c.ner && c.er);
         assert_eq!((c.lambda_ner, c.lambda_er), (0.2, 0.2));
     }
-}
-
-fn is_one(n: &usize) -> bool {
-    *n == 1
 }

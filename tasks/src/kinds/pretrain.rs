@@ -53,7 +53,7 @@ pub struct PretrainParams {
     /// GPU): each step's batch is split into contiguous parts, one replica and thread each,
     /// and their gradients summed before the step — the same step up to float reordering.
     /// Left out of the cache key while 1.
-    #[serde(skip_serializing_if = "is_one")]
+    #[serde(skip_serializing_if = "super::is_one")]
     pub cpu_replicas: usize,
     /// Overrides of `TinyKontextConfig` fields.
     pub model: serde_json::Map<String, Value>,
@@ -105,12 +105,7 @@ fn check(p: &PretrainParams) -> Result<(), ParamError> {
     if p.steps == 0 {
         return Err(bad("steps", "must be at least 1"));
     }
-    if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
-        return Err(bad(
-            "cpu_replicas",
-            format!("must be between 1 and 64, got {}", p.cpu_replicas),
-        ));
-    }
+    super::check_cpu_replicas(p.cpu_replicas)?;
     if p.batch_size == 0 || p.batch_size > 4096 {
         return Err(bad(
             "batch_size",
@@ -263,8 +258,4 @@ mod tests {
         let e = check(&params(json!({"batch_size": 0}))).unwrap_err();
         assert_eq!(e.path, "batch_size");
     }
-}
-
-fn is_one(n: &usize) -> bool {
-    *n == 1
 }

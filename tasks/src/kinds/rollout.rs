@@ -38,12 +38,8 @@ pub struct RolloutParams {
     /// every sampler batch holds the same samples as with one replica), one model replica
     /// and thread each; per-sample seeds make the rollouts the same bytes as one replica's.
     /// Left out of the cache key while 1.
-    #[serde(skip_serializing_if = "is_one")]
+    #[serde(skip_serializing_if = "super::is_one")]
     pub cpu_replicas: usize,
-}
-
-fn is_one(n: &usize) -> bool {
-    *n == 1
 }
 
 impl Default for RolloutParams {
@@ -98,12 +94,7 @@ impl Kind for Rollout {
         if p.groups == 0 {
             return bad("groups", "must be at least 1");
         }
-        if p.cpu_replicas == 0 || p.cpu_replicas > 64 {
-            return bad(
-                "cpu_replicas",
-                format!("must be between 1 and 64, got {}", p.cpu_replicas),
-            );
-        }
+        super::check_cpu_replicas(p.cpu_replicas)?;
         if p.k == 0 {
             return bad("k", "must be at least 1");
         }

@@ -5,7 +5,6 @@ use crate::artifacts::eval_report::{
     self, EvalRecord, TypeRow, label_prompts, summarize, table_markdown, table_markdown_bench,
 };
 use crate::data::{Dataset, RecordTensors as _};
-use crate::device::select_device;
 use crate::error::fail;
 use crate::eval::{
     Protocol, bench_judge, edit_chunk, has_consistency_metrics, judge_chunk, load_policy,
@@ -24,20 +23,12 @@ pub use cocoflow_tasks::kinds::eval::*;
 
 pub fn run(_: &Eval, p: EvalParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
     tch::set_num_threads(p.threads);
-    let ordinals: Vec<usize> = ctx.cuda_ordinals.iter().map(|&o| o as usize).collect();
-    let device = select_device(&ordinals);
     let adapter = match ctx.input_items("adapter") {
         Ok(_) => Some(ctx.input_path("adapter")?),
         Err(_) => None,
     };
     // One replica per granted GPU (several), or `cpu_replicas` on the CPU.
-    let devices: Vec<tch::Device> = if ordinals.len() > 1 && tch::Cuda::is_available() {
-        ordinals.iter().map(|&o| tch::Device::Cuda(o)).collect()
-    } else if device == tch::Device::Cpu {
-        vec![device; p.cpu_replicas]
-    } else {
-        vec![device]
-    };
+    let devices = super::replica_devices(&ctx.cuda_ordinals, p.cpu_replicas);
     let mut replicas: Vec<(
         Box<dyn crate::models::EditPolicy>,
         crate::models::ActiveAdapter,

@@ -25,6 +25,21 @@ pub fn device_of(ordinals: &[u32]) -> tch::Device {
     crate::device::select_device(&ids)
 }
 
+/// The devices of a task's data-parallel replicas: one per granted GPU when it has several
+/// (and CUDA is there), else `cpu_replicas` on the CPU, else its one device.
+pub fn replica_devices(ordinals: &[u32], cpu_replicas: usize) -> Vec<tch::Device> {
+    if ordinals.len() > 1 && tch::Cuda::is_available() {
+        return ordinals
+            .iter()
+            .map(|&o| tch::Device::Cuda(o as usize))
+            .collect();
+    }
+    match device_of(ordinals) {
+        tch::Device::Cpu => vec![tch::Device::Cpu; cpu_replicas.max(1)],
+        d => vec![d],
+    }
+}
+
 /// The LoRA config of fresh adapters from a kind's `lora_rank`/`lora_alpha`/`lora_init_seed`.
 pub fn lora_config(rank: i64, alpha: f64, init_seed: u64) -> crate::models::LoraConfig {
     crate::models::LoraConfig {

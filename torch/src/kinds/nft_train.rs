@@ -78,16 +78,7 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
 
     // Data parallelism: one replica per granted GPU (several), or `cpu_replicas` on the CPU;
     // replica 0 is the state's model, the others copies of it on their devices.
-    let devices: Vec<tch::Device> = if ctx.cuda_ordinals.len() > 1 && tch::Cuda::is_available() {
-        ctx.cuda_ordinals
-            .iter()
-            .map(|&o| tch::Device::Cuda(o as usize))
-            .collect()
-    } else if device == tch::Device::Cpu {
-        vec![device; p.cpu_replicas]
-    } else {
-        vec![device]
-    };
+    let devices = super::replica_devices(&ctx.cuda_ordinals, p.cpu_replicas);
     let base = base_model(ctx, &model_dir)?;
     let mut others = Vec::new();
     for &d in &devices[1..] {

@@ -94,13 +94,7 @@ pub fn run(_: &Pretrain, p: PretrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     );
     // Data parallelism: replicas 1.. (copies of the model, one per further granted GPU, or
     // `cpu_replicas` − 1 more on the CPU) each take a contiguous part of every batch.
-    let devices: Vec<tch::Device> = if ordinals.len() > 1 && tch::Cuda::is_available() {
-        ordinals.iter().map(|&o| tch::Device::Cuda(o)).collect()
-    } else if device == tch::Device::Cpu {
-        vec![device; p.cpu_replicas]
-    } else {
-        vec![device]
-    };
+    let devices = super::replica_devices(&ctx.cuda_ordinals, p.cpu_replicas);
     let mut replicas: Vec<TinyKontext> = Vec::new();
     for &d in &devices[1..] {
         let r = TinyKontext::new(&cfg, d, p.seed)

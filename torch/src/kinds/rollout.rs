@@ -207,19 +207,7 @@ fn sample_all(
         .iter()
         .map(|g| g.instruction.clone())
         .collect();
-    let devices: Vec<Device> = if ctx.cuda_ordinals.len() > 1 && tch::Cuda::is_available() {
-        ctx.cuda_ordinals
-            .iter()
-            .map(|&o| Device::Cuda(o as usize))
-            .collect()
-    } else {
-        let d = device_of(&ctx.cuda_ordinals);
-        if d == Device::Cpu {
-            vec![d; p.cpu_replicas]
-        } else {
-            vec![d]
-        }
-    };
+    let devices = super::replica_devices(&ctx.cuda_ordinals, p.cpu_replicas);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let progress = |m: usize| {
         let d = done.fetch_add(m, std::sync::atomic::Ordering::Relaxed) + m;
