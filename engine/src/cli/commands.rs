@@ -312,33 +312,7 @@ async fn cmd_run(
         Err(RunError::Journal(e)) => return Err(e.into()),
         Err(RunError::Store(e)) => return Err(e.into()),
     };
-    // Worker processes and the models they loaded, when there were any.
-    let loads = if report.workers_started + report.model_loads > 0 {
-        format!(
-            "; {} model load(s), {} worker(s)",
-            report.model_loads, report.workers_started
-        )
-    } else {
-        String::new()
-    };
-    let loads = report
-        .executor_notes
-        .iter()
-        .fold(loads, |acc, n| format!("{acc}; {n}"));
-    let text = format!(
-        "run {} {} in {}: {} ran, {} cached, {} failed, {} blocked, {} interrupted{loads}\n  details: cocoflow status {}",
-        report.run_id,
-        report.status.label(),
-        human_duration(report.elapsed),
-        report.succeeded,
-        report.cached,
-        report.failed,
-        report.blocked,
-        report.interrupted,
-        report.run_id
-    );
-    let summary = serde_json::json!({"run": report.run_id, "status": report.status.label(), "succeeded": report.succeeded, "cached": report.cached, "failed": report.failed, "blocked": report.blocked, "interrupted": report.interrupted, "seconds": report.elapsed.as_secs_f64(), "model_loads": report.model_loads, "workers_started": report.workers_started, "executor_notes": report.executor_notes});
-    ui.done(&summary, &text);
+    // The runner emitted `end` (the summary line, or its JSON) to the terminal and the events file.
     Ok(match report.status {
         RunStatus::Succeeded => EXIT_OK,
         RunStatus::Interrupted => EXIT_INTERRUPTED,
@@ -461,6 +435,10 @@ fn latest_snapshot(state: &Path) -> Option<serde_json::Value> {
     let dir = state.join("runs");
     let mut best: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
     for e in std::fs::read_dir(dir).ok()?.flatten() {
+        // not the events files (`<id>.events.jsonl`) nor a snapshot being written
+        if !e.file_name().to_string_lossy().ends_with(".status.json") {
+            continue;
+        }
         let m = e.metadata().ok()?.modified().ok()?;
         if best.as_ref().is_none_or(|(t, _)| m > *t) {
             best = Some((m, e.path()));

@@ -6,7 +6,8 @@ use crate::exec::{ExecEvent, Executors, Job, JobInput, JobOutcome, Launch, Runni
 use crate::kind::{Placement, Registry};
 use crate::plan::{InstanceId, Plan};
 use crate::store::{ResultManifest, Store};
-use crate::ui::Ui;
+use crate::ui::{Observers, RunEvent};
+use crate::util::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
@@ -35,7 +36,7 @@ impl Launcher<'_> {
         gpus: Vec<u32>,
         pools: BTreeMap<String, u32>,
         manifests: &mut HashMap<String, ResultManifest>,
-        ui: &mut Ui,
+        obs: &mut Observers<'_>,
     ) -> Result<Launched, RunError> {
         let (plan, opts, store) = (self.plan, self.opts, self.store);
         let inst = &plan.instances[id];
@@ -126,7 +127,14 @@ impl Launcher<'_> {
             None => opts.executor.as_str(),
         };
         tracing::debug!(instance = %inst.name, key = %&inst.key[..12], attempt, ?gpus, executor = name, "launch");
-        ui.launched(id, &inst.name, attempt, &gpus);
+        obs.emit(RunEvent::Launch {
+            t_ms: now_ms(),
+            id,
+            name: inst.name.clone(),
+            key: inst.key.clone(),
+            attempt,
+            gpus: gpus.clone(),
+        });
         let running = match self.executors.get(name) {
             Some(x) => x.launch(Launch {
                 id,

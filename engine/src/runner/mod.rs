@@ -1,6 +1,12 @@
 //! The runner: drives the pure scheduler core with real events. It checks the cache,
 //! journals every batch of state changes before acting on it, launches attempts on the
 //! executors, shows progress, handles Ctrl-C, and writes the run's summary to the store.
+//!
+//! What happens is emitted as [`RunEvent`]s to the caller's [`Observer`] (the terminal
+//! output) and to the run's events file, `<state dir>/runs/<run id>.events.jsonl` (one JSON
+//! line per event, the same lines as `--json`; kept after the run, appended to by `resume`;
+//! see [`crate::ui::event`]). Beside it, `<run id>.status.json` is the live snapshot `status`
+//! reads while the run holds the journal; it is removed when the run ends.
 
 use crate::core::{Action, Core, Event, Options, Outcome, State, TaskInfo};
 use crate::exec::{ExecEnv, ExecEvent, Executors, JobOutcome, Running};
@@ -8,7 +14,7 @@ use crate::kind::Registry;
 use crate::plan::{InstanceId, Plan};
 use crate::state::{InstanceRecord, Journal, JournalEvent, RunRecord, RunStatus};
 use crate::store::{Lease, ResultManifest, RunSummary, Store};
-use crate::ui::Ui;
+use crate::ui::{EndSummary, EventLog, FinishState, Observer, Observers, RunEvent};
 use crate::util::now_ms;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -82,6 +88,25 @@ pub struct RunReport {
     pub executor_notes: Vec<String>,
 }
 
+impl RunReport {
+    /// The `end` event's summary.
+    pub fn summary(&self) -> EndSummary {
+        EndSummary {
+            run: self.run_id.clone(),
+            status: self.status.label().to_string(),
+            succeeded: self.succeeded,
+            cached: self.cached,
+            failed: self.failed,
+            blocked: self.blocked,
+            interrupted: self.interrupted,
+            seconds: self.elapsed.as_secs_f64(),
+            model_loads: self.model_loads,
+            workers_started: self.workers_started,
+            executor_notes: self.executor_notes.clone(),
+        }
+    }
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -106,17 +131,23 @@ struct Launched {
     log: PathBuf,
 }
 
-/// Runs a plan to the end (or until interrupted).
+/// Runs a plan to the end (or until interrupted). Every event goes to `observer` (a
+/// [`crate::ui::Ui`], or several in [`Observers`]) and to the run's events file, from `start`
+/// to `end` (none when the plan cannot run here).
 pub async fn run(
     plan: Plan,
     registry: Registry,
     store: Store,
     journal: &mut dyn Journal,
     opts: RunOptions,
-    ui: &mut Ui,
+    observer: &mut dyn Observer,
 ) -> Result<RunReport, RunError> {
     let t0 = Instant::now();
-    let (pools, requests) = resources::resources(&plan, &opts, ui)?;
+    let mut notices = Vec::new();
+    let (pools, requests) = resources::resources(&plan, &opts, &mut notices)?;
+    let mut obs = Observers::new()
+        .with(observer)
+        .with(EventLog::for_run(&opts.state_dir, &opts.run_id));
     let (cached, mut manifests) = cache::cache_hits(&plan, &store).await?;
     let n = plan.instances.len();
     let n_cached = cached.iter().filter(|c| **c).count();
@@ -187,7 +218,16 @@ pub async fn run(
     };
 
     tracing::info!(run = %opts.run_id, workflow = %plan.workflow.name, instances = n, cached = n_cached, store = %store.url(), "run starts");
-    ui.start(&opts.run_id, &plan.workflow.name, n, n_cached);
+    obs.emit(RunEvent::Start {
+        t_ms: now_ms(),
+        run: opts.run_id.clone(),
+        workflow: plan.workflow.name.clone(),
+        instances: n,
+        cached: n_cached,
+    });
+    for m in notices {
+        obs.notice(m);
+    }
     let mut records: Vec<InstanceRecord> = plan
         .instances
         .iter()
@@ -297,7 +337,11 @@ pub async fn run(
                         let by = by
                             .map(|b| plan.instances[b].name.clone())
                             .unwrap_or_else(|| "fail-fast".into());
-                        ui.blocked(&plan.instances[id].name, &by);
+                        obs.emit(RunEvent::Blocked {
+                            t_ms: t,
+                            name: plan.instances[id].name.clone(),
+                            by,
+                        });
                     }
                 }
                 Action::Launch { id, attempt, alloc } => {
@@ -322,7 +366,7 @@ pub async fn run(
         }
         for (id, attempt, gpus, pools) in launches {
             let l = launcher
-                .launch(id, attempt, gpus, pools, &mut manifests, ui)
+                .launch(id, attempt, gpus, pools, &mut manifests, &mut obs)
                 .await?;
             records[id].log = Some(l.log.display().to_string());
             launched.insert(id, l);
@@ -355,7 +399,7 @@ pub async fn run(
                 actions.extend(core.handle(Event::Tick, now(&epoch)));
             }
             sig = signals.next() => {
-                actions.extend(signals.handle(sig, &launched, &mut core, now(&epoch), ui, &mut batch));
+                actions.extend(signals.handle(sig, &launched, &mut core, now(&epoch), &mut obs, &mut batch));
             }
         }
         // Publish this round's results together (one append), before the state changes
@@ -384,9 +428,15 @@ pub async fn run(
         };
         for m in batch {
             match m {
-                ExecEvent::Progress { id, progress } => {
-                    ui.progress(id, &plan.instances[id].name, &progress)
-                }
+                ExecEvent::Progress { id, progress } => obs.emit(RunEvent::Progress {
+                    t_ms: now_ms(),
+                    id,
+                    name: plan.instances[id].name.clone(),
+                    key: plan.instances[id].key.clone(),
+                    done: progress.done,
+                    total: progress.total,
+                    message: progress.message,
+                }),
                 ExecEvent::Done {
                     id,
                     attempt,
@@ -398,6 +448,18 @@ pub async fn run(
                     let took = l.started.elapsed();
                     let name = &plan.instances[id].name;
                     let log = l.log.display().to_string();
+                    let mut finish = |state, err: Option<&str>, log_path: Option<&str>| {
+                        obs.emit(RunEvent::Finish {
+                            t_ms: now_ms(),
+                            id,
+                            name: name.clone(),
+                            key: plan.instances[id].key.clone(),
+                            state,
+                            seconds: took.as_secs_f64(),
+                            error: err.map(String::from),
+                            log: log_path.map(String::from),
+                        })
+                    };
                     let outcome = match (outcome, &published) {
                         (JobOutcome::Succeeded { .. }, Err(e)) => JobOutcome::Failed {
                             message: format!("cannot publish the result: {e}"),
@@ -407,7 +469,7 @@ pub async fn run(
                     };
                     let outcome = match outcome {
                         JobOutcome::Succeeded { manifest } => {
-                            ui.finished(id, name, "succeeded", took, None, None);
+                            finish(FinishState::Succeeded, None, None);
                             manifests.insert(manifest.key.clone(), *manifest);
                             Outcome::Success
                         }
@@ -415,18 +477,19 @@ pub async fn run(
                             let last = !retryable
                                 || attempt > plan.instances[id].retries.count
                                 || signals.interrupted;
-                            ui.finished(
-                                id,
-                                name,
-                                if last { "failed" } else { "retry" },
-                                took,
+                            finish(
+                                if last {
+                                    FinishState::Failed
+                                } else {
+                                    FinishState::Retry
+                                },
                                 Some(&message),
                                 Some(&log),
                             );
                             Outcome::Failure { message, retryable }
                         }
                         JobOutcome::Cancelled => {
-                            ui.finished(id, name, "interrupted", took, None, None);
+                            finish(FinishState::Interrupted, None, None);
                             Outcome::Cancelled
                         }
                         JobOutcome::BadInput {
@@ -434,7 +497,7 @@ pub async fn run(
                             message,
                         } => match by_key.get(producer_key.as_str()) {
                             Some(&p) => {
-                                ui.notice(&format!(
+                                obs.notice(format!(
                                     "`{name}`: {message}; running `{}` again",
                                     plan.instances[p].name
                                 ));
@@ -508,7 +571,7 @@ pub async fn run(
             results,
         })
         .await?;
-    Ok(RunReport {
+    let report = RunReport {
         run_id: opts.run_id,
         status: record.status,
         succeeded,
@@ -520,7 +583,12 @@ pub async fn run(
         model_loads,
         workers_started,
         executor_notes,
-    })
+    };
+    obs.emit(RunEvent::End {
+        t_ms: now_ms(),
+        summary: report.summary(),
+    });
+    Ok(report)
 }
 
 fn write_snapshot(path: &std::path::Path, run: &RunRecord, records: &[InstanceRecord]) {

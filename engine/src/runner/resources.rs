@@ -3,17 +3,18 @@
 use super::{RunError, RunOptions};
 use crate::core::resources::{Pools, Request};
 use crate::plan::Plan;
-use crate::ui::Ui;
 
 /// CPU slots of a run whose default executor is `slurm`, without `--cpus` or a workflow
 /// `resources: {cpus: N}`.
 pub const SLURM_CPU_SLOTS: u32 = 1024;
 
-/// Resolves the GPU pool and each instance's request; errors name the task and pool.
+/// Resolves the GPU pool and each instance's request; errors name the task and pool. What the
+/// user should know (no GPU for GPU tasks) is pushed to `notices` (the runner emits them after
+/// `start`).
 pub fn resources(
     plan: &Plan,
     opts: &RunOptions,
-    ui: &Ui,
+    notices: &mut Vec<String>,
 ) -> Result<(Pools, Vec<Request>), RunError> {
     let w = &plan.workflow;
     let gpus: Vec<u32> = match (&opts.gpus, &w.pools.gpus) {
@@ -50,7 +51,7 @@ pub fn resources(
         )));
     }
     if gpus.is_empty() && gpu_tasks > 0 {
-        ui.notice(&format!(
+        notices.push(format!(
             "no GPU found: {gpu_tasks} GPU task(s) will run on the CPU"
         ));
     }

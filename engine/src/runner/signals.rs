@@ -6,7 +6,7 @@ use super::Launched;
 use crate::core::{Action, Core, Event, State};
 use crate::exec::{ExecEvent, JobOutcome};
 use crate::plan::InstanceId;
-use crate::ui::Ui;
+use crate::ui::Observers;
 use crate::util::human_duration;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -72,19 +72,19 @@ impl Signals {
         launched: &HashMap<InstanceId, Launched>,
         core: &mut Core,
         now_ms: u64,
-        ui: &mut Ui,
+        obs: &mut Observers<'_>,
         batch: &mut Vec<ExecEvent>,
     ) -> Vec<Action> {
         match sig {
             Signal::Interrupt if self.interrupted => {
                 self.cancel_all(launched);
-                ui.notice("second interrupt: cancelling running tasks");
+                obs.notice("second interrupt: cancelling running tasks");
                 vec![]
             }
             Signal::Interrupt => {
                 self.interrupted = true;
                 self.grace_deadline = Some(Instant::now() + self.grace);
-                ui.notice(&format!(
+                obs.notice(format!(
                     "interrupted: no new tasks; waiting up to {} for {} running task(s) (Ctrl-C again to cancel them)",
                     human_duration(self.grace),
                     launched.len()
@@ -98,14 +98,14 @@ impl Signals {
                 core.handle(Event::Interrupt, now_ms)
             }
             Signal::GraceOver => {
-                ui.notice("grace period over: cancelling running tasks");
+                obs.notice("grace period over: cancelling running tasks");
                 self.cancel_all(launched);
                 vec![]
             }
             Signal::KillNow => {
                 // Tasks that ignored cancellation: kill workers, abandon in-process threads
                 // (they end with this process) and record them as interrupted.
-                ui.notice(&format!(
+                obs.notice(format!(
                     "{} task(s) ignored cancellation for {}: stopping without them",
                     launched.len(),
                     human_duration(KILL_AFTER)

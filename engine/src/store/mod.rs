@@ -712,6 +712,27 @@ impl Store {
         Ok(())
     }
 
+    /// Writes an object at a location outside the prefixes `gc` manages (e.g.
+    /// `studies/<name>/...`): `gc` never deletes it. The write is atomic (a reader sees the
+    /// old object, or none, or the whole new one).
+    pub async fn put_object(&self, location: &str, bytes: Bytes) -> Result<()> {
+        self.inner
+            .os
+            .put(&OPath::from(location), PutPayload::from(bytes))
+            .await
+            .map_err(self.backend())?;
+        Ok(())
+    }
+
+    /// The object at a location, or `None` when there is none.
+    pub async fn get_object(&self, location: &str) -> Result<Option<Bytes>> {
+        match self.inner.os.get(&OPath::from(location)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(self.backend())?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend()(e)),
+        }
+    }
+
     pub async fn put_checkpoint(&self, key: &str, name: &str, bytes: Bytes) -> Result<()> {
         let path = OPath::from(format!("checkpoints/{key}/{name}"));
         self.inner

@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod errors;
+mod events;
 mod injection;
 mod library;
 mod maintenance;
