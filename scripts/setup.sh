@@ -5,6 +5,8 @@
 #   - sam2 1.1.0 + torchvision 0.26.0 (tools/sam2_server.py, the reference segmentation server),
 #   - transformers 5.25.0 with fastapi, uvicorn and openai for `transformers serve` (the judge
 #     server of torch/tests/it/judge_real_server.rs, tools/tiny_qwen_vl.py).
+# Also runs scripts/browser.sh (Debian's chromium + chromedriver for the WebDriver UI tests, via
+# apt-get when missing); if it cannot install them it prints a note and setup goes on.
 # Pinned in scripts/requirements.txt + scripts/requirements-sam2.txt (+ scripts/constraints.txt for
 # transitive deps). sam2 is a source package: it is installed in a second pip run, without build
 # isolation (its build imports torch: the venv's 2.11.0, not the newest) and without its CUDA
@@ -24,6 +26,10 @@ req_sam2="scripts/requirements-sam2.txt"
 con="scripts/constraints.txt"
 
 say() { printf '[setup] %s\n' "$*"; }
+
+# The headless browser for the UI tests (tests/it/webdriver.rs), before the venv's early exit.
+bash scripts/browser.sh ||
+    say "note: no chromium/chromedriver: browser tests skip (fail with COCOFLOW_REQUIRE_BROWSER=1)"
 
 # A venv whose interpreter no longer runs (moved, Python upgraded) is rebuilt from scratch.
 if [[ -e "$venv" ]] && ! "$venv/bin/python" -c 'pass' >/dev/null 2>&1; then

@@ -37,7 +37,9 @@ pub mod rl;
 pub mod rng;
 pub mod sampling;
 pub mod segment;
+pub mod study;
 pub mod synth;
+pub mod ui;
 pub mod weights;
 
 /// Registers the task kinds for the torch-free front end (`cocoflow`): the kinds that need no

@@ -6,4 +6,6 @@ mod flux_e2e;
 mod qwen_e2e;
 mod resume;
 mod rl_resume;
+mod ui;
+mod webdriver;
 mod workers;

@@ -25,6 +25,8 @@ pub fn front_end_extensions() -> Vec<Extension> {
             run: forward_to_worker,
         },
         crate::segment::server::extension(),
+        crate::ui::extension(),
+        crate::study::extension(),
         Extension {
             command: edit::command(),
             run: forward_to_worker,

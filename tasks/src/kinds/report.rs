@@ -26,8 +26,13 @@
 //! Output `report` (a directory; no timestamps, so equal inputs give equal bytes):
 //! `table.md`, `table.csv`, `table.json` (see [`crate::report::table`]), `judge_vs_iteration`,
 //! `psnr_vs_iteration`, `ssim_vs_iteration`, `reward_curves` (each `.png` and `.svg`; see
-//! [`crate::report::plots`]), `samples.png` (see [`crate::report::grid`]; only with `data`)
-//! and `index.md` linking them. The writing is [`crate::report::write`]'s.
+//! [`crate::report::plots`]), `samples.png` (see [`crate::report::grid`]; only with `data`),
+//! `browser/` (the dashboard's image browser: `browser/index.json` and the images it names —
+//! per benchmark item, the first `browser_items` in key order, source | edit-mask overlay |
+//! target (those three only with `data`) | base | every arm at every evaluated iteration,
+//! with instruction, edit type, judge scores and masked PSNR/SSIM; see
+//! [`crate::report::browser`]; none with `browser_items: 0`) and `index.md` linking them. The
+//! writing is [`crate::report::write`]'s.
 
 use crate::error::fail;
 use crate::report::{EvalReport, Layout, RewardPoint, Sweep, read_eval, read_rewards};
@@ -44,6 +49,9 @@ pub struct ReportParams {
     pub grid_items: usize,
     /// Integer up-scaling of the grid's images (nearest neighbour).
     pub grid_scale: u32,
+    /// Benchmark items (the first in key order) in the image browser `browser/`; 0: no
+    /// browser.
+    pub browser_items: usize,
 }
 
 impl Default for ReportParams {
@@ -52,6 +60,7 @@ impl Default for ReportParams {
             title: "ablation".into(),
             grid_items: 6,
             grid_scale: 4,
+            browser_items: 48,
         }
     }
 }
@@ -77,8 +86,8 @@ pub struct Report;
 impl Kind for Report {
     type Params = ReportParams;
     const NAME: &'static str = "report";
-    const VERSION: u32 = 2;
-    const DESCRIBE: &'static str = "a sweep's ablation table (Markdown/CSV/JSON), judge/PSNR/SSIM and reward curves (PNG/SVG), sample grids";
+    const VERSION: u32 = 3;
+    const DESCRIBE: &'static str = "a sweep's ablation table (Markdown/CSV/JSON), judge/PSNR/SSIM and reward curves (PNG/SVG), sample grids, an image browser";
     const INPUTS: Option<&'static [Input]> = Some(&[
         Input::required(
             "evals",
@@ -86,7 +95,10 @@ impl Kind for Report {
         ),
         Input::optional("base", "the base model's `eval` report"),
         Input::optional("rewards", "`reward` outputs"),
-        Input::optional("data", "the benchmark, for the sample grid"),
+        Input::optional(
+            "data",
+            "the benchmark, for the sample grid and the browser's source/target/overlay",
+        ),
     ]);
     const OUTPUTS: &'static [&'static str] = &["report"];
 
@@ -98,6 +110,16 @@ impl Kind for Report {
             return super::bad(
                 "grid_scale",
                 format!("must be in 1..=16, got {}", p.grid_scale),
+            );
+        }
+        if p.browser_items > crate::report::browser::MAX_ITEMS {
+            return super::bad(
+                "browser_items",
+                format!(
+                    "must be ≤ {}, got {}",
+                    crate::report::browser::MAX_ITEMS,
+                    p.browser_items
+                ),
             );
         }
         Ok(())
@@ -186,6 +208,7 @@ impl Report {
                 title: &p.title,
                 grid_items: p.grid_items,
                 grid_scale: p.grid_scale,
+                browser_items: p.browser_items,
             },
             &sweep,
             data.as_deref(),
@@ -196,6 +219,9 @@ impl Report {
         ctx.metric("evaluations", sweep.evals.len() as u64);
         ctx.metric("reward_files", sweep.rewards.len() as u64);
         ctx.metric("best", written.best);
+        if let Some(b) = &written.browser {
+            ctx.metric("browser_items", b.items as u64);
+        }
         ctx.output_dir("report", &out)
     }
 }

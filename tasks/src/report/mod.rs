@@ -24,8 +24,13 @@
 //! Output `report` (a directory; no timestamps, so equal inputs give equal bytes):
 //! `table.md`, `table.csv`, `table.json` (see [`table`]), `judge_vs_iteration`,
 //! `psnr_vs_iteration`, `ssim_vs_iteration`, `reward_curves` (each `.png` and `.svg`; see
-//! [`plots`]), `samples.png` (see [`grid`]; only with `data`) and `index.md` linking them.
+//! [`plots`]), `samples.png` (see [`grid`]; only with `data`), `browser/` (the image browser
+//! for the dashboard: `browser/index.json` and the images it names, per benchmark item
+//! source | edit-mask overlay | target | base | every arm at every evaluated iteration with
+//! the per-image scores; see [`browser`]; not with `browser_items: 0`) and `index.md` linking
+//! them.
 
+pub mod browser;
 pub mod correlation;
 pub mod grid;
 pub mod plots;
@@ -237,6 +242,8 @@ pub struct Written {
     pub markdown: String,
     /// The best value of each column.
     pub best: Value,
+    /// The image browser, when one was written.
+    pub browser: Option<browser::Summary>,
 }
 
 /// How a report looks.
@@ -244,10 +251,12 @@ pub struct Layout<'a> {
     pub title: &'a str,
     pub grid_items: usize,
     pub grid_scale: u32,
+    /// Benchmark items in the image browser ([`browser`]); 0: no browser.
+    pub browser_items: usize,
 }
 
 /// Writes the report's files into `out` (module docs); `data` is the benchmark dataset for
-/// the sample grid.
+/// the sample grid and the browser's source, target and overlay images.
 pub fn write(
     out: &Path,
     p: &Layout,
@@ -415,13 +424,20 @@ pub fn write(
     .collect();
     plots::write_chart(&out, "reward_curves", &reward_panels)?;
 
+    // The benchmark, when something shows its images.
+    let ds = match data {
+        Some(root) if p.grid_items > 0 || p.browser_items > 0 => {
+            Some(crate::data::Dataset::open(root).map_err(|e| format!("input `data`: {e}"))?)
+        }
+        _ => None,
+    };
+
     // The sample grid.
     let mut grid_note = String::new();
-    if let Some(root) = data
+    if let Some(ds) = &ds
         && p.grid_items > 0
     {
-        let ds = crate::data::Dataset::open(root).map_err(|e| format!("input `data`: {e}"))?;
-        let items = grid::choose_items(&ds, p.grid_items);
+        let items = grid::choose_items(ds, p.grid_items);
         if items.is_empty() {
             grid_note = "No sample grid: the benchmark has no local-type items.\n".into();
         } else {
@@ -441,7 +457,7 @@ pub fn write(
                 });
             }
             let layout =
-                grid::write_grid(&out.join("samples.png"), &ds, &items, &cols, p.grid_scale)?;
+                grid::write_grid(&out.join("samples.png"), ds, &items, &cols, p.grid_scale)?;
             grid_note = format!(
                 "![sample grid](samples.png)\n\nColumns: instruction | source | target | edit mask (white = edited region) | {}; images ×{} (nearest), {}×{} px{}.\n\nRows:\n\n",
                 cols.iter()
@@ -488,6 +504,23 @@ pub fn write(
         idx.push_str(&grid_note);
         idx.push('\n');
     }
+
+    // The image browser.
+    let browser = if p.browser_items > 0 {
+        let s = browser::write_browser(out, p.title, sweep, ds.as_ref(), p.browser_items)?;
+        idx.push_str(&format!(
+            "Image browser (for the dashboard): [browser/index.json](browser/index.json), {} benchmark items × {} evaluations.\n\n",
+            s.items, s.columns
+        ));
+        Some(s)
+    } else {
+        let dir = out.join(browser::DIR);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("removing `{}`: {e}", dir.display()))?;
+        }
+        None
+    };
     idx.push_str(
         "## Inputs\n\n| arm | evaluated iterations | reward iterations |\n|---|---|---|\n",
     );
@@ -520,6 +553,7 @@ pub fn write(
     Ok(Written {
         markdown: md,
         best: json!(t.best),
+        browser,
     })
 }
 

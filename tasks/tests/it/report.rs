@@ -19,14 +19,19 @@ const W: u32 = 8;
 const H: u32 = 6;
 
 /// (key, edit type, source colour).
-const ITEMS: [(&str, &str, [u8; 3]); 6] = [
+const ITEMS: [(&str, &str, [u8; 3]); 7] = [
     ("add-0", "add", [200, 10, 10]),
     ("add-1", "add", [10, 200, 10]),
     ("add-2", "add", [10, 10, 200]),
     ("remove-0", "remove", [200, 200, 10]),
     ("remove-1", "remove", [10, 200, 200]),
     ("tone-0", "tone", [90, 90, 90]),
+    ("remove-2", "remove", [60, 60, 160]),
 ];
+
+/// The item whose edit mask is stored as a keep mask (`mask_polarity: keep`): white in the
+/// right half, so the edited region is the left half as for the others.
+const KEEP_ITEM: &str = "remove-2";
 
 fn solid(path: &Path, c: [u8; 3]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -35,19 +40,27 @@ fn solid(path: &Path, c: [u8; 3]) {
         .unwrap();
 }
 
-/// A benchmark: solid sources; edit masks white in the left half.
+/// A benchmark: solid sources; edit masks white in the left half (the keep mask of
+/// [`KEEP_ITEM`] white in the right half); `add-1` has a target (a solid `TARGET_COLOUR`).
 fn write_bench(dir: &Path) {
     let mut lines = String::new();
     for (key, t, c) in ITEMS {
         solid(&dir.join(format!("src/{key}.png")), c);
-        let m =
-            image::GrayImage::from_fn(W, H, |x, _| image::Luma([if x < W / 2 { 255 } else { 0 }]));
+        let keep = key == KEEP_ITEM;
+        let m = image::GrayImage::from_fn(W, H, |x, _| {
+            image::Luma([if (x < W / 2) != keep { 255 } else { 0 }])
+        });
         m.save(dir.join(format!("src/{key}_mask.png"))).unwrap();
-        lines.push_str(
-            &json!({"key": key, "source": format!("src/{key}.png"), "edit_mask": format!("src/{key}_mask.png"),
-                    "instruction": format!("do {t}"), "edit_type": t})
-            .to_string(),
-        );
+        let mut rec = json!({"key": key, "source": format!("src/{key}.png"), "edit_mask": format!("src/{key}_mask.png"),
+                    "instruction": format!("do {t}"), "edit_type": t});
+        if keep {
+            rec["mask_polarity"] = json!("keep");
+        }
+        if key == "add-1" {
+            solid(&dir.join("src/add-1_target.png"), TARGET_COLOUR);
+            rec["target"] = json!("src/add-1_target.png");
+        }
+        lines.push_str(&rec.to_string());
         lines.push('\n');
     }
     std::fs::write(dir.join("manifest.jsonl"), lines).unwrap();
@@ -57,13 +70,14 @@ fn write_bench(dir: &Path) {
 /// x = .1 .2 .3 .4 and PSNR 20 40 50 40 and a constant SSIM (r undefined); add-2 has no
 /// PSNR/SSIM (left out) and tone-0 is a global type (left out).
 fn records() -> String {
-    let vals: [(&str, f64, Option<f64>, Option<f64>); 6] = [
+    let vals: [(&str, f64, Option<f64>, Option<f64>); 7] = [
         ("add-0", 0.1, Some(20.0), Some(0.9)),
         ("add-1", 0.2, Some(40.0), Some(0.9)),
         ("remove-0", 0.3, Some(50.0), Some(0.9)),
         ("remove-1", 0.4, Some(40.0), Some(0.9)),
         ("add-2", 0.5, None, None),
         ("tone-0", 0.9, Some(10.0), Some(0.1)),
+        ("remove-2", 0.6, Some(30.0), Some(0.8)),
     ];
     let mut s = String::new();
     for (key, q, psnr, ssim) in vals {
@@ -197,7 +211,22 @@ fn write_pairs(dir: &Path) {
     std::fs::write(dir.join("manifest.jsonl"), lines).unwrap();
 }
 
+/// Arm `b`'s records at iteration 3: no `remove-1`, judge effect 0.25 instead of 0.5.
+fn b3_records() -> String {
+    records()
+        .lines()
+        .filter(|l| !l.contains("\"remove-1\""))
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.replace("\"judge_effect\":0.5", "\"judge_effect\":0.25")
+            )
+        })
+        .collect()
+}
+
 const BASE_COLOUR: [u8; 3] = [1, 2, 3];
+const TARGET_COLOUR: [u8; 3] = [7, 77, 177];
 const A_COLOUR: [u8; 3] = [250, 0, 250];
 const B_COLOUR: [u8; 3] = [0, 250, 250];
 
@@ -274,8 +303,10 @@ fn write_fixtures(dir: &Path) {
         22.0,
         0.8,
         B_COLOUR,
-        &records(),
+        &b3_records(),
     );
+    // Arm `a` at iteration 2 lost an image: its browser entry is absent.
+    std::fs::remove_file(dir.join("a/2/report/images/add-1.png")).unwrap();
     for (arm, off) in [("a", 0.0), ("b", 0.1)] {
         for it in 1..=3u64 {
             write_rewards(
@@ -319,7 +350,12 @@ tasks:
     kind: report
     scope: global
     inputs: {{evals: "rl[*].eval.report", base: eval_base.report, rewards: "rl[*].reward.rewards", data: data.bench}}
-    params: {{grid_items: 3}}
+    params: {{grid_items: 3, browser_items: 6}}
+  report_no_browser:
+    kind: report
+    scope: global
+    inputs: {{evals: "rl[*].eval.report", base: eval_base.report, data: data.bench}}
+    params: {{grid_items: 0, browser_items: 0}}
   report_evals_only:
     kind: report
     scope: global
@@ -373,6 +409,144 @@ fn assert_svg(path: &Path) {
         s.contains("<polyline") || s.contains("<circle"),
         "{}: nothing drawn",
         path.display()
+    );
+}
+
+/// The image browser of the full report: `browser_items: 6` of 7 keys; columns base and
+/// a, b at iterations 2 and 3; scores as in [`records`]; a's iteration-2 image of `add-1` is
+/// missing and b's iteration-3 evaluation has no record of `remove-1` (no entries).
+fn check_browser(out: &Path, fixtures: &Path) {
+    let b: Value =
+        serde_json::from_slice(&std::fs::read(out.join("browser/index.json")).unwrap()).unwrap();
+    assert_eq!(b["format"], json!("cocoflow-report-browser"));
+    assert_eq!(b["version"], json!(1));
+    assert_eq!(b["title"], json!("ablation"));
+    assert_eq!(
+        b["columns"],
+        json!([
+            {"id": "base", "arm": "base", "iteration": 0, "label": "base"},
+            {"id": "c1", "arm": "a", "iteration": 2, "label": "a · iter 2"},
+            {"id": "c2", "arm": "a", "iteration": 3, "label": "a · iter 3"},
+            {"id": "c3", "arm": "b", "iteration": 2, "label": "b · iter 2"},
+            {"id": "c4", "arm": "b", "iteration": 3, "label": "b · iter 3"},
+        ])
+    );
+    assert_eq!(b["edit_types"], json!(["add", "remove"]));
+    let items = b["items"].as_array().unwrap();
+    let keys: Vec<&str> = items.iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "add-0", "add-1", "add-2", "remove-0", "remove-1", "remove-2"
+        ]
+    );
+    // The records, by key.
+    let parse = |s: String| -> Vec<Value> {
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (recs, recs_b3) = (parse(records()), parse(b3_records()));
+    let colour = |col: &str| match col {
+        "base" => BASE_COLOUR,
+        "c2" => A_COLOUR,
+        "c4" => B_COLOUR,
+        _ => [9, 9, 9],
+    };
+    let mut referenced = 0;
+    for (n, it) in items.iter().enumerate() {
+        let key = keys[n];
+        let (_, t, src_colour) = ITEMS.iter().find(|i| i.0 == key).copied().unwrap();
+        let rec = |col: &str| {
+            let rs = if col == "c4" { &recs_b3 } else { &recs };
+            rs.iter().find(|r| r["key"] == json!(key)).unwrap().clone()
+        };
+        assert_eq!(it["instruction"], json!(format!("do {t}")));
+        assert_eq!(it["edit_type"], json!(t));
+        let dir = format!("browser/items/{n:04}");
+        assert_eq!(it["source"], json!(format!("{dir}/source.png")));
+        assert_eq!(it["overlay"], json!(format!("{dir}/overlay.png")));
+        let src = png(&out.join(it["source"].as_str().unwrap()));
+        assert_eq!(src.dimensions(), (W, H));
+        assert!(src.pixels().all(|p| p.0 == src_colour), "{key}: source");
+        // The overlay differs from the source exactly in the edited region (the left half,
+        // for the keep mask too), there blended 45 % with red.
+        let ov = png(&out.join(it["overlay"].as_str().unwrap()));
+        assert_eq!(ov.dimensions(), (W, H));
+        let tint = |c: u8, t: u32| ((c as u32 * 55 + t * 45 + 50) / 100) as u8;
+        let tinted = [
+            tint(src_colour[0], 255),
+            tint(src_colour[1], 0),
+            tint(src_colour[2], 0),
+        ];
+        for (x, y, p) in ov.enumerate_pixels() {
+            let edited = x < W / 2;
+            assert_eq!(
+                p.0 != src.get_pixel(x, y).0,
+                edited,
+                "{key} ({x}, {y}): {:?}",
+                p.0
+            );
+            assert_eq!(
+                p.0,
+                if edited { tinted } else { src_colour },
+                "{key} ({x}, {y})"
+            );
+        }
+        if key == "add-1" {
+            assert_eq!(it["target"], json!(format!("{dir}/target.png")));
+            let t = png(&out.join(it["target"].as_str().unwrap()));
+            assert_eq!(t.dimensions(), (W, H));
+            assert!(t.pixels().all(|p| p.0 == TARGET_COLOUR));
+        } else {
+            assert_eq!(it["target"], Value::Null, "{key}");
+        }
+        // Edits: every column but a's iteration 2 for add-1 and b's iteration 3 for remove-1.
+        let edits = it["edits"].as_object().unwrap();
+        let mut want: Vec<&str> = vec!["base", "c1", "c2", "c3", "c4"];
+        want.retain(|c| !(key == "add-1" && *c == "c1") && !(key == "remove-1" && *c == "c4"));
+        assert_eq!(
+            edits.keys().map(String::as_str).collect::<Vec<_>>(),
+            want,
+            "{key}"
+        );
+        for (col, e) in edits {
+            assert_eq!(e["image"], json!(format!("{dir}/{col}.png")));
+            for s in [
+                "judge_overall",
+                "judge_effect",
+                "judge_quality",
+                "psnr_db",
+                "ssim",
+            ] {
+                assert_eq!(e[s], rec(col)[s], "{key} {col} {s}");
+            }
+            let img = png(&out.join(e["image"].as_str().unwrap()));
+            assert_eq!(img.dimensions(), (W, H));
+            assert_eq!(img.get_pixel(0, 0).0, colour(col), "{key} {col}");
+            referenced += 1;
+        }
+    }
+    assert_eq!(
+        items[2]["edits"]["c2"]["psnr_db"],
+        Value::Null,
+        "add-2 has no PSNR"
+    );
+    assert_eq!(items[2]["edits"]["c2"]["judge_overall"], json!(0.5));
+    assert_eq!(items[5]["edits"]["base"]["psnr_db"], json!(30.0));
+    assert_eq!(items[0]["edits"]["c4"]["judge_effect"], json!(0.25));
+    assert_eq!(items[0]["edits"]["c2"]["judge_effect"], json!(0.5));
+    assert_eq!(referenced, 6 * 5 - 2);
+    // The edited images are the evaluations' bytes.
+    assert_eq!(
+        std::fs::read(out.join("browser/items/0000/c2.png")).unwrap(),
+        std::fs::read(fixtures.join("a/3/report/images/add-0.png")).unwrap()
+    );
+    let n_files = files(&out.join("browser")).len();
+    assert_eq!(
+        n_files,
+        1 + 6 * 2 + 1 + referenced,
+        "index, source + overlay, a target, edits"
     );
 }
 
@@ -617,6 +791,14 @@ fn report_and_correlate_through_the_engine() {
         assert!(index.contains(&format!("({link})")), "index links {link}");
     }
     assert!(index.contains("| a | 2, 3 | 1, 2, 3 |"), "{index}");
+    assert!(
+        index.contains(
+            "[browser/index.json](browser/index.json), 6 benchmark items × 5 evaluations"
+        ),
+        "{index}"
+    );
+    check_browser(&out, &fx);
+    assert_eq!(r.metrics("report")["browser_items"], json!(6));
 
     // correlate: the rule judge's consistency per pair (module docs of the fixture), masked
     // PSNR in closed form, r against the same numbers computed here.
@@ -730,6 +912,53 @@ fn report_and_correlate_through_the_engine() {
     assert_eq!(t["rows"].as_array().unwrap().len(), 2);
     assert_eq!(t["best"]["judge_tone"], json!(["a"]));
     assert!(svg_texts(&o.join("reward_curves.svg")).contains(&"no data".to_string()));
+    // Its browser: every evaluated key (default `browser_items` 48), no base column, no
+    // benchmark images.
+    let b: Value =
+        serde_json::from_slice(&std::fs::read(o.join("browser/index.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = b["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c1", "c2", "c3", "c4"]);
+    assert_eq!(b["title"], json!("evals only"));
+    assert_eq!(b["edit_types"], json!(["add", "remove", "tone"]));
+    let items = b["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7);
+    assert_eq!(items[6]["key"], json!("tone-0"));
+    for it in items {
+        for f in ["source", "overlay", "target"] {
+            assert_eq!(it[f], Value::Null, "{f} without `data`: {it}");
+        }
+        for e in it["edits"].as_object().unwrap().values() {
+            assert!(o.join(e["image"].as_str().unwrap()).is_file(), "{e}");
+        }
+    }
+    assert_eq!(
+        items[1]["edits"]["c2"]["image"],
+        json!("browser/items/0001/c2.png")
+    );
+
+    // `browser_items: 0`: no browser, and no line for it in the index.
+    let o = r.output("report_no_browser", "report");
+    assert!(!o.join("browser").exists());
+    assert!(
+        files(&o).keys().all(|k| !k.starts_with("browser")),
+        "{:?}",
+        files(&o).keys().collect::<Vec<_>>()
+    );
+    assert!(
+        !std::fs::read_to_string(o.join("index.md"))
+            .unwrap()
+            .contains("browser")
+    );
+    assert!(
+        r.metrics("report_no_browser")
+            .get("browser_items")
+            .is_none()
+    );
 
     // Deterministic: a fresh store gives the same bytes.
     let r2 = run(&tmp.path().join("run2"), &workflow(&fx));
@@ -743,10 +972,12 @@ fn bad_params_and_inputs_are_refused() {
     let k = cocoflow_engine::kind::Declared(cocoflow_tasks::kinds::report::Report);
     assert!(k.check_params(&json!({"grid_scale": 0})).is_err());
     assert!(k.check_params(&json!({"grid_itmes": 3})).is_err());
+    assert!(k.check_params(&json!({"browser_items": 10001})).is_err());
+    assert!(k.check_params(&json!({"browser_items": 0})).is_ok());
     let p = k.check_params(&json!({})).unwrap();
     assert_eq!(
         p,
-        json!({"title": "ablation", "grid_items": 6, "grid_scale": 4})
+        json!({"title": "ablation", "grid_items": 6, "grid_scale": 4, "browser_items": 48})
     );
     assert!(k.check_inputs(&p, &["base"]).is_err());
     assert!(k.check_inputs(&p, &["evals", "extra"]).is_err());

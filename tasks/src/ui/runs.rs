@@ -1,0 +1,460 @@
+//! The runs API: the journal's runs (a live run from its snapshot, `runs/<id>.status.json`),
+//! one run's instances, its event stream (SSE over the snapshot and the event log
+//! `runs/<id>.events.jsonl`), instance logs and stored outputs.
+
+use super::{Ctx, Resp, error, file, full, json};
+use bytes::Bytes;
+use cocoflow_engine::state::{InstanceRecord, Journal, JournalError, RedbJournal, RunRecord, RunStatus};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::StatusCode;
+use hyper::body::Frame;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub workflow: String,
+    pub workflow_name: String,
+    pub status: String,
+    pub live: bool,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub instances: usize,
+    pub cached: usize,
+    pub store: String,
+}
+
+fn row(r: &RunRecord, status: &str, live: bool) -> RunRow {
+    RunRow {
+        id: r.id.clone(),
+        workflow: r.workflow.clone(),
+        workflow_name: r.workflow_name.clone(),
+        status: status.into(),
+        live,
+        started_ms: r.started_ms,
+        finished_ms: r.finished_ms,
+        instances: r.instances,
+        cached: r.cached,
+        store: r.store.clone(),
+    }
+}
+
+/// A run as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunState {
+    pub run: RunRecord,
+    pub status: String,
+    pub live: bool,
+    pub instances: Vec<InstanceRecord>,
+}
+
+fn snapshot_path(state: &Path, run: &str) -> PathBuf {
+    state.join("runs").join(format!("{run}.status.json"))
+}
+
+pub fn events_path(state: &Path, run: &str) -> PathBuf {
+    state.join("runs").join(format!("{run}.events.jsonl"))
+}
+
+fn read_snapshot(path: &Path) -> Option<RunState> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let run: RunRecord = serde_json::from_value(v["run"].clone()).ok()?;
+    let instances: Vec<InstanceRecord> = serde_json::from_value(v["instances"].clone()).ok()?;
+    Some(RunState {
+        status: run.status.label().into(),
+        run,
+        live: true,
+        instances,
+    })
+}
+
+/// Every live run's snapshot.
+fn snapshots(state: &Path) -> Vec<RunState> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(state.join("runs")) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.ends_with(".status.json")
+                && let Some(s) = read_snapshot(&e.path())
+            {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// The journal's status of a run: a `running` run found while nobody holds the journal has
+/// no process left (crashed).
+fn settled(r: &RunRecord) -> &'static str {
+    if r.status == RunStatus::Running {
+        "crashed"
+    } else {
+        r.status.label()
+    }
+}
+
+enum FromJournal<T> {
+    Read(T),
+    /// A run holds it.
+    Busy,
+    Missing,
+}
+
+fn with_journal<T>(state: &Path, f: impl FnOnce(&RedbJournal) -> Result<T, JournalError>) -> Result<FromJournal<T>, String> {
+    let path = state.join("journal.redb");
+    if !RedbJournal::exists(&path) {
+        return Ok(FromJournal::Missing);
+    }
+    match RedbJournal::open(&path) {
+        Ok(j) => f(&j).map(FromJournal::Read).map_err(|e| e.to_string()),
+        Err(JournalError::Locked { .. }) => Ok(FromJournal::Busy),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The runs, newest first.
+pub fn read_runs(ctx: &Ctx) -> Result<Vec<RunRow>, String> {
+    let mut rows = match with_journal(&ctx.state_dir, |j| j.runs())? {
+        FromJournal::Read(runs) => {
+            let rows: Vec<RunRow> = runs.iter().map(|r| row(r, settled(r), false)).collect();
+            *ctx.runs_cache.lock().expect("cache") = rows.clone();
+            rows
+        }
+        FromJournal::Busy => ctx.runs_cache.lock().expect("cache").clone(),
+        FromJournal::Missing => Vec::new(),
+    };
+    for s in snapshots(&ctx.state_dir) {
+        let r = row(&s.run, &s.status, true);
+        match rows.iter_mut().find(|x| x.id == r.id) {
+            Some(x) => *x = r,
+            None => rows.push(r),
+        }
+    }
+    rows.sort_by(|a, b| (b.started_ms, &b.id).cmp(&(a.started_ms, &a.id)));
+    Ok(rows)
+}
+
+/// A run's state now: its snapshot while it is live, else the journal (the last one read
+/// while another run holds it).
+pub fn read_run(ctx: &Ctx, run: &str) -> Result<Option<RunState>, String> {
+    if let Some(s) = read_snapshot(&snapshot_path(&ctx.state_dir, run)) {
+        return Ok(Some(s));
+    }
+    let got = with_journal(&ctx.state_dir, |j| {
+        Ok(match j.run(run)? {
+            Some(r) => Some(RunState {
+                status: settled(&r).into(),
+                instances: j.instances(&r.id)?,
+                run: r,
+                live: false,
+            }),
+            None => None,
+        })
+    })?;
+    let mut cache = ctx.run_cache.lock().expect("cache");
+    match got {
+        FromJournal::Read(Some(s)) => {
+            cache.insert(run.to_string(), s.clone());
+            Ok(Some(s))
+        }
+        FromJournal::Read(None) | FromJournal::Missing => Ok(None),
+        FromJournal::Busy => Ok(cache.get(run).cloned()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+pub async fn list(ctx: &Arc<Ctx>) -> Resp {
+    let c = ctx.clone();
+    match blocking(move || read_runs(&c)).await {
+        Ok(rows) => json(StatusCode::OK, &json!({"runs": rows, "state_dir": ctx.state_dir.display().to_string()})),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn run_or_404(ctx: &Arc<Ctx>, run: &str) -> Result<RunState, Resp> {
+    let c = ctx.clone();
+    let id = run.to_string();
+    match blocking(move || read_run(&c, &id)).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no run `{run}`"))),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    }
+}
+
+pub async fn detail(ctx: &Arc<Ctx>, run: &str) -> Resp {
+    match run_or_404(ctx, run).await {
+        Ok(s) => json(StatusCode::OK, &serde_json::to_value(&s).expect("serialises")),
+        Err(r) => r,
+    }
+}
+
+fn instance<'a>(s: &'a RunState, key: &str) -> Result<&'a InstanceRecord, Resp> {
+    s.instances
+        .iter()
+        .find(|i| i.key == key)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("run `{}` has no instance `{key}`", s.run.id)))
+}
+
+pub async fn log(ctx: &Arc<Ctx>, run: &str, key: &str, q: &HashMap<String, String>) -> Resp {
+    let s = match run_or_404(ctx, run).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let inst = match instance(&s, key) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let tail: u64 = q.get("tail").and_then(|t| t.parse().ok()).unwrap_or(64 << 10).min(1 << 20);
+    // A running (or failed) attempt's log file under the state directory's `logs/` ...
+    if let Some(path) = inst.log.clone() {
+        let logs = ctx.state_dir.join("logs");
+        let res = blocking(move || -> Option<Vec<u8>> {
+            let root = logs.canonicalize().ok()?;
+            let p = PathBuf::from(path).canonicalize().ok()?;
+            if !p.starts_with(&root) {
+                return None;
+            }
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&p).ok()?;
+            let len = f.metadata().ok()?.len();
+            f.seek(SeekFrom::Start(len.saturating_sub(tail))).ok()?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).ok()?;
+            Some(buf)
+        })
+        .await;
+        if let Some(b) = res {
+            return full(StatusCode::OK, "text/plain; charset=utf-8", b);
+        }
+    }
+    // ... else the log kept with the stored result.
+    let (c, r, k) = (ctx.clone(), run.to_string(), key.to_string());
+    on_blocking_thread(move || async move {
+        let (store, m) = match manifest_of(&c, &r, &k).await {
+            Ok(x) => x,
+            Err(_) => return full(StatusCode::OK, "text/plain; charset=utf-8", "(no log lines yet)"),
+        };
+        match &m.log {
+            None => full(StatusCode::OK, "text/plain; charset=utf-8", "(the task wrote no log lines)"),
+            Some(a) => match store.read_artifact(a).await {
+                Ok(b) => {
+                    let from = b.len().saturating_sub(tail as usize);
+                    full(StatusCode::OK, "text/plain; charset=utf-8", b.slice(from..))
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            },
+        }
+    })
+    .await
+}
+
+async fn manifest_of(
+    ctx: &Arc<Ctx>,
+    run: &str,
+    key: &str,
+) -> Result<(cocoflow_engine::store::Store, cocoflow_engine::store::ResultManifest), Resp> {
+    let s = run_or_404(ctx, run).await?;
+    instance(&s, key)?;
+    let store = ctx
+        .store(&s.run.store)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    match store.get_result(key).await {
+        Ok(Some(m)) => Ok((store, m)),
+        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("`{key}` has no stored result (yet)"))),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    }
+}
+
+/// Runs a store-reading handler on a blocking thread: the store's futures are not `Send`
+/// for every lifetime, which the server's connection tasks need.
+async fn on_blocking_thread<F>(f: impl FnOnce() -> F + Send + 'static) -> Resp
+where
+    F: std::future::Future<Output = Resp>,
+{
+    let h = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || h.block_on(f()))
+        .await
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+pub async fn outputs(ctx: &Arc<Ctx>, run: &str, key: &str) -> Resp {
+    let (c, r, k) = (ctx.clone(), run.to_string(), key.to_string());
+    on_blocking_thread(move || async move { outputs_here(&c, &r, &k).await }).await
+}
+
+pub async fn output_file(ctx: &Arc<Ctx>, run: &str, key: &str, output: &str, path: &str) -> Resp {
+    let (c, r, k, o, p) = (ctx.clone(), run.to_string(), key.to_string(), output.to_string(), path.to_string());
+    on_blocking_thread(move || async move { output_file_here(&c, &r, &k, &o, &p).await }).await
+}
+
+async fn outputs_here(ctx: &Arc<Ctx>, run: &str, key: &str) -> Resp {
+    let (store, m) = match manifest_of(ctx, run, key).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut outs = serde_json::Map::new();
+    for (name, a) in &m.outputs {
+        let files: Vec<Value> = if a.tree {
+            match store.read_tree(&a.digest).await {
+                Ok(t) => t.entries.iter().map(|e| json!({"path": e.path, "size": e.size})).collect(),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        } else {
+            Vec::new()
+        };
+        outs.insert(name.clone(), json!({"tree": a.tree, "size": a.size, "files": files}));
+    }
+    json(StatusCode::OK, &json!({"key": m.key, "name": m.name, "kind": m.kind, "outputs": outs, "metrics": m.metrics}))
+}
+
+async fn output_file_here(ctx: &Arc<Ctx>, run: &str, key: &str, output: &str, path: &str) -> Resp {
+    let (store, m) = match manifest_of(ctx, run, key).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(a) = m.outputs.get(output) else {
+        return error(StatusCode::NOT_FOUND, format!("`{}` has no output `{output}`", m.name));
+    };
+    let bytes: Result<Bytes, String> = if a.tree {
+        match store.read_tree(&a.digest).await {
+            Ok(t) => match t.entries.iter().find(|e| e.path == path) {
+                Some(e) => store.get_blob(&e.digest).await.map_err(|e| e.to_string()),
+                None => return error(StatusCode::NOT_FOUND, format!("output `{output}` has no file `{path}`")),
+            },
+            Err(e) => Err(e.to_string()),
+        }
+    } else if path.is_empty() {
+        store.read_artifact(a).await.map_err(|e| e.to_string())
+    } else {
+        return error(StatusCode::NOT_FOUND, format!("output `{output}` is one file, not a directory"));
+    };
+    match bytes {
+        Ok(b) => file(if path.is_empty() { output } else { path }, b),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The event stream.
+
+struct Follow {
+    ctx: Arc<Ctx>,
+    run: String,
+    last: String,
+    live: bool,
+    offset: u64,
+    partial: Vec<u8>,
+    ticks: u64,
+    first: bool,
+}
+
+fn sse(event: &str, data: &str) -> Bytes {
+    let mut s = format!("event: {event}\n");
+    for line in data.lines() {
+        s.push_str("data: ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push('\n');
+    Bytes::from(s)
+}
+
+impl Follow {
+    /// What happened since the last call, as SSE frames.
+    fn poll(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // The state: every tick while live, every 5 s otherwise (a resumed run).
+        if self.first || self.live || self.ticks % 20 == 0 || snapshot_path(&self.ctx.state_dir, &self.run).exists() {
+            if let Ok(Some(s)) = read_run(&self.ctx, &self.run) {
+                let text = serde_json::to_string(&s).expect("serialises");
+                self.live = s.live;
+                if text != self.last {
+                    out.extend_from_slice(&sse("state", &text));
+                    self.last = text;
+                }
+            }
+        }
+        // New lines of the event log.
+        let path = events_path(&self.ctx.state_dir, &self.run);
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            use std::io::{Read, Seek, SeekFrom};
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < self.offset {
+                self.offset = 0;
+                self.partial.clear();
+            }
+            if len > self.offset && f.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let mut buf = Vec::new();
+                if f.take(4 << 20).read_to_end(&mut buf).is_ok() {
+                    self.offset += buf.len() as u64;
+                    self.partial.extend_from_slice(&buf);
+                    while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = self.partial.drain(..=nl).collect();
+                        let line = String::from_utf8_lossy(&line);
+                        let line = line.trim();
+                        if !line.is_empty() {
+                            out.extend_from_slice(&sse("run-event", line));
+                        }
+                    }
+                }
+            }
+        }
+        if out.is_empty() && self.ticks % 40 == 39 {
+            out.extend_from_slice(b": ping\n\n");
+        }
+        self.first = false;
+        self.ticks += 1;
+        out
+    }
+}
+
+pub async fn stream(ctx: Arc<Ctx>, run: String) -> Resp {
+    if let Err(r) = run_or_404(&ctx, &run).await {
+        return r;
+    }
+    let follow = Follow {
+        ctx,
+        run,
+        last: String::new(),
+        live: false,
+        offset: 0,
+        partial: Vec::new(),
+        ticks: 0,
+        first: true,
+    };
+    let frames = futures::stream::unfold(follow, |mut f| async move {
+        loop {
+            if !f.first {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let (g, bytes) = blocking(move || {
+                let b = f.poll();
+                (f, b)
+            })
+            .await;
+            f = g;
+            if !bytes.is_empty() {
+                return Some((Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(bytes))), f));
+            }
+        }
+    });
+    let body = StreamBody::new(frames).boxed();
+    let mut r = hyper::Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-store")
+        .header("x-content-type-options", "nosniff")
+        .body(body)
+        .expect("a valid response");
+    r.headers_mut().insert("x-accel-buffering", "no".parse().expect("header"));
+    r
+}

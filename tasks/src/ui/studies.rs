@@ -1,0 +1,283 @@
+//! The studies API ([`crate::study`]): the list, an annotator's next sample (blind: slots
+//! `A`, `B`, … in the annotator's order, never the method names), the one write (an
+//! answer), results, exports and the study's images.
+
+use super::{Ctx, Resp, error, file, full, json};
+use crate::study::{self, StudyDef};
+use cocoflow_engine::store::Store;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use hyper::body::Incoming;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+fn slot(i: usize) -> String {
+    char::from(b'A' + (i % 26) as u8).to_string()
+}
+
+/// The stores to look for studies in: `--store`, else every store a run used (newest first).
+async fn stores(ctx: &Arc<Ctx>) -> Vec<Store> {
+    let urls: Vec<String> = match &ctx.store_url {
+        Some(u) => vec![u.clone()],
+        None => {
+            let c = ctx.clone();
+            let rows = tokio::task::spawn_blocking(move || super::runs::read_runs(&c))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let mut urls: Vec<String> = Vec::new();
+            for r in rows {
+                if !urls.contains(&r.store) {
+                    urls.push(r.store);
+                }
+            }
+            urls
+        }
+    };
+    urls.iter().filter_map(|u| ctx.store(u).ok()).collect()
+}
+
+async fn find(ctx: &Arc<Ctx>, name: &str) -> Result<(Store, StudyDef), Resp> {
+    if let Err(e) = study::check_name("study name", name) {
+        return Err(error(StatusCode::BAD_REQUEST, e));
+    }
+    for s in stores(ctx).await {
+        match study::load_def(&s, name).await {
+            Ok(Some(d)) => return Ok((s, d)),
+            Ok(None) => {}
+            Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        }
+    }
+    Err(error(StatusCode::NOT_FOUND, format!("no study `{name}`")))
+}
+
+pub async fn list(ctx: &Arc<Ctx>) -> Resp {
+    let mut out = Vec::new();
+    for s in stores(ctx).await {
+        let defs = match study::list(&s).await {
+            Ok(d) => d,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+        for d in defs {
+            let (recs, damaged) = study::answers(&s, &d).await.unwrap_or_default();
+            let mut per: BTreeMap<String, usize> = BTreeMap::new();
+            for r in &recs {
+                *per.entry(r.annotator.clone()).or_default() += 1;
+            }
+            out.push(json!({
+                "name": d.name, "store": s.url(), "methods": d.method_labels(), "samples": d.samples.len(),
+                "answers": recs.len(), "annotators": per, "damaged": damaged.len(),
+            }));
+        }
+    }
+    json(StatusCode::OK, &json!({"studies": out}))
+}
+
+fn annotator_of(q: &HashMap<String, String>) -> Result<String, Resp> {
+    let a = q.get("annotator").cloned().unwrap_or_default();
+    study::check_name("annotator name", &a).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    Ok(a)
+}
+
+/// The annotator's next unanswered sample (or `sample=` to revisit one), blind.
+pub async fn next(ctx: &Arc<Ctx>, name: &str, q: &HashMap<String, String>) -> Resp {
+    let annotator = match annotator_of(q) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (store, def) = match find(ctx, name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (recs, _) = match study::answers(&store, &def).await {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let mine: BTreeMap<&str, &study::AnswerRecord> = recs
+        .iter()
+        .filter(|r| r.annotator == annotator)
+        .map(|r| (r.sample.as_str(), r))
+        .collect();
+    let pick = match q.get("sample") {
+        Some(k) => match def.samples.iter().position(|s| &s.key == k) {
+            Some(i) => Some(i),
+            None => return error(StatusCode::NOT_FOUND, format!("study `{name}` has no sample `{k}`")),
+        },
+        None => def.samples.iter().position(|s| !mine.contains_key(s.key.as_str())),
+    };
+    let done = def.samples.iter().filter(|s| mine.contains_key(s.key.as_str())).count();
+    let base = format!("/api/studies/{}/image/", def.name);
+    let sample = pick.map(|i| {
+        let s = &def.samples[i];
+        let (order, seed) = study::display_order(&def, &annotator, &s.key);
+        let slots: Vec<_> = order
+            .iter()
+            .enumerate()
+            .map(|(j, m)| json!({"slot": slot(j), "image": format!("{base}{}", s.edits[m])}))
+            .collect();
+        // A revisited sample shows the ranks given before, by slot.
+        let previous = mine.get(s.key.as_str()).map(|r| {
+            let by_slot: BTreeMap<&String, BTreeMap<String, f64>> = r
+                .ranks
+                .iter()
+                .map(|(c, ranks)| {
+                    (c, order.iter().enumerate().filter_map(|(j, m)| Some((slot(j), *ranks.get(m)?))).collect())
+                })
+                .collect();
+            by_slot
+        });
+        json!({
+            "key": s.key, "index": i, "instruction": s.instruction, "edit_type": s.edit_type,
+            "source": format!("{base}{}", s.source), "slots": slots, "order_seed": seed.to_string(), "previous": previous,
+        })
+    });
+    json(
+        StatusCode::OK,
+        &json!({
+            "study": def.name, "annotator": annotator, "criteria": def.criteria, "done": done,
+            "total": def.samples.len(), "complete": done == def.samples.len(), "sample": sample,
+            "samples": def.samples.iter().map(|s| json!({"key": s.key, "done": mine.contains_key(s.key.as_str())})).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Posted {
+    annotator: String,
+    sample: String,
+    /// criterion → slot → rank.
+    ranks: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+pub async fn post_answer(ctx: &Arc<Ctx>, name: &str, req: hyper::Request<Incoming>) -> Resp {
+    let ctype = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype.starts_with("application/json") {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "answers are JSON (content-type: application/json)");
+    }
+    if let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) {
+        let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if origin != format!("http://{host}") {
+            return error(StatusCode::FORBIDDEN, format!("a page from `{origin}` may not answer"));
+        }
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), 64 << 10).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the answer: {e}")),
+    };
+    let p: Posted = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed answer: {e}")),
+    };
+    if let Err(e) = study::check_name("annotator name", &p.annotator) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let (store, def) = match find(ctx, name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if def.sample(&p.sample).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("study `{name}` has no sample `{}`", p.sample));
+    }
+    // Slots back to methods, in the order this annotator saw them.
+    let (order, _) = study::display_order(&def, &p.annotator, &p.sample);
+    let mut ranks = BTreeMap::new();
+    for (criterion, by_slot) in &p.ranks {
+        let mut m = BTreeMap::new();
+        for (s, r) in by_slot {
+            let Some(j) = (0..order.len()).find(|&j| &slot(j) == s) else {
+                return error(StatusCode::BAD_REQUEST, format!("no slot `{s}`"));
+            };
+            m.insert(order[j].clone(), *r);
+        }
+        ranks.insert(criterion.clone(), m);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    match study::submit(&store, &def, &p.annotator, &p.sample, ranks, now).await {
+        Ok(loc) => json(StatusCode::OK, &json!({"ok": true, "record": loc})),
+        Err(study::StudyError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+pub async fn results(ctx: &Arc<Ctx>, name: &str) -> Resp {
+    let (store, def) = match find(ctx, name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (recs, damaged) = match study::answers(&store, &def).await {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &recs {
+        *per.entry(r.annotator.clone()).or_default() += 1;
+    }
+    let methods: Vec<_> = def
+        .methods
+        .iter()
+        .map(|m| json!({"label": m.label, "run": m.run, "instance": m.instance}))
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({
+            "study": def.name, "methods": methods, "criteria": def.criteria, "samples": def.samples.len(),
+            "annotators": per, "damaged": damaged, "summary": study::summarize(&def, &recs),
+        }),
+    )
+}
+
+pub async fn export(ctx: &Arc<Ctx>, name: &str, format: &str) -> Resp {
+    let (store, def) = match find(ctx, name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (recs, _) = match study::answers(&store, &def).await {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let (ctype, body, ext) = if format == "csv" {
+        ("text/csv; charset=utf-8", study::export_csv(&def, &recs).into_bytes(), "csv")
+    } else {
+        (
+            "application/json",
+            serde_json::to_vec_pretty(&study::export_json(&def, &recs)).expect("serialises"),
+            "json",
+        )
+    };
+    let mut r = full(StatusCode::OK, ctype, body);
+    r.headers_mut().insert(
+        "content-disposition",
+        format!("attachment; filename=\"study-{}.{ext}\"", def.name)
+            .parse()
+            .expect("header"),
+    );
+    r
+}
+
+pub async fn image(ctx: &Arc<Ctx>, name: &str, digest: &str) -> Resp {
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(StatusCode::BAD_REQUEST, "an image is named by its digest");
+    }
+    let (store, def) = match find(ctx, name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !def.has_image(digest) {
+        return error(StatusCode::NOT_FOUND, format!("study `{name}` has no image `{digest}`"));
+    }
+    match store.get_object(&study::image_location(&def.name, digest)).await {
+        Ok(Some(b)) => file("image.png", b),
+        Ok(None) => error(StatusCode::NOT_FOUND, "the image is missing from the store"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
