@@ -220,11 +220,15 @@ impl Observer for Observers<'_> {
 
 /// Appends each event as one JSON line to a file (the run's events file). Opens the file (and
 /// creates its directory) at the first event; an I/O error never fails the run: it is logged
-/// once and the file is left as it is.
+/// once and the file is left as it is. `progress` events are thinned to at most one per
+/// instance every [`EventLog::PROGRESS_EVERY`] (the last one, `done == total`, always goes
+/// through), so a task reporting every step does not grow the file without bound; `--json`
+/// keeps every one.
 pub struct EventLog {
     path: PathBuf,
     file: Option<File>,
     broken: bool,
+    last_progress: std::collections::HashMap<usize, std::time::Instant>,
 }
 
 impl EventLog {
@@ -235,12 +239,15 @@ impl EventLog {
             .join(format!("{run_id}.events.jsonl"))
     }
 
+    pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
     /// Appends to `path` (nothing is opened before the first event).
     pub fn new(path: PathBuf) -> EventLog {
         EventLog {
             path,
             file: None,
             broken: false,
+            last_progress: Default::default(),
         }
     }
 
@@ -276,6 +283,17 @@ impl Observer for EventLog {
     fn event(&mut self, e: &RunEvent) {
         if self.broken {
             return;
+        }
+        if let RunEvent::Progress { id, done, total, .. } = e
+            && done < total
+        {
+            let now = std::time::Instant::now();
+            match self.last_progress.get(id) {
+                Some(t) if now.duration_since(*t) < Self::PROGRESS_EVERY => return,
+                _ => {
+                    self.last_progress.insert(*id, now);
+                }
+            }
         }
         let mut line = match serde_json::to_vec(e) {
             Ok(l) => l,
@@ -466,5 +484,26 @@ mod tests {
         log.event(&RunEvent::notice("lost"));
         log.event(&RunEvent::notice("lost too"));
         assert!(log.broken);
+    }
+
+    #[test]
+    fn the_events_file_thins_progress_but_keeps_the_last() {
+        let d = tempfile::tempdir().unwrap();
+        let mut log = EventLog::new(d.path().join("e.jsonl"));
+        for done in 0..=100u64 {
+            log.event(&RunEvent::Progress {
+                t_ms: 1,
+                id: 3,
+                name: "t".into(),
+                key: "k".into(),
+                done,
+                total: 100,
+                message: String::new(),
+            });
+        }
+        let text = std::fs::read_to_string(d.path().join("e.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() <= 3, "{} lines", lines.len());
+        assert!(lines[0].contains("\"done\":0") && lines.last().unwrap().contains("\"done\":100"));
     }
 }

@@ -735,3 +735,129 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> StudyDef {
+        let sample = |k: &str, t: &str| SampleDef {
+            key: k.into(),
+            instruction: format!("do {k}"),
+            edit_type: t.into(),
+            source: "0".repeat(64),
+            edits: ["a", "b", "c"].iter().map(|m| (m.to_string(), format!("{m}{}", "1".repeat(63)))).collect(),
+        };
+        StudyDef {
+            format: FORMAT.into(),
+            version: 1,
+            name: "s".into(),
+            seed: 7,
+            criteria: CRITERIA.iter().map(|s| s.to_string()).collect(),
+            methods: ["a", "b", "c"]
+                .iter()
+                .map(|m| MethodDef { label: m.to_string(), run: "r".into(), instance: format!("eval[{m}]"), key: "k".into() })
+                .collect(),
+            samples: vec![sample("x1", "add"), sample("x2", "remove")],
+        }
+    }
+
+    fn ranks(s: [f64; 3], c: [f64; 3]) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let m = |v: [f64; 3]| ["a", "b", "c"].iter().map(|x| x.to_string()).zip(v).collect();
+        [("success".to_string(), m(s)), ("consistency".to_string(), m(c))].into()
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&format!("file://{}", d.path().join("store").display()), d.path(), &d.path().join("cache")).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn names_that_could_leave_the_study_are_refused() {
+        for bad in ["", "../x", "a/b", ".hidden", "a b", "x\u{0}", &"n".repeat(65), "<b>"] {
+            assert!(check_name("study name", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["pref", "alice_2", "a.b-c"] {
+            check_name("study name", ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn methods_parse_with_and_without_a_run() {
+        assert_eq!(
+            parse_method("ours=20261205-101500-ab12:rl[3].eval[x=1,y=2]").unwrap(),
+            MethodArg { label: "ours".into(), run: Some("20261205-101500-ab12".into()), instance: "rl[3].eval[x=1,y=2]".into() }
+        );
+        assert_eq!(parse_method("base=eval_base").unwrap().run, None);
+        assert!(parse_method("no-equals").is_err());
+        assert!(parse_method("../x=eval").is_err());
+        assert!(parse_method("a=").is_err());
+    }
+
+    #[test]
+    fn display_order_is_a_seeded_permutation_per_annotator_and_sample() {
+        let d = def();
+        let (o, s) = display_order(&d, "alice", "x1");
+        assert_eq!(display_order(&d, "alice", "x1"), (o.clone(), s));
+        let mut sorted = o.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec!["a", "b", "c"]);
+        // Over many annotators every method is shown first sometimes.
+        let firsts: std::collections::BTreeSet<String> =
+            (0..60).map(|i| display_order(&d, &format!("p{i}"), "x1").0[0].clone()).collect();
+        assert_eq!(firsts.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn submissions_are_checked_stored_by_digest_and_the_latest_counts() {
+        let (_d, st) = store();
+        let d = def();
+        for (what, r) in [
+            ("out of range", ranks([1.0, 2.0, 4.0], [1.0, 1.0, 1.0])),
+            ("fractional", ranks([1.5, 2.0, 3.0], [1.0, 1.0, 1.0])),
+            ("zero", ranks([0.0, 2.0, 3.0], [1.0, 1.0, 1.0])),
+        ] {
+            assert!(matches!(submit(&st, &d, "alice", "x1", r, 1).await, Err(StudyError::Invalid(_))), "{what}");
+        }
+        let mut one = ranks([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]);
+        one.remove("consistency");
+        assert!(submit(&st, &d, "alice", "x1", one, 1).await.is_err(), "a criterion missing");
+        let mut extra = ranks([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]);
+        extra.get_mut("success").unwrap().insert("z".into(), 1.0);
+        assert!(submit(&st, &d, "alice", "x1", extra, 1).await.is_err(), "an unknown method");
+        assert!(submit(&st, &d, "alice", "nope", ranks([1.0; 3], [1.0; 3]), 1).await.is_err());
+        assert!(submit(&st, &d, "../alice", "x1", ranks([1.0; 3], [1.0; 3]), 1).await.is_err());
+
+        let first = submit(&st, &d, "alice", "x1", ranks([1.0, 1.0, 3.0], [3.0, 2.0, 1.0]), 10).await.unwrap();
+        let later = submit(&st, &d, "alice", "x1", ranks([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]), 20).await.unwrap();
+        submit(&st, &d, "bob", "x2", ranks([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]), 15).await.unwrap();
+        assert_ne!(first, later);
+        // The record's name is the BLAKE3 of its bytes.
+        let bytes = st.get_object(&later).await.unwrap().unwrap();
+        assert!(later.ends_with(&format!("{}.json", blake3::hash(&bytes).to_hex())));
+        let (recs, damaged) = answers(&st, &d).await.unwrap();
+        assert!(damaged.is_empty());
+        assert_eq!(recs.len(), 2);
+        let alice = recs.iter().find(|r| r.annotator == "alice").unwrap();
+        assert_eq!(alice.ranks["success"]["c"], 1.0, "the later submission wins");
+        assert_eq!(alice.order, display_order(&d, "alice", "x1").0);
+
+        // A record whose bytes no longer match its name is reported and never used.
+        let mut tampered: AnswerRecord = serde_json::from_slice(&bytes).unwrap();
+        tampered.submitted_ms = 99;
+        tampered.ranks = ranks([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]);
+        st.put_object(&later, Bytes::from(serde_json::to_vec(&tampered).unwrap())).await.unwrap();
+        st.put_object(&format!("studies/s/answers/{}.json", "e".repeat(64)), Bytes::from_static(b"{trunc"))
+            .await
+            .unwrap();
+        let (recs, damaged) = answers(&st, &d).await.unwrap();
+        assert_eq!(damaged.len(), 2, "{damaged:?}");
+        let alice = recs.iter().find(|r| r.annotator == "alice").unwrap();
+        assert_eq!(alice.submitted_ms, 10, "falls back to the intact earlier record");
+        let s = summarize(&d, &recs);
+        assert_eq!(s.n_answers, 4);
+        let csv = export_csv(&d, &recs);
+        assert!(csv.lines().count() > 4, "{csv}");
+    }
+}
