@@ -36,7 +36,11 @@ fn cocoflow(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A `cocoflow ui` process; killed (SIGKILL) on drop.
@@ -48,7 +52,11 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
-        let addr: &[&str] = if extra.contains(&"--addr") { &[] } else { &["--addr", "127.0.0.1:0"] };
+        let addr: &[&str] = if extra.contains(&"--addr") {
+            &[]
+        } else {
+            &["--addr", "127.0.0.1:0"]
+        };
         let mut child = Command::new(BIN)
             .arg("ui")
             .args(addr)
@@ -87,7 +95,10 @@ impl Drop for Server {
 /// One raw HTTP/1.1 request (the path exactly as given: no client-side normalisation).
 fn raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
     }
@@ -100,8 +111,15 @@ fn raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     let out = String::from_utf8_lossy(&out).to_string();
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -146,11 +164,30 @@ const SMALL: &[&str] = &[
     "eval_steps=4",
 ];
 
+/// `COCOFLOW_UI_README_SHOTS=1`: the README's screenshots — the base model pretrained for the
+/// workflow's default 1200 steps on 256 pairs (about 5 min on 2 cores) so the edits show
+/// something, and the screenshots copied to `docs/screenshots/`.
+fn readme_shots() -> bool {
+    std::env::var("COCOFLOW_UI_README_SHOTS").is_ok_and(|v| v == "1")
+}
+
 fn run_small_ablation(dir: &Path) -> String {
     let wf = small_ablation(dir);
-    let mut args = vec!["run".to_string(), wf.display().to_string(), "--gpus".into(), "none".into(), "-q".into()];
+    let mut args = vec![
+        "run".to_string(),
+        wf.display().to_string(),
+        "--gpus".into(),
+        "none".into(),
+        "-q".into(),
+    ];
     for s in SMALL {
+        if readme_shots() && (s.starts_with("pretrain_steps=") || s.starts_with("n_train=")) {
+            continue;
+        }
         args.extend(["--set".to_string(), s.to_string()]);
+    }
+    if readme_shots() {
+        args.extend(["--set".to_string(), "n_train=256".to_string()]);
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = cocoflow(dir, &a);
@@ -163,7 +200,16 @@ fn run_small_ablation(dir: &Path) -> String {
 fn shot(b: &Browser, name: &str) {
     let p = screenshot_dir().join(name);
     b.screenshot(&p).unwrap();
-    assert!(std::fs::metadata(&p).unwrap().len() > 5_000, "{}", p.display());
+    assert!(
+        std::fs::metadata(&p).unwrap().len() > 5_000,
+        "{}",
+        p.display()
+    );
+    if readme_shots() {
+        let to = repo().join("docs/screenshots");
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::copy(&p, to.join(name)).unwrap();
+    }
 }
 
 fn js(b: &Browser, script: &str) -> Value {
@@ -173,7 +219,10 @@ fn js(b: &Browser, script: &str) -> Value {
 /// Gives every rank select of the visible sample its value from `rank(criterion, slot)`, then
 /// submits and waits for the next sample (or the end).
 fn answer(b: &Browser, rank: &dyn Fn(&str, &str) -> u32) {
-    let before = js(b, "return document.querySelector('#study-progress').textContent");
+    let before = js(
+        b,
+        "return document.querySelector('#study-progress').textContent",
+    );
     let selects = js(
         b,
         "return [...document.querySelectorAll('select.rank')].map(s => [s.dataset.criterion, s.dataset.slot])",
@@ -211,7 +260,13 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
 
     // --- A live run: workflows/demo.yaml, slowed down so the page can watch it.
     let mut run = Command::new(BIN)
-        .args(["run", repo().join("workflows/demo.yaml").to_str().unwrap(), "--set", "step_seconds=0.8", "-q"])
+        .args([
+            "run",
+            repo().join("workflows/demo.yaml").to_str().unwrap(),
+            "--set",
+            "step_seconds=0.8",
+            "-q",
+        ])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -223,7 +278,11 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
             .ok()?;
         v.as_str().map(str::to_string)
     });
-    b.execute(&format!("location.hash = {}", serde_json::to_string(&link).unwrap()), vec![]).unwrap();
+    b.execute(
+        &format!("location.hash = {}", serde_json::to_string(&link).unwrap()),
+        vec![],
+    )
+    .unwrap();
     b.wait_css("#dag .inst", Duration::from_secs(20));
     // Watch one instance's chip change state without a reload.
     let chip = "rl[3].train[baseline]";
@@ -243,71 +302,150 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
         {
             seen.push(s.to_string());
         }
-        let running = js(&b, "return document.querySelectorAll('#dag .inst.state-running').length").as_u64().unwrap_or(0);
+        let running = js(
+            &b,
+            "return document.querySelectorAll('#dag .inst.state-running').length",
+        )
+        .as_u64()
+        .unwrap_or(0);
         if running > 0 && !shot_live {
             // Select a running instance: its attempts and log show in the panel.
-            js(&b, "document.querySelector('#dag .inst.state-running').click()");
+            js(
+                &b,
+                "document.querySelector('#dag .inst.state-running').click()",
+            );
             std::thread::sleep(Duration::from_millis(400));
             shot(&b, "run-live.png");
             shot_live = true;
         }
-        let status = js(&b, "const e = document.querySelector('#run-status'); return e ? e.textContent : ''");
+        let status = js(
+            &b,
+            "const e = document.querySelector('#run-status'); return e ? e.textContent : ''",
+        );
         if status.as_str().unwrap_or("").starts_with("succeeded") {
             // (the chip as drawn with that status)
-            let st = js(&b, &format!("return [...document.querySelectorAll('#dag .inst')].find(x => x.dataset.name === {}).dataset.state", serde_json::to_string(chip).unwrap()));
+            let st = js(
+                &b,
+                &format!(
+                    "return [...document.querySelectorAll('#dag .inst')].find(x => x.dataset.name === {}).dataset.state",
+                    serde_json::to_string(chip).unwrap()
+                ),
+            );
             if seen.last() != st.as_str().map(str::to_string).as_ref() {
                 seen.push(st.as_str().unwrap_or("").to_string());
             }
             break;
         }
-        assert!(Instant::now() < deadline, "the run never showed as succeeded; states seen: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the run never showed as succeeded; states seen: {seen:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(run.wait().unwrap().success());
     assert!(shot_live, "no instance was ever shown running");
-    assert_eq!(seen.last().map(String::as_str), Some("succeeded"), "{seen:?}");
-    assert!(seen.len() >= 2 && seen.iter().any(|s| s == "waiting" || s == "running"), "{seen:?}");
-    let finished = js(&b, "return [...document.querySelectorAll('#dag .inst')].every(e => e.dataset.state === 'succeeded' || e.dataset.state === 'cached')");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("succeeded"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.len() >= 2 && seen.iter().any(|s| s == "waiting" || s == "running"),
+        "{seen:?}"
+    );
+    let finished = js(
+        &b,
+        "return [...document.querySelectorAll('#dag .inst')].every(e => e.dataset.state === 'succeeded' || e.dataset.state === 'cached')",
+    );
     assert_eq!(finished, Value::Bool(true));
-    assert_eq!(js(&b, "return window.__cocoflowMarker"), Value::from(42), "the page reloaded");
-    let events = js(&b, "return document.querySelectorAll('#feed .ev-finish').length").as_u64().unwrap();
+    assert_eq!(
+        js(&b, "return window.__cocoflowMarker"),
+        Value::from(42),
+        "the page reloaded"
+    );
+    let events = js(
+        &b,
+        "return document.querySelectorAll('#feed .ev-finish').length",
+    )
+    .as_u64()
+    .unwrap();
     assert!(events >= 5, "the event feed shows {events} finish events");
 
     // --- A finished ablation report.
     let abl = run_small_ablation(dir);
-    b.execute(&format!("location.hash = '#/run/{abl}'"), vec![]).unwrap();
+    b.execute(&format!("location.hash = '#/run/{abl}'"), vec![])
+        .unwrap();
     b.wait_css(".report-link", Duration::from_secs(30));
     // (the run view redraws on every state event: click through the DOM, not a held reference)
     js(&b, "document.querySelector('.report-link').click()");
     b.wait_css("#report-table td", Duration::from_secs(30));
-    let names = || js(&b, "return [...document.querySelectorAll('#report-table tr')].slice(1).map(r => r.cells[0].textContent)");
+    let names = || {
+        js(
+            &b,
+            "return [...document.querySelectorAll('#report-table tr')].slice(1).map(r => r.cells[0].textContent)",
+        )
+    };
     let unsorted = names();
     assert!(unsorted.as_array().unwrap().len() >= 3, "{unsorted}");
-    b.find("#report-table th[data-col='0']").unwrap().click().unwrap();
+    b.find("#report-table th[data-col='0']")
+        .unwrap()
+        .click()
+        .unwrap();
     let asc = names();
-    let mut want: Vec<String> = unsorted.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut want: Vec<String> = unsorted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     want.sort();
     assert_eq!(asc, serde_json::to_value(&want).unwrap());
     shot(&b, "report-table.png");
     b.find("#tab-images").unwrap().click().unwrap();
     b.wait_css(".browser-item", Duration::from_secs(30));
-    let n_all = js(&b, "return document.querySelectorAll('.browser-item').length").as_u64().unwrap();
+    let n_all = js(
+        &b,
+        "return document.querySelectorAll('.browser-item').length",
+    )
+    .as_u64()
+    .unwrap();
     assert!(n_all >= 6, "{n_all} items");
     // Filter by an edit type.
-    let ty = js(&b, "const s = document.querySelector('#edit-type-filter'); s.value = s.options[1].value; s.dispatchEvent(new Event('change')); return s.value");
-    let types = js(&b, "return [...new Set([...document.querySelectorAll('.browser-item')].map(r => r.dataset.editType))]");
+    let ty = js(
+        &b,
+        "const s = document.querySelector('#edit-type-filter'); s.value = s.options[1].value; s.dispatchEvent(new Event('change')); return s.value",
+    );
+    let types = js(
+        &b,
+        "return [...new Set([...document.querySelectorAll('.browser-item')].map(r => r.dataset.editType))]",
+    );
     assert_eq!(types, serde_json::json!([ty]));
-    js(&b, "const s = document.querySelector('#edit-type-filter'); s.value = ''; s.dispatchEvent(new Event('change'))");
+    js(
+        &b,
+        "const s = document.querySelector('#edit-type-filter'); s.value = ''; s.dispatchEvent(new Event('change'))",
+    );
     // Flip between two arms: the flip column's image and label change, and flip back.
-    let flip = || js(&b, "const i = document.querySelector('.browser-item .flip-img'); return [i.getAttribute('src'), document.querySelector('.browser-item .flip-label').textContent]");
+    let flip = || {
+        js(
+            &b,
+            "const i = document.querySelector('.browser-item .flip-img'); return [i.getAttribute('src'), document.querySelector('.browser-item .flip-label').textContent]",
+        )
+    };
     let a = flip();
     b.find("#flip").unwrap().click().unwrap();
     let bb = flip();
     assert_ne!(a[0], bb[0], "flipping shows the other arm's image");
     assert_ne!(a[1], bb[1]);
-    assert!(a[1].as_str().unwrap().contains("ratio-0.5-0.5") && bb[1].as_str().unwrap().contains("ratio-1.0-0.0"), "{a} {bb}");
+    assert!(
+        a[1].as_str().unwrap().contains("ratio-0.5-0.5")
+            && bb[1].as_str().unwrap().contains("ratio-1.0-0.0"),
+        "{a} {bb}"
+    );
     // The images load (from the store, through the server).
-    let loaded = js(&b, "return [...document.querySelectorAll('.browser-item img')].slice(0, 12).every(i => i.complete && i.naturalWidth > 0)");
+    let loaded = js(
+        &b,
+        "return [...document.querySelectorAll('.browser-item img')].slice(0, 12).every(i => i.complete && i.naturalWidth > 0)",
+    );
     assert_eq!(loaded, Value::Bool(true));
     shot(&b, "image-browser.png");
     b.find("#flip").unwrap().click().unwrap();
@@ -317,10 +455,19 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
     let o = cocoflow(
         dir,
         &[
-            "study", "new", "pref", "--samples", "6", "--seed", "3",
-            "--method", &format!("ours={abl}:rl[2].eval[ratio-0.5-0.5]"),
-            "--method", &format!("judge-only={abl}:rl[2].eval[ratio-1.0-0.0]"),
-            "--method", &format!("base={abl}:eval_base"),
+            "study",
+            "new",
+            "pref",
+            "--samples",
+            "6",
+            "--seed",
+            "3",
+            "--method",
+            &format!("ours={abl}:rl[2].eval[ratio-0.5-0.5]"),
+            "--method",
+            &format!("judge-only={abl}:rl[2].eval[ratio-1.0-0.0]"),
+            "--method",
+            &format!("base={abl}:eval_base"),
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -332,8 +479,11 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
             (_, s) => (s.as_bytes()[0] - b'A') as u32 + 1,
         }
     };
-    b.execute("location.hash = '#/study/pref/annotate'", vec![]).unwrap();
-    b.wait_css("#annotator", Duration::from_secs(20)).send_keys("alice").unwrap();
+    b.execute("location.hash = '#/study/pref/annotate'", vec![])
+        .unwrap();
+    b.wait_css("#annotator", Duration::from_secs(20))
+        .send_keys("alice")
+        .unwrap();
     b.find("#start").unwrap().click().unwrap();
     b.wait_css("#study-instruction", Duration::from_secs(20));
     for _ in 0..3 {
@@ -343,20 +493,31 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
     // Kill the server mid-study; a new one (another port) resumes where alice stopped.
     drop(server);
     let server = Server::start(dir, &[]);
-    b.goto(&format!("{}#/study/pref/annotate", server.url)).unwrap();
+    b.goto(&format!("{}#/study/pref/annotate", server.url))
+        .unwrap();
     // (another origin: the page asks for the name again; the answers come from the store)
-    b.wait_css("#annotator", Duration::from_secs(20)).send_keys("alice").unwrap();
+    b.wait_css("#annotator", Duration::from_secs(20))
+        .send_keys("alice")
+        .unwrap();
     b.find("#start").unwrap().click().unwrap();
-    let progress = b.wait_css("#study-progress", Duration::from_secs(20)).text().unwrap();
+    let progress = b
+        .wait_css("#study-progress", Duration::from_secs(20))
+        .text()
+        .unwrap();
     assert!(progress.starts_with("3/6"), "{progress}");
     for _ in 0..3 {
         answer(&b, &by_slot);
     }
     b.wait_css("#study-complete", Duration::from_secs(20));
     // The second annotator, with ties.
-    b.execute("sessionStorage.clear(); location.hash = '#/studies'", vec![]).unwrap();
+    b.execute(
+        "sessionStorage.clear(); location.hash = '#/studies'",
+        vec![],
+    )
+    .unwrap();
     b.wait_css("#studies", Duration::from_secs(20));
-    b.execute("location.hash = '#/study/pref/annotate'", vec![]).unwrap();
+    b.execute("location.hash = '#/study/pref/annotate'", vec![])
+        .unwrap();
     let who = b.wait_css("#annotator", Duration::from_secs(20));
     who.clear().unwrap();
     who.send_keys("bob").unwrap();
@@ -368,7 +529,8 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
     b.wait_css("#study-complete", Duration::from_secs(20));
 
     // The results page's average ranks equal the ones computed here from the export.
-    b.execute("location.hash = '#/study/pref/results'", vec![]).unwrap();
+    b.execute("location.hash = '#/study/pref/results'", vec![])
+        .unwrap();
     b.wait_css(".results-ranks", Duration::from_secs(20));
     shot(&b, "study-results.png");
     let shown = js(
@@ -380,11 +542,19 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
     assert_eq!(answers.len(), 12, "6 samples × 2 annotators");
     let mut sums: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
     for a in answers {
-        let order: Vec<&str> = a["order"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let order: Vec<&str> = a["order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         let bob = a["annotator"] == "bob";
         for c in ["success", "consistency"] {
             // The stored ranks are the ones given to the slots, mapped to the methods shown.
-            let raw: Vec<f64> = order.iter().map(|m| a["ranks"][c][m].as_f64().unwrap()).collect();
+            let raw: Vec<f64> = order
+                .iter()
+                .map(|m| a["ranks"][c][m].as_f64().unwrap())
+                .collect();
             let given: Vec<f64> = (0..order.len())
                 .map(|j| {
                     let s = ((b'A' + j as u8) as char).to_string();
@@ -394,7 +564,11 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
             assert_eq!(raw, given, "{a}");
             // Mid-ranks: the tie at rank 1 of two methods is 1.5 each.
             for (j, m) in order.iter().enumerate() {
-                let mid = if bob && c == "success" && j < 2 { 1.5 } else { given[j] };
+                let mid = if bob && c == "success" && j < 2 {
+                    1.5
+                } else {
+                    given[j]
+                };
                 let e = sums.entry(format!("{c}/{m}")).or_default();
                 e.0 += mid;
                 e.1 += 1.0;
@@ -404,16 +578,27 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
     for (k, (s, n)) in &sums {
         let want = s / n;
         let got = shown[k].as_f64().unwrap_or(f64::NAN);
-        assert!((got - want).abs() < 5e-4, "{k}: page {got}, expected {want}");
+        assert!(
+            (got - want).abs() < 5e-4,
+            "{k}: page {got}, expected {want}"
+        );
     }
     // The same numbers from the command line's report.
     let rep = cocoflow(dir, &["study", "report", "pref", "--out", "study-out"]);
     assert!(rep.status.success(), "{}", text(&rep));
-    let v: Value = serde_json::from_slice(&std::fs::read(dir.join("study-out/study.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("study-out/study.json")).unwrap()).unwrap();
     for c in v["summary"]["per_criterion"].as_array().unwrap() {
         for r in c["ranks"].as_array().unwrap() {
-            let k = format!("{}/{}", c["criterion"].as_str().unwrap(), r["method"].as_str().unwrap());
-            assert!((r["mean_rank"].as_f64().unwrap() - shown[&k].as_f64().unwrap()).abs() < 5e-4, "{k}");
+            let k = format!(
+                "{}/{}",
+                c["criterion"].as_str().unwrap(),
+                r["method"].as_str().unwrap()
+            );
+            assert!(
+                (r["mean_rank"].as_f64().unwrap() - shown[&k].as_f64().unwrap()).abs() < 5e-4,
+                "{k}"
+            );
         }
     }
 
@@ -421,29 +606,53 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
     let store = dir.join(".cocoflow/store/studies");
     let def = std::fs::read_to_string(store.join("pref/study.json")).unwrap();
     let mut v: Value = serde_json::from_str(&def).unwrap();
-    let payload = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script><b>bold</b>";
+    let payload =
+        "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script><b>bold</b>";
     v["name"] = "xss".into();
     for s in v["samples"].as_array_mut().unwrap() {
         s["instruction"] = payload.into();
     }
     std::fs::create_dir_all(store.join("xss")).unwrap();
-    std::fs::write(store.join("xss/study.json"), serde_json::to_vec(&v).unwrap()).unwrap();
-    for f in std::fs::read_dir(store.join("pref/images")).unwrap().flatten() {
+    std::fs::write(
+        store.join("xss/study.json"),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
+    for f in std::fs::read_dir(store.join("pref/images"))
+        .unwrap()
+        .flatten()
+    {
         let to = store.join("xss/images");
         std::fs::create_dir_all(&to).unwrap();
         std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
     }
-    b.execute("sessionStorage.setItem('annotator', 'carol'); location.hash = '#/study/xss/annotate'", vec![]).unwrap();
-    let shown = b.wait_css("#study-instruction", Duration::from_secs(20)).text().unwrap();
+    b.execute(
+        "sessionStorage.setItem('annotator', 'carol'); location.hash = '#/study/xss/annotate'",
+        vec![],
+    )
+    .unwrap();
+    let shown = b
+        .wait_css("#study-instruction", Duration::from_secs(20))
+        .text()
+        .unwrap();
     assert_eq!(shown, payload);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(js(&b, "return window.__pwned === undefined && !document.querySelector('#study-instruction img, #study-instruction b, #study-instruction script')"), Value::Bool(true));
+    assert_eq!(
+        js(
+            &b,
+            "return window.__pwned === undefined && !document.querySelector('#study-instruction img, #study-instruction b, #study-instruction script')"
+        ),
+        Value::Bool(true)
+    );
 
     // The page asks nothing of the network: no external URL in what the server sends.
     for asset in ["/", "/assets/app.js", "/assets/app.css"] {
         let (st, body) = raw(server.port, "GET", asset, &[], "");
         assert_eq!(st, 200);
-        assert!(!body.contains("https://") && !body.contains("http://"), "{asset} names an external URL");
+        assert!(
+            !body.contains("https://") && !body.contains("http://"),
+            "{asset} names an external URL"
+        );
     }
 }
 
@@ -451,17 +660,35 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
 fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let o = cocoflow(dir, &["run", repo().join("workflows/demo.yaml").to_str().unwrap(), "-q"]);
+    let o = cocoflow(
+        dir,
+        &[
+            "run",
+            repo().join("workflows/demo.yaml").to_str().unwrap(),
+            "-q",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let st: Value = serde_json::from_slice(&cocoflow(dir, &["status", "--json"]).stdout).unwrap();
     let run = st["run"]["id"].as_str().unwrap().to_string();
-    let data = st["instances"].as_array().unwrap().iter().find(|i| i["name"] == "data").unwrap();
+    let data = st["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "data")
+        .unwrap();
     let key = data["key"].as_str().unwrap().to_string();
     let s = Server::start(dir, &[]);
     let p = s.port;
 
     // A file of an output, by its exact path.
-    let (code, body) = raw(p, "GET", &format!("/api/runs/{run}/file/{key}/dataset/1.txt"), &[], "");
+    let (code, body) = raw(
+        p,
+        "GET",
+        &format!("/api/runs/{run}/file/{key}/dataset/1.txt"),
+        &[],
+        "",
+    );
     assert_eq!((code, body.as_str()), (200, "sample 1 seed=0\n"));
     let (_, head) = {
         let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
@@ -470,7 +697,10 @@ fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
         s.read_to_string(&mut out).unwrap();
         (0, out.to_ascii_lowercase())
     };
-    assert!(head.contains("content-security-policy: default-src 'none'") && head.contains("sandbox"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'") && head.contains("sandbox"),
+        "{head}"
+    );
     assert!(head.contains("x-content-type-options: nosniff"));
 
     // Traversal, plain and encoded, and names that are not there.
@@ -488,50 +718,110 @@ fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
     ] {
         let (code, body) = raw(p, "GET", &path, &[], "");
         assert!(code == 400 || code == 404, "{path}: {code} {body}");
-        assert!(!body.contains("redb") || body.contains("error"), "{path}: {body}");
+        assert!(
+            !body.contains("redb") || body.contains("error"),
+            "{path}: {body}"
+        );
     }
     for (path, want) in [
-        (format!("/api/runs/{run}/file/{key}/dataset/%252e%252e/x"), 404),
+        (
+            format!("/api/runs/{run}/file/{key}/dataset/%252e%252e/x"),
+            404,
+        ),
         (format!("/api/runs/{run}/file/{key}/dataset/9.txt"), 404),
         (format!("/api/runs/{run}/file/{key}/nope/1.txt"), 404),
-        (format!("/api/runs/{run}/file/{}/dataset/1.txt", "0".repeat(64)), 404),
+        (
+            format!("/api/runs/{run}/file/{}/dataset/1.txt", "0".repeat(64)),
+            404,
+        ),
         ("/api/runs/20990101-000000-dead".to_string(), 404),
         ("/api/runs/20990101-000000-dead/stream".to_string(), 404),
         ("/api/runs/20990101-000000-dead/file/x/y/z".to_string(), 404),
         ("/api/studies/nope/results".to_string(), 404),
         ("/api/studies/..%2fruns/results".to_string(), 400),
-        ("/api/studies/nope/image/..%2f..%2fjournal.redb".to_string(), 400),
+        (
+            "/api/studies/nope/image/..%2f..%2fjournal.redb".to_string(),
+            400,
+        ),
         ("/api/nothing".to_string(), 404),
     ] {
         let (code, body) = raw(p, "GET", &path, &[], "");
         assert_eq!(code, want, "{path}: {body}");
     }
     // An instance of another run is not served through this one.
-    let o = cocoflow(dir, &["run", repo().join("workflows/demo.yaml").to_str().unwrap(), "--set", "seed=1", "-q"]);
+    let o = cocoflow(
+        dir,
+        &[
+            "run",
+            repo().join("workflows/demo.yaml").to_str().unwrap(),
+            "--set",
+            "seed=1",
+            "-q",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let st2: Value = serde_json::from_slice(&cocoflow(dir, &["status", "--json"]).stdout).unwrap();
-    let key2 = st2["instances"].as_array().unwrap().iter().find(|i| i["name"] == "data").unwrap()["key"].as_str().unwrap().to_string();
+    let key2 = st2["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "data")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(key, key2);
-    let (code, _) = raw(p, "GET", &format!("/api/runs/{run}/file/{key2}/dataset/1.txt"), &[], "");
+    let (code, _) = raw(
+        p,
+        "GET",
+        &format!("/api/runs/{run}/file/{key2}/dataset/1.txt"),
+        &[],
+        "",
+    );
     assert_eq!(code, 404);
 
     // A foreign Host (DNS rebinding) on a loopback server.
-    for host in ["evil.example:80", &format!("evil.example:{p}"), "127.0.0.1"] {
+    for host in [
+        "evil.example:80",
+        &format!("evil.example:{p}"),
+        "127.0.0.1.evil.example",
+        "",
+        "localhost.:1",
+    ] {
         let (code, _) = raw(p, "GET", "/api/runs", &[("Host", host)], "");
         assert_eq!(code, 403, "{host}");
     }
+    // An SSH tunnel (`ssh -L 9000:localhost:PORT`) keeps the name and changes the port.
+    for host in ["localhost:9000", "127.0.0.1", "[::1]:8765"] {
+        let (code, _) = raw(p, "GET", "/api/runs", &[("Host", host)], "");
+        assert_eq!(code, 200, "{host}");
+    }
     // Writes: only a study's answers, as JSON, from this origin.
-    for (m, path) in [("POST", "/api/runs"), ("PUT", "/api/studies/x/answers"), ("DELETE", "/api/runs"), ("POST", "/api/runs/x/file/a/b/c")] {
+    for (m, path) in [
+        ("POST", "/api/runs"),
+        ("PUT", "/api/studies/x/answers"),
+        ("DELETE", "/api/runs"),
+        ("POST", "/api/runs/x/file/a/b/c"),
+    ] {
         let (code, _) = raw(p, m, path, &[("Content-Type", "application/json")], "{}");
         assert_eq!(code, 405, "{m} {path}");
     }
-    let (code, _) = raw(p, "POST", "/api/studies/x/answers", &[("Content-Type", "text/plain")], "{}");
+    let (code, _) = raw(
+        p,
+        "POST",
+        "/api/studies/x/answers",
+        &[("Content-Type", "text/plain")],
+        "{}",
+    );
     assert_eq!(code, 415);
     let (code, _) = raw(
         p,
         "POST",
         "/api/studies/x/answers",
-        &[("Content-Type", "application/json"), ("Origin", "http://evil.example")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "http://evil.example"),
+        ],
         "{}",
     );
     assert_eq!(code, 403);
@@ -547,21 +837,42 @@ fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
         ("/api/runs".to_string(), vec![], 401),
         ("/assets/app.js".to_string(), vec![], 401),
         (format!("/api/runs?token={}", "0".repeat(32)), vec![], 401),
-        ("/api/runs".to_string(), vec![("Authorization", format!("Bearer {}", "f".repeat(32)))], 401),
+        (
+            "/api/runs".to_string(),
+            vec![("Authorization", format!("Bearer {}", "f".repeat(32)))],
+            401,
+        ),
         (format!("/api/runs?token={token}"), vec![], 200),
-        ("/api/runs".to_string(), vec![("Authorization", format!("Bearer {token}"))], 200),
-        ("/api/runs".to_string(), vec![("Cookie", format!("cocoflow_token={token}"))], 200),
+        (
+            "/api/runs".to_string(),
+            vec![("Authorization", format!("Bearer {token}"))],
+            200,
+        ),
+        (
+            "/api/runs".to_string(),
+            vec![("Cookie", format!("cocoflow_token={token}"))],
+            200,
+        ),
     ] {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (code, body) = raw(p, "GET", &path, &h, "");
         assert_eq!(code, want, "{path} {headers:?}: {body}");
     }
     // Any Host is fine there (the token is the guard); the page sets the cookie from the URL.
-    let (code, _) = raw(p, "GET", &format!("/?token={token}"), &[("Host", "gpu-node-3:8765")], "");
+    let (code, _) = raw(
+        p,
+        "GET",
+        &format!("/?token={token}"),
+        &[("Host", "gpu-node-3:8765")],
+        "",
+    );
     assert_eq!(code, 200);
     // An explicit token on loopback is checked too.
     let s2 = Server::start(dir, &["--token", "sekrit-token-123"]);
     assert_eq!(raw(s2.port, "GET", "/api/runs", &[], "").0, 401);
-    assert_eq!(raw(s2.port, "GET", "/api/runs?token=sekrit-token-123", &[], "").0, 200);
+    assert_eq!(
+        raw(s2.port, "GET", "/api/runs?token=sekrit-token-123", &[], "").0,
+        200
+    );
     let _ = enc;
 }

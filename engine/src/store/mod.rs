@@ -714,8 +714,18 @@ impl Store {
 
     /// Writes an object at a location outside the prefixes `gc` manages (e.g.
     /// `studies/<name>/...`): `gc` never deletes it. The write is atomic (a reader sees the
-    /// old object, or none, or the whole new one).
+    /// old object, or none, or the whole new one) and durable when it returns: on a local
+    /// store the file and its directory are fsynced (a power loss cannot lose an
+    /// acknowledged record); an S3 PUT is durable once answered.
     pub async fn put_object(&self, location: &str, bytes: Bytes) -> Result<()> {
+        if let Some(root) = self.local_root() {
+            let path = root.join(location);
+            return tokio::task::spawn_blocking(move || write_durable(&path, &bytes))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(io(format!("cannot write `{location}` in the store")));
+        }
         self.inner
             .os
             .put(&OPath::from(location), PutPayload::from(bytes))
@@ -933,6 +943,27 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes a file so that readers see either nothing or all of it.
+/// [`write_atomic`], with the file fsynced before the rename and the directory after it.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}-{:?}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(parent)?.sync_all()
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;

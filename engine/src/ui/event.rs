@@ -284,7 +284,9 @@ impl Observer for EventLog {
         if self.broken {
             return;
         }
-        if let RunEvent::Progress { id, done, total, .. } = e
+        if let RunEvent::Progress {
+            id, done, total, ..
+        } = e
             && done < total
         {
             let now = std::time::Instant::now();

@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: &str = "cocoflow-study";
 pub const ANSWER_FORMAT: &str = "cocoflow-study-answer";
 pub const CRITERIA: [&str; 2] = ["success", "consistency"];
+/// Methods are shown as slots `A`..`Z`.
+pub const MAX_METHODS: usize = 26;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MethodDef {
@@ -166,12 +168,32 @@ pub fn display_order(def: &StudyDef, annotator: &str, sample: &str) -> (Vec<Stri
 
 pub async fn load_def(store: &Store, name: &str) -> Result<Option<StudyDef>> {
     check_name("study name", name)?;
-    match store.get_object(&def_location(name)).await? {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| invalid(format!("study `{name}`: {} is malformed: {e}", def_location(name)))),
+    let loc = def_location(name);
+    let Some(b) = store.get_object(&loc).await? else {
+        return Ok(None);
+    };
+    let def: StudyDef = serde_json::from_slice(&b).map_err(|e| {
+        invalid(format!(
+            "study `{name}`: `{loc}` in `{}` is malformed: {e}",
+            store.url()
+        ))
+    })?;
+    if def.format != FORMAT || def.version != 1 || def.name != name {
+        return Err(invalid(format!(
+            "study `{name}`: `{loc}` in `{}` is not a version-1 `{FORMAT}` definition of study `{name}` (format `{}`, version {}, name `{}`)",
+            store.url(),
+            def.format,
+            def.version,
+            def.name
+        )));
     }
+    if def.methods.len() < 2 || def.methods.len() > MAX_METHODS {
+        return Err(invalid(format!(
+            "study `{name}`: `{loc}` has {} methods (2 to {MAX_METHODS})",
+            def.methods.len()
+        )));
+    }
+    Ok(Some(def))
 }
 
 /// Every study of a store, by name.
@@ -200,16 +222,27 @@ pub async fn answers(store: &Store, def: &StudyDef) -> Result<(Vec<AnswerRecord>
         let Some(digest) = loc.rsplit('/').next().and_then(|f| f.strip_suffix(".json")) else {
             continue;
         };
-        let Some(bytes) = store.get_object(&loc).await? else {
-            continue;
+        let bytes = match store.get_object(&loc).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(_) => {
+                damaged.push(loc);
+                continue;
+            }
         };
         if blake3::hash(&bytes).to_hex().as_str() != digest {
             damaged.push(loc);
             continue;
         }
-        let rec: AnswerRecord = match serde_json::from_slice(&bytes) {
-            Ok(r) => r,
-            Err(_) => {
+        let rec: AnswerRecord = match serde_json::from_slice::<AnswerRecord>(&bytes) {
+            Ok(r)
+                if r.format == ANSWER_FORMAT
+                    && r.study == def.name
+                    && def.sample(&r.sample).is_some() =>
+            {
+                r
+            }
+            _ => {
                 damaged.push(loc);
                 continue;
             }
@@ -237,7 +270,10 @@ pub async fn submit(
 ) -> Result<String> {
     check_name("annotator name", annotator)?;
     if def.sample(sample).is_none() {
-        return Err(invalid(format!("study `{}` has no sample `{sample}`", def.name)));
+        return Err(invalid(format!(
+            "study `{}` has no sample `{sample}`",
+            def.name
+        )));
     }
     let n = def.methods.len() as f64;
     for c in &def.criteria {
@@ -256,7 +292,9 @@ pub async fn submit(
             }
         }
         if r.len() != def.methods.len() {
-            return Err(invalid(format!("`{c}`: ranks for methods the study does not have")));
+            return Err(invalid(format!(
+                "`{c}`: ranks for methods the study does not have"
+            )));
         }
     }
     if ranks.len() != def.criteria.len() {
@@ -274,7 +312,11 @@ pub async fn submit(
         submitted_ms: now_ms,
     };
     let bytes = serde_json::to_vec_pretty(&rec).expect("serialises");
-    let loc = format!("{}/{}.json", answers_prefix(&def.name), blake3::hash(&bytes).to_hex());
+    let loc = format!(
+        "{}/{}.json",
+        answers_prefix(&def.name),
+        blake3::hash(&bytes).to_hex()
+    );
     store.put_object(&loc, Bytes::from(bytes)).await?;
     Ok(loc)
 }
@@ -344,12 +386,15 @@ pub fn parse_method(s: &str) -> Result<MethodArg> {
 }
 
 pub fn open_store(state_dir: &Path, url: &str) -> Result<Store> {
-    let base = std::env::current_dir().map_err(|e| invalid(format!("cannot read the current directory: {e}")))?;
+    let base = std::env::current_dir()
+        .map_err(|e| invalid(format!("cannot read the current directory: {e}")))?;
     Ok(Store::open(url, &base, &state_dir.join("cache"))?)
 }
 
 /// Runs of a state directory (briefly opening the journal).
-pub fn journal_runs(state_dir: &Path) -> Result<Vec<(RunRecord, Vec<cocoflow_engine::state::InstanceRecord>)>> {
+pub fn journal_runs(
+    state_dir: &Path,
+) -> Result<Vec<(RunRecord, Vec<cocoflow_engine::state::InstanceRecord>)>> {
     let path = state_dir.join("journal.redb");
     if !RedbJournal::exists(&path) {
         return Err(invalid(format!("no runs yet in `{}`", state_dir.display())));
@@ -377,20 +422,23 @@ async fn resolve_method(
     m: &MethodArg,
 ) -> Result<Resolved> {
     let (run, instances) = match &m.run {
-        Some(id) => runs
-            .iter()
-            .find(|(r, _)| &r.id == id)
-            .ok_or_else(|| invalid(format!("method `{}`: no run `{id}` (`cocoflow runs` lists them)", m.label)))?,
-        None => runs
-            .last()
-            .ok_or_else(|| invalid("no runs yet"))?,
+        Some(id) => runs.iter().find(|(r, _)| &r.id == id).ok_or_else(|| {
+            invalid(format!(
+                "method `{}`: no run `{id}` (`cocoflow runs` lists them)",
+                m.label
+            ))
+        })?,
+        None => runs.last().ok_or_else(|| invalid("no runs yet"))?,
     };
-    let inst = instances.iter().find(|i| i.name == m.instance).ok_or_else(|| {
-        invalid(format!(
-            "method `{}`: run `{}` has no instance `{}` (`cocoflow status {}` lists them)",
-            m.label, run.id, m.instance, run.id
-        ))
-    })?;
+    let inst = instances
+        .iter()
+        .find(|i| i.name == m.instance)
+        .ok_or_else(|| {
+            invalid(format!(
+                "method `{}`: run `{}` has no instance `{}` (`cocoflow status {}` lists them)",
+                m.label, run.id, m.instance, run.id
+            ))
+        })?;
     if inst.kind != "eval" {
         return Err(invalid(format!(
             "method `{}`: `{}` is a `{}` task; a method is an `eval` instance",
@@ -410,7 +458,12 @@ async fn resolve_method(
         .outputs
         .get("report")
         .filter(|a| a.tree)
-        .ok_or_else(|| invalid(format!("method `{}`: `{}` has no `report` directory", m.label, inst.name)))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "method `{}`: `{}` has no `report` directory",
+                m.label, inst.name
+            ))
+        })?;
     let tree = store.read_tree(&report.digest).await?;
     let mut records = BTreeMap::new();
     let mut images = BTreeMap::new();
@@ -422,11 +475,19 @@ async fn resolve_method(
                     continue;
                 }
                 let r: EvalRecord = serde_json::from_str(line).map_err(|err| {
-                    invalid(format!("method `{}`: records.jsonl line {}: {err}", m.label, n + 1))
+                    invalid(format!(
+                        "method `{}`: records.jsonl line {}: {err}",
+                        m.label,
+                        n + 1
+                    ))
                 })?;
                 records.insert(r.key.clone(), r);
             }
-        } else if let Some(k) = e.path.strip_prefix("images/").and_then(|p| p.strip_suffix(".png")) {
+        } else if let Some(k) = e
+            .path
+            .strip_prefix("images/")
+            .and_then(|p| p.strip_suffix(".png"))
+        {
             images.insert(k.to_string(), e.digest.clone());
         }
     }
@@ -461,13 +522,19 @@ pub async fn create(
     seed: u64,
 ) -> Result<StudyDef> {
     check_name("study name", name)?;
-    if methods.len() < 2 {
-        return Err(invalid("a study needs two or more methods (--method LABEL=RUN:INSTANCE)"));
+    if methods.len() < 2 || methods.len() > MAX_METHODS {
+        return Err(invalid(format!(
+            "a study needs 2 to {MAX_METHODS} methods (--method LABEL=RUN:INSTANCE); got {}",
+            methods.len()
+        )));
     }
     let mut labels = std::collections::BTreeSet::new();
     for m in methods {
         if !labels.insert(m.label.clone()) {
-            return Err(invalid(format!("method label `{}` is given twice", m.label)));
+            return Err(invalid(format!(
+                "method label `{}` is given twice",
+                m.label
+            )));
         }
     }
     if samples == 0 {
@@ -487,17 +554,29 @@ pub async fn create(
     let bench = resolved
         .iter()
         .find_map(|r| r.bench.clone())
-        .ok_or_else(|| invalid("no method's eval has a `data` input in the store: the source images are unknown"))?;
+        .ok_or_else(|| {
+            invalid(
+                "no method's eval has a `data` input in the store: the source images are unknown",
+            )
+        })?;
     let bench_dir: PathBuf = store.artifact_file(&bench).await?;
-    let data = Dataset::open(&bench_dir)
-        .map_err(|e| invalid(format!("the benchmark of `{}`: {e}", resolved[0].def.instance)))?;
+    let data = Dataset::open(&bench_dir).map_err(|e| {
+        invalid(format!(
+            "the benchmark of `{}`: {e}",
+            resolved[0].def.instance
+        ))
+    })?;
     let bench_tree = store.read_tree(&bench.digest).await?;
     // Keys every method evaluated (with an image) and the benchmark holds.
     let mut keys: Vec<String> = data
         .records
         .iter()
         .map(|r| r.key.clone())
-        .filter(|k| resolved.iter().all(|m| m.images.contains_key(k) && m.records.contains_key(k)))
+        .filter(|k| {
+            resolved
+                .iter()
+                .all(|m| m.images.contains_key(k) && m.records.contains_key(k))
+        })
         .collect();
     keys.sort();
     if keys.len() < samples {
@@ -514,12 +593,21 @@ pub async fn create(
     keys.truncate(samples);
     let mut out = Vec::new();
     for k in &keys {
-        let rec = data.records.iter().find(|r| &r.key == k).expect("key from records");
+        let rec = data
+            .records
+            .iter()
+            .find(|r| &r.key == k)
+            .expect("key from records");
         let src = bench_tree
             .entries
             .iter()
             .find(|e| e.path == rec.source)
-            .ok_or_else(|| invalid(format!("benchmark item `{k}`: source `{}` not in the artifact", rec.source)))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "benchmark item `{k}`: source `{}` not in the artifact",
+                    rec.source
+                ))
+            })?;
         let mut edits = BTreeMap::new();
         for m in &resolved {
             edits.insert(m.def.label.clone(), m.images[k].clone());
@@ -528,7 +616,10 @@ pub async fn create(
         out.push(SampleDef {
             key: k.clone(),
             instruction: rec.instruction.clone(),
-            edit_type: rec.edit_type.clone().unwrap_or_else(|| first.edit_type.clone()),
+            edit_type: rec
+                .edit_type
+                .clone()
+                .unwrap_or_else(|| first.edit_type.clone()),
             source: src.digest.clone(),
             edits,
         });
@@ -550,13 +641,31 @@ pub async fn create(
         samples: out,
     };
     store
-        .put_object(&def_location(name), Bytes::from(serde_json::to_vec_pretty(&def).expect("serialises")))
+        .put_object(
+            &def_location(name),
+            Bytes::from(serde_json::to_vec_pretty(&def).expect("serialises")),
+        )
         .await?;
     Ok(def)
 }
 
 // ---------------------------------------------------------------------------------------
 // Exports.
+
+/// The export without the images' digests (they would tell an annotator which slot shows
+/// which method): what the dashboard serves.
+pub fn export_json_blind(def: &StudyDef, recs: &[AnswerRecord]) -> serde_json::Value {
+    let mut v = export_json(def, recs);
+    if let Some(samples) = v["study"]["samples"].as_array_mut() {
+        for s in samples {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("edits");
+                o.remove("source");
+            }
+        }
+    }
+    v
+}
 
 pub fn export_json(def: &StudyDef, recs: &[AnswerRecord]) -> serde_json::Value {
     serde_json::json!({
@@ -629,7 +738,9 @@ pub fn default_store(state: &Path, given: Option<&String>) -> Result<Store> {
         Some(url) => open_store(state, url),
         None => {
             let runs = journal_runs(state)?;
-            let (r, _) = runs.last().ok_or_else(|| invalid("no runs yet: give --store"))?;
+            let (r, _) = runs
+                .last()
+                .ok_or_else(|| invalid("no runs yet: give --store"))?;
             open_store(state, &r.store)
         }
     }
@@ -674,7 +785,8 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
                 let store = default_store(&state, sub.get_one::<String>("store"))?;
                 for d in list(&store).await? {
                     let (recs, damaged) = answers(&store, &d).await?;
-                    let annotators: std::collections::BTreeSet<_> = recs.iter().map(|r| &r.annotator).collect();
+                    let annotators: std::collections::BTreeSet<_> =
+                        recs.iter().map(|r| &r.annotator).collect();
                     println!(
                         "{}: {} methods ({}), {} samples, {} answers from {} annotator(s){}",
                         d.name,
@@ -683,7 +795,11 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
                         d.samples.len(),
                         recs.len(),
                         annotators.len(),
-                        if damaged.is_empty() { String::new() } else { format!(", {} damaged record(s) ignored", damaged.len()) }
+                        if damaged.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} damaged record(s) ignored", damaged.len())
+                        }
                     );
                 }
                 Ok(EXIT_OK)
@@ -707,20 +823,31 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
                         let w = |f: &str, b: &[u8]| {
                             std::fs::create_dir_all(dir)
                                 .and_then(|_| std::fs::write(dir.join(f), b))
-                                .map_err(|e| invalid(format!("cannot write `{}`: {e}", dir.join(f).display())))
+                                .map_err(|e| {
+                                    invalid(format!(
+                                        "cannot write `{}`: {e}",
+                                        dir.join(f).display()
+                                    ))
+                                })
                         };
                         w("study.md", md.as_bytes())?;
                         w(
                             "study.json",
-                            &serde_json::to_vec_pretty(&export_json(&def, &recs)).expect("serialises"),
+                            &serde_json::to_vec_pretty(&export_json(&def, &recs))
+                                .expect("serialises"),
                         )?;
                         w("answers.csv", export_csv(&def, &recs).as_bytes())?;
-                        println!("wrote study.md, study.json, answers.csv to {}", dir.display());
+                        println!(
+                            "wrote study.md, study.json, answers.csv to {}",
+                            dir.display()
+                        );
                     }
                 }
                 Ok(EXIT_OK)
             }
-            _ => Err(invalid("`cocoflow study` needs a subcommand: new, list or report")),
+            _ => Err(invalid(
+                "`cocoflow study` needs a subcommand: new, list or report",
+            )),
         }
     });
     match res {
@@ -746,7 +873,10 @@ mod tests {
             instruction: format!("do {k}"),
             edit_type: t.into(),
             source: "0".repeat(64),
-            edits: ["a", "b", "c"].iter().map(|m| (m.to_string(), format!("{m}{}", "1".repeat(63)))).collect(),
+            edits: ["a", "b", "c"]
+                .iter()
+                .map(|m| (m.to_string(), format!("{m}{}", "1".repeat(63))))
+                .collect(),
         };
         StudyDef {
             format: FORMAT.into(),
@@ -756,26 +886,55 @@ mod tests {
             criteria: CRITERIA.iter().map(|s| s.to_string()).collect(),
             methods: ["a", "b", "c"]
                 .iter()
-                .map(|m| MethodDef { label: m.to_string(), run: "r".into(), instance: format!("eval[{m}]"), key: "k".into() })
+                .map(|m| MethodDef {
+                    label: m.to_string(),
+                    run: "r".into(),
+                    instance: format!("eval[{m}]"),
+                    key: "k".into(),
+                })
                 .collect(),
             samples: vec![sample("x1", "add"), sample("x2", "remove")],
         }
     }
 
     fn ranks(s: [f64; 3], c: [f64; 3]) -> BTreeMap<String, BTreeMap<String, f64>> {
-        let m = |v: [f64; 3]| ["a", "b", "c"].iter().map(|x| x.to_string()).zip(v).collect();
-        [("success".to_string(), m(s)), ("consistency".to_string(), m(c))].into()
+        let m = |v: [f64; 3]| {
+            ["a", "b", "c"]
+                .iter()
+                .map(|x| x.to_string())
+                .zip(v)
+                .collect()
+        };
+        [
+            ("success".to_string(), m(s)),
+            ("consistency".to_string(), m(c)),
+        ]
+        .into()
     }
 
     fn store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(&format!("file://{}", d.path().join("store").display()), d.path(), &d.path().join("cache")).unwrap();
+        let s = Store::open(
+            &format!("file://{}", d.path().join("store").display()),
+            d.path(),
+            &d.path().join("cache"),
+        )
+        .unwrap();
         (d, s)
     }
 
     #[test]
     fn names_that_could_leave_the_study_are_refused() {
-        for bad in ["", "../x", "a/b", ".hidden", "a b", "x\u{0}", &"n".repeat(65), "<b>"] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a b",
+            "x\u{0}",
+            &"n".repeat(65),
+            "<b>",
+        ] {
             assert!(check_name("study name", bad).is_err(), "{bad:?}");
         }
         for ok in ["pref", "alice_2", "a.b-c"] {
@@ -787,7 +946,11 @@ mod tests {
     fn methods_parse_with_and_without_a_run() {
         assert_eq!(
             parse_method("ours=20261205-101500-ab12:rl[3].eval[x=1,y=2]").unwrap(),
-            MethodArg { label: "ours".into(), run: Some("20261205-101500-ab12".into()), instance: "rl[3].eval[x=1,y=2]".into() }
+            MethodArg {
+                label: "ours".into(),
+                run: Some("20261205-101500-ab12".into()),
+                instance: "rl[3].eval[x=1,y=2]".into()
+            }
         );
         assert_eq!(parse_method("base=eval_base").unwrap().run, None);
         assert!(parse_method("no-equals").is_err());
@@ -804,8 +967,9 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, vec!["a", "b", "c"]);
         // Over many annotators every method is shown first sometimes.
-        let firsts: std::collections::BTreeSet<String> =
-            (0..60).map(|i| display_order(&d, &format!("p{i}"), "x1").0[0].clone()).collect();
+        let firsts: std::collections::BTreeSet<String> = (0..60)
+            .map(|i| display_order(&d, &format!("p{i}"), "x1").0[0].clone())
+            .collect();
         assert_eq!(firsts.len(), 3);
     }
 
@@ -818,20 +982,67 @@ mod tests {
             ("fractional", ranks([1.5, 2.0, 3.0], [1.0, 1.0, 1.0])),
             ("zero", ranks([0.0, 2.0, 3.0], [1.0, 1.0, 1.0])),
         ] {
-            assert!(matches!(submit(&st, &d, "alice", "x1", r, 1).await, Err(StudyError::Invalid(_))), "{what}");
+            assert!(
+                matches!(
+                    submit(&st, &d, "alice", "x1", r, 1).await,
+                    Err(StudyError::Invalid(_))
+                ),
+                "{what}"
+            );
         }
         let mut one = ranks([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]);
         one.remove("consistency");
-        assert!(submit(&st, &d, "alice", "x1", one, 1).await.is_err(), "a criterion missing");
+        assert!(
+            submit(&st, &d, "alice", "x1", one, 1).await.is_err(),
+            "a criterion missing"
+        );
         let mut extra = ranks([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]);
         extra.get_mut("success").unwrap().insert("z".into(), 1.0);
-        assert!(submit(&st, &d, "alice", "x1", extra, 1).await.is_err(), "an unknown method");
-        assert!(submit(&st, &d, "alice", "nope", ranks([1.0; 3], [1.0; 3]), 1).await.is_err());
-        assert!(submit(&st, &d, "../alice", "x1", ranks([1.0; 3], [1.0; 3]), 1).await.is_err());
+        assert!(
+            submit(&st, &d, "alice", "x1", extra, 1).await.is_err(),
+            "an unknown method"
+        );
+        assert!(
+            submit(&st, &d, "alice", "nope", ranks([1.0; 3], [1.0; 3]), 1)
+                .await
+                .is_err()
+        );
+        assert!(
+            submit(&st, &d, "../alice", "x1", ranks([1.0; 3], [1.0; 3]), 1)
+                .await
+                .is_err()
+        );
 
-        let first = submit(&st, &d, "alice", "x1", ranks([1.0, 1.0, 3.0], [3.0, 2.0, 1.0]), 10).await.unwrap();
-        let later = submit(&st, &d, "alice", "x1", ranks([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]), 20).await.unwrap();
-        submit(&st, &d, "bob", "x2", ranks([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]), 15).await.unwrap();
+        let first = submit(
+            &st,
+            &d,
+            "alice",
+            "x1",
+            ranks([1.0, 1.0, 3.0], [3.0, 2.0, 1.0]),
+            10,
+        )
+        .await
+        .unwrap();
+        let later = submit(
+            &st,
+            &d,
+            "alice",
+            "x1",
+            ranks([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]),
+            20,
+        )
+        .await
+        .unwrap();
+        submit(
+            &st,
+            &d,
+            "bob",
+            "x2",
+            ranks([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]),
+            15,
+        )
+        .await
+        .unwrap();
         assert_ne!(first, later);
         // The record's name is the BLAKE3 of its bytes.
         let bytes = st.get_object(&later).await.unwrap().unwrap();
@@ -840,21 +1051,32 @@ mod tests {
         assert!(damaged.is_empty());
         assert_eq!(recs.len(), 2);
         let alice = recs.iter().find(|r| r.annotator == "alice").unwrap();
-        assert_eq!(alice.ranks["success"]["c"], 1.0, "the later submission wins");
+        assert_eq!(
+            alice.ranks["success"]["c"], 1.0,
+            "the later submission wins"
+        );
         assert_eq!(alice.order, display_order(&d, "alice", "x1").0);
 
         // A record whose bytes no longer match its name is reported and never used.
         let mut tampered: AnswerRecord = serde_json::from_slice(&bytes).unwrap();
         tampered.submitted_ms = 99;
         tampered.ranks = ranks([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]);
-        st.put_object(&later, Bytes::from(serde_json::to_vec(&tampered).unwrap())).await.unwrap();
-        st.put_object(&format!("studies/s/answers/{}.json", "e".repeat(64)), Bytes::from_static(b"{trunc"))
+        st.put_object(&later, Bytes::from(serde_json::to_vec(&tampered).unwrap()))
             .await
             .unwrap();
+        st.put_object(
+            &format!("studies/s/answers/{}.json", "e".repeat(64)),
+            Bytes::from_static(b"{trunc"),
+        )
+        .await
+        .unwrap();
         let (recs, damaged) = answers(&st, &d).await.unwrap();
         assert_eq!(damaged.len(), 2, "{damaged:?}");
         let alice = recs.iter().find(|r| r.annotator == "alice").unwrap();
-        assert_eq!(alice.submitted_ms, 10, "falls back to the intact earlier record");
+        assert_eq!(
+            alice.submitted_ms, 10,
+            "falls back to the intact earlier record"
+        );
         let s = summarize(&d, &recs);
         assert_eq!(s.n_answers, 4);
         let csv = export_csv(&d, &recs);

@@ -24,6 +24,9 @@
 //! CSP (an SVG or HTML output cannot run script). The page writes every user-derived text with
 //! `textContent`, never as HTML.
 
+// Handlers return a ready response as their error: that is what they are for.
+#![allow(clippy::result_large_err)]
+
 mod runs;
 mod studies;
 
@@ -47,6 +50,9 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
+/// The journal's stamp ([`runs::journal_stamp`]) and the run list read at it.
+pub type RunsCache = (Vec<(u128, u64)>, Vec<runs::RunRow>);
+
 /// What every handler shares.
 pub struct Ctx {
     pub state_dir: PathBuf,
@@ -58,13 +64,18 @@ pub struct Ctx {
     pub port: u16,
     stores: Mutex<HashMap<String, Store>>,
     /// The last run list read from the journal (a live run holds the journal).
-    pub runs_cache: Mutex<Vec<runs::RunRow>>,
+    pub runs_cache: Mutex<RunsCache>,
     /// Each run's state as last read from the journal.
     pub run_cache: Mutex<HashMap<String, runs::RunState>>,
 }
 
 impl Ctx {
-    pub fn new(state_dir: PathBuf, store_url: Option<String>, token: Option<String>, addr: SocketAddr) -> Ctx {
+    pub fn new(
+        state_dir: PathBuf,
+        store_url: Option<String>,
+        token: Option<String>,
+        addr: SocketAddr,
+    ) -> Ctx {
         Ctx {
             state_dir,
             store_url,
@@ -72,7 +83,7 @@ impl Ctx {
             loopback: addr.ip().is_loopback(),
             port: addr.port(),
             stores: Mutex::new(HashMap::new()),
-            runs_cache: Mutex::new(Vec::new()),
+            runs_cache: Mutex::new((Vec::new(), Vec::new())),
             run_cache: Mutex::new(HashMap::new()),
         }
     }
@@ -107,7 +118,11 @@ pub fn full(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Resp {
 }
 
 pub fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
-    full(status, "application/json", serde_json::to_vec(v).expect("serialises"))
+    full(
+        status,
+        "application/json",
+        serde_json::to_vec(v).expect("serialises"),
+    )
 }
 
 pub fn error(status: StatusCode, msg: impl std::fmt::Display) -> Resp {
@@ -116,7 +131,12 @@ pub fn error(status: StatusCode, msg: impl std::fmt::Display) -> Resp {
 
 /// A file of a stored output (or a study image): never run as a page.
 pub fn file(path: &str, bytes: Bytes) -> Resp {
-    let ctype = match path.rsplit('.').next().map(|e| e.to_ascii_lowercase()).as_deref() {
+    let ctype = match path
+        .rsplit('.')
+        .next()
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("svg") => "image/svg+xml",
@@ -127,7 +147,9 @@ pub fn file(path: &str, bytes: Bytes) -> Resp {
     let mut r = full(StatusCode::OK, ctype, bytes);
     r.headers_mut().insert(
         "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; sandbox".parse().expect("header"),
+        "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+            .parse()
+            .expect("header"),
     );
     r
 }
@@ -146,11 +168,7 @@ pub fn segments(path: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     for raw in trimmed.split('/') {
         let s = percent_decode(raw)?;
-        if s.is_empty()
-            || s == "."
-            || s == ".."
-            || s.contains(['/', '\\', '\0'])
-        {
+        if s.is_empty() || s == "." || s == ".." || s.contains(['/', '\\', '\0']) {
             return None;
         }
         out.push(s);
@@ -194,7 +212,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The token the request carries, if any.
 fn request_token(req: &Request<Incoming>) -> Option<String> {
-    if let Some(v) = req.headers().get("authorization").and_then(|v| v.to_str().ok())
+    if let Some(v) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
         && let Some(t) = v.strip_prefix("Bearer ")
     {
         return Some(t.trim().to_string());
@@ -218,18 +239,30 @@ fn check_access(ctx: &Ctx, req: &Request<Incoming>) -> Result<(), Resp> {
             .get("host")
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        let p = ctx.port;
-        let ok = [format!("127.0.0.1:{p}"), format!("localhost:{p}"), format!("[::1]:{p}")]
-            .iter()
-            .any(|h| h == host);
-        if !ok {
-            return Err(error(StatusCode::FORBIDDEN, format!("unexpected Host header `{host}`")));
+        // The host name decides (an SSH tunnel changes the port); a DNS-rebinding page
+        // arrives with its own name.
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => n,
+            _ => host,
+        };
+        if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this server is bound to loopback and answers only requests for 127.0.0.1, localhost or [::1], not `{host}` (to serve other names, start it with --addr and a token)"
+                ),
+            ));
         }
     }
     if let Some(want) = &ctx.token {
         match request_token(req) {
             Some(t) if constant_time_eq(t.as_bytes(), want.as_bytes()) => {}
-            Some(_) => return Err(error(StatusCode::UNAUTHORIZED, "wrong token")),
+            Some(_) => {
+                return Err(error(
+                    StatusCode::UNAUTHORIZED,
+                    "wrong token (a cookie from another cocoflow ui on this host?): open the URL this server printed (…/?token=…)",
+                ));
+            }
             None => {
                 return Err(error(
                     StatusCode::UNAUTHORIZED,
@@ -246,7 +279,13 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Resp, Infallibl
         return Ok(r);
     }
     let Some(seg) = segments(req.uri().path()) else {
-        return Ok(error(StatusCode::BAD_REQUEST, "bad path"));
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "path `{}`: empty, `.` or `..` segments and encoded `/` or `\\` are refused",
+                req.uri().path()
+            ),
+        ));
     };
     let method = req.method().clone();
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
@@ -256,14 +295,20 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Resp, Infallibl
                 let name = name.to_string();
                 studies::post_answer(&ctx, &name, req).await
             }
-            _ => error(StatusCode::METHOD_NOT_ALLOWED, "the only write is a study answer"),
+            _ => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the only write is a study answer",
+            ),
         });
     }
     if method != Method::GET && method != Method::HEAD {
         return Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
     let q = query(&req);
-    let token_ok = ctx.token.as_ref().is_some_and(|t| request_token(&req).as_deref() == Some(t.as_str()));
+    let token_ok = ctx
+        .token
+        .as_ref()
+        .is_some_and(|t| request_token(&req).as_deref() == Some(t.as_str()));
     let owned: Vec<String> = seg.iter().map(|s| s.to_string()).collect();
     Ok(get(ctx, owned, q, token_ok).await)
 }
@@ -295,7 +340,13 @@ fn get(
             ["api", "studies", name, "export.csv"] => studies::export(&ctx, name, "csv").await,
             ["api", "studies", name, "export.json"] => studies::export(&ctx, name, "json").await,
             ["api", "studies", name, "image", digest] => studies::image(&ctx, name, digest).await,
-            _ => error(StatusCode::NOT_FOUND, "not found"),
+            ["api", "studies", name, "slot", sample, slot] => {
+                studies::slot_image(&ctx, name, sample, slot, &q).await
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                format!("no page or API at `/{}`", seg.join("/")),
+            ),
         }
     })
 }
@@ -314,7 +365,7 @@ fn index(ctx: &Ctx, token_ok: bool) -> Resp {
     {
         r.headers_mut().insert(
             "set-cookie",
-            format!("cocoflow_token={t}; HttpOnly; SameSite=Strict; Path=/")
+            format!("cocoflow_token={t}; HttpOnly; SameSite=Lax; Path=/")
                 .parse()
                 .expect("header"),
         );
@@ -323,7 +374,10 @@ fn index(ctx: &Ctx, token_ok: bool) -> Resp {
 }
 
 /// Serves until the returned task is aborted; the bound address first.
-pub async fn serve(ctx: Ctx, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn serve(
+    ctx: Ctx,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let mut ctx = ctx;
@@ -334,17 +388,28 @@ pub async fn serve(ctx: Ctx, addr: SocketAddr) -> std::io::Result<(SocketAddr, t
         let c = ctx.clone();
         let _ = tokio::task::spawn_blocking(move || runs::read_runs(&c)).await;
     }
+    // At most this many connections at once (each event stream holds one).
+    let connections = Arc::new(tokio::sync::Semaphore::new(256));
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // (out of descriptors, say: do not spin)
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                drop(stream);
                 continue;
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(30))
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                drop(permit);
             });
         }
     });
@@ -361,7 +426,9 @@ fn generated_token() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        buf.copy_from_slice(&blake3::hash(format!("{t}{}", std::process::id()).as_bytes()).as_bytes()[..16]);
+        buf.copy_from_slice(
+            &blake3::hash(format!("{t}{}", std::process::id()).as_bytes()).as_bytes()[..16],
+        );
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -400,11 +467,35 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
     let addr: SocketAddr = match m.get_one::<String>("addr").expect("default").parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: --addr `{}`: {e} (write e.g. 127.0.0.1:8765)", m.get_one::<String>("addr").expect("default"));
+            eprintln!(
+                "error: --addr `{}`: {e} (write e.g. 127.0.0.1:8765)",
+                m.get_one::<String>("addr").expect("default")
+            );
             return EXIT_USAGE;
         }
     };
-    let mut token = m.get_one::<String>("token").cloned().filter(|t| !t.is_empty());
+    let mut token = m
+        .get_one::<String>("token")
+        .cloned()
+        .filter(|t| !t.is_empty());
+    if let Some(t) = &token
+        && (t.len() < 16
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        eprintln!(
+            "error: --token (or COCOFLOW_UI_TOKEN): use 16 or more characters of letters, digits, `-` and `_`"
+        );
+        return EXIT_USAGE;
+    }
+    if let Some(url) = m.get_one::<String>("store")
+        && let Some(path) = url.strip_prefix("file://")
+        && !std::path::Path::new(path).is_dir()
+    {
+        eprintln!("error: --store `{url}`: no such directory");
+        return EXIT_USAGE;
+    }
     if !addr.ip().is_loopback() && token.is_none() {
         token = Some(generated_token());
     }
@@ -414,7 +505,12 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
         .flatten()
         .cloned()
         .unwrap_or_else(|| PathBuf::from(".cocoflow"));
-    let ctx = Ctx::new(state_dir, m.get_one::<String>("store").cloned(), token.clone(), addr);
+    let ctx = Ctx::new(
+        state_dir,
+        m.get_one::<String>("store").cloned(),
+        token.clone(),
+        addr,
+    );
     let rt = match crate::net::serve::runtime(true) {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -427,10 +523,21 @@ fn run_cli(m: &clap::ArgMatches) -> i32 {
                 return EXIT_ENVIRONMENT;
             }
         };
-        let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
-        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let host = if bound.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
         match &token {
-            Some(t) => println!("cocoflow ui listening on http://{host}:{}/?token={t}", bound.port()),
+            Some(t) => println!(
+                "cocoflow ui listening on http://{host}:{}/?token={t}",
+                bound.port()
+            ),
             None => println!("cocoflow ui listening on http://{host}:{}/", bound.port()),
         }
         use std::io::Write as _;
@@ -462,7 +569,10 @@ mod tests {
         ] {
             assert!(segments(bad).is_none(), "{bad}");
         }
-        assert_eq!(segments("/a/rl%5B2%5D.eval").unwrap(), vec!["a", "rl[2].eval"]);
+        assert_eq!(
+            segments("/a/rl%5B2%5D.eval").unwrap(),
+            vec!["a", "rl[2].eval"]
+        );
     }
 
     #[test]

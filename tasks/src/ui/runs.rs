@@ -4,7 +4,9 @@
 
 use super::{Ctx, Resp, error, file, full, json};
 use bytes::Bytes;
-use cocoflow_engine::state::{InstanceRecord, Journal, JournalError, RedbJournal, RunRecord, RunStatus};
+use cocoflow_engine::state::{
+    InstanceRecord, Journal, JournalError, RedbJournal, RunRecord, RunStatus, pid_alive,
+};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::StatusCode;
 use hyper::body::Frame;
@@ -61,10 +63,16 @@ pub fn events_path(state: &Path, run: &str) -> PathBuf {
     state.join("runs").join(format!("{run}.events.jsonl"))
 }
 
+/// A run's live snapshot, if its process is alive (a run killed with SIGKILL leaves its
+/// snapshot behind: that one is not live).
 fn read_snapshot(path: &Path) -> Option<RunState> {
     let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     let run: RunRecord = serde_json::from_value(v["run"].clone()).ok()?;
     let instances: Vec<InstanceRecord> = serde_json::from_value(v["instances"].clone()).ok()?;
+    let alive = run.host != cocoflow_engine::runner::hostname() || pid_alive(run.pid);
+    if !alive {
+        return None;
+    }
     Some(RunState {
         status: run.status.label().into(),
         run,
@@ -106,7 +114,32 @@ enum FromJournal<T> {
     Missing,
 }
 
-fn with_journal<T>(state: &Path, f: impl FnOnce(&RedbJournal) -> Result<T, JournalError>) -> Result<FromJournal<T>, String> {
+/// What identifies the journal's content: the modification times and sizes of its files (a
+/// run appends to the log, a fold rewrites the database).
+pub fn journal_stamp(state: &Path) -> Vec<(u128, u64)> {
+    ["journal.redb", "journal.wal"]
+        .iter()
+        .map(|f| {
+            std::fs::metadata(state.join(f))
+                .map(|m| {
+                    let t = m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0);
+                    (t, m.len())
+                })
+                .unwrap_or((0, 0))
+        })
+        .collect()
+}
+
+/// Opens the journal briefly (a run that starts meanwhile waits up to 2 s for it).
+fn with_journal<T>(
+    state: &Path,
+    f: impl FnOnce(&RedbJournal) -> Result<T, JournalError>,
+) -> Result<FromJournal<T>, String> {
     let path = state.join("journal.redb");
     if !RedbJournal::exists(&path) {
         return Ok(FromJournal::Missing);
@@ -118,16 +151,44 @@ fn with_journal<T>(state: &Path, f: impl FnOnce(&RedbJournal) -> Result<T, Journ
     }
 }
 
-/// The runs, newest first.
+/// The runs, newest first. The journal is opened only when its files changed since the last
+/// read; while a run holds it, the last list read stands (plus the live snapshots).
 pub fn read_runs(ctx: &Ctx) -> Result<Vec<RunRow>, String> {
-    let mut rows = match with_journal(&ctx.state_dir, |j| j.runs())? {
-        FromJournal::Read(runs) => {
-            let rows: Vec<RunRow> = runs.iter().map(|r| row(r, settled(r), false)).collect();
-            *ctx.runs_cache.lock().expect("cache") = rows.clone();
-            rows
-        }
-        FromJournal::Busy => ctx.runs_cache.lock().expect("cache").clone(),
-        FromJournal::Missing => Vec::new(),
+    let stamp = journal_stamp(&ctx.state_dir);
+    let cached = {
+        let c = ctx.runs_cache.lock().expect("cache");
+        (c.0 == stamp && !stamp.is_empty()).then(|| c.1.clone())
+    };
+    let mut rows = match cached {
+        Some(rows) => rows,
+        None => match with_journal(&ctx.state_dir, |j| {
+            let runs = j.runs()?;
+            let mut states = Vec::new();
+            for r in &runs {
+                states.push(RunState {
+                    status: settled(r).into(),
+                    instances: j.instances(&r.id)?,
+                    run: r.clone(),
+                    live: false,
+                });
+            }
+            Ok(states)
+        })? {
+            FromJournal::Read(states) => {
+                let rows: Vec<RunRow> = states
+                    .iter()
+                    .map(|s| row(&s.run, &s.status, false))
+                    .collect();
+                *ctx.runs_cache.lock().expect("cache") = (stamp, rows.clone());
+                let mut rc = ctx.run_cache.lock().expect("cache");
+                for st in states {
+                    rc.insert(st.run.id.clone(), st);
+                }
+                rows
+            }
+            FromJournal::Busy => ctx.runs_cache.lock().expect("cache").1.clone(),
+            FromJournal::Missing => Vec::new(),
+        },
     };
     for s in snapshots(&ctx.state_dir) {
         let r = row(&s.run, &s.status, true);
@@ -145,6 +206,13 @@ pub fn read_runs(ctx: &Ctx) -> Result<Vec<RunRow>, String> {
 pub fn read_run(ctx: &Ctx, run: &str) -> Result<Option<RunState>, String> {
     if let Some(s) = read_snapshot(&snapshot_path(&ctx.state_dir, run)) {
         return Ok(Some(s));
+    }
+    // Unchanged journal: the state read last time.
+    let _ = read_runs(ctx);
+    if ctx.runs_cache.lock().expect("cache").0 == journal_stamp(&ctx.state_dir)
+        && let Some(s) = ctx.run_cache.lock().expect("cache").get(run)
+    {
+        return Ok(Some(s.clone()));
     }
     let got = with_journal(&ctx.state_dir, |j| {
         Ok(match j.run(run)? {
@@ -164,9 +232,15 @@ pub fn read_run(ctx: &Ctx, run: &str) -> Result<Option<RunState>, String> {
             Ok(Some(s))
         }
         FromJournal::Read(None) | FromJournal::Missing => Ok(None),
-        FromJournal::Busy => Ok(cache.get(run).cloned()),
+        FromJournal::Busy => match cache.get(run) {
+            Some(s) => Ok(Some(s.clone())),
+            None => Err(BUSY.into()),
+        },
     }
 }
+
+/// While a live run holds the journal, a run this server never read cannot be shown.
+pub const BUSY: &str = "a live run holds the journal and this run was not read before it started; try again when the run ends (or restart `cocoflow ui` then)";
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
@@ -175,7 +249,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 pub async fn list(ctx: &Arc<Ctx>) -> Resp {
     let c = ctx.clone();
     match blocking(move || read_runs(&c)).await {
-        Ok(rows) => json(StatusCode::OK, &json!({"runs": rows, "state_dir": ctx.state_dir.display().to_string()})),
+        Ok(rows) => json(
+            StatusCode::OK,
+            &json!({"runs": rows, "state_dir": ctx.state_dir.display().to_string()}),
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -185,23 +262,32 @@ async fn run_or_404(ctx: &Arc<Ctx>, run: &str) -> Result<RunState, Resp> {
     let id = run.to_string();
     match blocking(move || read_run(&c, &id)).await {
         Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("no run `{run}`"))),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no run `{run}` in `{}`", ctx.state_dir.display()),
+        )),
+        Err(e) if e == BUSY => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 
 pub async fn detail(ctx: &Arc<Ctx>, run: &str) -> Resp {
     match run_or_404(ctx, run).await {
-        Ok(s) => json(StatusCode::OK, &serde_json::to_value(&s).expect("serialises")),
+        Ok(s) => json(
+            StatusCode::OK,
+            &serde_json::to_value(&s).expect("serialises"),
+        ),
         Err(r) => r,
     }
 }
 
 fn instance<'a>(s: &'a RunState, key: &str) -> Result<&'a InstanceRecord, Resp> {
-    s.instances
-        .iter()
-        .find(|i| i.key == key)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("run `{}` has no instance `{key}`", s.run.id)))
+    s.instances.iter().find(|i| i.key == key).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("run `{}` has no instance `{key}`", s.run.id),
+        )
+    })
 }
 
 pub async fn log(ctx: &Arc<Ctx>, run: &str, key: &str, q: &HashMap<String, String>) -> Resp {
@@ -213,7 +299,11 @@ pub async fn log(ctx: &Arc<Ctx>, run: &str, key: &str, q: &HashMap<String, Strin
         Ok(i) => i,
         Err(r) => return r,
     };
-    let tail: u64 = q.get("tail").and_then(|t| t.parse().ok()).unwrap_or(64 << 10).min(1 << 20);
+    let tail: u64 = q
+        .get("tail")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(64 << 10)
+        .min(1 << 20);
     // A running (or failed) attempt's log file under the state directory's `logs/` ...
     if let Some(path) = inst.log.clone() {
         let logs = ctx.state_dir.join("logs");
@@ -241,10 +331,20 @@ pub async fn log(ctx: &Arc<Ctx>, run: &str, key: &str, q: &HashMap<String, Strin
     on_blocking_thread(move || async move {
         let (store, m) = match manifest_of(&c, &r, &k).await {
             Ok(x) => x,
-            Err(_) => return full(StatusCode::OK, "text/plain; charset=utf-8", "(no log lines yet)"),
+            Err(_) => {
+                return full(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    "(no log lines yet)",
+                );
+            }
         };
         match &m.log {
-            None => full(StatusCode::OK, "text/plain; charset=utf-8", "(the task wrote no log lines)"),
+            None => full(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "(the task wrote no log lines)",
+            ),
             Some(a) => match store.read_artifact(a).await {
                 Ok(b) => {
                     let from = b.len().saturating_sub(tail as usize);
@@ -261,7 +361,13 @@ async fn manifest_of(
     ctx: &Arc<Ctx>,
     run: &str,
     key: &str,
-) -> Result<(cocoflow_engine::store::Store, cocoflow_engine::store::ResultManifest), Resp> {
+) -> Result<
+    (
+        cocoflow_engine::store::Store,
+        cocoflow_engine::store::ResultManifest,
+    ),
+    Resp,
+> {
     let s = run_or_404(ctx, run).await?;
     instance(&s, key)?;
     let store = ctx
@@ -269,7 +375,10 @@ async fn manifest_of(
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     match store.get_result(key).await {
         Ok(Some(m)) => Ok((store, m)),
-        Ok(None) => Err(error(StatusCode::NOT_FOUND, format!("`{key}` has no stored result (yet)"))),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("`{key}` has no stored result (yet)"),
+        )),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
@@ -292,9 +401,18 @@ pub async fn outputs(ctx: &Arc<Ctx>, run: &str, key: &str) -> Resp {
 }
 
 pub async fn output_file(ctx: &Arc<Ctx>, run: &str, key: &str, output: &str, path: &str) -> Resp {
-    let (c, r, k, o, p) = (ctx.clone(), run.to_string(), key.to_string(), output.to_string(), path.to_string());
+    let (c, r, k, o, p) = (
+        ctx.clone(),
+        run.to_string(),
+        key.to_string(),
+        output.to_string(),
+        path.to_string(),
+    );
     on_blocking_thread(move || async move { output_file_here(&c, &r, &k, &o, &p).await }).await
 }
+
+/// The largest file the dashboard serves (it is read whole).
+const MAX_FILE: u64 = 256 << 20;
 
 async fn outputs_here(ctx: &Arc<Ctx>, run: &str, key: &str) -> Resp {
     let (store, m) = match manifest_of(ctx, run, key).await {
@@ -305,15 +423,25 @@ async fn outputs_here(ctx: &Arc<Ctx>, run: &str, key: &str) -> Resp {
     for (name, a) in &m.outputs {
         let files: Vec<Value> = if a.tree {
             match store.read_tree(&a.digest).await {
-                Ok(t) => t.entries.iter().map(|e| json!({"path": e.path, "size": e.size})).collect(),
+                Ok(t) => t
+                    .entries
+                    .iter()
+                    .map(|e| json!({"path": e.path, "size": e.size}))
+                    .collect(),
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
             }
         } else {
             Vec::new()
         };
-        outs.insert(name.clone(), json!({"tree": a.tree, "size": a.size, "files": files}));
+        outs.insert(
+            name.clone(),
+            json!({"tree": a.tree, "size": a.size, "files": files}),
+        );
     }
-    json(StatusCode::OK, &json!({"key": m.key, "name": m.name, "kind": m.kind, "outputs": outs, "metrics": m.metrics}))
+    json(
+        StatusCode::OK,
+        &json!({"key": m.key, "name": m.name, "kind": m.kind, "outputs": outs, "metrics": m.metrics}),
+    )
 }
 
 async fn output_file_here(ctx: &Arc<Ctx>, run: &str, key: &str, output: &str, path: &str) -> Resp {
@@ -322,20 +450,49 @@ async fn output_file_here(ctx: &Arc<Ctx>, run: &str, key: &str, output: &str, pa
         Err(r) => return r,
     };
     let Some(a) = m.outputs.get(output) else {
-        return error(StatusCode::NOT_FOUND, format!("`{}` has no output `{output}`", m.name));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("`{}` has no output `{output}`", m.name),
+        );
     };
+    if !a.tree && a.size > MAX_FILE {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "output `{output}` of `{}` is {} bytes; the dashboard shows files up to {MAX_FILE} bytes (`cocoflow export` copies it)",
+                m.name, a.size
+            ),
+        );
+    }
     let bytes: Result<Bytes, String> = if a.tree {
         match store.read_tree(&a.digest).await {
             Ok(t) => match t.entries.iter().find(|e| e.path == path) {
+                Some(e) if e.size > MAX_FILE => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "`{path}` of output `{output}` is {} bytes; the dashboard shows files up to {MAX_FILE} bytes (`cocoflow export` copies it)",
+                            e.size
+                        ),
+                    );
+                }
                 Some(e) => store.get_blob(&e.digest).await.map_err(|e| e.to_string()),
-                None => return error(StatusCode::NOT_FOUND, format!("output `{output}` has no file `{path}`")),
+                None => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        format!("output `{output}` has no file `{path}`"),
+                    );
+                }
             },
             Err(e) => Err(e.to_string()),
         }
     } else if path.is_empty() {
         store.read_artifact(a).await.map_err(|e| e.to_string())
     } else {
-        return error(StatusCode::NOT_FOUND, format!("output `{output}` is one file, not a directory"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("output `{output}` is one file, not a directory"),
+        );
     };
     match bytes {
         Ok(b) => file(if path.is_empty() { output } else { path }, b),
@@ -373,8 +530,13 @@ impl Follow {
     fn poll(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         // The state: every tick while live, every 5 s otherwise (a resumed run).
-        if self.first || self.live || self.ticks % 20 == 0 || snapshot_path(&self.ctx.state_dir, &self.run).exists() {
-            if let Ok(Some(s)) = read_run(&self.ctx, &self.run) {
+        if (self.first
+            || self.live
+            || self.ticks.is_multiple_of(20)
+            || snapshot_path(&self.ctx.state_dir, &self.run).exists())
+            && let Ok(Some(s)) = read_run(&self.ctx, &self.run)
+        {
+            {
                 let text = serde_json::to_string(&s).expect("serialises");
                 self.live = s.live;
                 if text != self.last {
@@ -399,10 +561,9 @@ impl Follow {
                     self.partial.extend_from_slice(&buf);
                     while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = self.partial.drain(..=nl).collect();
-                        let line = String::from_utf8_lossy(&line);
-                        let line = line.trim();
-                        if !line.is_empty() {
-                            out.extend_from_slice(&sse("run-event", line));
+                        // Re-serialised: one line, no CR, or dropped when it is not JSON.
+                        if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                            out.extend_from_slice(&sse("run-event", &v.to_string()));
                         }
                     }
                 }
@@ -443,7 +604,10 @@ pub async fn stream(ctx: Arc<Ctx>, run: String) -> Resp {
             .await;
             f = g;
             if !bytes.is_empty() {
-                return Some((Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(bytes))), f));
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(bytes))),
+                    f,
+                ));
             }
         }
     });
@@ -455,6 +619,7 @@ pub async fn stream(ctx: Arc<Ctx>, run: String) -> Resp {
         .header("x-content-type-options", "nosniff")
         .body(body)
         .expect("a valid response");
-    r.headers_mut().insert("x-accel-buffering", "no".parse().expect("header"));
+    r.headers_mut()
+        .insert("x-accel-buffering", "no".parse().expect("header"));
     r
 }

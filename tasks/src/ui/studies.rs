@@ -13,7 +13,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 fn slot(i: usize) -> String {
-    char::from(b'A' + (i % 26) as u8).to_string()
+    char::from(b'A' + i.min(25) as u8).to_string()
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The stores to look for studies in: `--store`, else every store a run used (newest first).
@@ -21,6 +33,7 @@ async fn stores(ctx: &Arc<Ctx>) -> Vec<Store> {
     let urls: Vec<String> = match &ctx.store_url {
         Some(u) => vec![u.clone()],
         None => {
+            // (cheap: the journal is read again only when it changed)
             let c = ctx.clone();
             let rows = tokio::task::spawn_blocking(move || super::runs::read_runs(&c))
                 .await
@@ -50,7 +63,22 @@ async fn find(ctx: &Arc<Ctx>, name: &str) -> Result<(Store, StudyDef), Resp> {
             Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
         }
     }
-    Err(error(StatusCode::NOT_FOUND, format!("no study `{name}`")))
+    let searched: Vec<String> = stores(ctx)
+        .await
+        .iter()
+        .map(|s| s.url().to_string())
+        .collect();
+    Err(error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no study `{name}` in {} (studies live in the store they were made in; `cocoflow ui --store URL` names one)",
+            if searched.is_empty() {
+                "any store (no runs yet)".to_string()
+            } else {
+                searched.join(", ")
+            }
+        ),
+    ))
 }
 
 pub async fn list(ctx: &Arc<Ctx>) -> Resp {
@@ -103,19 +131,35 @@ pub async fn next(ctx: &Arc<Ctx>, name: &str, q: &HashMap<String, String>) -> Re
     let pick = match q.get("sample") {
         Some(k) => match def.samples.iter().position(|s| &s.key == k) {
             Some(i) => Some(i),
-            None => return error(StatusCode::NOT_FOUND, format!("study `{name}` has no sample `{k}`")),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("study `{name}` has no sample `{k}`"),
+                );
+            }
         },
-        None => def.samples.iter().position(|s| !mine.contains_key(s.key.as_str())),
+        None => def
+            .samples
+            .iter()
+            .position(|s| !mine.contains_key(s.key.as_str())),
     };
-    let done = def.samples.iter().filter(|s| mine.contains_key(s.key.as_str())).count();
+    let done = def
+        .samples
+        .iter()
+        .filter(|s| mine.contains_key(s.key.as_str()))
+        .count();
     let base = format!("/api/studies/{}/image/", def.name);
     let sample = pick.map(|i| {
         let s = &def.samples[i];
         let (order, seed) = study::display_order(&def, &annotator, &s.key);
-        let slots: Vec<_> = order
-            .iter()
-            .enumerate()
-            .map(|(j, m)| json!({"slot": slot(j), "image": format!("{base}{}", s.edits[m])}))
+        // Slot images by slot (resolved on the server): no URL says which method it is.
+        let slots: Vec<_> = (0..order.len())
+            .map(|j| {
+                json!({"slot": slot(j), "image": format!(
+                    "/api/studies/{}/slot/{}/{}?annotator={}",
+                    def.name, enc(&s.key), slot(j), enc(&annotator)
+                )})
+            })
             .collect();
         // A revisited sample shows the ranks given before, by slot.
         let previous = mine.get(s.key.as_str()).map(|r| {
@@ -150,6 +194,9 @@ struct Posted {
     sample: String,
     /// criterion → slot → rank.
     ranks: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The order seed of the page the annotator answered (checked: the slots must mean the
+    /// methods they showed).
+    order_seed: String,
 }
 
 pub async fn post_answer(ctx: &Arc<Ctx>, name: &str, req: hyper::Request<Incoming>) -> Resp {
@@ -159,17 +206,35 @@ pub async fn post_answer(ctx: &Arc<Ctx>, name: &str, req: hyper::Request<Incomin
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !ctype.starts_with("application/json") {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "answers are JSON (content-type: application/json)");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "answers are JSON (content-type: application/json)",
+        );
     }
     if let Some(origin) = req.headers().get("origin").and_then(|v| v.to_str().ok()) {
-        let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if origin != format!("http://{host}") {
-            return error(StatusCode::FORBIDDEN, format!("a page from `{origin}` may not answer"));
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("a page from `{origin}` may not answer"),
+            );
         }
     }
-    let body = match http_body_util::Limited::new(req.into_body(), 64 << 10).collect().await {
+    let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the answer: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the answer: {e}"),
+            );
+        }
     };
     let p: Posted = match serde_json::from_slice(&body) {
         Ok(p) => p,
@@ -183,18 +248,39 @@ pub async fn post_answer(ctx: &Arc<Ctx>, name: &str, req: hyper::Request<Incomin
         Err(r) => return r,
     };
     if def.sample(&p.sample).is_none() {
-        return error(StatusCode::NOT_FOUND, format!("study `{name}` has no sample `{}`", p.sample));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("study `{name}` has no sample `{}`", p.sample),
+        );
     }
     // Slots back to methods, in the order this annotator saw them.
-    let (order, _) = study::display_order(&def, &p.annotator, &p.sample);
+    let (order, seed) = study::display_order(&def, &p.annotator, &p.sample);
+    if p.order_seed != seed.to_string() {
+        return error(
+            StatusCode::CONFLICT,
+            "the order of the methods changed since this page was shown; reload the page and answer again",
+        );
+    }
+    let slots: Vec<String> = (0..order.len()).map(slot).collect();
     let mut ranks = BTreeMap::new();
     for (criterion, by_slot) in &p.ranks {
         let mut m = BTreeMap::new();
         for (s, r) in by_slot {
-            let Some(j) = (0..order.len()).find(|&j| &slot(j) == s) else {
-                return error(StatusCode::BAD_REQUEST, format!("no slot `{s}`"));
+            let Some(j) = slots.iter().position(|x| x == s) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{criterion}`: no slot `{s}` (slots: {})", slots.join(", ")),
+                );
             };
             m.insert(order[j].clone(), *r);
+        }
+        for s in &slots {
+            if !by_slot.contains_key(s) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{criterion}`: slot `{s}` has no rank"),
+                );
+            }
         }
         ranks.insert(criterion.clone(), m);
     }
@@ -227,11 +313,16 @@ pub async fn results(ctx: &Arc<Ctx>, name: &str) -> Resp {
         .iter()
         .map(|m| json!({"label": m.label, "run": m.run, "instance": m.instance}))
         .collect();
+    let (d2, r2) = (def.clone(), recs.clone());
+    let summary = match tokio::task::spawn_blocking(move || study::summarize(&d2, &r2)).await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
     json(
         StatusCode::OK,
         &json!({
             "study": def.name, "methods": methods, "criteria": def.criteria, "samples": def.samples.len(),
-            "annotators": per, "damaged": damaged, "summary": study::summarize(&def, &recs),
+            "annotators": per, "damaged": damaged, "summary": summary,
         }),
     )
 }
@@ -246,11 +337,21 @@ pub async fn export(ctx: &Arc<Ctx>, name: &str, format: &str) -> Resp {
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     let (ctype, body, ext) = if format == "csv" {
-        ("text/csv; charset=utf-8", study::export_csv(&def, &recs).into_bytes(), "csv")
+        (
+            "text/csv; charset=utf-8",
+            study::export_csv(&def, &recs).into_bytes(),
+            "csv",
+        )
     } else {
+        let (d2, r2) = (def.clone(), recs.clone());
+        let v = match tokio::task::spawn_blocking(move || study::export_json_blind(&d2, &r2)).await
+        {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
         (
             "application/json",
-            serde_json::to_vec_pretty(&study::export_json(&def, &recs)).expect("serialises"),
+            serde_json::to_vec_pretty(&v).expect("serialises"),
             "json",
         )
     };
@@ -272,12 +373,66 @@ pub async fn image(ctx: &Arc<Ctx>, name: &str, digest: &str) -> Resp {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !def.has_image(digest) {
-        return error(StatusCode::NOT_FOUND, format!("study `{name}` has no image `{digest}`"));
+    // Only source images by digest; edits go through their slot.
+    if !def.samples.iter().any(|s| s.source == digest) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("study `{name}` has no image `{digest}`"),
+        );
     }
-    match store.get_object(&study::image_location(&def.name, digest)).await {
+    match store
+        .get_object(&study::image_location(&def.name, digest))
+        .await
+    {
         Ok(Some(b)) => file("image.png", b),
         Ok(None) => error(StatusCode::NOT_FOUND, "the image is missing from the store"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// The image an annotator sees in a slot (resolved here from the annotator's order).
+pub async fn slot_image(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    sample: &str,
+    which: &str,
+    q: &HashMap<String, String>,
+) -> Resp {
+    let annotator = match annotator_of(q) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (store, def) = match find(ctx, name).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(s) = def.sample(sample) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("study `{name}` has no sample `{sample}`"),
+        );
+    };
+    let (order, _) = study::display_order(&def, &annotator, sample);
+    let Some(j) = (0..order.len()).find(|&j| slot(j) == which) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("study `{name}` has no slot `{which}`"),
+        );
+    };
+    let digest = &s.edits[&order[j]];
+    match store
+        .get_object(&study::image_location(&def.name, digest))
+        .await
+    {
+        Ok(Some(b)) => file("image.png", b),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "image `{}` is missing from `{}`",
+                study::image_location(&def.name, digest),
+                store.url()
+            ),
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -9,6 +9,7 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") e.className = v;
+    else if (k === "style") e.style.cssText = v; // (the CSP allows CSSOM, not style attributes)
     else if (k === "dataset") Object.assign(e.dataset, v);
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : String(v));
@@ -21,6 +22,13 @@ function el(tag, attrs, ...children) {
 }
 
 const enc = encodeURIComponent;
+
+async function apiText(path) {
+  const r = await fetch(path, { credentials: "same-origin" });
+  const text = await r.text();
+  if (!r.ok) { let m = text; try { m = JSON.parse(text).error || text; } catch (_) {} throw new Error(m); }
+  return text;
+}
 
 async function api(path, opts) {
   const r = await fetch(path, Object.assign({ credentials: "same-origin" }, opts || {}));
@@ -41,8 +49,19 @@ function fmtDur(a, b) {
 }
 function num(v, d) { return (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d === undefined ? 3 : d); }
 
-let cleanup = [];
-function onLeave(f) { cleanup.push(f); }
+// Each route gets a view token: a view still awaiting when the route changes draws nothing
+// more, and what it registers to clean up runs at once.
+let current = { alive: false, cleanup: [] };
+function newView() {
+  current.alive = false;
+  for (const f of current.cleanup) { try { f(); } catch (_) {} }
+  current = {
+    alive: true, cleanup: [],
+    onLeave(f) { if (this.alive) this.cleanup.push(f); else { try { f(); } catch (_) {} } },
+    mount(...nodes) { return this.alive ? mount(...nodes) : null; },
+  };
+  return current;
+}
 
 function mount(...nodes) {
   const app = $("#app");
@@ -67,7 +86,7 @@ function tile(src, caption, extra) {
 // ---------------------------------------------------------------------------------------
 // Runs
 
-async function viewRuns() {
+async function viewRuns(v) {
   const table = el("table", { id: "runs" });
   const draw = async () => {
     const d = await api("/api/runs");
@@ -80,10 +99,10 @@ async function viewRuns() {
     table.replaceChildren(el("tr", {}, ...["run", "workflow", "file", "status", "started", "duration", "instances", "cached"].map(h => el("th", {}, h))), ...rows);
     if (!d.runs.length) table.appendChild(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No runs yet in " + d.state_dir)));
   };
-  mount(el("h1", {}, "Runs"), table);
+  v.mount(el("h1", {}, "Runs"), table);
   await draw();
   const t = setInterval(() => draw().catch(() => {}), 2000);
-  onLeave(() => clearInterval(t));
+  v.onLeave(() => clearInterval(t));
 }
 
 // `rl[2].eval[lambda_sim=0.2]` → task `rl.eval`, arm `lambda_sim=0.2`, iteration 2.
@@ -108,7 +127,7 @@ function parseName(name) {
   return { task, arm, iter };
 }
 
-async function viewRun(id) {
+async function viewRun(v, id) {
   const head = el("div", {});
   const grid = el("table", { class: "grid", id: "dag" });
   const detail = el("div", { class: "panel", id: "detail" }, el("p", { class: "muted" }, "Click an instance for its attempts, log and outputs."));
@@ -116,7 +135,7 @@ async function viewRun(id) {
   const reports = el("ul", { id: "reports" });
   const progress = {};
   let state = null, selected = null;
-  mount(head, el("h2", {}, "Tasks by arm"), grid, el("div", { class: "cols" },
+  v.mount(head, el("h2", {}, "Tasks by arm"), grid, el("div", { class: "cols" },
     el("div", {}, el("h2", {}, "Instance"), detail),
     el("div", {}, el("h2", {}, "Reports"), reports, el("h2", {}, "Events"), feed)));
 
@@ -165,7 +184,7 @@ async function viewRun(id) {
         .map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v))))),
       el("h4", {}, "Log (tail)"), log, el("h4", {}, "Outputs"), outs);
     const loadLog = async () => {
-      try { log.textContent = await api(`/api/runs/${enc(id)}/log/${enc(i.key)}?tail=20000`); } catch (e) { log.textContent = e.message; }
+      try { log.textContent = await apiText(`/api/runs/${enc(id)}/log/${enc(i.key)}?tail=20000`); } catch (e) { log.textContent = e.message; }
     };
     await loadLog();
     clearInterval(logTimer);
@@ -179,7 +198,7 @@ async function viewRun(id) {
       }
     } catch (e) { outs.replaceChildren(el("li", { class: "muted" }, e.message)); }
   };
-  onLeave(() => clearInterval(logTimer));
+  v.onLeave(() => clearInterval(logTimer));
 
   state = await api("/api/runs/" + enc(id));
   drawHead(); drawGrid();
@@ -201,7 +220,7 @@ async function viewRun(id) {
   });
   es.onerror = () => { $("#conn").textContent = "reconnecting…"; };
   es.onopen = () => { $("#conn").textContent = "live"; };
-  onLeave(() => { es.close(); $("#conn").textContent = ""; });
+  v.onLeave(() => { es.close(); $("#conn").textContent = ""; });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -240,7 +259,7 @@ function sortableTable(header, rows, id) {
   return table;
 }
 
-async function viewReport(run, key) {
+async function viewReport(v, run, key) {
   const o = await api(`/api/runs/${enc(run)}/outputs/${enc(key)}`);
   const outName = o.outputs.report ? "report" : Object.keys(o.outputs)[0];
   const out = o.outputs[outName];
@@ -259,14 +278,14 @@ async function viewReport(run, key) {
   };
   for (const [n, label] of [["table", "Table"], ["plots", "Plots"], ["images", "Images"]])
     tabs[n] = el("button", { id: "tab-" + n, onclick: () => show(n) }, label);
-  mount(el("h1", {}, "Report · ", o.name), el("p", { class: "muted" }, el("a", { href: "#/run/" + enc(run) }, "run " + run)),
+  v.mount(el("h1", {}, "Report · ", o.name), el("p", { class: "muted" }, el("a", { href: "#/run/" + enc(run) }, "run " + run)),
     el("div", { class: "tabs" }, Object.values(tabs)), body);
   await show("table");
 }
 
 async function reportTable(url, files) {
   if (!files.includes("table.csv")) return el("p", { class: "muted" }, "This report has no table.csv.");
-  const rows = parseCsv(await api(url("table.csv"))).filter(r => r.length > 1);
+  const rows = parseCsv(await apiText(url("table.csv"))).filter(r => r.length > 1);
   return sortableTable(rows[0], rows.slice(1), "report-table");
 }
 
@@ -327,9 +346,9 @@ document.addEventListener("keydown", e => {
 // ---------------------------------------------------------------------------------------
 // Studies
 
-async function viewStudies() {
+async function viewStudies(v) {
   const d = await api("/api/studies");
-  mount(el("h1", {}, "Studies"),
+  v.mount(el("h1", {}, "Studies"),
     el("p", { class: "muted" }, "Define one with `cocoflow study new NAME --method LABEL=RUN:EVAL-INSTANCE …` (two or more methods)."),
     el("table", { id: "studies" }, el("tr", {}, ...["study", "methods", "samples", "answers", "annotators", ""].map(h => el("th", {}, h))),
       ...d.studies.map(s => el("tr", { dataset: { study: s.name } }, el("td", {}, s.name), el("td", {}, s.methods.join(", ")),
@@ -339,7 +358,7 @@ async function viewStudies() {
           el("a", { href: `#/study/${enc(s.name)}/results`, class: "results-link" }, "results"))))));
 }
 
-async function viewAnnotate(name) {
+async function viewAnnotate(v, name) {
   const who = sessionStorage.getItem("annotator") || "";
   const input = el("input", { id: "annotator", value: who, placeholder: "your name (letters, digits, _ . -)" });
   const box = el("div", { id: "annotate" });
@@ -347,7 +366,7 @@ async function viewAnnotate(name) {
     sessionStorage.setItem("annotator", input.value.trim());
     loadNext(name, input.value.trim(), box, null);
   } }, "Start / resume");
-  mount(el("h1", {}, "Study · ", name), el("p", {}, "Annotator ", input, " ", start), box);
+  v.mount(el("h1", {}, "Study · ", name), el("p", {}, "Annotator ", input, " ", start), box);
   if (who) await loadNext(name, who, box, null);
 }
 
@@ -386,7 +405,7 @@ async function loadNext(name, annotator, box, sample) {
     submit.disabled = true;
     try {
       await api(`/api/studies/${enc(name)}/answers`, { method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify({ annotator, sample: s.key, ranks }) });
+        body: JSON.stringify({ annotator, sample: s.key, ranks, order_seed: s.order_seed }) });
       await loadNext(name, annotator, box, null);
     } catch (e) { msg.textContent = e.message; submit.disabled = false; }
   } }, "Submit and next");
@@ -398,7 +417,7 @@ async function loadNext(name, annotator, box, sample) {
     el("p", {}, submit), msg, nav);
 }
 
-async function viewResults(name) {
+async function viewResults(v, name) {
   const d = await api(`/api/studies/${enc(name)}/results`);
   const sm = d.summary;
   const parts = [el("h1", {}, "Results · ", d.study),
@@ -409,7 +428,7 @@ async function viewResults(name) {
   parts.push(...renderSummary(sm, d.methods.map(m => m.label)));
   parts.push(el("h2", {}, "Methods"), el("table", {}, el("tr", {}, el("th", {}, "method"), el("th", {}, "run"), el("th", {}, "eval instance")),
     ...d.methods.map(m => el("tr", {}, el("td", {}, m.label), el("td", {}, m.run), el("td", {}, m.instance)))));
-  mount(...parts);
+  v.mount(...parts);
 }
 
 
@@ -451,19 +470,18 @@ function renderSummary(sm, methods) {
 // Routing
 
 async function route() {
-  for (const f of cleanup) { try { f(); } catch (_) {} }
-  cleanup = [];
+  const v = newView();
   const h = location.hash.replace(/^#\/?/, "");
   const p = h.split("/").map(decodeURIComponent);
   try {
-    if (!h) await viewRuns();
-    else if (p[0] === "run" && p[1]) await viewRun(p[1]);
-    else if (p[0] === "report" && p[1] && p[2]) await viewReport(p[1], p[2]);
-    else if (p[0] === "studies") await viewStudies();
-    else if (p[0] === "study" && p[1] && p[2] === "annotate") await viewAnnotate(p[1]);
-    else if (p[0] === "study" && p[1] && p[2] === "results") await viewResults(p[1]);
-    else mount(el("p", { class: "error" }, "Unknown page."));
-  } catch (e) { showError(e); }
+    if (!h) await viewRuns(v);
+    else if (p[0] === "run" && p[1]) await viewRun(v, p[1]);
+    else if (p[0] === "report" && p[1] && p[2]) await viewReport(v, p[1], p[2]);
+    else if (p[0] === "studies") await viewStudies(v);
+    else if (p[0] === "study" && p[1] && p[2] === "annotate") await viewAnnotate(v, p[1]);
+    else if (p[0] === "study" && p[1] && p[2] === "results") await viewResults(v, p[1]);
+    else v.mount(el("p", { class: "error" }, "Unknown page: " + location.hash));
+  } catch (e) { if (v.alive) showError(e); }
 }
 
 window.addEventListener("hashchange", route);
