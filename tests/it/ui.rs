@@ -471,6 +471,54 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
+    // Blind: an edit is not reachable by its digest, the dashboard's export names none, and an
+    // answer for an order the annotator was not shown is refused.
+    let def: Value = serde_json::from_slice(
+        &std::fs::read(dir.join(".cocoflow/store/studies/pref/study.json")).unwrap(),
+    )
+    .unwrap();
+    let s0 = &def["samples"][0];
+    let edit = s0["edits"]["ours"].as_str().unwrap();
+    let src = s0["source"].as_str().unwrap();
+    assert_eq!(
+        raw(
+            server.port,
+            "GET",
+            &format!("/api/studies/pref/image/{edit}"),
+            &[],
+            ""
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        raw(
+            server.port,
+            "GET",
+            &format!("/api/studies/pref/image/{src}"),
+            &[],
+            ""
+        )
+        .0,
+        200
+    );
+    let blind = raw(server.port, "GET", "/api/studies/pref/export.json", &[], "").1;
+    assert!(
+        !blind.contains(edit) && !blind.contains("\"edits\""),
+        "{blind}"
+    );
+    let stale = format!(
+        r#"{{"annotator":"zed","sample":{},"order_seed":"1","ranks":{{"success":{{"A":1,"B":2,"C":3}},"consistency":{{"A":1,"B":2,"C":3}}}}}}"#,
+        s0["key"]
+    );
+    let (code, body) = raw(
+        server.port,
+        "POST",
+        "/api/studies/pref/answers",
+        &[("Content-Type", "application/json")],
+        &stale,
+    );
+    assert_eq!(code, 409, "{body}");
     let by_slot = |_: &str, s: &str| -> u32 { (s.as_bytes()[0] - b'A') as u32 + 1 };
     let ties = |c: &str, s: &str| -> u32 {
         match (c, s) {
@@ -779,6 +827,32 @@ fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
         "",
     );
     assert_eq!(code, 404);
+
+    // A run killed with SIGKILL leaves its live snapshot behind: it is not shown as live.
+    let mut fake = st.clone();
+    fake["run"]["status"] = "running".into();
+    fake["run"]["pid"] = 4_000_000.into(); // above pid_max: no such process
+    std::fs::write(
+        dir.join(format!(".cocoflow/runs/{run}.status.json")),
+        serde_json::to_vec(&fake).unwrap(),
+    )
+    .unwrap();
+    let runs = get_json(p, "/api/runs");
+    let row = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run.as_str())
+        .unwrap();
+    assert_eq!(
+        (row["live"].clone(), row["status"].clone()),
+        (Value::Bool(false), Value::from("succeeded")),
+        "{row}"
+    );
+    assert_eq!(
+        get_json(p, &format!("/api/runs/{run}"))["live"],
+        Value::Bool(false)
+    );
 
     // A foreign Host (DNS rebinding) on a loopback server.
     for host in [
