@@ -253,7 +253,11 @@ function sortableTable(header, rows, id) {
     table.replaceChildren(el("tr", {}, ...header.map((h, j) => el("th", {
       class: "sortable" + (j === col ? (dir > 0 ? " sorted-asc" : " sorted-desc") : ""), dataset: { col: j },
       onclick: () => { dir = (col === j) ? -dir : 1; col = j; draw(); } }, h))),
-      ...sorted.map(r => el("tr", {}, ...r.map(v => el("td", { class: Number.isNaN(parseFloat(v)) ? "" : "num" }, v)))));
+      ...sorted.map(r => el("tr", {}, ...r.map(v => {
+        const x = Number(v), numeric = v !== "" && !Number.isNaN(x);
+        // 4 decimals shown, the full value in the tooltip (sorting uses the full value)
+        return el("td", { class: numeric ? "num" : "nowrap", title: v }, numeric && v.includes(".") ? x.toFixed(4) : v);
+      }))));
   };
   draw();
   return table;
