@@ -11,36 +11,16 @@
 //!   in an instruction (shown as text, never run).
 
 use super::webdriver::{Browser, browser_or_skip, screenshot_dir};
+use super::workers::{BIN, SMALL, cocoflow, text};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cocoflow");
-const WORKER: &str = env!("CARGO_BIN_EXE_cocoflow-worker");
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cocoflow(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("COCOFLOW_WORKER", WORKER)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A `cocoflow ui` process; killed (SIGKILL) on drop.
@@ -129,18 +109,6 @@ fn get_json(port: u16, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `workflows/ablation.yaml` with two reward-ratio arms and one seed (the same tasks).
 fn small_ablation(dir: &Path) -> PathBuf {
     let s = std::fs::read_to_string(repo().join("workflows/ablation.yaml")).unwrap();
@@ -151,18 +119,6 @@ fn small_ablation(dir: &Path) -> PathBuf {
     std::fs::write(&p, format!("{}{arms}{}", &s[..i], &s[j..])).unwrap();
     p
 }
-
-const SMALL: &[&str] = &[
-    "n_train=48",
-    "n_bench=16",
-    "pretrain_steps=60",
-    "iterations=2",
-    "eval_every=1",
-    "groups=4",
-    "k=4",
-    "steps=4",
-    "eval_steps=4",
-];
 
 /// `COCOFLOW_UI_README_SHOTS=1`: the README's screenshots — the base model pretrained for the
 /// workflow's default 1200 steps on 256 pairs (about 5 min on 2 cores) so the edits show
@@ -901,6 +857,64 @@ fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
     assert_eq!(code, 403);
     drop(s);
 
+    // A server started while a run holds the journal still shows the finished runs (from the
+    // run summaries in the store) beside the live one.
+    std::fs::remove_file(dir.join(format!(".cocoflow/runs/{run}.status.json"))).unwrap();
+    let mut live = Command::new(BIN)
+        .args([
+            "run",
+            repo().join("workflows/demo.yaml").to_str().unwrap(),
+            "--set",
+            "step_seconds=0.7",
+            "--set",
+            "seed=2",
+            "-q",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_dir(dir.join(".cocoflow/runs"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".status.json"))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no live snapshot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during = Server::start(dir, &[]);
+    let runs = get_json(during.port, "/api/runs");
+    let rows = runs["runs"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["live"] == true), "{runs}");
+    for id in [run.as_str(), st2["run"]["id"].as_str().unwrap()] {
+        assert!(
+            rows.iter()
+                .any(|r| r["id"] == id && r["status"] == "succeeded"),
+            "{id}: {runs}"
+        );
+    }
+    let old = get_json(during.port, &format!("/api/runs/{run}"));
+    assert!(
+        old["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "data"),
+        "{old}"
+    );
+    let (code, _) = raw(
+        during.port,
+        "GET",
+        &format!("/api/runs/{run}/file/{key}/dataset/1.txt"),
+        &[],
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(live.wait().unwrap().success());
+    drop(during);
+
     // A non-local address needs the token, on every request.
     let s = Server::start(dir, &["--addr", "0.0.0.0:0"]);
     let token = s.url.split("token=").nth(1).unwrap().to_string();
@@ -948,5 +962,4 @@ fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
         raw(s2.port, "GET", "/api/runs?token=sekrit-token-123", &[], "").0,
         200
     );
-    let _ = enc;
 }

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cocoflow");
-const WORKER: &str = env!("CARGO_BIN_EXE_cocoflow-worker");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cocoflow");
+pub(crate) const WORKER: &str = env!("CARGO_BIN_EXE_cocoflow-worker");
 
-fn cocoflow(dir: &Path, args: &[&str]) -> Output {
+/// `cocoflow ARGS` in `dir`, with this build's worker.
+pub(crate) fn cocoflow(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -31,7 +32,8 @@ fn cocoflow(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
+/// stdout and stderr.
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -319,7 +321,8 @@ fn a_worker_of_another_protocol_is_refused() {
     );
 }
 
-const SMALL: &[&str] = &[
+/// `workflows/cocoedit.yaml` / `ablation.yaml` settings small enough for a test.
+pub(crate) const SMALL: &[&str] = &[
     "n_train=48",
     "n_bench=16",
     "pretrain_steps=60",

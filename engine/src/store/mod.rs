@@ -943,19 +943,24 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes a file so that readers see either nothing or all of it.
-/// [`write_atomic`], with the file fsynced before the rename and the directory after it.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let tmp = path.with_file_name(format!(
+/// A temporary name beside `path`, unique to this process and thread.
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_file_name(format!(
         ".{}.tmp-{}-{:?}",
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         std::process::id(),
         std::thread::current().id()
-    ));
+    ))
+}
+
+/// [`write_atomic`], with the file fsynced before the rename and the directory after it.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = tmp_path(path);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -968,14 +973,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}-{:?}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    let tmp = tmp_path(path);
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

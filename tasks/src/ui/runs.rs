@@ -186,7 +186,14 @@ pub fn read_runs(ctx: &Ctx) -> Result<Vec<RunRow>, String> {
                 }
                 rows
             }
-            FromJournal::Busy => ctx.runs_cache.lock().expect("cache").1.clone(),
+            FromJournal::Busy => {
+                let rows = ctx.runs_cache.lock().expect("cache").1.clone();
+                if rows.is_empty() {
+                    runs_from_store(ctx)
+                } else {
+                    rows
+                }
+            }
             FromJournal::Missing => Vec::new(),
         },
     };
@@ -234,9 +241,119 @@ pub fn read_run(ctx: &Ctx, run: &str) -> Result<Option<RunState>, String> {
         FromJournal::Read(None) | FromJournal::Missing => Ok(None),
         FromJournal::Busy => match cache.get(run) {
             Some(s) => Ok(Some(s.clone())),
-            None => Err(BUSY.into()),
+            None => {
+                drop(cache);
+                match run_from_store(ctx, run) {
+                    Some(s) => Ok(Some(s)),
+                    None => Err(BUSY.into()),
+                }
+            }
         },
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// While a live run holds the journal and this server never read it (it started during the
+// run): the finished runs come from the run summaries in the live runs' stores
+// (`runs/<id>.json`: id, workflow name, status, times, the results it kept), their instances
+// from those results' manifests (each `succeeded`; attempts, errors and failed instances are
+// only in the journal).
+
+fn live_store_urls(ctx: &Ctx) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    for s in snapshots(&ctx.state_dir) {
+        if !urls.contains(&s.run.store) {
+            urls.push(s.run.store);
+        }
+    }
+    urls
+}
+
+fn summaries(ctx: &Ctx) -> Vec<(String, cocoflow_engine::store::RunSummary)> {
+    let h = tokio::runtime::Handle::current();
+    let mut out = Vec::new();
+    for url in live_store_urls(ctx) {
+        let Ok(store) = ctx.store(&url) else { continue };
+        h.block_on(async {
+            for (loc, _) in store.list("runs").await.unwrap_or_default() {
+                if let Ok(Some(s)) = store
+                    .read_json_at::<cocoflow_engine::store::RunSummary>(&loc, "run summary")
+                    .await
+                {
+                    out.push((url.clone(), s));
+                }
+            }
+        });
+    }
+    out
+}
+
+fn summary_record(url: &str, s: &cocoflow_engine::store::RunSummary) -> RunRecord {
+    let status = match s.status.as_str() {
+        "succeeded" => RunStatus::Succeeded,
+        "failed" => RunStatus::Failed,
+        "interrupted" => RunStatus::Interrupted,
+        _ => RunStatus::Crashed,
+    };
+    RunRecord {
+        id: s.run_id.clone(),
+        workflow: s.workflow.clone(),
+        workflow_name: s.workflow.clone(),
+        overrides: vec![],
+        targets: vec![],
+        store: url.into(),
+        started_ms: s.started_ms,
+        finished_ms: s.finished_ms,
+        status,
+        pid: 0,
+        host: s.host.clone(),
+        instances: s.results.len(),
+        cached: 0,
+        options: Value::Null,
+        model_loads: 0,
+        workers_started: 0,
+    }
+}
+
+fn runs_from_store(ctx: &Ctx) -> Vec<RunRow> {
+    summaries(ctx)
+        .iter()
+        .map(|(url, s)| {
+            let r = summary_record(url, s);
+            row(&r, r.status.label(), false)
+        })
+        .collect()
+}
+
+fn run_from_store(ctx: &Ctx, run: &str) -> Option<RunState> {
+    let (url, s) = summaries(ctx).into_iter().find(|(_, s)| s.run_id == run)?;
+    let store = ctx.store(&url).ok()?;
+    let h = tokio::runtime::Handle::current();
+    let mut instances = Vec::new();
+    for (seq, key) in s.results.iter().enumerate() {
+        if let Ok(Some(m)) = h.block_on(store.get_result(key)) {
+            instances.push(InstanceRecord {
+                seq,
+                key: key.clone(),
+                name: m.name,
+                kind: m.kind,
+                state: "succeeded".into(),
+                attempts: 0,
+                started_ms: None,
+                finished_ms: None,
+                error: None,
+                gpus: vec![],
+                log: None,
+            });
+        }
+    }
+    let r = summary_record(&url, &s);
+    Some(RunState {
+        status: r.status.label().into(),
+        run: r,
+        live: false,
+        instances,
+    })
 }
 
 /// While a live run holds the journal, a run this server never read cannot be shown.

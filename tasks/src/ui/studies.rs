@@ -12,6 +12,20 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// The value, or return the error response.
+macro_rules! or_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(x) => x,
+            Err(r) => return r,
+        }
+    };
+}
+
+fn internal(e: impl std::fmt::Display) -> Resp {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
 fn slot(i: usize) -> String {
     char::from(b'A' + i.min(25) as u8).to_string()
 }
@@ -84,10 +98,7 @@ async fn find(ctx: &Arc<Ctx>, name: &str) -> Result<(Store, StudyDef), Resp> {
 pub async fn list(ctx: &Arc<Ctx>) -> Resp {
     let mut out = Vec::new();
     for s in stores(ctx).await {
-        let defs = match study::list(&s).await {
-            Ok(d) => d,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        };
+        let defs = or_reply!(study::list(&s).await.map_err(internal));
         for d in defs {
             let (recs, damaged) = study::answers(&s, &d).await.unwrap_or_default();
             let mut per: BTreeMap<String, usize> = BTreeMap::new();
@@ -111,18 +122,9 @@ fn annotator_of(q: &HashMap<String, String>) -> Result<String, Resp> {
 
 /// The annotator's next unanswered sample (or `sample=` to revisit one), blind.
 pub async fn next(ctx: &Arc<Ctx>, name: &str, q: &HashMap<String, String>) -> Resp {
-    let annotator = match annotator_of(q) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let (store, def) = match find(ctx, name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let (recs, _) = match study::answers(&store, &def).await {
-        Ok(x) => x,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+    let annotator = or_reply!(annotator_of(q));
+    let (store, def) = or_reply!(find(ctx, name).await);
+    let (recs, _) = or_reply!(study::answers(&store, &def).await.map_err(internal));
     let mine: BTreeMap<&str, &study::AnswerRecord> = recs
         .iter()
         .filter(|r| r.annotator == annotator)
@@ -243,10 +245,7 @@ pub async fn post_answer(ctx: &Arc<Ctx>, name: &str, req: hyper::Request<Incomin
     if let Err(e) = study::check_name("annotator name", &p.annotator) {
         return error(StatusCode::BAD_REQUEST, e);
     }
-    let (store, def) = match find(ctx, name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (store, def) = or_reply!(find(ctx, name).await);
     if def.sample(&p.sample).is_none() {
         return error(
             StatusCode::NOT_FOUND,
@@ -296,14 +295,8 @@ pub async fn post_answer(ctx: &Arc<Ctx>, name: &str, req: hyper::Request<Incomin
 }
 
 pub async fn results(ctx: &Arc<Ctx>, name: &str) -> Resp {
-    let (store, def) = match find(ctx, name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let (recs, damaged) = match study::answers(&store, &def).await {
-        Ok(x) => x,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+    let (store, def) = or_reply!(find(ctx, name).await);
+    let (recs, damaged) = or_reply!(study::answers(&store, &def).await.map_err(internal));
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for r in &recs {
         *per.entry(r.annotator.clone()).or_default() += 1;
@@ -314,10 +307,11 @@ pub async fn results(ctx: &Arc<Ctx>, name: &str) -> Resp {
         .map(|m| json!({"label": m.label, "run": m.run, "instance": m.instance}))
         .collect();
     let (d2, r2) = (def.clone(), recs.clone());
-    let summary = match tokio::task::spawn_blocking(move || study::summarize(&d2, &r2)).await {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+    let summary = or_reply!(
+        tokio::task::spawn_blocking(move || study::summarize(&d2, &r2))
+            .await
+            .map_err(internal)
+    );
     json(
         StatusCode::OK,
         &json!({
@@ -328,14 +322,8 @@ pub async fn results(ctx: &Arc<Ctx>, name: &str) -> Resp {
 }
 
 pub async fn export(ctx: &Arc<Ctx>, name: &str, format: &str) -> Resp {
-    let (store, def) = match find(ctx, name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let (recs, _) = match study::answers(&store, &def).await {
-        Ok(x) => x,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+    let (store, def) = or_reply!(find(ctx, name).await);
+    let (recs, _) = or_reply!(study::answers(&store, &def).await.map_err(internal));
     let (ctype, body, ext) = if format == "csv" {
         (
             "text/csv; charset=utf-8",
@@ -344,11 +332,11 @@ pub async fn export(ctx: &Arc<Ctx>, name: &str, format: &str) -> Resp {
         )
     } else {
         let (d2, r2) = (def.clone(), recs.clone());
-        let v = match tokio::task::spawn_blocking(move || study::export_json_blind(&d2, &r2)).await
-        {
-            Ok(v) => v,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        };
+        let v = or_reply!(
+            tokio::task::spawn_blocking(move || study::export_json_blind(&d2, &r2))
+                .await
+                .map_err(internal)
+        );
         (
             "application/json",
             serde_json::to_vec_pretty(&v).expect("serialises"),
@@ -369,10 +357,7 @@ pub async fn image(ctx: &Arc<Ctx>, name: &str, digest: &str) -> Resp {
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return error(StatusCode::BAD_REQUEST, "an image is named by its digest");
     }
-    let (store, def) = match find(ctx, name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (store, def) = or_reply!(find(ctx, name).await);
     // Only source images by digest; edits go through their slot.
     if !def.samples.iter().any(|s| s.source == digest) {
         return error(
@@ -398,14 +383,8 @@ pub async fn slot_image(
     which: &str,
     q: &HashMap<String, String>,
 ) -> Resp {
-    let annotator = match annotator_of(q) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let (store, def) = match find(ctx, name).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let annotator = or_reply!(annotator_of(q));
+    let (store, def) = or_reply!(find(ctx, name).await);
     let Some(s) = def.sample(sample) else {
         return error(
             StatusCode::NOT_FOUND,
