@@ -451,7 +451,9 @@ fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fai
     if !RedbJournal::exists(&journal_path(state)) {
         return Err(Fail::usage(format!("no runs yet in `{}`", state.display())));
     }
-    match RedbJournal::open(&journal_path(state)) {
+    // A short wait: a run killed a moment ago may hold the lock a little longer through a
+    // child between clone and exec.
+    match RedbJournal::open_waiting(&journal_path(state), std::time::Duration::from_millis(200)) {
         Ok(j) => Ok(StatusSource::Journal(j)),
         Err(JournalError::Locked { .. }) => {
             let snap = match run_id {

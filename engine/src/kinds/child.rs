@@ -2,6 +2,12 @@
 //! copies into the task's log — created only when the command writes something, so a quiet
 //! task leaves no log file — and its exit is awaited on a pidfd (poll, no sleeping), with a
 //! check for cancellation and the timeout every 50 ms.
+//!
+//! [`spawn`] starts the command with `clone(CLONE_VM | CLONE_VFORK)` (what `posix_spawn` does)
+//! rather than `fork`: the engine's page tables are not copied for every task (with a fork,
+//! copying them and the copy-on-write faults after it were a sixth of a 1,000-task shell run's
+//! CPU). The child still becomes a session leader and gets `PR_SET_PDEATHSIG`, which
+//! `posix_spawn` cannot do.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -9,6 +15,251 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// A process this module waits for: a [`std::process::Child`] or a [`Spawned`] one.
+pub trait Proc {
+    fn id(&self) -> u32;
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>>;
+    fn wait(&mut self) -> std::io::Result<ExitStatus>;
+}
+
+impl Proc for Child {
+    fn id(&self) -> u32 {
+        Child::id(self)
+    }
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        Child::try_wait(self)
+    }
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        Child::wait(self)
+    }
+}
+
+/// A child started by [`spawn`].
+pub struct Spawned {
+    pid: libc::pid_t,
+    status: Option<ExitStatus>,
+}
+
+impl Spawned {
+    fn reap(&mut self, flags: libc::c_int) -> std::io::Result<Option<ExitStatus>> {
+        use std::os::unix::process::ExitStatusExt as _;
+        if let Some(st) = self.status {
+            return Ok(Some(st));
+        }
+        let mut raw = 0;
+        loop {
+            // SAFETY: waiting for our own child.
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+            if r == self.pid {
+                let st = ExitStatus::from_raw(raw);
+                self.status = Some(st);
+                return Ok(Some(st));
+            }
+            if r == 0 {
+                return Ok(None);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Proc for Spawned {
+    fn id(&self) -> u32 {
+        self.pid as u32
+    }
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        Ok(self.reap(0)?.expect("a blocking wait returns a status"))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // Never leave a zombie: the caller waited, or the process is ended here.
+        if self.status.is_none() && self.try_wait().ok().flatten().is_none() {
+            // SAFETY: signalling and reaping our own child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self.wait();
+        }
+    }
+}
+
+/// What the child needs, prepared before the clone (the child may not allocate).
+struct ChildArgs {
+    prog: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    out: libc::c_int,
+    err: libc::c_int,
+    report: libc::c_int,
+    reset: *const [libc::c_int; 64],
+    n_reset: usize,
+}
+
+/// Runs in the child, on its own stack, sharing the parent's memory until `execve`: only
+/// async-signal-safe system calls, no allocation.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the parent's ChildArgs, alive while the parent is suspended
+    // (CLONE_VFORK); every call below is async-signal-safe.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        let fail = |fd: libc::c_int| -> ! {
+            let e: libc::c_int = *libc::__errno_location();
+            libc::write(fd, &e as *const libc::c_int as *const libc::c_void, 4);
+            libc::_exit(127)
+        };
+        // Handlers the engine installed would run in this copy of its memory: default them
+        // (found by the parent; ignored signals stay ignored except SIGPIPE, as
+        // `std::process` does).
+        for &sig in (&*a.reset)[..a.n_reset].iter() {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::setsid();
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::chdir(a.cwd) != 0 {
+            fail(a.report);
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        if null < 0
+            || libc::dup2(null, 0) < 0
+            || libc::dup2(a.out, 1) < 0
+            || libc::dup2(a.err, 2) < 0
+        {
+            fail(a.report);
+        }
+        libc::execve(a.prog, a.argv, a.envp);
+        fail(a.report)
+    }
+}
+
+fn cstring(what: &str, b: &[u8]) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(b).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+/// Starts `prog` with `args` (argv[1..]) and exactly `env`, in `cwd`, stdin from /dev/null,
+/// stdout and stderr to `out`, as the leader of a new session that dies with this thread
+/// (`PR_SET_PDEATHSIG`, as a fork-and-exec would). An `execve` failure is this call's error.
+pub fn spawn(
+    prog: &Path,
+    args: &[&std::ffi::OsStr],
+    env: &std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
+    cwd: &Path,
+    out: &OwnedFd,
+) -> std::io::Result<Spawned> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let prog_c = cstring("the program", prog.as_os_str().as_bytes())?;
+    let mut argv_c = vec![prog_c.clone()];
+    for a in args {
+        argv_c.push(cstring("an argument", a.as_bytes())?);
+    }
+    let mut env_c = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        env_c.push(cstring("an environment variable", &kv)?);
+    }
+    let cwd_c = cstring("the directory", cwd.as_os_str().as_bytes())?;
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // The signals whose handling the child must reset (a handler, or SIGPIPE ignored).
+    let mut reset = [0 as libc::c_int; 64];
+    let mut n_reset = 0;
+    for sig in 1..libc::SIGRTMAX().min(64) {
+        // SAFETY: querying a disposition into a zeroed sigaction.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0
+            && old.sa_sigaction != libc::SIG_DFL
+            && (old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+        {
+            reset[n_reset] = sig;
+            n_reset += 1;
+        }
+    }
+    let (report_rd, report_wr) = pipe()?;
+    let args = ChildArgs {
+        prog: prog_c.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: cwd_c.as_ptr(),
+        out: out.as_raw_fd(),
+        err: out.as_raw_fd(),
+        report: report_wr.as_raw_fd(),
+        reset: &reset,
+        n_reset,
+    };
+    // The child's stack: one per thread, reused (this thread is suspended while the child
+    // runs on it); it grows down from its 16-byte aligned end.
+    thread_local! {
+        static STACK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let top = STACK.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.is_empty() {
+            *s = vec![0u8; 64 << 10];
+        }
+        ((s.as_mut_ptr() as usize + s.len()) & !15) as *mut libc::c_void
+    });
+    // No signal handler may run in the child before it resets them: block all around clone.
+    // SAFETY: the masks are valid sigsets; clone runs child_main on `stack` with `args`, both
+    // alive until it returns (CLONE_VFORK suspends this thread until execve or _exit).
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+        );
+        let e = std::io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(e);
+        }
+        pid
+    };
+    drop(report_wr);
+    let mut child = Spawned { pid, status: None };
+    let mut errno = [0u8; 4];
+    let mut f = File::from(report_rd);
+    let n = loop {
+        match f.read(&mut errno) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if n == 4 {
+        let _ = child.wait();
+        return Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok(child)
+}
+
+/// One pipe for a command's stdout and stderr: (read end, write end), both close-on-exec.
+pub fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    pipe()
+}
 
 /// How a wait ended.
 pub enum Ended {
@@ -89,7 +340,7 @@ fn drain(rd: &mut File, log: &mut Log, buf: &mut [u8]) -> std::io::Result<bool> 
 /// buffered when the command exits is copied; a background process that keeps the pipe open
 /// is not waited for.
 pub fn wait(
-    child: &mut Child,
+    child: &mut dyn Proc,
     rd: OwnedFd,
     log: &mut Log,
     timeout: Option<Duration>,
@@ -180,4 +431,88 @@ pub fn sh() -> &'static str {
             "sh"
         }
     })
+}
+
+#[cfg(test)]
+mod spawn_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::ffi::{OsStr, OsString};
+
+    fn run(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (Spawned, String) {
+        let (rd, wr) = output_pipe().unwrap();
+        let env: BTreeMap<OsString, OsString> = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        let a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let mut p = spawn(Path::new("/bin/sh"), &a, &env, cwd, &wr).unwrap();
+        drop(wr);
+        let mut out = String::new();
+        File::from(rd).read_to_string(&mut out).unwrap();
+        Proc::wait(&mut p).unwrap();
+        (p, out)
+    }
+
+    #[test]
+    fn spawn_gives_exactly_the_environment_directory_and_arguments() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut p, out) = run(
+            &[
+                "-c",
+                "echo \"$1|$A|$HOME|$(pwd)\"; echo err >&2; exit 3",
+                "x",
+                "one two",
+            ],
+            &[("A", "b c"), ("PATH", "/usr/bin:/bin")],
+            d.path(),
+        );
+        let cwd = d.path().canonicalize().unwrap();
+        assert_eq!(out, format!("one two|b c||{}\nerr\n", cwd.display()));
+        assert_eq!(p.try_wait().unwrap().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn the_child_leads_its_session_and_has_sigpipe_by_default() {
+        let d = tempfile::tempdir().unwrap();
+        // A writer into a closed pipe dies of SIGPIPE (status 141 in sh) instead of looping.
+        let (mut p, out) = run(
+            &[
+                "-c",
+                "cut -d' ' -f6 /proc/$$/stat; echo $$; (while :; do echo y; done) | head -1 >/dev/null; echo ok",
+            ],
+            &[("PATH", "/usr/bin:/bin")],
+            d.path(),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0], lines[1], "session id = the shell's pid: {out}");
+        assert_eq!(lines[2], "ok");
+        assert!(p.try_wait().unwrap().unwrap().success());
+    }
+
+    #[test]
+    fn an_exec_failure_is_the_spawn_error() {
+        let (_, wr) = output_pipe().unwrap();
+        let e = spawn(
+            Path::new("/nonexistent/sh"),
+            &[],
+            &BTreeMap::new(),
+            Path::new("/"),
+            &wr,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let e = spawn(
+            Path::new("/bin/sh"),
+            &[],
+            &BTreeMap::new(),
+            Path::new("/nonexistent"),
+            &wr,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    }
 }

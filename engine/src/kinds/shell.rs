@@ -132,29 +132,28 @@ impl Shell {
     /// Does the work (the [`Kind`]'s run function).
     pub fn run(&self, p: ShellParams, ctx: &mut TaskCtx) -> Result<(), TaskError> {
         let workdir = ctx.workdir()?;
-        let mut cmd = Command::new(child::sh());
-        cmd.arg("-c").arg(&p.cmd).arg("cocoflow-shell");
+        let mut argv: Vec<std::ffi::OsString> =
+            vec!["-c".into(), p.cmd.clone().into(), "cocoflow-shell".into()];
         for a in &p.args {
-            cmd.arg(scalar_text(a));
+            argv.push(scalar_text(a).into());
         }
-        cmd.current_dir(&workdir).stdin(Stdio::null());
-        let output = child::capture(&mut cmd).map_err(TaskError::io("cannot create a pipe"))?;
+        let mut env: Vec<(String, std::ffi::OsString)> = Vec::new();
         for (k, v) in &p.env {
-            cmd.env(k, scalar_text(v));
+            env.push((k.clone(), scalar_text(v).into()));
         }
         for (k, v) in &p.vars {
-            cmd.env(k, v);
+            env.push((k.clone(), v.into()));
         }
         let names: Vec<String> = ctx.inputs.keys().cloned().collect();
         for name in names {
             let items = ctx.input_items(&name)?.to_vec();
             let var = format!("COCOFLOW_INPUT_{}", env_name(&name));
             if items.len() == 1 {
-                cmd.env(&var, ctx.item_path(&name, &items[0])?);
+                env.push((var.clone(), ctx.item_path(&name, &items[0])?.into()));
             }
-            cmd.env(format!("{var}_COUNT"), items.len().to_string());
+            env.push((format!("{var}_COUNT"), items.len().to_string().into()));
             for (i, it) in items.iter().enumerate() {
-                cmd.env(format!("{var}_{i}"), ctx.item_path(&name, it)?);
+                env.push((format!("{var}_{i}"), ctx.item_path(&name, it)?.into()));
             }
         }
         for (name, rel) in &p.outputs {
@@ -168,38 +167,62 @@ impl Shell {
                 "cannot create `{}`",
                 parent.display()
             )))?;
-            cmd.env(format!("COCOFLOW_OUTPUT_{}", env_name(name)), &full);
+            env.push((format!("COCOFLOW_OUTPUT_{}", env_name(name)), full.into()));
         }
-        cmd.env("COCOFLOW_TASK", &ctx.name)
-            .env("COCOFLOW_KEY", &ctx.key)
-            .env("COCOFLOW_RUN", &ctx.run_id)
-            .env("COCOFLOW_ATTEMPT", ctx.attempt.to_string());
-        cmd.env(
-            "CUDA_VISIBLE_DEVICES",
+        env.push(("COCOFLOW_TASK".into(), ctx.name.clone().into()));
+        env.push(("COCOFLOW_KEY".into(), ctx.key.clone().into()));
+        env.push(("COCOFLOW_RUN".into(), ctx.run_id.clone().into()));
+        env.push(("COCOFLOW_ATTEMPT".into(), ctx.attempt.to_string().into()));
+        env.push((
+            "CUDA_VISIBLE_DEVICES".into(),
             ctx.gpus
                 .iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
-                .join(","),
-        );
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+                .join(",")
+                .into(),
+        ));
         let timeout = p.timeout.as_deref().and_then(crate::util::parse_duration);
-        let mut proc = cmd.spawn().map_err(TaskError::io("cannot start `sh`"))?;
-        drop(cmd); // closes this process's copies of the pipe's write end
         let log_path = ctx.log_path.clone();
         let mut log = child::Log::new(&log_path);
-        let ended = child::wait(&mut proc, output, &mut log, timeout, &|| ctx.is_cancelled())
-            .map_err(TaskError::io(format!(
-                "running the command (log `{}`)",
-                log_path.display()
-            )))?;
+        let sh = child::sh();
+        let (output, mut proc): (_, Box<dyn child::Proc>) = if sh.starts_with('/') {
+            // This process's environment, then the task's variables.
+            let mut all: BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+                std::env::vars_os().collect();
+            for (k, v) in env {
+                all.insert(k.into(), v);
+            }
+            let (rd, wr) = child::output_pipe().map_err(TaskError::io("cannot create a pipe"))?;
+            let args: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+            let proc = child::spawn(Path::new(sh), &args, &all, &workdir, &wr)
+                .map_err(TaskError::io("cannot start `sh`"))?;
+            drop(wr); // closes this process's copy of the pipe's write end
+            (rd, Box::new(proc))
+        } else {
+            let mut cmd = Command::new(sh);
+            cmd.args(&argv).current_dir(&workdir).stdin(Stdio::null());
+            let output = child::capture(&mut cmd).map_err(TaskError::io("cannot create a pipe"))?;
+            cmd.envs(env);
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let proc = cmd.spawn().map_err(TaskError::io("cannot start `sh`"))?;
+            drop(cmd); // closes this process's copies of the pipe's write end
+            (output, Box::new(proc))
+        };
+        let ended = child::wait(proc.as_mut(), output, &mut log, timeout, &|| {
+            ctx.is_cancelled()
+        })
+        .map_err(TaskError::io(format!(
+            "running the command (log `{}`)",
+            log_path.display()
+        )))?;
         let status = match ended {
             child::Ended::Exited(st) => st,
             child::Ended::Stopped { timed_out: true } => {
