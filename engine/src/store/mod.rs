@@ -613,11 +613,35 @@ impl Store {
         self.put_blob(bytes).await
     }
 
+    ///
+    /// A small (inline) output is also hard-linked into the local blob cache under its digest,
+    /// where [`Store::artifact_file`] finds it for the task that reads it next: no second
+    /// inode, no second write (a chain of shell tasks made one per task). The link is checked
+    /// against the manifest's bytes when it is used.
     pub async fn put_file_output(&self, file: &Path) -> Result<Artifact> {
         let bytes = tokio::fs::read(file)
             .await
             .map_err(io(format!("cannot read `{}`", file.display())))?;
-        self.put_output(Bytes::from(bytes)).await
+        let a = self.put_output(Bytes::from(bytes)).await?;
+        if a.inline.is_some() {
+            let p = self.inline_cache_path(&a.digest);
+            if !p.exists() {
+                if let Some(dir) = p.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                // (a failure, e.g. another file system: the first reader writes a copy)
+                let _ = std::fs::hard_link(file, &p);
+            }
+        }
+        Ok(a)
+    }
+
+    fn inline_cache_path(&self, digest: &str) -> PathBuf {
+        self.inner
+            .cache_dir
+            .join("blobs")
+            .join(&digest[..2])
+            .join(digest)
     }
 
     /// An artifact's bytes (a file artifact), verified.
@@ -647,15 +671,16 @@ impl Store {
             return self.tree_dir(&a.digest).await;
         }
         if a.inline.is_some() {
-            let p = self
-                .inner
-                .cache_dir
-                .join("blobs")
-                .join(&a.digest[..2])
-                .join(&a.digest);
-            if !p.is_file() {
-                let bytes = self.read_artifact(a).await?;
-                write_new(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?;
+            let p = self.inline_cache_path(&a.digest);
+            let bytes = self.read_artifact(a).await?;
+            match std::fs::read(&p) {
+                Ok(have) if have[..] == bytes[..] => {}
+                // A linked output changed after it was stored (or a damaged copy): replace it.
+                Ok(_) => write_atomic(&p, &bytes)
+                    .map_err(io(format!("cannot write `{}`", p.display())))?,
+                Err(_) => {
+                    write_new(&p, &bytes).map_err(io(format!("cannot write `{}`", p.display())))?
+                }
             }
             return Ok(p);
         }
@@ -981,6 +1006,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small output file is linked into the blob cache (same inode, no copy); a link whose
+    /// file changed after it was stored is replaced by the stored bytes when read.
+    #[tokio::test]
+    async fn small_file_outputs_are_linked_into_the_cache_and_checked_when_used() {
+        use std::os::unix::fs::MetadataExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &format!("file://{}", d.path().join("store").display()),
+            d.path(),
+            &d.path().join("cache"),
+        )
+        .unwrap();
+        let out = d.path().join("o.txt");
+        std::fs::write(&out, b"42\n").unwrap();
+        let a = store.put_file_output(&out).await.unwrap();
+        assert!(a.inline.is_some());
+        let p = store.artifact_file(&a).await.unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().ino(), std::fs::metadata(&out).unwrap().ino());
+        assert_eq!(std::fs::read(&p).unwrap(), b"42\n");
+        // The task's file is written again after the fact (a stray background process).
+        std::fs::write(&out, b"43\n").unwrap();
+        let p = store.artifact_file(&a).await.unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"42\n");
+        assert_eq!(std::fs::read(&out).unwrap(), b"43\n");
+    }
 
     fn mem() -> Store {
         Store::open(
