@@ -23,6 +23,25 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `cocoflow run workflows/demo.yaml --set S…` started in `dir`, quiet, in the background.
+fn start_demo(dir: &Path, sets: &[&str]) -> Child {
+    let mut args = vec![
+        "run".to_string(),
+        repo().join("workflows/demo.yaml").display().to_string(),
+        "-q".into(),
+    ];
+    for s in sets {
+        args.extend(["--set".to_string(), s.to_string()]);
+    }
+    Command::new(BIN)
+        .args(&args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A `cocoflow ui` process; killed (SIGKILL) on drop.
 struct Server {
     child: Child,
@@ -215,19 +234,7 @@ fn dashboard_runs_reports_and_a_study_in_a_browser() {
     b.execute("window.__cocoflowMarker = 42", vec![]).unwrap();
 
     // --- A live run: workflows/demo.yaml, slowed down so the page can watch it.
-    let mut run = Command::new(BIN)
-        .args([
-            "run",
-            repo().join("workflows/demo.yaml").to_str().unwrap(),
-            "--set",
-            "step_seconds=0.8",
-            "-q",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = start_demo(dir, &["step_seconds=0.8"]);
     let link = b.wait_for("the live run in the list", Duration::from_secs(30), |b| {
         let v = b
             .execute("const a = document.querySelector('tr[data-status=running] a'); return a ? a.getAttribute('href') : null", vec![])
@@ -860,21 +867,7 @@ fn the_server_refuses_traversal_foreign_hosts_and_requests_without_the_token() {
     // A server started while a run holds the journal still shows the finished runs (from the
     // run summaries in the store) beside the live one.
     std::fs::remove_file(dir.join(format!(".cocoflow/runs/{run}.status.json"))).unwrap();
-    let mut live = Command::new(BIN)
-        .args([
-            "run",
-            repo().join("workflows/demo.yaml").to_str().unwrap(),
-            "--set",
-            "step_seconds=0.7",
-            "--set",
-            "seed=2",
-            "-q",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut live = start_demo(dir, &["step_seconds=0.7", "seed=2"]);
     let t0 = Instant::now();
     while !std::fs::read_dir(dir.join(".cocoflow/runs"))
         .unwrap()

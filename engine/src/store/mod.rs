@@ -1024,7 +1024,10 @@ mod tests {
         let a = store.put_file_output(&out).await.unwrap();
         assert!(a.inline.is_some());
         let p = store.artifact_file(&a).await.unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().ino(), std::fs::metadata(&out).unwrap().ino());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().ino(),
+            std::fs::metadata(&out).unwrap().ino()
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"42\n");
         // The task's file is written again after the fact (a stray background process).
         std::fs::write(&out, b"43\n").unwrap();

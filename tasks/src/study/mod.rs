@@ -82,11 +82,10 @@ impl StudyDef {
         self.samples.iter().find(|s| s.key == key)
     }
 
-    /// Whether `digest` is one of this study's images (the only ones the UI serves for it).
-    pub fn has_image(&self, digest: &str) -> bool {
-        self.samples
-            .iter()
-            .any(|s| s.source == digest || s.edits.values().any(|d| d == digest))
+    /// Whether `digest` is one of this study's source images (the only images the UI serves
+    /// by digest; edits go through their blind slot).
+    pub fn is_source(&self, digest: &str) -> bool {
+        self.samples.iter().any(|s| s.source == digest)
     }
 }
 

@@ -359,7 +359,7 @@ pub async fn image(ctx: &Arc<Ctx>, name: &str, digest: &str) -> Resp {
     }
     let (store, def) = or_reply!(find(ctx, name).await);
     // Only source images by digest; edits go through their slot.
-    if !def.samples.iter().any(|s| s.source == digest) {
+    if !def.is_source(digest) {
         return error(
             StatusCode::NOT_FOUND,
             format!("study `{name}` has no image `{digest}`"),
