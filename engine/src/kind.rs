@@ -50,6 +50,14 @@ pub trait TaskKind: Send + Sync + 'static {
     fn placement(&self) -> Placement {
         Placement::Any
     }
+    /// An instance with these (checked) params finishes in microseconds and never waits: no
+    /// sleep, no input to read, outputs small enough to live in the manifest. The
+    /// `in-process` executor then runs it on the scheduler's own thread instead of handing it
+    /// to a pool thread and back (two thread wake-ups that cost more than the task; Airflow
+    /// never sends an `EmptyOperator` to an executor for the same reason). Default: no.
+    fn inline(&self, _params: &Value) -> bool {
+        false
+    }
     /// Params (a JSON Schema), inputs and outputs, for `cocoflow kinds --json`; `null` fields
     /// where the kind does not declare them.
     fn declaration(&self) -> Value {
@@ -312,8 +320,28 @@ impl TaskCtx {
             .map_err(|e| TaskError::Params(format!("`{}`: {}", e.path, e.message)))
     }
 
+    /// Waits for a store future. One poll first: an inline output or a cached lookup is
+    /// ready at once, with no trip through the runtime. Otherwise on a runtime thread (an
+    /// inline task on the scheduler's thread) the wait hands the thread's other work to
+    /// the runtime first; elsewhere (pool threads, workers) it blocks on the runtime.
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let first = {
+            // (in the runtime's context: a future may need it on its first poll)
+            let _in_rt = self.rt.enter();
+            f.as_mut().poll(&mut cx)
+        };
+        if let std::task::Poll::Ready(v) = first {
+            return v;
+        }
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.rt.block_on(f))
+            }
+            Ok(_) => futures::executor::block_on(f),
+            Err(_) => self.rt.block_on(f),
+        }
     }
 
     fn one_input(&self, name: &str) -> Result<&InputItem, TaskError> {

@@ -1,6 +1,9 @@
 //! `in-process`: attempts run on a fixed pool of threads of this process and share one
 //! [`ModelCache`]. Fast (no process start), no isolation: a task that crashes the process takes
-//! the run with it (its journal and store stay consistent; re-run resumes).
+//! the run with it (its journal and store stay consistent; re-run resumes). An attempt whose
+//! kind says it is done in microseconds ([`crate::kind::TaskKind::inline`]: a `noop` without
+//! a sleep) runs on the scheduler's thread instead, when the runtime has several threads;
+//! `COCOFLOW_INPROCESS_INLINE=0` turns that off.
 
 use super::{ExecEnv, ExecEvent, Executor, JobOutcome, Launch, Running, run_job};
 use crate::kind::{ModelCache, ProgressSink, Registry};
@@ -13,6 +16,9 @@ pub struct InProcess {
     rt: tokio::runtime::Handle,
     models: Arc<ModelCache>,
     pool: ThreadPool,
+    /// Run inline tasks on the calling thread (`COCOFLOW_INPROCESS_INLINE=0`: never; every
+    /// task then goes through the pool, as `cocoflow bench noop` measures too).
+    inline: bool,
 }
 
 impl InProcess {
@@ -23,6 +29,7 @@ impl InProcess {
             rt: env.rt.clone(),
             models: Arc::new(ModelCache::default()),
             pool: ThreadPool::new(threads()),
+            inline: std::env::var("COCOFLOW_INPROCESS_INLINE").as_deref() != Ok("0"),
         }
     }
 }
@@ -38,6 +45,41 @@ impl Executor for InProcess {
 
     fn launch(&self, l: Launch) -> Running {
         let running = Running::new();
+        // A task that is done in microseconds runs right here, on the scheduler's thread: a
+        // hand-off to the pool and back would cost two thread wake-ups, more than the task.
+        // (Only on a multi-threaded runtime: a wait inside it can then give the thread's
+        // other work away.)
+        if l.inline
+            && self.inline
+            && matches!(
+                self.rt.runtime_flavor(),
+                tokio::runtime::RuntimeFlavor::MultiThread
+            )
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let (id, attempt, tx) = (l.id, l.attempt, l.events);
+            let ptx = tx.clone();
+            let progress: ProgressSink = Arc::new(move |p| {
+                let _ = ptx.send(ExecEvent::Progress { id, progress: p });
+            });
+            let ordinals = l.job.gpus.clone();
+            let outcome = run_job(
+                &l.job,
+                &self.registry,
+                &self.store,
+                self.rt.clone(),
+                progress,
+                running.cancel_flag(),
+                self.models.clone(),
+                ordinals,
+            );
+            let _ = tx.send(ExecEvent::Done {
+                id,
+                attempt,
+                outcome,
+            });
+            return running;
+        }
         let (registry, store, models, handle) = (
             self.registry.clone(),
             self.store.clone(),

@@ -101,6 +101,9 @@ pub struct Launch {
     pub job: Job,
     /// The kind runs on libtorch: in the worker binary, not in a torch-free front end.
     pub needs_worker: bool,
+    /// The kind says this attempt finishes in microseconds without waiting
+    /// ([`crate::kind::TaskKind::inline`]): `in-process` runs it on the calling thread.
+    pub inline: bool,
     /// Kill the attempt after this long (the task's `timeout`).
     pub timeout: Option<std::time::Duration>,
     /// CPU slots the task asked for (`resources: {cpus: N}`).

@@ -93,6 +93,11 @@ pub trait Kind: Send + Sync + 'static {
     fn quoted_params(&self) -> &'static [&'static str] {
         &[]
     }
+    /// An instance with these params finishes in microseconds and never waits (see
+    /// [`TaskKind::inline`]).
+    fn inline(&self, _params: &Self::Params) -> bool {
+        false
+    }
 }
 
 /// Does the work of a [`Kind`] with the checked params.
@@ -201,6 +206,9 @@ impl<K: Kind> TaskKind for Typed<K> {
     }
     fn quoted_params(&self) -> &'static [&'static str] {
         self.kind.quoted_params()
+    }
+    fn inline(&self, params: &Value) -> bool {
+        typed(&self.kind, params).is_ok_and(|p| self.kind.inline(&p))
     }
     fn declaration(&self) -> Value {
         declaration_of::<K>()

@@ -28,6 +28,15 @@ impl Kind for Noop {
     const DESCRIBE: &'static str =
         "does nothing; optional `payload` becomes output `out`, optional `sleep_ms`";
 
+    /// Without a sleep, and with a payload that fits in the manifest, a noop is done in
+    /// microseconds: the in-process executor runs it on the scheduler's thread.
+    fn inline(&self, p: &NoopParams) -> bool {
+        p.sleep_ms == 0
+            && p.payload
+                .as_ref()
+                .is_none_or(|s| s.len() <= crate::store::INLINE_MAX)
+    }
+
     fn outputs(&self, p: &NoopParams) -> Vec<String> {
         if p.payload.is_some() {
             vec!["out".into()]
@@ -51,5 +60,30 @@ impl Noop {
             ctx.output_bytes("out", payload.into_bytes())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kind::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_noop_that_neither_sleeps_nor_carries_a_large_payload_is_inline() {
+        let mut r = Registry::new();
+        super::super::register(&mut r);
+        let noop = r.get("noop").unwrap();
+        let inline = |p: serde_json::Value| noop.inline(&noop.check_params(&p).unwrap());
+        assert!(inline(json!({})));
+        assert!(inline(
+            json!({"payload": "x".repeat(crate::store::INLINE_MAX)})
+        ));
+        assert!(!inline(
+            json!({"payload": "x".repeat(crate::store::INLINE_MAX + 1)})
+        ));
+        assert!(!inline(json!({"sleep_ms": 1})));
+        // Params that do not check are never inline (the attempt reports the error).
+        assert!(!noop.inline(&json!({"sleep_ms": "soon"})));
+        assert!(!r.get("shell").unwrap().inline(&json!({"cmd": "true"})));
     }
 }

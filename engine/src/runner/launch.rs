@@ -117,16 +117,17 @@ impl Launcher<'_> {
             cache_dir: opts.state_dir.join("cache"),
             host: self.host.to_string(),
         };
-        let needs_worker = self
-            .registry
-            .get(&inst.kind)
+        let kind = self.registry.get(&inst.kind);
+        let needs_worker = kind
+            .as_ref()
             .is_some_and(|k| k.placement() == Placement::Worker);
+        let inline = kind.is_some_and(|k| k.inline(&inst.params));
         let name = match inst.executor.as_deref() {
             Some(e) => e,
             None if needs_worker && opts.executor == "in-process" => "workers",
             None => opts.executor.as_str(),
         };
-        tracing::debug!(instance = %inst.name, key = %&inst.key[..12], attempt, ?gpus, executor = name, "launch");
+        tracing::debug!(instance = %inst.name, key = %&inst.key[..12], attempt, ?gpus, executor = name, inline, "launch");
         obs.emit(RunEvent::Launch {
             t_ms: now_ms(),
             id,
@@ -141,6 +142,7 @@ impl Launcher<'_> {
                 attempt,
                 job,
                 needs_worker,
+                inline,
                 timeout: inst.timeout,
                 cpus: inst.resources.cpus,
                 slurm: inst.slurm.clone(),

@@ -668,3 +668,73 @@ fn export_copies_outputs_of_a_run_out_of_the_store() {
     assert_eq!(code, 2);
     assert!(err.contains("kind `report`"), "{err}");
 }
+
+/// A `noop` without a sleep runs on the scheduler's thread (`inline` in the debug log); the
+/// results are the same as through the thread pool (`COCOFLOW_INPROCESS_INLINE=0`), including
+/// what a shell task downstream reads from it, a noop that sleeps, and a payload too large
+/// for the manifest.
+#[test]
+fn inline_noop_tasks_give_the_results_of_the_pool() {
+    let big = "x".repeat(5000);
+    let wf = format!(
+        r#"
+name: inline
+tasks:
+  a:
+    kind: noop
+    params: {{payload: first}}
+  b:
+    kind: noop
+    inputs: {{prev: a.out}}
+    params: {{payload: second}}
+  slow:
+    kind: noop
+    inputs: {{prev: b.out}}
+    params: {{payload: third, sleep_ms: 30}}
+  big:
+    kind: noop
+    params: {{payload: '{big}'}}
+  read:
+    kind: shell
+    inputs: {{b: b.out, big: big.out}}
+    params:
+      cmd: 'cat "$COCOFLOW_INPUT_B" > r.txt; wc -c < "$COCOFLOW_INPUT_BIG" >> r.txt'
+      outputs: {{r: r.txt}}
+"#
+    );
+    let mut digests = Vec::new();
+    for inline in ["1", "0"] {
+        let p = Project::new();
+        p.write("w.yaml", &wf);
+        let out = p
+            .cmd(&["-vv", "run", "w.yaml"])
+            .env("COCOFLOW_INPROCESS_INLINE", inline)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        let launch = |name: &str| {
+            err.lines()
+                .find(|l| l.contains("launch") && l.contains(&format!("instance={name} ")))
+                .unwrap_or_else(|| panic!("no launch line for {name}: {err}"))
+                .to_string()
+        };
+        assert!(launch("a").contains("inline=true"), "{}", launch("a"));
+        assert!(launch("b").contains("inline=true"), "{}", launch("b"));
+        assert!(
+            launch("slow").contains("inline=false"),
+            "{}",
+            launch("slow")
+        );
+        assert!(launch("big").contains("inline=false"), "{}", launch("big"));
+        assert!(
+            launch("read").contains("inline=false"),
+            "{}",
+            launch("read")
+        );
+        let d = p.result_digests("w.yaml", ".cocoflow/store");
+        digests.push(d);
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(digests[0].len(), 5);
+}
