@@ -462,7 +462,19 @@ fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fai
                     .and_then(|b| serde_json::from_slice(&b).ok()),
                 None => latest_snapshot(state),
             };
-            snap.map(StatusSource::Snapshot).ok_or_else(|| Fail::env("a run is in progress and has not written a status snapshot yet; try again in a second"))
+            if let Some(snap) = snap {
+                return Ok(StatusSource::Snapshot(snap));
+            }
+            // No snapshot: a run younger than a second, or one just killed whose lock is
+            // still being let go (a loaded machine takes longer to tear a process down).
+            match RedbJournal::open_waiting(&journal_path(state), std::time::Duration::from_secs(2))
+            {
+                Ok(j) => Ok(StatusSource::Journal(j)),
+                Err(JournalError::Locked { .. }) => Err(Fail::env(
+                    "a run is in progress and has not written a status snapshot yet; try again in a second",
+                )),
+                Err(e) => Err(e.into()),
+            }
         }
         Err(e) => Err(e.into()),
     }

@@ -198,6 +198,7 @@ pub enum Command {
     /// Run one task attempt (used by the subprocess executor).
     #[command(hide = true)]
     Worker {
+        /// The job description (JSON); `-` reads it from stdin.
         #[arg(long)]
         job: PathBuf,
         /// Run on the devices of `CUDA_VISIBLE_DEVICES` (a Slurm allocation's).

@@ -422,11 +422,18 @@ pub enum WorkerLine {
 
 pub const WORKER_PREFIX: &str = "@@cocoflow ";
 
-/// The `cocoflow worker --job FILE` entry point: runs the job, prints the outcome. With
+/// The `cocoflow worker --job FILE` entry point (`--job -`: the job on stdin, as the
+/// subprocess executor passes it): runs the job, prints the outcome. With
 /// `gpus_from_env` (a Slurm job) the attempt runs on the devices of `CUDA_VISIBLE_DEVICES` (the
 /// allocation's) instead of the ids the engine granted.
 pub fn worker_main(job_file: &std::path::Path, registry: &Registry, gpus_from_env: bool) -> i32 {
-    let job: Job = match std::fs::read(job_file)
+    let bytes = if job_file.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b).map(|_| b)
+    } else {
+        std::fs::read(job_file)
+    };
+    let job: Job = match bytes
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {

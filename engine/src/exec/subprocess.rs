@@ -1,12 +1,17 @@
-//! `subprocess`: one fresh process per attempt, `PROGRAM worker --job FILE` — the worker binary
+//! `subprocess`: one fresh process per attempt, `PROGRAM worker --job -` — the worker binary
 //! for kinds that need libtorch, this program otherwise — so a crash, panic or OOM kill fails
 //! that attempt only. The process gets its own process group (cancellation: SIGTERM to it;
 //! the task's `timeout` and the end of the grace period: SIGKILL) and dies with the engine
-//! (`PR_SET_PDEATHSIG`). Its stdout carries progress and the outcome as JSON lines.
+//! (`PR_SET_PDEATHSIG`). It is started like a shell task's `sh` ([`child::spawn_io`]:
+//! `clone(CLONE_VM | CLONE_VFORK)`, no copy of the engine's page tables); the job arrives on
+//! its stdin (no job file), its stdout carries progress and the outcome as JSON lines, and its
+//! stderr is copied into the task log (created only if it writes).
 
 use super::{
     ExecEnv, ExecEvent, Executor, Job, JobOutcome, Launch, Running, WORKER_PREFIX, WorkerLine,
 };
+use crate::kinds::child::{self, Proc as _, Spawned};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +19,6 @@ use tokio::sync::mpsc::UnboundedSender;
 
 pub struct Subprocess {
     rt: tokio::runtime::Handle,
-    state_dir: PathBuf,
     self_exe: PathBuf,
     worker_exe: PathBuf,
     /// Models the attempts' processes loaded (each reports its own before its outcome).
@@ -25,7 +29,6 @@ impl Subprocess {
     pub fn new(env: &ExecEnv) -> Subprocess {
         Subprocess {
             rt: env.rt.clone(),
-            state_dir: env.state_dir.clone(),
             self_exe: env.self_exe.clone(),
             worker_exe: env.worker_exe.clone(),
             loads: Arc::default(),
@@ -49,21 +52,11 @@ impl Executor for Subprocess {
         } else {
             self.self_exe.clone()
         };
-        let job_file = self.state_dir.join("jobs").join(format!(
-            "{}-{}-{}.json",
-            &l.job.key[..16.min(l.job.key.len())],
-            l.job.run_id,
-            l.attempt
-        ));
         let r = running.clone();
         let loads = self.loads.clone();
         self.rt.spawn(async move {
             let (id, attempt) = (l.id, l.attempt);
-            let outcome = run(
-                &exe, &l.job, &job_file, id, &l.events, &r, l.timeout, &loads,
-            )
-            .await;
-            let _ = std::fs::remove_file(&job_file);
+            let outcome = run(&exe, &l.job, id, &l.events, &r, l.timeout, &loads).await;
             let _ = l.events.send(ExecEvent::Done {
                 id,
                 attempt,
@@ -84,7 +77,6 @@ fn fail(message: String) -> JobOutcome {
 async fn run(
     exe: &Path,
     job: &Job,
-    job_file: &Path,
     id: crate::plan::InstanceId,
     tx: &UnboundedSender<ExecEvent>,
     running: &Running,
@@ -92,59 +84,77 @@ async fn run(
     loads: &AtomicU64,
 ) -> JobOutcome {
     use std::os::unix::process::ExitStatusExt;
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     if !exe.is_file() {
         return JobOutcome::Failed {
             message: super::workers::missing_worker(exe),
             retryable: false,
         };
     }
-    if let Err(e) =
-        crate::store::write_atomic(job_file, &serde_json::to_vec(job).unwrap_or_default())
-    {
-        return fail(format!(
-            "cannot write job file `{}`: {e}",
-            job_file.display()
-        ));
-    }
-    if let Some(p) = job.log_path.parent() {
-        let _ = std::fs::create_dir_all(p);
-    }
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&job.log_path)
-    {
-        Ok(f) => f,
-        Err(e) => return fail(format!("cannot open log `{}`: {e}", job.log_path.display())),
-    };
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("worker").arg("--job").arg(job_file);
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::from(log));
-    cmd.env("CUDA_VISIBLE_DEVICES", super::workers::gpu_list(&job.gpus));
-    cmd.kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    let json = serde_json::to_vec(job).unwrap_or_default();
+    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    env.insert(
+        "CUDA_VISIBLE_DEVICES".into(),
+        super::workers::gpu_list(&job.gpus).into(),
+    );
+    // stdin: the job; stdout: progress and the outcome; stderr: copied into the task log,
+    // created only if the worker writes to it.
+    let started = (|| -> std::io::Result<_> {
+        let (in_rd, in_wr) = child::pipe()?;
+        let (out_rd, out_wr) = child::pipe()?;
+        let (err_rd, err_wr) = child::pipe()?;
+        let cwd = std::env::current_dir()?;
+        let args = [OsStr::new("worker"), OsStr::new("--job"), OsStr::new("-")];
+        let proc = child::spawn_io(exe, &args, &env, &cwd, Some(&in_rd), &out_wr, &err_wr)?;
+        Ok((
+            proc,
+            tokio::net::unix::pipe::Sender::from_owned_fd(in_wr)?,
+            tokio::net::unix::pipe::Receiver::from_owned_fd(out_rd)?,
+            tokio::net::unix::pipe::Receiver::from_owned_fd(err_rd)?,
+        ))
+    })();
+    let (mut proc, mut stdin, stdout, mut stderr) = match started {
+        Ok(s) => s,
         Err(e) => return fail(format!("cannot start worker `{}`: {e}", exe.display())),
     };
-    running.set_pgid(child.id().map(|p| p as i32));
+    let pid = proc.id();
+    running.set_pgid(Some(pid as i32));
     if running.is_cancelled() {
         running.cancel();
     }
+    let feed = tokio::spawn(async move {
+        // (a worker that died first closes the pipe: nothing to report here)
+        let _ = stdin.write_all(&json).await;
+    });
+    let log_path = job.log_path.clone();
+    let copy_log = tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        let mut log: Option<std::fs::File> = None;
+        loop {
+            match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if log.is_none() {
+                        if let Some(dir) = log_path.parent() {
+                            let _ = std::fs::create_dir_all(dir);
+                        }
+                        log = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log_path)
+                            .ok();
+                    }
+                    if let Some(f) = log.as_mut() {
+                        let _ = std::io::Write::write_all(f, &buf[..n]);
+                    }
+                }
+            }
+        }
+    });
     let mut outcome = None;
     let mut timed_out = false;
-    if let Some(out) = child.stdout.take() {
-        let mut lines = tokio::io::BufReader::new(out).lines();
+    {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
             let next = async {
@@ -177,8 +187,11 @@ async fn run(
             }
         }
     }
-    let status = child.wait().await;
+    let status = exit(&mut proc).await;
     running.set_pgid(None);
+    feed.abort();
+    // (a process the worker left behind may hold its stderr open: do not wait for it long)
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), copy_log).await;
     if timed_out {
         return fail(format!(
             "timed out after {}",
@@ -198,5 +211,31 @@ async fn run(
             _ => fail("worker ended without an outcome".into()),
         },
         (None, Err(e)) => fail(format!("waiting for the worker: {e}")),
+    }
+}
+
+/// Waits for the worker to exit: on a pidfd the runtime watches, else on a blocking thread.
+async fn exit(proc: &mut Spawned) -> std::io::Result<std::process::ExitStatus> {
+    // SAFETY: the AsyncFd owns the pidfd, which nothing else replaces or closes.
+    if let Some(fd) = child::pidfd_open(proc.id())
+        && let Ok(fd) = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+    {
+        loop {
+            if let Some(st) = proc.try_wait()? {
+                return Ok(st);
+            }
+            if let Ok(mut ready) = fd.readable().await {
+                ready.clear_ready();
+            }
+        }
+    }
+    // (no pidfd: a kernel before 5.3)
+    loop {
+        if let Some(st) = proc.try_wait()? {
+            return Ok(st);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }

@@ -96,6 +96,8 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
+    /// `-1`: /dev/null.
+    stdin: libc::c_int,
     out: libc::c_int,
     err: libc::c_int,
     report: libc::c_int,
@@ -129,9 +131,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(a.cwd) != 0 {
             fail(a.report);
         }
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-        if null < 0
-            || libc::dup2(null, 0) < 0
+        let input = if a.stdin >= 0 {
+            a.stdin
+        } else {
+            libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+        };
+        if input < 0
+            || libc::dup2(input, 0) < 0
             || libc::dup2(a.out, 1) < 0
             || libc::dup2(a.err, 2) < 0
         {
@@ -160,6 +166,19 @@ pub fn spawn(
     env: &std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
     cwd: &Path,
     out: &OwnedFd,
+) -> std::io::Result<Spawned> {
+    spawn_io(prog, args, env, cwd, None, out, out)
+}
+
+/// [`spawn`] with stdin from `stdin` (else /dev/null) and stderr to `err`.
+pub fn spawn_io(
+    prog: &Path,
+    args: &[&std::ffi::OsStr],
+    env: &std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
+    cwd: &Path,
+    stdin: Option<&OwnedFd>,
+    out: &OwnedFd,
+    err: &OwnedFd,
 ) -> std::io::Result<Spawned> {
     use std::os::unix::ffi::OsStrExt as _;
     let prog_c = cstring("the program", prog.as_os_str().as_bytes())?;
@@ -199,8 +218,9 @@ pub fn spawn(
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cwd_c.as_ptr(),
+        stdin: stdin.map_or(-1, |f| f.as_raw_fd()),
         out: out.as_raw_fd(),
-        err: out.as_raw_fd(),
+        err: err.as_raw_fd(),
         report: report_wr.as_raw_fd(),
         reset: &reset,
         n_reset,
@@ -270,7 +290,8 @@ pub enum Ended {
     },
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe: (read end, write end), both close-on-exec.
+pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -280,7 +301,8 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+/// A descriptor that becomes readable when process `pid` (our child) exits.
+pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     // SAFETY: a non-negative result is a descriptor we own.

@@ -338,6 +338,53 @@ tasks:
     assert!(err.contains("2 ran"), "{err}");
 }
 
+/// A subprocess attempt past its `timeout` has its process group killed (the worker and the
+/// `sh` under it), and the next task still gets its input through the worker's stdin.
+#[test]
+fn subprocess_executor_kills_an_attempt_past_its_timeout() {
+    let p = Project::new();
+    let pid_file = p.path().join("sh.pid");
+    p.write(
+        "w.yaml",
+        &format!(
+            r#"
+name: slow
+tasks:
+  first: {{kind: shell, params: {{cmd: 'echo 1 > o.txt', outputs: {{o: o.txt}}}}}}
+  hang:
+    kind: shell
+    inputs: {{x: first.o}}
+    params: {{cmd: 'cat "$COCOFLOW_INPUT_X"; echo $$ > {}; sleep 30'}}
+    timeout: 1s
+    retries: 0
+"#,
+            pid_file.display()
+        ),
+    );
+    let t = std::time::Instant::now();
+    let (code, _, err) = p.run(&["run", "w.yaml", "--executor", "subprocess"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(15), "{err}");
+    assert!(err.contains("timed out after 1"), "{err}");
+    assert!(err.contains("1 ran"), "{err}");
+    // The shell under the killed worker is gone too.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the shell started")
+        .trim()
+        .parse()
+        .unwrap();
+    // (gone, or a zombie waiting for whoever adopted it to reap it)
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    assert!(gone, "sh {pid} survived its worker");
+}
+
 #[test]
 fn gpu_tasks_get_distinct_device_ids() {
     let p = Project::new();
