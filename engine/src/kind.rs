@@ -321,9 +321,10 @@ impl TaskCtx {
     }
 
     /// Waits for a store future. One poll first: an inline output or a cached lookup is
-    /// ready at once, with no trip through the runtime. Otherwise on a runtime thread (an
-    /// inline task on the scheduler's thread) the wait hands the thread's other work to
-    /// the runtime first; elsewhere (pool threads, workers) it blocks on the runtime.
+    /// ready at once, with no trip through the runtime. Otherwise on a thread of a
+    /// multi-threaded runtime (an inline task on the scheduler's thread) the wait hands the
+    /// thread's other work to the runtime first; elsewhere (pool threads, workers) it blocks
+    /// on the runtime.
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         let mut f = std::pin::pin!(f);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -339,7 +340,11 @@ impl TaskCtx {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
                 tokio::task::block_in_place(|| self.rt.block_on(f))
             }
-            Ok(_) => futures::executor::block_on(f),
+            // (nothing here would drive this runtime's timers and I/O while it waits)
+            Ok(_) => panic!(
+                "a task waited on the store inside a single-threaded runtime; run it on a pool \
+                 thread (the in-process executor does) or in a worker"
+            ),
             Err(_) => self.rt.block_on(f),
         }
     }

@@ -106,7 +106,12 @@ fn run_child(exe: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (f6
     // SAFETY: waits for our own child and fills plain structs; the `Child` is not waited on
     // again (dropping it does not wait).
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut u) };
+    let r = loop {
+        let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut u) };
+        if r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break r;
+        }
+    };
     let secs = t.elapsed().as_secs_f64();
     let code = if r > 0 && libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)

@@ -456,24 +456,31 @@ fn status_source(state: &Path, run_id: Option<&str>) -> Result<StatusSource, Fai
     match RedbJournal::open_waiting(&journal_path(state), std::time::Duration::from_millis(200)) {
         Ok(j) => Ok(StatusSource::Journal(j)),
         Err(JournalError::Locked { .. }) => {
-            let snap = match run_id {
+            // A live run's snapshot, else (a run younger than a second, or one just killed
+            // whose lock is still being let go on a loaded machine) keep trying both a while.
+            let snapshot = || match run_id {
                 Some(id) => std::fs::read(state.join("runs").join(format!("{id}.status.json")))
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok()),
                 None => latest_snapshot(state),
             };
-            if let Some(snap) = snap {
-                return Ok(StatusSource::Snapshot(snap));
-            }
-            // No snapshot: a run younger than a second, or one just killed whose lock is
-            // still being let go (a loaded machine takes longer to tear a process down).
-            match RedbJournal::open_waiting(&journal_path(state), std::time::Duration::from_secs(2))
-            {
-                Ok(j) => Ok(StatusSource::Journal(j)),
-                Err(JournalError::Locked { .. }) => Err(Fail::env(
-                    "a run is in progress and has not written a status snapshot yet; try again in a second",
-                )),
-                Err(e) => Err(e.into()),
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                if let Some(snap) = snapshot() {
+                    return Ok(StatusSource::Snapshot(snap));
+                }
+                match RedbJournal::open(&journal_path(state)) {
+                    Ok(j) => return Ok(StatusSource::Journal(j)),
+                    Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(25));
+                    }
+                    Err(JournalError::Locked { .. }) => {
+                        return Err(Fail::env(
+                            "a run is in progress and has not written a status snapshot yet; try again in a second",
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Err(e) => Err(e.into()),

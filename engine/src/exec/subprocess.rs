@@ -5,13 +5,14 @@
 //! (`PR_SET_PDEATHSIG`). It is started like a shell task's `sh` ([`child::spawn_io`]:
 //! `clone(CLONE_VM | CLONE_VFORK)`, no copy of the engine's page tables); the job arrives on
 //! its stdin (no job file), its stdout carries progress and the outcome as JSON lines, and its
-//! stderr is copied into the task log (created only if it writes).
+//! stderr is the task log.
 
 use super::{
     ExecEnv, ExecEvent, Executor, Job, JobOutcome, Launch, Running, WORKER_PREFIX, WorkerLine,
 };
 use crate::kinds::child::{self, Proc as _, Spawned};
 use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +85,7 @@ async fn run(
     loads: &AtomicU64,
 ) -> JobOutcome {
     use std::os::unix::process::ExitStatusExt;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     if !exe.is_file() {
         return JobOutcome::Failed {
             message: super::workers::missing_worker(exe),
@@ -97,23 +98,33 @@ async fn run(
         "CUDA_VISIBLE_DEVICES".into(),
         super::workers::gpu_list(&job.gpus).into(),
     );
-    // stdin: the job; stdout: progress and the outcome; stderr: copied into the task log,
-    // created only if the worker writes to it.
+    // stdin: the job; stdout: progress and the outcome; stderr: the task log itself (the
+    // worker reads the log when it publishes the result, so nothing may be in flight).
+    if let Some(p) = job.log_path.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&job.log_path)
+    {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => return fail(format!("cannot open log `{}`: {e}", job.log_path.display())),
+    };
     let started = (|| -> std::io::Result<_> {
         let (in_rd, in_wr) = child::pipe()?;
         let (out_rd, out_wr) = child::pipe()?;
-        let (err_rd, err_wr) = child::pipe()?;
         let cwd = std::env::current_dir()?;
         let args = [OsStr::new("worker"), OsStr::new("--job"), OsStr::new("-")];
-        let proc = child::spawn_io(exe, &args, &env, &cwd, Some(&in_rd), &out_wr, &err_wr)?;
+        let proc = child::spawn_io(exe, &args, &env, &cwd, Some(&in_rd), &out_wr, &log)?;
         Ok((
             proc,
             tokio::net::unix::pipe::Sender::from_owned_fd(in_wr)?,
             tokio::net::unix::pipe::Receiver::from_owned_fd(out_rd)?,
-            tokio::net::unix::pipe::Receiver::from_owned_fd(err_rd)?,
         ))
     })();
-    let (mut proc, mut stdin, stdout, mut stderr) = match started {
+    drop(log);
+    let (mut proc, mut stdin, stdout) = match started {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot start worker `{}`: {e}", exe.display())),
     };
@@ -125,31 +136,6 @@ async fn run(
     let feed = tokio::spawn(async move {
         // (a worker that died first closes the pipe: nothing to report here)
         let _ = stdin.write_all(&json).await;
-    });
-    let log_path = job.log_path.clone();
-    let copy_log = tokio::spawn(async move {
-        let mut buf = vec![0u8; 8192];
-        let mut log: Option<std::fs::File> = None;
-        loop {
-            match stderr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if log.is_none() {
-                        if let Some(dir) = log_path.parent() {
-                            let _ = std::fs::create_dir_all(dir);
-                        }
-                        log = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&log_path)
-                            .ok();
-                    }
-                    if let Some(f) = log.as_mut() {
-                        let _ = std::io::Write::write_all(f, &buf[..n]);
-                    }
-                }
-            }
-        }
     });
     let mut outcome = None;
     let mut timed_out = false;
@@ -187,11 +173,8 @@ async fn run(
             }
         }
     }
-    let status = exit(&mut proc).await;
-    running.set_pgid(None);
+    let status = exit(&mut proc, running).await;
     feed.abort();
-    // (a process the worker left behind may hold its stderr open: do not wait for it long)
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), copy_log).await;
     if timed_out {
         return fail(format!(
             "timed out after {}",
@@ -214,28 +197,41 @@ async fn run(
     }
 }
 
-/// Waits for the worker to exit: on a pidfd the runtime watches, else on a blocking thread.
-async fn exit(proc: &mut Spawned) -> std::io::Result<std::process::ExitStatus> {
+/// Waits for the worker to exit (on a pidfd the runtime watches; without one, by polling every
+/// 5 ms) and reaps it. Its process group stops being the attempt's before the reaping, while
+/// the zombie still holds the id: a `cancel` or `kill` meanwhile cannot reach a new group.
+async fn exit(proc: &mut Spawned, running: &Running) -> std::io::Result<std::process::ExitStatus> {
+    let pid = proc.id();
+    let exited = || {
+        // SAFETY: asks about our own child without reaping it (WNOWAIT).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // (an error, e.g. already reaped: let the reaping below report it)
+        r != 0 || unsafe { info.si_pid() } != 0
+    };
     // SAFETY: the AsyncFd owns the pidfd, which nothing else replaces or closes.
-    if let Some(fd) = child::pidfd_open(proc.id())
-        && let Ok(fd) = unsafe {
+    let watched = child::pidfd_open(pid).and_then(|fd| {
+        unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
         }
-    {
-        loop {
-            if let Some(st) = proc.try_wait()? {
-                return Ok(st);
-            }
-            if let Ok(mut ready) = fd.readable().await {
-                ready.clear_ready();
-            }
+        .ok()
+    });
+    while !exited() {
+        match &watched {
+            Some(fd) => match fd.readable().await {
+                Ok(mut ready) => ready.clear_ready(),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            },
+            None => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
         }
     }
-    // (no pidfd: a kernel before 5.3)
-    loop {
-        if let Some(st) = proc.try_wait()? {
-            return Ok(st);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    running.set_pgid(None);
+    proc.wait()
 }

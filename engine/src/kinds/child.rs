@@ -96,7 +96,6 @@ struct ChildArgs {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
-    /// `-1`: /dev/null.
     stdin: libc::c_int,
     out: libc::c_int,
     err: libc::c_int,
@@ -131,16 +130,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(a.cwd) != 0 {
             fail(a.report);
         }
-        let input = if a.stdin >= 0 {
-            a.stdin
-        } else {
-            libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
-        };
-        if input < 0
-            || libc::dup2(input, 0) < 0
-            || libc::dup2(a.out, 1) < 0
-            || libc::dup2(a.err, 2) < 0
-        {
+        // (every source descriptor is >= 3, so no dup2 below overwrites another's source)
+        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.out, 1) < 0 || libc::dup2(a.err, 2) < 0 {
             fail(a.report);
         }
         libc::execve(a.prog, a.argv, a.envp);
@@ -212,15 +203,27 @@ pub fn spawn_io(
             n_reset += 1;
         }
     }
+    // The child's stdin, stdout and stderr come from descriptors >= 3: a new pipe numbered
+    // 0–2 (a host process started with a standard stream closed; Rust's own start-up reopens
+    // them on /dev/null, so not ours) would be overwritten by another dup2, or keep its
+    // close-on-exec flag when duplicated onto itself.
+    let null = match stdin {
+        Some(_) => None,
+        None => Some(OwnedFd::from(File::open("/dev/null")?)),
+    };
+    let stdin = stdin.or(null.as_ref()).expect("stdin or /dev/null");
+    let (stdin, _keep_in) = above_std(stdin)?;
+    let (out, _keep_out) = above_std(out)?;
+    let (err, _keep_err) = above_std(err)?;
     let (report_rd, report_wr) = pipe()?;
     let args = ChildArgs {
         prog: prog_c.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cwd_c.as_ptr(),
-        stdin: stdin.map_or(-1, |f| f.as_raw_fd()),
-        out: out.as_raw_fd(),
-        err: err.as_raw_fd(),
+        stdin,
+        out,
+        err,
         report: report_wr.as_raw_fd(),
         reset: &reset,
         n_reset,
@@ -288,6 +291,22 @@ pub enum Ended {
     Stopped {
         timed_out: bool,
     },
+}
+
+/// `fd`, or a close-on-exec copy of it numbered 3 or more when it is a standard stream's
+/// number (the copy is returned to be kept open until the child has started).
+fn above_std(fd: &OwnedFd) -> std::io::Result<(RawFd, Option<OwnedFd>)> {
+    let raw = fd.as_raw_fd();
+    if raw > 2 {
+        return Ok((raw, None));
+    }
+    // SAFETY: duplicating a descriptor we hold; the new one is ours.
+    let n = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `n` was just created and is owned by nobody else.
+    Ok((n, Some(unsafe { OwnedFd::from_raw_fd(n) })))
 }
 
 /// A pipe: (read end, write end), both close-on-exec.
