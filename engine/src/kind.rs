@@ -320,33 +320,8 @@ impl TaskCtx {
             .map_err(|e| TaskError::Params(format!("`{}`: {}", e.path, e.message)))
     }
 
-    /// Waits for a store future. One poll first: an inline output or a cached lookup is
-    /// ready at once, with no trip through the runtime. Otherwise on a thread of a
-    /// multi-threaded runtime (an inline task on the scheduler's thread) the wait hands the
-    /// thread's other work to the runtime first; elsewhere (pool threads, workers) it blocks
-    /// on the runtime.
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let first = {
-            // (in the runtime's context: a future may need it on its first poll)
-            let _in_rt = self.rt.enter();
-            f.as_mut().poll(&mut cx)
-        };
-        if let std::task::Poll::Ready(v) = first {
-            return v;
-        }
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| self.rt.block_on(f))
-            }
-            // (nothing here would drive this runtime's timers and I/O while it waits)
-            Ok(_) => panic!(
-                "a task waited on the store inside a single-threaded runtime; run it on a pool \
-                 thread (the in-process executor does) or in a worker"
-            ),
-            Err(_) => self.rt.block_on(f),
-        }
+        wait_on(&self.rt, f)
     }
 
     fn one_input(&self, name: &str) -> Result<&InputItem, TaskError> {
@@ -540,5 +515,87 @@ impl TaskCtx {
             host: host.to_string(),
         };
         Ok(m)
+    }
+}
+
+/// Waits for a store future from synchronous task code. One poll first: an inline output or
+/// a cached lookup is ready at once, with no trip through the runtime. Otherwise on a thread of
+/// a multi-threaded runtime (an inline task on the scheduler's thread) the wait hands the
+/// thread's other work to the runtime first; elsewhere (pool threads, workers) it blocks on
+/// the runtime `rt`.
+pub(crate) fn wait_on<F: std::future::Future>(rt: &tokio::runtime::Handle, f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let first = {
+        // (in the runtime's context: a future may need it on its first poll)
+        let _in_rt = rt.enter();
+        f.as_mut().poll(&mut cx)
+    };
+    if let std::task::Poll::Ready(v) = first {
+        return v;
+    }
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| rt.block_on(f))
+        }
+        // (nothing here would drive this runtime's timers and I/O while it waits)
+        Ok(_) => panic!(
+            "a task waited on the store inside a single-threaded runtime; run it on a pool \
+             thread (the in-process executor does) or in a worker"
+        ),
+        Err(_) => rt.block_on(f),
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::wait_on;
+    use std::time::Duration;
+
+    fn multi() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn later(v: u32) -> u32 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        v
+    }
+
+    #[test]
+    fn a_ready_future_and_a_pending_one_from_a_plain_thread() {
+        let rt = multi();
+        assert_eq!(wait_on(rt.handle(), async { 1 }), 1);
+        // (the first poll needs the runtime's context: tokio's timer)
+        assert_eq!(wait_on(rt.handle(), later(2)), 2);
+    }
+
+    #[test]
+    fn a_pending_future_on_the_runtimes_own_threads() {
+        let rt = multi();
+        let h = rt.handle().clone();
+        // The thread inside `Runtime::block_on` (where the runner runs inline tasks) ...
+        assert_eq!(rt.block_on(async { wait_on(&h, later(3)) }), 3);
+        // ... and a worker thread, while other tasks keep running.
+        let ticker = rt.spawn(later(5));
+        let h2 = h.clone();
+        let v =
+            rt.block_on(async move { tokio::spawn(async move { wait_on(&h2, later(4)) }).await });
+        assert_eq!(v.unwrap(), 4);
+        assert_eq!(rt.block_on(ticker).unwrap(), 5);
+    }
+
+    #[test]
+    #[should_panic(expected = "single-threaded runtime")]
+    fn a_pending_future_inside_a_current_thread_runtime_is_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let h = rt.handle().clone();
+        rt.block_on(async { wait_on(&h, later(6)) });
     }
 }
