@@ -6,7 +6,8 @@
 //!   priority = duration: longest first): makespan against its lower bound
 //!   max(longest task, GPU-seconds / 8), and a check that no GPU id was held by two tasks at
 //!   once (each task logs the ids it was given and when it ran). `--executor slurm` runs the
-//!   same tasks as Slurm jobs (the ids are then the allocations').
+//!   same tasks as Slurm jobs (the ids are then the allocations'), `--executor slurm-steps` as
+//!   job steps of one allocation (the steps' ids).
 
 use super::*;
 use std::fmt::Write as _;
@@ -18,7 +19,8 @@ pub struct BenchArgs {
     /// `noop`, `replan`, `shell`, `packing` or `all` (all but `packing`).
     #[arg(default_value = "all")]
     pub which: String,
-    /// `packing`: the executor that runs the tasks (`subprocess` or `slurm`).
+    /// `packing`: the executor that runs the tasks (`subprocess`, `slurm`, or `slurm-steps`: in
+    /// an allocation of 8 GPUs that `salloc` makes unless the bench already runs in one).
     #[arg(long, default_value = "subprocess")]
     pub executor: String,
     /// `packing`: multiplies every task's duration (1.0: 1–6 s).
@@ -86,10 +88,29 @@ pub fn write_workflow(
 
 /// Runs this binary on a workflow in a child process; returns (seconds, exit code, the
 /// child's own peak RSS in MiB, from `wait4`).
-#[allow(clippy::zombie_processes)] // reaped by `wait4` below
 fn run_child(exe: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (f64, i32, f64) {
+    run_child_in(&[], exe, dir, args, env)
+}
+
+/// [`run_child`] through a launcher (`prefix`: a program and its arguments, e.g. `salloc ...`).
+#[allow(clippy::zombie_processes)] // reaped by `wait4` below
+fn run_child_in(
+    prefix: &[&str],
+    exe: &Path,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (f64, i32, f64) {
     let t = Instant::now();
-    let child = std::process::Command::new(exe)
+    let mut cmd = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(rest).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    let child = cmd
         .envs(env.iter().copied())
         .args(["--state-dir", &dir.join("state").display().to_string()])
         .args(args)
@@ -352,7 +373,22 @@ fn packing(exe: &Path, d: &Path, n: usize, executor: &str, scale: f64) {
     // The engine places the tasks on 8 GPU ids (through Slurm: it asks for at most 8 GPUs at
     // once, and Slurm picks the devices).
     let ids = "0,1,2,3,4,5,6,7";
-    let (secs, code, _) = run_child(
+    // `slurm-steps` runs inside an allocation: the whole node's 8 GPUs, unless the bench itself
+    // runs in one already.
+    let alloc: &[&str] = if executor == "slurm-steps" && std::env::var_os("SLURM_JOB_ID").is_none()
+    {
+        &[
+            "salloc",
+            "--quiet",
+            "-N1",
+            "--gres=gpu:8",
+            "--cpus-per-task=8",
+        ]
+    } else {
+        &[]
+    };
+    let (secs, code, _) = run_child_in(
+        alloc,
         exe,
         d,
         &[

@@ -66,7 +66,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub gpus: Option<String>,
     /// CPU slots (default: the machine's cores; with `--executor slurm`, 1024: the cluster
-    /// queues what it cannot run yet).
+    /// queues what it cannot run yet; with `slurm-steps`, the allocation's CPUs).
     #[arg(long)]
     pub cpus: Option<u32>,
     /// Stop launching after the first failure (default: keep going).
@@ -74,7 +74,8 @@ pub struct RunArgs {
     pub fail_fast: bool,
     /// Default executor: `in-process` (this process; kinds that need libtorch then go to
     /// `workers`), `workers` (long-lived worker processes), `subprocess` (a fresh process
-    /// per attempt), or `slurm` (a Slurm batch job per attempt).
+    /// per attempt), `slurm` (a Slurm batch job per attempt) or `slurm-steps` (inside a Slurm
+    /// allocation: a job step of it per attempt).
     #[arg(long, default_value = "in-process")]
     pub executor: String,
     /// After Ctrl-C, how long running tasks may finish before they are cancelled.

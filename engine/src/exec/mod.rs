@@ -10,10 +10,13 @@
 //!   outcome as JSON lines.
 //! - `slurm` ([`slurm`]): one Slurm batch job per attempt running the same program, followed
 //!   through its output file and `squeue`, re-attached after an engine restart.
+//! - `slurm-steps` ([`slurm_steps`]): for an engine inside a Slurm allocation, one job step
+//!   (`srun`) of it per attempt.
 
 pub mod in_process;
 pub mod protocol;
 pub mod slurm;
+pub mod slurm_steps;
 pub mod subprocess;
 pub mod workers;
 
@@ -208,7 +211,13 @@ pub struct Executors {
 }
 
 /// The names of the built-in executors.
-pub const BUILTIN: [&str; 4] = ["in-process", "subprocess", "workers", "slurm"];
+pub const BUILTIN: [&str; 5] = [
+    "in-process",
+    "subprocess",
+    "workers",
+    "slurm",
+    "slurm-steps",
+];
 
 /// Checks an executor name against the built-ins (`known` adds registered ones).
 pub fn check_name(name: &str, known: &[&str]) -> Result<(), String> {
@@ -285,6 +294,7 @@ impl Executors {
         e.register(Arc::new(subprocess::Subprocess::new(env)));
         e.register(Arc::new(workers::Workers::new(env)));
         e.register(Arc::new(slurm::Slurm::new(env)));
+        e.register(Arc::new(slurm_steps::SlurmSteps::new(env)));
         e
     }
 }

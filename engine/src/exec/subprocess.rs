@@ -57,7 +57,7 @@ impl Executor for Subprocess {
         let loads = self.loads.clone();
         self.rt.spawn(async move {
             let (id, attempt) = (l.id, l.attempt);
-            let outcome = run(&exe, &l.job, id, &l.events, &r, l.timeout, &loads).await;
+            let outcome = run(&exe, None, &l.job, id, &l.events, &r, l.timeout, &loads).await;
             let _ = l.events.send(ExecEvent::Done {
                 id,
                 attempt,
@@ -68,15 +68,28 @@ impl Executor for Subprocess {
     }
 }
 
-fn fail(message: String) -> JobOutcome {
+pub(super) fn fail(message: String) -> JobOutcome {
     JobOutcome::Failed {
         message,
         retryable: true,
     }
 }
 
-async fn run(
+/// A program that starts the worker somewhere else, and its arguments before the worker's
+/// command line (the `slurm-steps` executor: `srun ... --`).
+pub(super) struct Launcher<'a> {
+    pub program: &'a Path,
+    pub args: Vec<OsString>,
+    /// Arguments after the worker's own (`--gpus-from-env`).
+    pub worker_args: Vec<OsString>,
+}
+
+/// Runs one attempt as `exe worker --job -` (through `launcher` when given) and reads its
+/// outcome.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
     exe: &Path,
+    launcher: Option<Launcher<'_>>,
     job: &Job,
     id: crate::plan::InstanceId,
     tx: &UnboundedSender<ExecEvent>,
@@ -115,8 +128,17 @@ async fn run(
         let (in_rd, in_wr) = child::pipe()?;
         let (out_rd, out_wr) = child::pipe()?;
         let cwd = std::env::current_dir()?;
-        let args = [OsStr::new("worker"), OsStr::new("--job"), OsStr::new("-")];
-        let proc = child::spawn_io(exe, &args, &env, &cwd, Some(&in_rd), &out_wr, &log)?;
+        let worker = [OsStr::new("worker"), OsStr::new("--job"), OsStr::new("-")];
+        let proc = match &launcher {
+            None => child::spawn_io(exe, &worker, &env, &cwd, Some(&in_rd), &out_wr, &log)?,
+            Some(l) => {
+                let mut args: Vec<&OsStr> = l.args.iter().map(|a| a.as_os_str()).collect();
+                args.push(exe.as_os_str());
+                args.extend(worker);
+                args.extend(l.worker_args.iter().map(|a| a.as_os_str()));
+                child::spawn_io(l.program, &args, &env, &cwd, Some(&in_rd), &out_wr, &log)?
+            }
+        };
         Ok((
             proc,
             tokio::net::unix::pipe::Sender::from_owned_fd(in_wr)?,
@@ -126,7 +148,10 @@ async fn run(
     drop(log);
     let (mut proc, mut stdin, stdout) = match started {
         Ok(s) => s,
-        Err(e) => return fail(format!("cannot start worker `{}`: {e}", exe.display())),
+        Err(e) => {
+            let what = launcher.as_ref().map_or(exe, |l| l.program);
+            return fail(format!("cannot start worker `{}`: {e}", what.display()));
+        }
     };
     let pid = proc.id();
     running.set_pgid(Some(pid as i32));
@@ -183,6 +208,8 @@ async fn run(
     }
     match (outcome, status) {
         (Some(o), _) => o,
+        // (a launcher ends its remote worker its own way and exits with a status of its own)
+        (None, _) if launcher.is_some() && running.is_cancelled() => JobOutcome::Cancelled,
         (None, Ok(st)) => match (st.code(), st.signal()) {
             (_, Some(9)) => fail("worker was killed by signal 9 (SIGKILL; out of memory?)".into()),
             (_, Some(15)) => JobOutcome::Cancelled,

@@ -24,11 +24,14 @@ pub fn resources(
             .map(|v| v.into_iter().map(|g| g.id).collect())
             .unwrap_or_default(),
     };
-    let slurm = opts.executor == "slurm";
+    let slurm = opts.executor == "slurm" || opts.executor == "slurm-steps";
     let cpus = opts.cpus.or(w.pools.cpus).unwrap_or_else(|| {
-        if slurm {
+        if opts.executor == "slurm" {
             // the cluster, not this machine, bounds the CPUs: it queues what it cannot run yet
             SLURM_CPU_SLOTS
+        } else if let Some(n) = allocation_cpus().filter(|_| slurm) {
+            // steps share the allocation's CPUs
+            n
         } else {
             std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
@@ -45,9 +48,10 @@ pub fn resources(
     // ask; `--gpus none` says it.
     if gpus.is_empty() && gpu_tasks > 0 && slurm && opts.gpus.is_none() && w.pools.gpus.is_none() {
         return Err(RunError::Invalid(format!(
-            "{gpu_tasks} task(s) ask for GPUs and `--executor slurm` takes them from the \
+            "{gpu_tasks} task(s) ask for GPUs and `--executor {}` takes them from the \
              cluster: say how many GPUs the run may hold at once with `--gpus 0,1,...,N-1` \
-             (Slurm picks the devices) or `resources: {{gpus: N}}` in the workflow"
+             (Slurm picks the devices) or `resources: {{gpus: N}}` in the workflow",
+            opts.executor
         )));
     }
     if gpus.is_empty() && gpu_tasks > 0 {
@@ -87,4 +91,12 @@ pub fn resources(
         reqs.push(req);
     }
     Ok((pools, reqs))
+}
+
+/// CPUs of the allocation this process runs in, on its first node (`SLURM_JOB_CPUS_PER_NODE`,
+/// e.g. `16` or `16(x2)`).
+fn allocation_cpus() -> Option<u32> {
+    let v = std::env::var("SLURM_JOB_CPUS_PER_NODE").ok()?;
+    let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok().filter(|n| *n > 0)
 }

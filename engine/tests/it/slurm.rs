@@ -12,7 +12,10 @@
 //! 5. Ctrl-C: every job of the run is cancelled, pending ones included (`squeue` shows none
 //!    of them afterwards);
 //! 6. a failed attempt's retry is a new job, not the old one (still finishing) re-attached;
-//! 7. a job past its Slurm time limit is reported as such.
+//! 7. a job past its Slurm time limit is reported as such;
+//! 8. `slurm-steps`: refused outside an allocation; inside one (`salloc`) each task is a job
+//!    step with its own devices, results equal to the local run's; a step past its task's
+//!    timeout is ended.
 //!
 //! Finds the cluster through `SLURM_CONF` (or `${COCOFLOW_SLURM_DIR:-/tmp/cocoflow-slurm}/
 //! slurm.conf`). Without a reachable cluster the test says so and passes, unless
@@ -395,4 +398,103 @@ fn slurm_executor_on_a_real_cluster() {
     let (code, err) = c.run(&p, &["run", "wf.yaml", "--executor", "slurm"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("reached its time limit"), "{err}");
+
+    // 8. `slurm-steps`: refused outside an allocation, with what to do instead ...
+    let p = Project::new();
+    p.write("wf.yaml", &gpu_workflow(&p.path().join("gpus.log")));
+    let (code, err) = c.run(
+        &p,
+        &[
+            "run",
+            "wf.yaml",
+            "--executor",
+            "slurm-steps",
+            "--gpus",
+            "0,1",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("SLURM_JOB_ID is not set"), "{err}");
+    assert!(err.contains("salloc"), "{err}");
+    // ... and inside one (`salloc` of the whole node) every task is a step with its own
+    // devices, no id held by two steps at once, the results those of the local run
+    let in_allocation = |p: &Project, args: &[&str]| {
+        let out = Command::new("salloc")
+            .args(["--quiet", "-N1", "--gres=gpu:8", "--cpus-per-task=8"])
+            .arg(super::common::BIN)
+            .args(args)
+            .current_dir(p.path())
+            .env("SLURM_CONF", &c.conf)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let p = Project::new();
+    p.write("wf.yaml", &gpu_workflow(&p.path().join("gpus.log")));
+    let t0 = Instant::now();
+    let (code, err) = in_allocation(
+        &p,
+        &[
+            "run",
+            "wf.yaml",
+            "--executor",
+            "slurm-steps",
+            "--gpus",
+            "0,1,2,3,4,5,6,7",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("7 Slurm job step(s) started in allocation"),
+        "{err}"
+    );
+    // 6 × 1.5 s on 4 pairs of GPUs: two waves, each step starting at once
+    assert!(t0.elapsed() < Duration::from_secs(20), "{err}");
+    let rows: Vec<(Vec<u32>, f64, f64)> = p
+        .lines("gpus.log")
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ids: Vec<u32> = f[1].split(',').map(|s| s.parse().unwrap()).collect();
+            (ids, f[2].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for (i, a) in rows.iter().enumerate() {
+        assert_eq!(a.0.len(), 2, "{rows:?}");
+        for b in &rows[i + 1..] {
+            if a.1 < b.2 && b.1 < a.2 {
+                assert!(a.0.iter().all(|g| !b.0.contains(g)), "{rows:?}");
+            }
+        }
+    }
+    let a = p.result_digests("wf.yaml", store);
+    let b = local.result_digests("wf.yaml", store);
+    for name in ["g0", "g5", "join"] {
+        assert_eq!(a[name]["out"]["digest"], b[name]["out"]["digest"], "{name}");
+    }
+    // a step past its task's timeout is ended, and leaves no step behind
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "name: late\ntasks:\n  late:\n    kind: shell\n    timeout: 2s\n    resources: {gpus: 1}\n    params: {cmd: 'sleep 60; echo > out.txt', outputs: {out: out.txt}}\n",
+    );
+    let t0 = Instant::now();
+    let (code, err) = in_allocation(
+        &p,
+        &["run", "wf.yaml", "--executor", "slurm-steps", "--gpus", "0"],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("timed out after 2"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{err}");
+    wait_for("no step of ours left", Duration::from_secs(20), || {
+        !c.client("squeue", &["-h", "-s", "-o", "%j"])
+            .lines()
+            .any(|l| l.starts_with("cocoflow-"))
+    });
 }
