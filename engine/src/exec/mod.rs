@@ -122,7 +122,9 @@ pub struct Running {
     cancel: Arc<AtomicBool>,
     killed: Arc<AtomicBool>,
     notify: Arc<tokio::sync::Notify>,
-    /// The process group to signal, when the attempt has a process of its own.
+    /// What to signal when the attempt has a process of its own: `-pgid` (its process
+    /// group) or a pid (one process: a launcher such as `srun` that ends its remote work
+    /// itself when signalled, and whose helpers must outlive it).
     pgid: Arc<std::sync::Mutex<Option<i32>>>,
 }
 
@@ -136,9 +138,9 @@ impl Running {
         self.cancel
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.notify.notify_waiters();
-        if let Some(pgid) = *self.pgid.lock().unwrap() {
-            // SAFETY: signals the attempt's own process group.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        if let Some(target) = *self.pgid.lock().unwrap() {
+            // SAFETY: signals the attempt's own process group or process.
+            unsafe { libc::kill(target, libc::SIGTERM) };
         }
     }
 
@@ -147,9 +149,9 @@ impl Running {
         self.killed
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.notify.notify_waiters();
-        if let Some(pgid) = *self.pgid.lock().unwrap() {
-            // SAFETY: signals the attempt's own process group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        if let Some(target) = *self.pgid.lock().unwrap() {
+            // SAFETY: signals the attempt's own process group or process.
+            unsafe { libc::kill(target, libc::SIGKILL) };
         }
     }
 
@@ -179,7 +181,12 @@ impl Running {
     }
 
     pub fn set_pgid(&self, pgid: Option<i32>) {
-        *self.pgid.lock().unwrap() = pgid;
+        *self.pgid.lock().unwrap() = pgid.map(|g| -g);
+    }
+
+    /// Signals go to this one process, not its group (see the field).
+    pub fn set_pid(&self, pid: i32) {
+        *self.pgid.lock().unwrap() = Some(pid);
     }
 }
 

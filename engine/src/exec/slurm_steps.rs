@@ -9,9 +9,15 @@
 //! local node (the `slurm` executor's jobs wait for Slurm's scheduler, about half a second
 //! each on the test cluster).
 //!
-//! - Cancellation (Ctrl-C, `--fail-fast`) and the task's `timeout`: `srun` is signalled, and
-//!   ends the step (SIGTERM: Slurm's step cancellation; SIGKILL: the step dies with `srun`'s
-//!   connections).
+//! - Cancellation (Ctrl-C, `--fail-fast`) and the task's `timeout`: SIGTERM to `srun` (not
+//!   its process group), which kills the step's tasks and waits for them; SIGKILL to `srun` only
+//!   if it has not ended 10 s later (a timeout) or after `--grace` (Ctrl-C) — its helper
+//!   process then cancels the step through slurmctld. The worker gets no cooperative stop.
+//! - Each step asks for `--cpus-per-task` (at most the allocation's), `--mem=0` (the
+//!   allocation's memory, reserving none), `--gres=gpu:N` or `--gres=none`; the allocation's own
+//!   `SLURM_GPUS*`, `SLURM_MEM_PER_*`, `SLURM_CPUS_PER_*`, `SLURM_NTASKS_PER_*` and
+//!   `SLURM_TRES_PER_TASK` are not passed to `srun`. The worker's stderr is written into the
+//!   task log on its node (`--error`, appended).
 //! - An engine killed mid-run takes its steps with it (their `srun`s die with the engine,
 //!   `PR_SET_PDEATHSIG`); the re-run starts them again (no re-attach: that is the `slurm`
 //!   executor's).
@@ -132,23 +138,39 @@ impl Executor for SlurmSteps {
             self.self_exe.clone()
         };
         let gpus = l.job.gpus.len();
-        let mut args: Vec<OsString> = vec![
+        // (a step cannot ask for more CPUs than the allocation has: it would never start)
+        let cpus = match crate::runner::allocation_cpus() {
+            Some(n) => l.cpus.clamp(1, n),
+            None => l.cpus.max(1),
+        };
+        let log = std::path::absolute(&l.job.log_path).unwrap_or(l.job.log_path.clone());
+        let mut error = OsString::from("--error=");
+        error.push(&log);
+        let args: Vec<OsString> = vec![
             format!("--jobid={job_id}").into(),
             "--exact".into(),
             "--nodes=1".into(),
             "--ntasks=1".into(),
-            format!("--cpus-per-task={}", l.cpus.max(1)).into(),
+            format!("--cpus-per-task={cpus}").into(),
+            // all of the allocation's memory, reserving none (steps run side by side)
+            "--mem=0".into(),
+            // no GPU unless asked for (a step without --gres gets all the allocation's)
+            if gpus > 0 {
+                format!("--gres=gpu:{gpus}").into()
+            } else {
+                "--gres=none".into()
+            },
             format!(
                 "--job-name=cocoflow-{}",
                 &l.job.key[..16.min(l.job.key.len())]
             )
             .into(),
+            // the worker's stderr written on its node, straight into the task log it publishes
+            error,
+            "--open-mode=append".into(),
             "--quiet".into(),
+            "--".into(),
         ];
-        if gpus > 0 {
-            args.push(format!("--gres=gpu:{gpus}").into());
-        }
-        args.push("--".into());
         let (r, loads, steps) = (running.clone(), self.loads.clone(), self.steps.clone());
         self.rt.spawn(async move {
             let (id, attempt) = (l.id, l.attempt);
@@ -157,6 +179,15 @@ impl Executor for SlurmSteps {
                 program: &srun,
                 args,
                 worker_args: vec!["--gpus-from-env".into()],
+                // the allocation's own request, which `srun` would take as options
+                env_remove: &[
+                    "SLURM_GPUS",
+                    "SLURM_TRES_PER_TASK",
+                    "SLURM_CPUS_PER_GPU",
+                    "SLURM_CPUS_PER_TASK",
+                    "SLURM_NTASKS_PER_",
+                    "SLURM_MEM_PER_",
+                ],
             };
             let outcome = match std::path::absolute(&exe) {
                 Ok(exe) => {

@@ -82,6 +82,8 @@ pub(super) struct Launcher<'a> {
     pub args: Vec<OsString>,
     /// Arguments after the worker's own (`--gpus-from-env`).
     pub worker_args: Vec<OsString>,
+    /// Environment variables (by prefix) the launcher must not see.
+    pub env_remove: &'static [&'static str],
 }
 
 /// Runs one attempt as `exe worker --job -` (through `launcher` when given) and reads its
@@ -111,6 +113,12 @@ pub(super) async fn run(
         "CUDA_VISIBLE_DEVICES".into(),
         super::workers::gpu_list(&job.gpus).into(),
     );
+    if let Some(l) = &launcher {
+        env.retain(|k, _| {
+            let k = k.to_string_lossy();
+            !l.env_remove.iter().any(|p| k.starts_with(p))
+        });
+    }
     // stdin: the job; stdout: progress and the outcome; stderr: the task log itself (the
     // worker reads the log when it publishes the result, so nothing may be in flight).
     if let Some(p) = job.log_path.parent() {
@@ -154,7 +162,13 @@ pub(super) async fn run(
         }
     };
     let pid = proc.id();
-    running.set_pgid(Some(pid as i32));
+    if launcher.is_some() {
+        // `srun` ends its step when signalled; its helper process (same group) cancels the
+        // step should `srun` itself be killed, so only `srun` is signalled
+        running.set_pid(pid as i32);
+    } else {
+        running.set_pgid(Some(pid as i32));
+    }
     if running.is_cancelled() {
         running.cancel();
     }
@@ -177,7 +191,25 @@ pub(super) async fn run(
             match next.await {
                 None => {
                     timed_out = true;
-                    running.kill();
+                    if launcher.is_some() {
+                        // SIGTERM: `srun` kills the step's tasks and waits for them; SIGKILL
+                        // only if it has not ended a while later
+                        running.cancel();
+                        let pid = proc.id();
+                        let gone =
+                            tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                                while !exited(pid) {
+                                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                }
+                            })
+                            .await
+                            .is_ok();
+                        if !gone {
+                            running.kill();
+                        }
+                    } else {
+                        running.kill();
+                    }
                     break;
                 }
                 Some(Ok(Some(line))) => {
@@ -229,20 +261,7 @@ pub(super) async fn run(
 /// the zombie still holds the id: a `cancel` or `kill` meanwhile cannot reach a new group.
 async fn exit(proc: &mut Spawned, running: &Running) -> std::io::Result<std::process::ExitStatus> {
     let pid = proc.id();
-    let exited = || {
-        // SAFETY: asks about our own child without reaping it (WNOWAIT).
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
-        };
-        // (an error, e.g. already reaped: let the reaping below report it)
-        r != 0 || unsafe { info.si_pid() } != 0
-    };
+    let exited = || exited(pid);
     // SAFETY: the AsyncFd owns the pidfd, which nothing else replaces or closes.
     let watched = child::pidfd_open(pid).and_then(|fd| {
         unsafe {
@@ -261,4 +280,20 @@ async fn exit(proc: &mut Spawned, running: &Running) -> std::io::Result<std::pro
     }
     running.set_pgid(None);
     proc.wait()
+}
+
+/// Whether our child `pid` has exited (without reaping it: WNOWAIT).
+fn exited(pid: u32) -> bool {
+    // SAFETY: asks about our own child without reaping it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // (an error, e.g. already reaped: the caller's reaping reports it)
+    r != 0 || unsafe { info.si_pid() } != 0
 }

@@ -30,7 +30,7 @@ mod signals;
 
 pub use cache::cache_hits;
 use launch::Launcher;
-pub use resources::resources;
+pub use resources::{allocation_cpus, resources};
 use signals::Signals;
 
 #[derive(Debug, Clone)]

@@ -95,7 +95,7 @@ pub fn resources(
 
 /// CPUs of the allocation this process runs in, on its first node (`SLURM_JOB_CPUS_PER_NODE`,
 /// e.g. `16` or `16(x2)`).
-fn allocation_cpus() -> Option<u32> {
+pub fn allocation_cpus() -> Option<u32> {
     let v = std::env::var("SLURM_JOB_CPUS_PER_NODE").ok()?;
     let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok().filter(|n| *n > 0)

@@ -478,23 +478,60 @@ fn slurm_executor_on_a_real_cluster() {
     for name in ["g0", "g5", "join"] {
         assert_eq!(a[name]["out"]["digest"], b[name]["out"]["digest"], "{name}");
     }
-    // a step past its task's timeout is ended, and leaves no step behind
+    // a step past its task's timeout is ended while the run goes on (a step left behind
+    // would keep its GPU until the allocation ends)
     let p = Project::new();
     p.write(
         "wf.yaml",
-        "name: late\ntasks:\n  late:\n    kind: shell\n    timeout: 2s\n    resources: {gpus: 1}\n    params: {cmd: 'sleep 60; echo > out.txt', outputs: {out: out.txt}}\n",
+        "name: late\ntasks:\n  late:\n    kind: shell\n    timeout: 2s\n    resources: {gpus: 1}\n    params: {cmd: 'sleep 60; echo > out.txt', outputs: {out: out.txt}}\n  keep:\n    kind: shell\n    resources: {gpus: 1}\n    params: {cmd: 'sleep 12; echo > out.txt', outputs: {out: out.txt}}\n",
     );
-    let t0 = Instant::now();
-    let (code, err) = in_allocation(
-        &p,
-        &["run", "wf.yaml", "--executor", "slurm-steps", "--gpus", "0"],
-    );
-    assert_eq!(code, 4, "{err}");
-    assert!(err.contains("timed out after 2"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(30), "{err}");
-    wait_for("no step of ours left", Duration::from_secs(20), || {
-        !c.client("squeue", &["-h", "-s", "-o", "%j"])
+    let plan = p.plan_json("wf.yaml");
+    let key = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "late")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let step_name = format!("cocoflow-{}", &key[..16]);
+    let step_listed = || {
+        c.client("squeue", &["-h", "-s", "-o", "%j"])
             .lines()
-            .any(|l| l.starts_with("cocoflow-"))
+            .any(|l| l.trim() == step_name)
+    };
+    let mut child = Command::new("salloc")
+        .args(["--quiet", "-N1", "--gres=gpu:8", "--cpus-per-task=8"])
+        .arg(super::common::BIN)
+        .args([
+            "run",
+            "wf.yaml",
+            "--executor",
+            "slurm-steps",
+            "--gpus",
+            "0,1",
+        ])
+        .current_dir(p.path())
+        .env("SLURM_CONF", &c.conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the late task's step", Duration::from_secs(30), step_listed);
+    let seen = Instant::now();
+    wait_for("the late step to end", Duration::from_secs(15), || {
+        !step_listed()
     });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the step ended with the run, not before it"
+    );
+    assert!(seen.elapsed() < Duration::from_secs(12));
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("timed out after 2"), "{err}");
+    assert!(err.contains("1 ran, 0 cached, 1 failed"), "{err}");
 }
