@@ -145,6 +145,46 @@ fn gpu_workflow(log: &Path) -> String {
     wf
 }
 
+/// Checks the 6 rows of `gpu_workflow`'s log (task, ids, start, end): two ids below 8 each, and
+/// no id on two tasks that ran at the same time. Returns how many pairs overlapped in time.
+fn check_gpu_rows(p: &Project) -> usize {
+    let rows: Vec<(String, Vec<u32>, f64, f64)> = p
+        .lines("gpus.log")
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 4, "{l}");
+            let ids: Vec<u32> = f[1].split(',').map(|s| s.parse().unwrap()).collect();
+            (
+                f[0].to_string(),
+                ids,
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let mut overlapping = 0;
+    for (i, a) in rows.iter().enumerate() {
+        assert_eq!(a.1.len(), 2, "{rows:?}");
+        assert!(a.1.iter().all(|&g| g < 8), "{rows:?}");
+        for b in &rows[i + 1..] {
+            if a.2 < b.3 && b.2 < a.3 {
+                overlapping += 1;
+                assert!(
+                    a.1.iter().all(|g| !b.1.contains(g)),
+                    "{} and {} ran at the same time on {:?} and {:?}",
+                    a.0,
+                    b.0,
+                    a.1,
+                    b.1
+                );
+            }
+        }
+    }
+    overlapping
+}
+
 #[test]
 fn slurm_executor_on_a_real_cluster() {
     let Some(conf) = slurm_conf() else {
@@ -203,43 +243,8 @@ fn slurm_executor_on_a_real_cluster() {
         err.contains("slurm: 7 jobs submitted, 0 re-attached"),
         "{err}"
     );
-    let rows: Vec<(String, Vec<u32>, f64, f64)> = p
-        .lines("gpus.log")
-        .iter()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f.len(), 4, "{l}");
-            let ids: Vec<u32> = f[1].split(',').map(|s| s.parse().unwrap()).collect();
-            (
-                f[0].to_string(),
-                ids,
-                f[2].parse().unwrap(),
-                f[3].parse().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(rows.len(), 6, "{rows:?}");
-    for (name, ids, _, _) in &rows {
-        assert_eq!(ids.len(), 2, "{name}: {ids:?}");
-        assert!(ids.iter().all(|&i| i < 8), "{name}: {ids:?}");
-    }
-    let mut overlapping = 0;
-    for (i, a) in rows.iter().enumerate() {
-        for b in &rows[i + 1..] {
-            if a.2 < b.3 && b.2 < a.3 {
-                overlapping += 1;
-                assert!(
-                    a.1.iter().all(|g| !b.1.contains(g)),
-                    "{} and {} ran at the same time on {:?} and {:?}",
-                    a.0,
-                    b.0,
-                    a.1,
-                    b.1
-                );
-            }
-        }
-    }
-    eprintln!("gpu jobs: {overlapping} overlapping pairs, {rows:?}");
+    let overlapping = check_gpu_rows(&p);
+    eprintln!("gpu jobs: {overlapping} overlapping pairs");
 
     // 2. the same results as a local run (digests of every output)
     let local = Project::new();
@@ -455,24 +460,7 @@ fn slurm_executor_on_a_real_cluster() {
     );
     // 6 × 1.5 s on 4 pairs of GPUs: two waves, each step starting at once
     assert!(t0.elapsed() < Duration::from_secs(20), "{err}");
-    let rows: Vec<(Vec<u32>, f64, f64)> = p
-        .lines("gpus.log")
-        .iter()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let ids: Vec<u32> = f[1].split(',').map(|s| s.parse().unwrap()).collect();
-            (ids, f[2].parse().unwrap(), f[3].parse().unwrap())
-        })
-        .collect();
-    assert_eq!(rows.len(), 6, "{rows:?}");
-    for (i, a) in rows.iter().enumerate() {
-        assert_eq!(a.0.len(), 2, "{rows:?}");
-        for b in &rows[i + 1..] {
-            if a.1 < b.2 && b.1 < a.2 {
-                assert!(a.0.iter().all(|g| !b.0.contains(g)), "{rows:?}");
-            }
-        }
-    }
+    check_gpu_rows(&p);
     let a = p.result_digests("wf.yaml", store);
     let b = local.result_digests("wf.yaml", store);
     for name in ["g0", "g5", "join"] {
