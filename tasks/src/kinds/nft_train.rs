@@ -49,6 +49,17 @@ pub struct NftTrainParams {
     pub timestep_fraction: f64,
     /// Samples per forward/backward.
     pub micro_batch: usize,
+    /// AdamW steps per iteration. 1 (method-spec §4): the gradient of every sample in the loss
+    /// is accumulated and one step taken. S > 1: the samples in the loss are dealt, after a
+    /// seeded shuffle (stream `nft/<first step>/split`), into S parts of near-equal size, and
+    /// each part's accumulated gradient is clipped and stepped in turn (step numbers
+    /// `step … step + S − 1`, which also name the noise streams), as the flow-GRPO family of
+    /// reference trainers does with `gradient_accumulation_steps = num_batches_per_epoch / S`
+    /// (S = 2 there). Same forwards and backwards per iteration, S times the updates; θ_old stays
+    /// fixed within the iteration, so later parts are slightly off-policy. Left out of the cache
+    /// key while 1.
+    #[serde(skip_serializing_if = "super::is_one")]
+    pub optimizer_steps: usize,
     /// θ's forward with block-wise gradient checkpointing (activations recomputed in the
     /// backward: less memory, one more forward), where the backend has it (FLUX.1 Kontext);
     /// the gradients are the plain forward's. Backends without it (tiny-kontext) run the plain
@@ -92,6 +103,7 @@ impl Default for NftTrainParams {
             max_grad_norm: 1.0,
             timestep_fraction: 0.99,
             micro_batch: 16,
+            optimizer_steps: 1,
             gradient_checkpointing: false,
             cpu_replicas: 1,
             lora_rank: DEFAULT_LORA_RANK,
@@ -182,6 +194,12 @@ fn check(p: &NftTrainParams) -> Result<(), ParamError> {
         return bad(
             "timestep_fraction",
             format!("must be in (0, 1], got {}", p.timestep_fraction),
+        );
+    }
+    if p.optimizer_steps == 0 || p.optimizer_steps > 1024 {
+        return bad(
+            "optimizer_steps",
+            format!("must be in 1..=1024, got {}", p.optimizer_steps),
         );
     }
     if p.micro_batch == 0 {

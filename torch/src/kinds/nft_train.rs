@@ -17,6 +17,26 @@ use tch::Tensor;
 
 pub use cocoflow_tasks::kinds::nft_train::*;
 
+/// Copies θ (the adapter being trained) of `from` into `to` (a data-parallel replica, maybe on
+/// another device), so every replica starts the next optimiser step of the iteration from it.
+fn sync_theta(
+    from: &dyn crate::models::EditPolicy,
+    to: &mut dyn crate::models::EditPolicy,
+) -> Result<(), TaskError> {
+    let src = from.adapter_variables(THETA).map_err(fail)?;
+    let dst = to.adapter_variables(THETA).map_err(fail)?;
+    tch::no_grad(|| {
+        for (k, v) in &src {
+            let mut d = dst
+                .get(k)
+                .ok_or_else(|| fail(format!("data-parallel: a replica has no `{k}`")))?
+                .shallow_clone();
+            d.copy_(&v.to_device(d.device()));
+        }
+        Ok(())
+    })
+}
+
 /// The optimiser settings of the params.
 pub fn adamw(p: &NftTrainParams) -> AdamWConfig {
     AdamWConfig {
@@ -91,77 +111,112 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
             devices
         ));
     }
-    let settings: Vec<nft_train::Settings> = devices
+    // The samples in the loss, dealt into `optimizer_steps` parts (one part: all of them, in
+    // the order and with the noise streams of a single-step iteration).
+    let in_loss: Vec<usize> = rw
+        .samples
         .iter()
-        .enumerate()
-        .map(|(r, &d)| nft_train::Settings {
-            cfg: &cfg,
-            seed: p.seed,
-            step,
-            timestep_fraction: p.timestep_fraction,
-            micro_batch: p.micro_batch,
-            device: d,
-            gradient_checkpointing: p.gradient_checkpointing,
-            shard: (r, devices.len()),
-        })
+        .filter(|s| s.r.is_some())
+        .map(|s| s.index)
         .collect();
+    let parts: Vec<Option<Vec<usize>>> = if p.optimizer_steps <= 1 || in_loss.is_empty() {
+        vec![None]
+    } else {
+        nft_train::split_samples(p.seed, step, &in_loss, p.optimizer_steps)
+            .into_iter()
+            .map(Some)
+            .collect()
+    };
     let progress = ctx.progress_sink();
     let cancel = ctx.cancel_flag();
-    let acc = {
-        let mut replicas: Vec<&mut dyn crate::models::EditPolicy> = vec![st.model.as_mut()];
-        for o in others.iter_mut() {
-            replicas.push(o.as_mut());
+    let n_parts = parts.len() as u64;
+    let mut sums = nft_train::TermSums::default();
+    let (mut used, mut n_t, mut micro_batches) = (Vec::new(), 0, 0);
+    let (mut norms, mut coefs, mut updates) = (Vec::new(), Vec::new(), 0u64);
+    let mut inline_others: u64 = 0;
+    for (j, part) in parts.iter().enumerate() {
+        let settings: Vec<nft_train::Settings> = devices
+            .iter()
+            .enumerate()
+            .map(|(r, &d)| nft_train::Settings {
+                cfg: &cfg,
+                seed: p.seed,
+                step: step + j as u64,
+                timestep_fraction: p.timestep_fraction,
+                micro_batch: p.micro_batch,
+                device: d,
+                gradient_checkpointing: p.gradient_checkpointing,
+                shard: (r, devices.len()),
+                only: part.as_deref(),
+            })
+            .collect();
+        let acc = {
+            let mut replicas: Vec<&mut dyn crate::models::EditPolicy> = vec![st.model.as_mut()];
+            for o in others.iter_mut() {
+                replicas.push(o.as_mut());
+            }
+            nft_train::accumulate_parallel(
+                &mut replicas,
+                &m,
+                &t_all,
+                &rw,
+                &settings,
+                &mut |done, total, loss| {
+                    progress(cocoflow_engine::kind::Progress {
+                        done: j as u64 * total + done,
+                        total: n_parts * total,
+                        message: format!("step {}/{n_parts}: loss {loss:.4}", j + 1),
+                    });
+                    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                        Err(TaskError::Cancelled)
+                    } else {
+                        Ok(())
+                    }
+                },
+            )?
+        };
+        sums.add(&acc.sums);
+        used.extend(acc.used.iter().copied());
+        n_t = acc.timesteps;
+        micro_batches += acc.micro_batches;
+        let params = st.model.adapter_variables(THETA)?;
+        // Clip and step (no step when nothing is in the loss).
+        let grads: BTreeMap<String, Tensor> = params
+            .iter()
+            .map(|(k, v)| {
+                let g = v.grad();
+                (k.clone(), if g.defined() { g } else { v.zeros_like() })
+            })
+            .collect();
+        if !acc.used.is_empty() {
+            let (norm, coef) = clip_grad_norm(&grads, p.max_grad_norm);
+            st.optimizer.cfg = adamw(&p);
+            st.optimizer.step(&params, &grads);
+            norms.push(norm);
+            coefs.push(coef);
+            updates += 1;
         }
-        nft_train::accumulate_parallel(
-            &mut replicas,
-            &m,
-            &t_all,
-            &rw,
-            &settings,
-            &mut |done, total, loss| {
-                progress(cocoflow_engine::kind::Progress {
-                    done,
-                    total,
-                    message: format!("loss {loss:.4}"),
-                });
-                if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                    Err(TaskError::Cancelled)
-                } else {
-                    Ok(())
-                }
-            },
-        )
-    };
-    let inline_others: u64 = others.iter().map(|o| o.inline_prompt_encodings()).sum();
-    drop(others);
-    let acc = acc?;
-    let (sums, used, n_t) = (acc.sums, acc.used, acc.timesteps);
-    let inline = st.model.inline_prompt_encodings() + inline_others;
-    if inline > 0 {
-        ctx.log(format!(
-            "prompts: {inline} encodings were not in the `prompts` input and were made here"
-        ));
+        for v in params.values() {
+            let mut g = v.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        // The other replicas take θ's new values before the next part.
+        if j + 1 < parts.len() && !others.is_empty() {
+            for o in others.iter_mut() {
+                sync_theta(st.model.as_ref(), o.as_mut())?;
+            }
+        }
     }
-    let params = st.model.adapter_variables(THETA)?;
-
-    // Clip and step (no step when nothing is in the loss).
-    let grads: BTreeMap<String, Tensor> = params
+    inline_others += others
         .iter()
-        .map(|(k, v)| {
-            let g = v.grad();
-            (k.clone(), if g.defined() { g } else { v.zeros_like() })
-        })
-        .collect();
-    let updated = !used.is_empty();
-    let (norm, coef) = if updated {
-        clip_grad_norm(&grads, p.max_grad_norm)
-    } else {
-        (0.0, 1.0)
-    };
-    st.optimizer.cfg = adamw(&p);
-    if updated {
-        st.optimizer.step(&params, &grads);
-    } else {
+        .map(|o| o.inline_prompt_encodings())
+        .sum::<u64>();
+    drop(others);
+    used.sort_unstable();
+    let updated = updates > 0;
+    if !updated {
         ctx.log(format!(
             "iteration {}: no sample in the loss ({} samples, {} banned groups); no optimiser step",
             m.iteration,
@@ -169,22 +224,31 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
             rw.banned.len()
         ));
     }
-    for v in params.values() {
-        let mut g = v.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
+    let inline = st.model.inline_prompt_encodings() + inline_others;
+    if inline > 0 {
+        ctx.log(format!(
+            "prompts: {inline} encodings were not in the `prompts` input and were made here"
+        ));
     }
+    // One step: its norm and clip coefficient (as before); several: their means.
+    let mean_of = |v: &[f64], none: f64| {
+        if v.is_empty() {
+            none
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let (norm, coef) = (mean_of(&norms, 0.0), mean_of(&coefs, 1.0));
     st.model.set_trainable(Trainable::Nothing).map_err(fail)?;
 
     let mean = |x: f64| if sums.n > 0.0 { x / sums.n } else { 0.0 };
     let stats = json!({
         "iteration": m.iteration,
-        "step": step + 1,
+        "step": step + updates.max(1),
         "samples": m.samples.len(),
         "used": used.len(),
         "timesteps": n_t,
-        "micro_batches": acc.micro_batches,
+        "micro_batches": micro_batches,
         "updated": updated,
         "loss": mean(sums.loss),
         "policy": mean(sums.policy),
@@ -199,6 +263,11 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
         "r_mllm_mean": rw.stats.r_mllm.mean,
         "r_sim_mean": rw.stats.r_sim.mean,
     });
+    let mut stats = stats;
+    if p.optimizer_steps > 1 {
+        // (absent with one step per iteration: the states of kind version ≤ 3 stay as they were)
+        stats["optimizer_steps"] = json!(updates);
+    }
     for key in [
         "loss",
         "policy",
@@ -234,7 +303,7 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     info.configs
         .insert("nft-train".into(), serde_json::to_value(&p).map_err(fail)?);
     info.rng.nft_seed = Some(p.seed);
-    info.step = step + 1;
+    info.step = step + updates.max(1);
     info.iteration = m.iteration + 1;
     let out = ctx.workdir()?.join("state");
     st.save(&out)?;

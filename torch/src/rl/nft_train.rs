@@ -78,6 +78,37 @@ pub struct Settings<'a> {
     /// `(r, n)`: this replica takes micro-batches `r, r + n, r + 2n, …` (data parallelism,
     /// [`accumulate_parallel`]); `(0, 1)`: all of them.
     pub shard: (usize, usize),
+    /// Only these samples (a part of [`split_samples`], when an iteration takes several
+    /// optimiser steps); `None`: every sample in the loss.
+    pub only: Option<&'a [usize]>,
+}
+
+/// The samples in the loss dealt into `parts` optimiser steps: a seeded shuffle (stream
+/// `nft/<step>/split`, `step` = the iteration's first optimiser step), then contiguous parts
+/// whose sizes differ by at most one, each sorted. Never more parts than samples; no sample
+/// → no part.
+pub fn split_samples(seed: u64, step: u64, used: &[usize], parts: usize) -> Vec<Vec<usize>> {
+    let parts = parts.max(1).min(used.len());
+    if parts == 0 {
+        return Vec::new();
+    }
+    let mut rng = StreamRng::derive(seed, &format!("nft/{step}/split"));
+    let mut v = used.to_vec();
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    let (q, r) = (v.len() / parts, v.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut at = 0;
+    for p in 0..parts {
+        let n = q + usize::from(p < r);
+        let mut part = v[at..at + n].to_vec();
+        part.sort_unstable();
+        out.push(part);
+        at += n;
+    }
+    out
 }
 
 /// Accumulates θ's gradient (adapter `default`) over every sample in the loss and its
@@ -118,6 +149,7 @@ pub fn accumulate(
         .iter()
         .filter(|s| s.r.is_some())
         .map(|s| s.index)
+        .filter(|i| set.only.is_none_or(|o| o.contains(i)))
         .collect();
     let params = model.adapter_variables(THETA).map_err(fail)?;
     for v in params.values() {

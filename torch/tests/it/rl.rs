@@ -637,6 +637,7 @@ fn a_failing_replica_fails_the_step_cleanly() {
             device: Device::Cpu,
             gradient_checkpointing: false,
             shard: (r, 2),
+            only: None,
         })
         .collect();
     let t0 = std::time::Instant::now();
@@ -653,4 +654,77 @@ fn a_failing_replica_fails_the_step_cleanly() {
     assert!(err.contains("data-parallel replica 1 of 2"), "{err}");
     assert!(!err.contains("stopped"), "{err}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+}
+
+/// `nft-train` with `optimizer_steps: 3`: each iteration deals the samples in the loss into 3
+/// parts and takes one AdamW step per part — the state's step counts 3 per iteration, θ differs
+/// from the one-step run's, and with 2 CPU replicas (which must start every part from θ's
+/// updated values) θ and θ_old agree with one replica's within 1e-6 relative. The parts are a
+/// partition of the samples in the loss (`split_samples`).
+#[test]
+fn several_optimizer_steps_per_iteration() {
+    use cocoflow_torch::rl::nft_train::split_samples;
+    let used: Vec<usize> = (0..10).filter(|i| i % 4 != 1).collect();
+    let parts = split_samples(5, 7, &used, 3);
+    assert_eq!(parts.iter().map(Vec::len).collect::<Vec<_>>(), [3, 2, 2]);
+    let mut all: Vec<usize> = parts.concat();
+    all.sort_unstable();
+    assert_eq!(all, used);
+    assert!(parts.iter().all(|p| p.windows(2).all(|w| w[0] < w[1])));
+    assert_eq!(parts, split_samples(5, 7, &used, 3), "seeded");
+    assert_ne!(parts, split_samples(5, 8, &used, 3), "per step");
+    assert_eq!(
+        split_samples(5, 7, &used[..2], 3).len(),
+        2,
+        "never more parts than samples"
+    );
+    assert!(split_samples(5, 7, &[], 3).is_empty());
+
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_base(tmp.path());
+    let wf = workflow(&base, None, 2);
+    let one = run(&tmp.path().join("one"), &wf);
+    let runs: Vec<_> = [1usize, 2]
+        .iter()
+        .map(|&n| {
+            let w = wf.replace(
+                "micro_batch: 4,",
+                &format!("micro_batch: 2, optimizer_steps: 3, cpu_replicas: {n},"),
+            );
+            assert!(w.contains("optimizer_steps: 3"), "{w}");
+            run(&tmp.path().join(format!("r{n}")), &w)
+        })
+        .collect();
+    for r in &runs {
+        let m = r.metrics("rl[2].train");
+        assert_eq!(m["step"].as_f64(), Some(6.0), "{m:?}");
+        assert_eq!(info(&r.output("rl[2].ema", "state")).step, 6);
+        let log = r.log("rl[1].train");
+        assert!(log.contains("\"optimizer_steps\":3"), "{log}");
+    }
+    assert_eq!(info(&one.output("rl[2].ema", "state")).step, 2);
+    let last =
+        |r: &crate::common::Run, which: &str| adapter(&r.output("rl[2].ema", "state"), which);
+    let rel = |a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>| {
+        let (mut d2, mut n2) = (0.0, 0.0);
+        for (k, v) in b {
+            d2 += (&a[k] - v).square().sum(Kind::Double).double_value(&[]);
+            n2 += v.square().sum(Kind::Double).double_value(&[]);
+        }
+        (d2 / n2).sqrt()
+    };
+    let e = rel(
+        &last(&runs[0], state::THETA_DIR),
+        &last(&one, state::THETA_DIR),
+    );
+    assert!(
+        e > 1e-3,
+        "three steps per iteration changed θ by only {e:.3e}"
+    );
+    for which in [state::THETA_DIR, state::THETA_OLD_DIR] {
+        let e = rel(&last(&runs[1], which), &last(&runs[0], which));
+        eprintln!("{which}: 2 replicas vs 1, 3 steps per iteration: relative error {e:.3e}");
+        assert!(e <= 1e-6, "{which}: relative error {e:.3e}");
+    }
 }
