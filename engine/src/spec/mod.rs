@@ -140,6 +140,9 @@ pub struct PoolsSpec {
     pub named: BTreeMap<String, u32>,
 }
 
+/// What a string param's default may contain to name the workflow file's directory.
+pub const WORKFLOW_DIR_VAR: &str = "${workflow_dir}";
+
 /// Reads, parses and validates a workflow file, applying `--set key=value` overrides.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Workflow, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -346,6 +349,22 @@ fn build(raw: RawWorkflow, file: SourceFile, overrides: &[String]) -> Result<Wor
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    // `${workflow_dir}` in a string param's default: the workflow file's directory, absolute
+    // (Snakemake's `workflow.basedir`), so a default can name a file shipped beside the workflow
+    // wherever cocoflow runs. `--set` values are taken as typed.
+    let abs_dir = std::path::absolute(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &dir
+    })
+    .unwrap_or_else(|_| dir.clone());
+    for v in params.values_mut() {
+        if let Value::String(t) = v
+            && t.contains(WORKFLOW_DIR_VAR)
+        {
+            *t = t.replace(WORKFLOW_DIR_VAR, &abs_dir.display().to_string());
+        }
+    }
     let arms_raw = match &raw.sweep {
         Some(sweep) => Some(expand_sweep(&ctx, "sweep", sweep, &dir, &params, 0)?),
         None => None,

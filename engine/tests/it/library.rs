@@ -118,3 +118,25 @@ fn checkpoint_api_resumes_a_retried_attempt_and_models_are_shared() {
         "the second task reuses the loaded model"
     );
 }
+
+/// `${workflow_dir}` in a string param's default is the workflow file's directory, made absolute
+/// (so a default can name a file shipped beside the workflow wherever cocoflow runs); a `--set`
+/// value is taken as typed, and other params are untouched.
+#[test]
+fn workflow_dir_in_param_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wf")).unwrap();
+    let wf = dir.path().join("wf/w.yaml");
+    std::fs::write(
+        &wf,
+        "name: d\nparams:\n  model: \"${workflow_dir}/../models/base\"\n  other: \"x\"\n  n: 3\ntasks:\n  a: {kind: noop, params: {payload: \"${model}\"}}\n",
+    )
+    .unwrap();
+    let w = spec::load(&wf, &[]).unwrap();
+    let want = format!("{}/../models/base", dir.path().join("wf").display());
+    assert_eq!(w.params["model"], serde_json::json!(want));
+    assert_eq!(w.params["other"], serde_json::json!("x"));
+    assert_eq!(w.params["n"], serde_json::json!(3));
+    let set = spec::load(&wf, &["model=m/${workflow_dir}".into()]).unwrap();
+    assert_eq!(set.params["model"], serde_json::json!("m/${workflow_dir}"));
+}
