@@ -86,7 +86,7 @@ pub struct Report;
 impl Kind for Report {
     type Params = ReportParams;
     const NAME: &'static str = "report";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const DESCRIBE: &'static str = "a sweep's ablation table (Markdown/CSV/JSON), judge/PSNR/SSIM and reward curves (PNG/SVG), sample grids, an image browser";
     const INPUTS: Option<&'static [Input]> = Some(&[
         Input::required(

@@ -5,6 +5,7 @@
 //! marked, missing values never.
 
 use crate::artifacts::eval_report::TypeRow;
+use crate::curate::outcome::LOCAL_TYPES;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -96,6 +97,11 @@ pub const DELTA_COLUMNS: [&str; 5] = [
     "ssim",
 ];
 
+/// The column of the judge's editing effect over the six local edit types (paper §3.1), shown
+/// when the evaluations have all six (the synthetic benchmark's): the issue-15 target for the
+/// embedded base is stated on it.
+pub const EFFECT_LOCAL: &str = "judge_effect_local";
+
 /// Mean and sample standard deviation (n − 1) of the finite values; `None` when there are
 /// none; the deviation is `None` for a single value.
 pub fn mean_std(values: &[f64]) -> Option<(f64, Option<f64>)> {
@@ -117,6 +123,15 @@ fn part_value(p: &Part<'_>, key: &str) -> Option<f64> {
         "judge_quality" => p.overall.judge_quality,
         "psnr_db" => p.overall.psnr_db,
         "ssim" => p.overall.ssim,
+        EFFECT_LOCAL => {
+            // the unweighted mean over the six local types (all of them, or none)
+            let e: Vec<f64> = LOCAL_TYPES
+                .iter()
+                .filter_map(|t| p.rows.iter().find(|x| x.edit_type == *t))
+                .filter_map(|x| finite(x.judge_effect))
+                .collect();
+            (e.len() == LOCAL_TYPES.len()).then(|| e.iter().sum::<f64>() / e.len() as f64)
+        }
         k => {
             let t = k.strip_prefix("judge_").unwrap_or(k);
             p.rows
@@ -158,6 +173,13 @@ pub fn build(title: &str, inputs: &[RowInput<'_>]) -> Table {
             header: header.into(),
             digits,
         });
+        if key == "judge_effect" && LOCAL_TYPES.iter().all(|t| types.iter().any(|x| x == t)) {
+            columns.push(Column {
+                key: EFFECT_LOCAL.into(),
+                header: "judge effect (6 local types)".into(),
+                digits: 3,
+            });
+        }
     }
     let mut rows: Vec<TableRow> = inputs
         .iter()
@@ -248,7 +270,7 @@ pub fn build(title: &str, inputs: &[RowInput<'_>]) -> Table {
         rows,
         best,
         deltas,
-        notes: "judge columns: the judge's overall score (mean of editing effect and visual quality, in [0, 1]) per edit type and their unweighted mean over types, then effect and quality alone; masked PSNR (dB, capped in means) and SSIM on the keep region over local edit types except additions; every column higher is better. With several seeds a cell is the mean over seeds ± the sample standard deviation; the best mean per column is marked (ties all marked), and rows within the seed spread of it (|difference| ≤ √(s² + s_best²)) are marked as not distinguishable. Differences from the base are paired by seed: mean ± std over seeds of arm − base; |mean| ≤ std is within the seed spread".into(),
+        notes: "judge columns: the judge's overall score (mean of editing effect and visual quality, in [0, 1]) per edit type and their unweighted mean over types, then effect and quality alone (effect also as the unweighted mean over the six local types when all six are evaluated); masked PSNR (dB, capped in means) and SSIM on the keep region over local edit types except additions; every column higher is better. With several seeds a cell is the mean over seeds ± the sample standard deviation; the best mean per column is marked (ties all marked), and rows within the seed spread of it (|difference| ≤ √(s² + s_best²)) are marked as not distinguishable. Differences from the base are paired by seed: mean ± std over seeds of arm − base; |mean| ≤ std is within the seed spread".into(),
     }
 }
 
@@ -429,6 +451,48 @@ mod tests {
             bench_pq: None,
             bench_score: None,
         }
+    }
+
+    /// The local-effect column: present when all six local types are evaluated, the mean of
+    /// their effects (the global types left out); absent with fewer types.
+    #[test]
+    fn effect_over_the_six_local_types() {
+        let row = |t: &str, e: f64| TypeRow {
+            edit_type: t.into(),
+            judge_effect: Some(e),
+            ..overall(0.0, 0.0)
+        };
+        let all: Vec<TypeRow> = LOCAL_TYPES
+            .iter()
+            .enumerate()
+            .map(|(i, t)| row(t, 0.1 * i as f64))
+            .chain([row("style", 1.0), row("tone", 1.0)])
+            .collect();
+        let ov = overall(0.4, 20.0);
+        let build_with = |rows: &[TypeRow]| {
+            build(
+                "t",
+                &[RowInput {
+                    name: "base".into(),
+                    arm: None,
+                    iteration: 0,
+                    label: String::new(),
+                    parts: vec![Part {
+                        seed: None,
+                        rows,
+                        overall: &ov,
+                    }],
+                }],
+            )
+        };
+        let t = build_with(&all);
+        let keys: Vec<&str> = t.columns.iter().map(|c| c.key.as_str()).collect();
+        let i = keys.iter().position(|k| *k == "judge_effect").unwrap();
+        assert_eq!(keys[i + 1], EFFECT_LOCAL);
+        let v = t.rows[0].values[EFFECT_LOCAL].unwrap();
+        assert!((v - 0.25).abs() < 1e-12, "{v}"); // (0 + .1 + … + .5) / 6
+        let t = build_with(&all[1..]);
+        assert!(t.columns.iter().all(|c| c.key != EFFECT_LOCAL));
     }
 
     #[test]
