@@ -323,6 +323,8 @@ fn a_worker_of_another_protocol_is_refused() {
 
 /// `workflows/cocoedit.yaml` / `ablation.yaml` settings small enough for a test.
 pub(crate) const SMALL: &[&str] = &[
+    // pretrain a base in the run (ablation.yaml's default is the shipped one)
+    "model=",
     "n_train=48",
     "n_bench=16",
     "pretrain_steps=60",
