@@ -56,8 +56,9 @@ pub struct NftTrainParams {
     /// `step … step + S − 1`, which also name the noise streams), as the flow-GRPO family of
     /// reference trainers does with `gradient_accumulation_steps = num_batches_per_epoch / S`
     /// (S = 2 there). Same forwards and backwards per iteration, S times the updates; θ_old stays
-    /// fixed within the iteration, so later parts are slightly off-policy. Left out of the cache
-    /// key while 1.
+    /// fixed within the iteration, so later parts are slightly off-policy. The state's `step`
+    /// counts optimiser steps, so the EMA's η (`ema`, method-spec §5) grows S times faster per
+    /// iteration, as the reference trainers' global step does. Left out of the cache key while 1.
     #[serde(skip_serializing_if = "super::is_one")]
     pub optimizer_steps: usize,
     /// θ's forward with block-wise gradient checkpointing (activations recomputed in the

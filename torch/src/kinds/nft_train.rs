@@ -134,6 +134,7 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
     let (mut used, mut n_t, mut micro_batches) = (Vec::new(), 0, 0);
     let (mut norms, mut coefs, mut updates) = (Vec::new(), Vec::new(), 0u64);
     let mut inline_others: u64 = 0;
+    st.optimizer.cfg = adamw(&p);
     for (j, part) in parts.iter().enumerate() {
         let settings: Vec<nft_train::Settings> = devices
             .iter()
@@ -165,7 +166,11 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
                     progress(cocoflow_engine::kind::Progress {
                         done: j as u64 * total + done,
                         total: n_parts * total,
-                        message: format!("step {}/{n_parts}: loss {loss:.4}", j + 1),
+                        message: if n_parts == 1 {
+                            format!("loss {loss:.4}")
+                        } else {
+                            format!("step {}/{n_parts}: loss {loss:.4}", j + 1)
+                        },
                     });
                     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                         Err(TaskError::Cancelled)
@@ -190,7 +195,6 @@ pub fn run(_: &NftTrain, p: NftTrainParams, ctx: &mut TaskCtx) -> Result<(), Tas
             .collect();
         if !acc.used.is_empty() {
             let (norm, coef) = clip_grad_norm(&grads, p.max_grad_norm);
-            st.optimizer.cfg = adamw(&p);
             st.optimizer.step(&params, &grads);
             norms.push(norm);
             coefs.push(coef);
