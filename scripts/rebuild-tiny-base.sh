@@ -2,7 +2,7 @@
 # Rebuilds the shipped tiny-kontext base (models/tiny-kontext-base) from nothing with the
 # project's own workflows/pretrain.yaml and compares it with the shipped files, byte for byte.
 #
-#   bash scripts/rebuild-tiny-base.sh            # ~30 min on 2 CPU cores
+#   bash scripts/rebuild-tiny-base.sh            # ~20 min on 2 idle CPU cores
 #
 # The settings are the ones recorded in models/README.md. CPU results depend on libtorch's
 # intra-op thread count, which `pretrain` takes from the machine's cores: the shipped base was
